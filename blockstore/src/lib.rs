@@ -1,0 +1,3 @@
+//! Kite block store on sled: blocks, commit info, indexes and app state, committed atomically.
+
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The kite binary.
+fn main() {}

@@ -1,0 +1,3 @@
+//! Kite node: libp2p host, stream handlers, task wiring, block sync, peer exchange, JSON-RPC, metrics, config.
+
+#![forbid(unsafe_code)]

@@ -1,0 +1,299 @@
+//! Votes (ACK / NACK) and the commit info stored with every block.
+
+use crate::codec::{self, DecodeError};
+use crate::genesis::{Quorum, ValidatorSet};
+use crate::{Hash, NodeKey, PublicKey, Signature, proto, sign};
+use std::collections::HashSet;
+
+/// Longest NACK reason kept, in bytes; longer ones are cut on decode.
+pub const MAX_NACK_REASON: usize = 256;
+
+/// A validator's verdict on a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vote {
+    /// Height of the block.
+    pub height: u64,
+    /// The block voted on.
+    pub block_hash: Hash,
+    /// ACK (true) or NACK.
+    pub ack: bool,
+    /// App hash after executing the block (ACK); zero on NACK.
+    pub app_hash: Hash,
+    /// Why the block was refused (NACK); not signed.
+    pub nack_reason: String,
+    /// The voter.
+    pub validator: PublicKey,
+    /// Signature over [`sign::vote_digest`].
+    pub signature: Signature,
+}
+
+impl Vote {
+    /// A signed ACK.
+    pub fn ack(key: &NodeKey, chain_id: &str, height: u64, block_hash: Hash, app_hash: Hash) -> Vote {
+        let digest = sign::vote_digest(chain_id, height, &block_hash, true, &app_hash);
+        Vote {
+            height,
+            block_hash,
+            ack: true,
+            app_hash,
+            nack_reason: String::new(),
+            validator: key.public(),
+            signature: key.sign_digest(&digest),
+        }
+    }
+
+    /// A signed NACK.
+    pub fn nack(key: &NodeKey, chain_id: &str, height: u64, block_hash: Hash, reason: &str) -> Vote {
+        let digest = sign::vote_digest(chain_id, height, &block_hash, false, &Hash::ZERO);
+        Vote {
+            height,
+            block_hash,
+            ack: false,
+            app_hash: Hash::ZERO,
+            nack_reason: truncate(reason, MAX_NACK_REASON),
+            validator: key.public(),
+            signature: key.sign_digest(&digest),
+        }
+    }
+
+    /// The digest the signature covers.
+    pub fn digest(&self, chain_id: &str) -> Hash {
+        sign::vote_digest(chain_id, self.height, &self.block_hash, self.ack, &self.app_hash)
+    }
+
+    /// Checks the signature.
+    pub fn verify(&self, chain_id: &str) -> bool {
+        sign::verify(&self.validator, &self.digest(chain_id), &self.signature)
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> proto::Vote {
+        proto::Vote {
+            height: self.height,
+            block_hash: self.block_hash.0.to_vec(),
+            ack: self.ack,
+            app_hash: if self.ack { self.app_hash.0.to_vec() } else { Vec::new() },
+            nack_reason: self.nack_reason.clone(),
+            validator: self.validator.0.to_vec(),
+            signature: self.signature.0.to_vec(),
+        }
+    }
+
+    /// Validates the wire form (structure, not the signature).
+    pub fn from_proto(p: &proto::Vote) -> Result<Vote, DecodeError> {
+        const W: &str = "vote";
+        let app_hash = if p.ack {
+            codec::hash_field(W, "app_hash", &p.app_hash)?
+        } else {
+            Hash::ZERO
+        };
+        Ok(Vote {
+            height: p.height,
+            block_hash: codec::hash_field(W, "block_hash", &p.block_hash)?,
+            ack: p.ack,
+            app_hash,
+            nack_reason: truncate(&p.nack_reason, MAX_NACK_REASON),
+            validator: codec::key_field(W, "validator", &p.validator)?,
+            signature: codec::sig_field(W, "signature", &p.signature)?,
+        })
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// The app hash after a block and the ACKs that committed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// App hash after the block.
+    pub app_hash: Hash,
+    /// The ACK votes that reached the quorum.
+    pub votes: Vec<Vote>,
+}
+
+impl CommitInfo {
+    /// The wire form.
+    pub fn to_proto(&self) -> proto::CommitInfo {
+        proto::CommitInfo {
+            app_hash: self.app_hash.0.to_vec(),
+            votes: self.votes.iter().map(Vote::to_proto).collect(),
+        }
+    }
+
+    /// Validates the wire form (structure). At most `max_votes` votes.
+    pub fn from_proto(p: &proto::CommitInfo, max_votes: usize) -> Result<CommitInfo, DecodeError> {
+        const W: &str = "commit info";
+        if p.votes.len() > max_votes {
+            return Err(DecodeError::invalid(
+                W,
+                format!("{} votes, at most {max_votes} validators exist", p.votes.len()),
+            ));
+        }
+        Ok(CommitInfo {
+            app_hash: codec::hash_field(W, "app_hash", &p.app_hash)?,
+            votes: p
+                .votes
+                .iter()
+                .map(Vote::from_proto)
+                .collect::<Result<Vec<_>, _>>()?,
+        })
+    }
+
+    /// Checks that this commit info proves `block_hash` at `height` was
+    /// committed: every vote is an ACK for that block with this app hash,
+    /// from a distinct validator of `validators`, correctly signed, and their
+    /// power reaches `quorum`. Signatures are batch-verified.
+    pub fn verify(
+        &self,
+        chain_id: &str,
+        height: u64,
+        block_hash: &Hash,
+        validators: &ValidatorSet,
+        quorum: Quorum,
+    ) -> Result<(), String> {
+        let mut seen = HashSet::new();
+        let mut power: u64 = 0;
+        for v in &self.votes {
+            if !v.ack {
+                return Err(format!("commit info holds a NACK from {}", v.validator.short()));
+            }
+            if v.height != height || v.block_hash != *block_hash {
+                return Err(format!(
+                    "vote of {} is for height {} block {}, not height {height} block {}",
+                    v.validator.short(),
+                    v.height,
+                    v.block_hash.short(),
+                    block_hash.short()
+                ));
+            }
+            if v.app_hash != self.app_hash {
+                return Err(format!(
+                    "vote of {} carries app hash {}, the commit says {}",
+                    v.validator.short(),
+                    v.app_hash.short(),
+                    self.app_hash.short()
+                ));
+            }
+            let Some(p) = validators.power_of(&v.validator) else {
+                return Err(format!("{} is not a validator", v.validator.short()));
+            };
+            if !seen.insert(v.validator) {
+                return Err(format!("two votes from {}", v.validator.short()));
+            }
+            power = power.saturating_add(p);
+        }
+        if !quorum.reached(power, validators.total_power()) {
+            return Err(format!(
+                "votes carry power {power} of {}, short of the quorum {quorum}",
+                validators.total_power()
+            ));
+        }
+        let digests: Vec<Hash> = self.votes.iter().map(|v| v.digest(chain_id)).collect();
+        let items: Vec<sign::SigItem<'_>> = self
+            .votes
+            .iter()
+            .zip(&digests)
+            .map(|(v, d)| sign::SigItem {
+                key: &v.validator,
+                digest: *d,
+                sig: &v.signature,
+            })
+            .collect();
+        let verdicts = sign::verify_batch(&items);
+        if let Some(i) = verdicts.iter().position(|ok| !ok) {
+            return Err(format!(
+                "bad vote signature from {}",
+                self.votes[i].validator.short()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::genesis::Validator;
+
+    fn setup() -> (Vec<NodeKey>, ValidatorSet) {
+        let keys: Vec<NodeKey> = (1..=4u8).map(|i| NodeKey::from_seed([i; 32])).collect();
+        let set = ValidatorSet::new(
+            keys.iter()
+                .map(|k| Validator {
+                    pub_key: k.public(),
+                    power: 1,
+                    name: String::new(),
+                })
+                .collect(),
+        );
+        (keys, set)
+    }
+
+    #[test]
+    fn vote_signatures() {
+        let k = NodeKey::from_seed([1; 32]);
+        let bh = Hash::digest(b"b");
+        let ah = Hash::digest(b"a");
+        let v = Vote::ack(&k, "c", 5, bh, ah);
+        assert!(v.verify("c"));
+        assert!(!v.verify("other-chain"));
+        let mut w = v.clone();
+        w.app_hash = Hash::digest(b"x");
+        assert!(!w.verify("c"));
+        let n = Vote::nack(&k, "c", 5, bh, &"r".repeat(1000));
+        assert!(n.verify("c"));
+        assert_eq!(n.nack_reason.len(), MAX_NACK_REASON);
+        // A NACK cannot be turned into an ACK.
+        let mut a = n.clone();
+        a.ack = true;
+        assert!(!a.verify("c"));
+        let back = Vote::from_proto(&v.to_proto()).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn commit_info_quorum() {
+        let (keys, set) = setup();
+        let q = Quorum::default();
+        let bh = Hash::digest(b"b");
+        let ah = Hash::digest(b"a");
+        let votes = |n: usize| -> Vec<Vote> {
+            keys[..n].iter().map(|k| Vote::ack(k, "c", 3, bh, ah)).collect()
+        };
+        let ci = CommitInfo { app_hash: ah, votes: votes(3) };
+        assert_eq!(ci.verify("c", 3, &bh, &set, q), Ok(()));
+        // 2 of 4 is not more than half.
+        let ci2 = CommitInfo { app_hash: ah, votes: votes(2) };
+        assert!(ci2.verify("c", 3, &bh, &set, q).is_err());
+        // Duplicate votes do not count twice.
+        let mut dup = votes(2);
+        dup.push(dup[0].clone());
+        assert!(CommitInfo { app_hash: ah, votes: dup }.verify("c", 3, &bh, &set, q).is_err());
+        // Wrong height, wrong block, wrong chain, outsider.
+        assert!(ci.verify("c", 4, &bh, &set, q).is_err());
+        assert!(ci.verify("c", 3, &ah, &set, q).is_err());
+        assert!(ci.verify("d", 3, &bh, &set, q).is_err());
+        let mut outsider = votes(2);
+        outsider.push(Vote::ack(&NodeKey::from_seed([9; 32]), "c", 3, bh, ah));
+        assert!(CommitInfo { app_hash: ah, votes: outsider }.verify("c", 3, &bh, &set, q).is_err());
+        // A vote over another app hash.
+        let mut mixed = votes(2);
+        mixed.push(Vote::ack(&keys[3], "c", 3, bh, bh));
+        assert!(CommitInfo { app_hash: ah, votes: mixed }.verify("c", 3, &bh, &set, q).is_err());
+        // Forged signature.
+        let mut forged = votes(3);
+        forged[1].signature.0[0] ^= 1;
+        assert!(CommitInfo { app_hash: ah, votes: forged }.verify("c", 3, &bh, &set, q).is_err());
+        let back = CommitInfo::from_proto(&ci.to_proto(), 10).unwrap();
+        assert_eq!(back, ci);
+        assert!(CommitInfo::from_proto(&ci.to_proto(), 2).is_err());
+    }
+}
