@@ -190,17 +190,25 @@ impl NodeKey {
 
     /// Reads a key file (64 hex characters). Refuses files readable by other users.
     pub fn load(path: &Path) -> Result<NodeKey, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        let io = |source| KeyError::Io {
             path: path.to_owned(),
             source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if meta.len() > 1024 {
+            return Err(KeyError::BadKeyFile {
+                path: path.to_owned(),
+                detail: format!("the file is {} bytes long", meta.len()),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let key = Self::from_hex(&text).map_err(|detail| KeyError::BadKeyFile {
+            path: path.to_owned(),
+            detail,
         })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let meta = std::fs::metadata(path).map_err(|source| KeyError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 return Err(KeyError::Permissions {
@@ -209,10 +217,7 @@ impl NodeKey {
                 });
             }
         }
-        Self::from_hex(&text).map_err(|detail| KeyError::BadKeyFile {
-            path: path.to_owned(),
-            detail,
-        })
+        Ok(key)
     }
 
     /// Parses the key file text.

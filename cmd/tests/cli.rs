@@ -1,0 +1,91 @@
+//! The `kite` binary as a user runs it: key and init commands, and errors
+//! as one clear line with a non-zero exit.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::process::{Command, Output};
+
+fn kite(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args(args)
+        .env_remove("KITE_HOME")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_lists_every_command() {
+    let out = kite(&["--help"]);
+    assert!(out.status.success());
+    let s = text(&out.stdout);
+    for cmd in ["init", "key", "start", "testnet", "tx", "status", "block", "peers", "bench"] {
+        assert!(s.contains(cmd), "help misses {cmd}: {s}");
+    }
+}
+
+#[test]
+fn key_gen_and_show_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let k = key.to_str().unwrap();
+    let out = kite(&["key", "gen", "--out", k]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let public = text(&out.stdout).trim().to_owned();
+    assert_eq!(public.len(), 64);
+    let out = kite(&["key", "show", "--key", k, "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["public_key"], public.as_str());
+    assert!(v["peer_id"].as_str().unwrap().starts_with("12D3KooW"));
+    // A second gen refuses to overwrite.
+    let out = kite(&["key", "gen", "--out", k]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("already exists"));
+}
+
+#[test]
+fn bad_key_file_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    std::fs::write(&key, "not a key").unwrap();
+    let out = kite(&["key", "show", "--key", key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("64 hex characters"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"));
+}
+
+#[test]
+fn init_writes_a_valid_home_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let h = home.to_str().unwrap();
+    let out = kite(&["init", "--home", h, "--chain-id", "kite-t1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let genesis = kite_types::Genesis::load(&home.join("genesis.json")).unwrap();
+    let key = kite_types::NodeKey::load(&home.join("node_key")).unwrap();
+    assert_eq!(genesis.chain_id, "kite-t1");
+    assert_eq!(genesis.leader, key.public());
+    assert_eq!(genesis.validators.len(), 1);
+    assert!(genesis.allocations.iter().any(|a| a.account == key.public() && a.balance > 0));
+    let config = kite_node::config::Config::load(&home.join("config.toml")).unwrap();
+    assert_eq!(config.role, kite_node::config::Role::Leader);
+
+    let out = kite(&["init", "--home", h]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--force"));
+    // The key did not change.
+    assert_eq!(kite_types::NodeKey::load(&home.join("node_key")).unwrap().public(), key.public());
+
+    let out = kite(&["init", "--home", h, "--force"]);
+    assert!(out.status.success());
+    assert_ne!(kite_types::NodeKey::load(&home.join("node_key")).unwrap().public(), key.public());
+
+    let out = kite(&["init", "--home", h, "--force", "--chain-id", "bad id"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("chain id"));
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Kite's one test command: format check, clippy with warnings as errors, and
+# the whole test suite (cargo-nextest when installed, else cargo test).
+# Usage: scripts/test.sh            (from anywhere inside the repository)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+  echo "== cargo nextest run"
+  cargo nextest run --workspace --locked --no-fail-fast
+  # nextest does not run doc tests.
+  cargo test --workspace --locked --doc
+else
+  echo "== cargo test (cargo-nextest not installed)"
+  cargo test --workspace --locked --no-fail-fast
+fi
