@@ -1,3 +1,27 @@
-//! Kite commit engine: leader/validator state machine (Input -> Vec<Output>), vote keeper, sync planner.
+//! Kite's commit engine: the leader/validator protocol as a pure state
+//! machine, its vote keeper and the block sync planner.
+//!
+//! - [`Engine`]: `handle(Input) -> Vec<Output>`. The node feeds it what
+//!   happens (time, proposals, votes, executions, announces, fetched blocks)
+//!   and carries out what it returns (build, execute, send, commit, fetch,
+//!   schedule a tick, halt). No clock, no I/O, no threads here.
+//! - [`votekeeper`]: the power-weighted ACK/NACK tally of one block.
+//! - [`sync`]: which heights to fetch from which peer.
+//! - [`config`]: the engine's configuration and starting state.
+//!
+//! The protocol of one height, the roles and the safety argument are in
+//! `docs/CONSENSUS.md`.
 
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod engine;
+pub mod io;
+pub mod sync;
+pub mod votekeeper;
+
+pub use config::{BLOCK_RESERVE_BYTES, CommittedState, EngineConfig, LastCommit, Role};
+pub use engine::{Engine, EngineError, EngineStatus};
+pub use io::{ExecError, Input, Output, Target, TimeoutKind};
+pub use sync::SyncPlanner;
+pub use votekeeper::{AddVote, VoteKeeper};

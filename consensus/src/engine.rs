@@ -1,0 +1,1361 @@
+//! The commit engine: one pure state machine for the leader, validators and
+//! sentries. See docs/CONSENSUS.md for the protocol and its safety argument.
+//!
+//! [`Engine::handle`] takes one [`Input`] and returns the [`Output`]s the node
+//! must carry out, in order. The engine reads no clock (time comes in
+//! [`Input::Tick`]), does no I/O, and trusts no input: signatures of blocks,
+//! resets, votes and commit infos are checked here.
+
+use crate::config::{CommittedState, EngineConfig, LastCommit, Role};
+use crate::io::{ExecError, Input, Output, Target, TimeoutKind};
+use crate::sync::SyncPlanner;
+use crate::votekeeper::VoteKeeper;
+use kite_types::block::verify_header_sig;
+use kite_types::{
+    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, PublicKey, Signature, Tx, Vote, sign,
+};
+use std::collections::BTreeMap;
+
+/// Most distinct leader-signed blocks kept for one height.
+pub const MAX_BLOCKS_PER_HEIGHT: usize = 16;
+/// Most resets remembered for one height.
+pub const MAX_RESETS_PER_HEIGHT: usize = 256;
+/// Most resets re-sent with a proposal re-send.
+const RESETS_RESENT: usize = 4;
+/// Most peers whose last re-announce time is remembered.
+const MAX_ANNOUNCE_PEERS: usize = 1024;
+
+/// Why an engine could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A leader or validator without a key.
+    #[error("a {0:?} needs its node key to sign; start without a key only as a sentry")]
+    MissingKey(Role),
+    /// The leader role with a key that is not the genesis leader's.
+    #[error(
+        "this node's key {key} is not the genesis leader {leader}; start it as a validator or sentry"
+    )]
+    NotLeader {
+        /// This node's key.
+        key: PublicKey,
+        /// The genesis leader.
+        leader: PublicKey,
+    },
+    /// The validator role with a key outside the validator set.
+    #[error("this node's key {0} is not in the genesis validator set; start it as a sentry")]
+    NotValidator(PublicKey),
+    /// The configuration is inconsistent.
+    #[error("invalid consensus configuration: {0}")]
+    Config(String),
+}
+
+/// What the engine is doing, for status RPCs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineStatus {
+    /// Last committed height.
+    pub committed_height: u64,
+    /// Last committed block.
+    pub committed_hash: Hash,
+    /// App hash after it.
+    pub app_hash: Hash,
+    /// The height being decided (`committed_height + 1`).
+    pub height: u64,
+    /// Leader: proposals made at this height.
+    pub round: u32,
+    /// "idle", "building", "proposed", "voted", "committing", "syncing" or
+    /// "halted".
+    pub step: &'static str,
+    /// Leader: the block being voted on.
+    pub proposal: Option<Hash>,
+    /// Validator: the block this node ACKed at this height and is locked on.
+    pub locked_on: Option<Hash>,
+    /// Highest height known to exist (block sync target).
+    pub sync_target: u64,
+    /// Why the engine halted, if it did.
+    pub halted: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Exec {
+    Pending,
+    Done(Result<Hash, ExecError>),
+}
+
+#[derive(Debug, Clone)]
+struct KnownCommit {
+    block_hash: Hash,
+    header: BlockHeader,
+    leader_sig: Signature,
+    commit_info: CommitInfo,
+}
+
+/// State of the height being decided.
+#[derive(Debug, Clone)]
+struct HeightState {
+    height: u64,
+    /// Leader-signed blocks seen at this height (verified).
+    blocks: BTreeMap<Hash, Block>,
+    exec: BTreeMap<Hash, Exec>,
+    /// Blocks the leader abandoned, with its signature.
+    resets: BTreeMap<Hash, Signature>,
+    /// Validator: its vote at this height (an ACK locks it on that block).
+    my_vote: Option<Vote>,
+    vote_sent_ms: u64,
+    /// A verified commit (announce or sync) for this height.
+    commit: Option<KnownCommit>,
+    /// Leader: the current proposal and its votes.
+    proposal: Option<Hash>,
+    keeper: Option<VoteKeeper>,
+    proposed_ms: u64,
+    resent_ms: u64,
+}
+
+impl HeightState {
+    fn new(height: u64) -> Self {
+        HeightState {
+            height,
+            blocks: BTreeMap::new(),
+            exec: BTreeMap::new(),
+            resets: BTreeMap::new(),
+            my_vote: None,
+            vote_sent_ms: 0,
+            commit: None,
+            proposal: None,
+            keeper: None,
+            proposed_ms: 0,
+            resent_ms: 0,
+        }
+    }
+
+    fn locked_on(&self) -> Option<Hash> {
+        self.my_vote
+            .as_ref()
+            .filter(|v| v.ack && !self.resets.contains_key(&v.block_hash))
+            .map(|v| v.block_hash)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct LeaderState {
+    building: bool,
+    rebuild_now: bool,
+    round: u32,
+    height_open_ms: u64,
+    txs_since: Option<u64>,
+    mempool_txs: usize,
+    mempool_bytes: u64,
+    announced: BTreeMap<PublicKey, u64>,
+}
+
+/// The commit engine of one node.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    me: Option<PublicKey>,
+    valset_hash: Hash,
+    now: u64,
+    started_ms: Option<u64>,
+    halted: Option<String>,
+    committed: CommittedState,
+    committing: Option<Hash>,
+    h: HeightState,
+    ld: LeaderState,
+    pending_proposal: Option<(PublicKey, Block)>,
+    fetched: BTreeMap<u64, (Block, CommitInfo, Option<PublicKey>)>,
+    sync: SyncPlanner,
+    scheduled: Option<u64>,
+}
+
+impl Engine {
+    /// An engine for `config` starting from what the store holds.
+    pub fn new(config: EngineConfig, committed: CommittedState) -> Result<Engine, EngineError> {
+        if config.validators.is_empty() {
+            return Err(EngineError::Config("the validator set is empty".into()));
+        }
+        if !config.validators.contains(&config.leader) {
+            return Err(EngineError::Config(format!(
+                "leader {} is not a validator",
+                config.leader
+            )));
+        }
+        let me = config.key.as_ref().map(|k| k.public());
+        match (config.role, me) {
+            (Role::Leader | Role::Validator, None) => {
+                return Err(EngineError::MissingKey(config.role));
+            }
+            (Role::Leader, Some(k)) if k != config.leader => {
+                return Err(EngineError::NotLeader {
+                    key: k,
+                    leader: config.leader,
+                });
+            }
+            (Role::Validator, Some(k)) if !config.validators.contains(&k) || k == config.leader => {
+                if k == config.leader {
+                    return Err(EngineError::Config(
+                        "the genesis leader must run with the leader role".into(),
+                    ));
+                }
+                return Err(EngineError::NotValidator(k));
+            }
+            _ => {}
+        }
+        let sync = SyncPlanner::new(
+            config.sync_window,
+            config.sync_per_peer,
+            config.sync_request_timeout_ms,
+        );
+        let valset_hash = config.validators.hash();
+        let h = HeightState::new(committed.height.saturating_add(1));
+        Ok(Engine {
+            cfg: config,
+            me,
+            valset_hash,
+            now: 0,
+            started_ms: None,
+            halted: None,
+            committed,
+            committing: None,
+            h,
+            ld: LeaderState::default(),
+            pending_proposal: None,
+            fetched: BTreeMap::new(),
+            sync,
+            scheduled: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The committed state the engine knows.
+    pub fn committed(&self) -> &CommittedState {
+        &self.committed
+    }
+
+    /// Why the engine halted, if it did.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
+    }
+
+    /// What the engine is doing.
+    pub fn status(&self) -> EngineStatus {
+        let step = if self.halted.is_some() {
+            "halted"
+        } else if self.committing.is_some() {
+            "committing"
+        } else if self.behind() {
+            "syncing"
+        } else if self.h.proposal.is_some() {
+            "proposed"
+        } else if self.ld.building {
+            "building"
+        } else if self.h.my_vote.is_some() {
+            "voted"
+        } else {
+            "idle"
+        };
+        EngineStatus {
+            committed_height: self.committed.height,
+            committed_hash: self.committed.block_hash,
+            app_hash: self.committed.app_hash,
+            height: self.h.height,
+            round: self.ld.round,
+            step,
+            proposal: self.h.proposal,
+            locked_on: self.h.locked_on(),
+            sync_target: self.sync.target(),
+            halted: self.halted.clone(),
+        }
+    }
+
+    /// Handles one input and returns what the node must do, in order.
+    /// After a [`Output::Halt`] the engine returns nothing, ever.
+    pub fn handle(&mut self, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.halted.is_some() {
+            return out;
+        }
+        if let Input::Tick { now_ms } = &input {
+            self.now = self.now.max(*now_ms);
+        }
+        if self.started_ms.is_none() {
+            self.started_ms = Some(self.now);
+            self.on_start(&mut out);
+        }
+        match input {
+            Input::Tick { .. } => self.on_tick(&mut out),
+            Input::MempoolStatus { txs, bytes } => self.on_mempool(txs, bytes),
+            Input::BlockBuilt { txs } => self.on_block_built(txs, &mut out),
+            Input::ProposalReceived { from, block } => self.on_proposal(from, block, &mut out),
+            Input::ResetReceived {
+                height,
+                block_hash,
+                leader_sig,
+            } => self.on_reset(height, block_hash, leader_sig, &mut out),
+            Input::BlockExecuted {
+                height,
+                block_hash,
+                result,
+            } => self.on_executed(height, block_hash, result, &mut out),
+            Input::VoteReceived { vote, best_header } => self.on_vote(vote, best_header, &mut out),
+            Input::CommitAnnounced {
+                from,
+                header,
+                leader_sig,
+                commit_info,
+            } => self.on_announce(from, header, leader_sig, commit_info, &mut out),
+            Input::BlockFetched {
+                from,
+                block,
+                commit_info,
+            } => self.on_fetched(from, block, commit_info, &mut out),
+            Input::FetchFailed { from, height } => self.sync.failed(height, from, self.now),
+            Input::Committed {
+                height,
+                block_hash,
+                app_hash,
+            } => self.on_committed(height, block_hash, app_hash, &mut out),
+            Input::PeerStatus { peer, height, .. } => self.on_peer_status(peer, height, &mut out),
+        }
+        if self.halted.is_none() {
+            self.leader_maybe_propose(&mut out);
+            self.drive_sync(&mut out);
+            self.schedule(&mut out);
+        }
+        if self.halted.is_some() {
+            // Halt is final: nothing after it.
+            if let Some(i) = out.iter().position(|o| matches!(o, Output::Halt { .. })) {
+                out.truncate(i + 1);
+            }
+        }
+        out
+    }
+
+    // ---- helpers -------------------------------------------------------
+
+    fn is_leader(&self) -> bool {
+        self.cfg.role == Role::Leader
+    }
+
+    fn is_validator(&self) -> bool {
+        self.cfg.role == Role::Validator
+    }
+
+    fn halt(&mut self, reason: String, out: &mut Vec<Output>) {
+        if self.halted.is_none() {
+            self.halted = Some(reason.clone());
+            out.push(Output::Halt { reason });
+        }
+    }
+
+    /// Validators other than this node.
+    fn others(&self) -> Vec<PublicKey> {
+        self.cfg
+            .validators
+            .validators()
+            .iter()
+            .map(|v| v.pub_key)
+            .filter(|k| Some(*k) != self.me)
+            .collect()
+    }
+
+    fn announce(&self, to: Target, out: &mut Vec<Output>) {
+        if let Some(l) = &self.committed.last {
+            out.push(Output::Announce {
+                header: l.header.clone(),
+                leader_sig: l.leader_sig,
+                commit_info: l.commit_info.clone(),
+                to,
+            });
+        }
+    }
+
+    /// Leader: re-announces the last commit to a peer that lags, at most
+    /// once per resend interval.
+    fn reannounce_to(&mut self, peer: PublicKey, out: &mut Vec<Output>) {
+        if !self.is_leader() || self.committed.last.is_none() {
+            return;
+        }
+        if let Some(t) = self.ld.announced.get(&peer)
+            && self.now < t.saturating_add(self.cfg.vote_resend_interval_ms)
+        {
+            return;
+        }
+        if self.ld.announced.len() >= MAX_ANNOUNCE_PEERS {
+            self.ld.announced.clear();
+        }
+        self.ld.announced.insert(peer, self.now);
+        self.announce(Target::Peers(vec![peer]), out);
+    }
+
+    fn behind(&self) -> bool {
+        self.sync.is_behind(self.committed.height)
+    }
+
+    // ---- inputs --------------------------------------------------------
+
+    fn on_start(&mut self, out: &mut Vec<Output>) {
+        self.ld.height_open_ms = self.now;
+        if self.is_leader() {
+            // A leader that crashed after committing but before announcing
+            // re-announces its last commit.
+            self.announce(Target::All, out);
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Output>) {
+        let now = self.now;
+        let resend = self.cfg.vote_resend_interval_ms;
+        if self.is_leader()
+            && self.committing.is_none()
+            && let Some(hash) = self.h.proposal
+        {
+            if now >= self.h.proposed_ms.saturating_add(self.cfg.round_timeout_ms) {
+                self.leader_reset("round timeout", out);
+            } else if now >= self.h.resent_ms.saturating_add(resend) {
+                self.h.resent_ms = now;
+                let non_voters: Vec<PublicKey> = match &self.h.keeper {
+                    Some(k) => k
+                        .non_voters()
+                        .into_iter()
+                        .filter(|p| Some(*p) != self.me)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                if !non_voters.is_empty() {
+                    let height = self.h.height;
+                    for (bh, sig) in self.h.resets.iter().rev().take(RESETS_RESENT) {
+                        out.push(Output::SendReset {
+                            height,
+                            block_hash: *bh,
+                            leader_sig: *sig,
+                            reason: "superseded".into(),
+                            to: Target::Peers(non_voters.clone()),
+                        });
+                    }
+                    if let Some(block) = self.h.blocks.get(&hash) {
+                        out.push(Output::SendProposal {
+                            to: non_voters,
+                            block: block.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        if self.is_validator()
+            && let Some(v) = &self.h.my_vote
+            && now >= self.h.vote_sent_ms.saturating_add(resend)
+        {
+            self.h.vote_sent_ms = now;
+            out.push(Output::SendVote {
+                to: self.cfg.leader,
+                vote: v.clone(),
+                best_header: None,
+            });
+        }
+    }
+
+    fn on_mempool(&mut self, txs: usize, bytes: u64) {
+        self.ld.mempool_txs = txs;
+        self.ld.mempool_bytes = bytes;
+        if txs == 0 {
+            self.ld.txs_since = None;
+        } else if self.ld.txs_since.is_none() {
+            self.ld.txs_since = Some(self.now);
+        }
+    }
+
+    fn empty_block_due(&self) -> bool {
+        self.cfg.empty_block_timeout_ms > 0
+            && self.now
+                >= self
+                    .ld
+                    .height_open_ms
+                    .saturating_add(self.cfg.empty_block_timeout_ms)
+    }
+
+    fn can_propose(&self) -> bool {
+        self.is_leader()
+            && !self.ld.building
+            && self.h.proposal.is_none()
+            && self.committing.is_none()
+            && !self.behind()
+    }
+
+    fn leader_maybe_propose(&mut self, out: &mut Vec<Output>) {
+        if !self.can_propose() {
+            return;
+        }
+        let max = self.cfg.max_tx_bytes_per_block();
+        let full = self.ld.mempool_txs > 0 && self.ld.mempool_bytes >= max;
+        let waited = self
+            .ld
+            .txs_since
+            .is_some_and(|t| self.now >= t.saturating_add(self.cfg.propose_timeout_ms));
+        if self.ld.rebuild_now || full || waited || self.empty_block_due() {
+            self.ld.rebuild_now = false;
+            self.ld.building = true;
+            out.push(Output::BuildBlock { max_bytes: max });
+        }
+    }
+
+    fn on_block_built(&mut self, mut txs: Vec<Tx>, out: &mut Vec<Output>) {
+        if !self.is_leader() || !self.ld.building {
+            return;
+        }
+        self.ld.building = false;
+        let Some(key) = self.cfg.key.clone() else {
+            return;
+        };
+        // Never trust the mempool with the budget.
+        let max = self.cfg.max_tx_bytes_per_block();
+        let mut used: u64 = 0;
+        let keep = txs
+            .iter()
+            .take_while(|t| {
+                used = used.saturating_add(t.size() as u64);
+                used <= max
+            })
+            .count();
+        txs.truncate(keep);
+        if txs.is_empty() {
+            // The mempool has nothing to give: do not ask again until it
+            // reports new txs.
+            self.ld.mempool_txs = 0;
+            self.ld.mempool_bytes = 0;
+            self.ld.txs_since = None;
+            if !self.empty_block_due() {
+                return;
+            }
+        }
+        let last_ts = self.committed.last_header().map_or(0, |h| h.timestamp_ms);
+        let mut ts = self.now.max(last_ts);
+        let mut block = None;
+        for _ in 0..8 {
+            let header = BlockHeader {
+                version: BLOCK_VERSION,
+                chain_id: self.cfg.chain_id.clone(),
+                height: self.h.height,
+                prev_hash: self.committed.block_hash,
+                prev_app_hash: self.committed.app_hash,
+                timestamp_ms: ts,
+                tx_root: Hash::ZERO,
+                validator_set_hash: self.valset_hash,
+                proposer: self.cfg.leader,
+            };
+            let b = Block::new_signed(header, txs.clone(), &key);
+            // Never re-propose a block it reset (same txs, same time).
+            if !self.h.resets.contains_key(&b.hash()) && !self.h.blocks.contains_key(&b.hash()) {
+                block = Some(b);
+                break;
+            }
+            ts = ts.saturating_add(1);
+        }
+        let Some(block) = block else {
+            return;
+        };
+        let hash = block.hash();
+        self.ld.round = self.ld.round.saturating_add(1);
+        self.h.blocks.clear();
+        self.h.blocks.insert(hash, block.clone());
+        self.h.exec.insert(hash, Exec::Pending);
+        self.h.proposal = Some(hash);
+        self.h.keeper = Some(VoteKeeper::new(
+            self.cfg.validators.clone(),
+            self.cfg.quorum,
+            self.h.height,
+            hash,
+        ));
+        self.h.proposed_ms = self.now;
+        self.h.resent_ms = self.now;
+        out.push(Output::ExecuteBlock {
+            block: block.clone(),
+        });
+        let to = self.others();
+        if !to.is_empty() {
+            out.push(Output::SendProposal { to, block });
+        }
+    }
+
+    /// Structural checks of a leader-signed block at the next height.
+    fn check_block(&self, block: &Block) -> Result<(), String> {
+        let hd = block.header();
+        if hd.prev_hash != self.committed.block_hash {
+            return Err(format!(
+                "prev hash {} is not this node's block {} at height {}",
+                hd.prev_hash.short(),
+                self.committed.block_hash.short(),
+                self.committed.height
+            ));
+        }
+        if hd.prev_app_hash != self.committed.app_hash {
+            return Err(format!(
+                "prev app hash {} is not this node's {}",
+                hd.prev_app_hash.short(),
+                self.committed.app_hash.short()
+            ));
+        }
+        if !block.check_tx_root() {
+            return Err("tx root does not match the txs".into());
+        }
+        let bytes = block
+            .txs()
+            .iter()
+            .fold(0u64, |t, x| t.saturating_add(x.size() as u64));
+        if bytes > self.cfg.max_tx_bytes_per_block() {
+            return Err(format!(
+                "txs weigh {bytes} bytes, at most {} fit a block",
+                self.cfg.max_tx_bytes_per_block()
+            ));
+        }
+        if let Some(last) = self.committed.last_header()
+            && hd.timestamp_ms < last.timestamp_ms
+        {
+            return Err("timestamp before the previous block's".into());
+        }
+        Ok(())
+    }
+
+    /// Whether a block claims to be the leader's, for this chain and set.
+    fn leader_signed(&self, block: &Block) -> bool {
+        let hd = block.header();
+        hd.chain_id == self.cfg.chain_id
+            && hd.validator_set_hash == self.valset_hash
+            && block.verify_leader(&self.cfg.leader)
+    }
+
+    fn send_vote(&mut self, vote: Vote, best_header: Option<BlockHeader>, out: &mut Vec<Output>) {
+        out.push(Output::SendVote {
+            to: self.cfg.leader,
+            vote,
+            best_header,
+        });
+    }
+
+    fn on_proposal(&mut self, from: PublicKey, block: Block, out: &mut Vec<Output>) {
+        if !self.is_validator() {
+            return;
+        }
+        let Some(key) = self.cfg.key.clone() else {
+            return;
+        };
+        let hash = block.hash();
+        let height = block.height();
+        if height == self.h.height && self.h.blocks.contains_key(&hash) {
+            // A re-send: the leader has not got our vote.
+            if let Some(v) = self.h.my_vote.clone()
+                && v.block_hash == hash
+            {
+                self.h.vote_sent_ms = self.now;
+                self.send_vote(v, None, out);
+            }
+            return;
+        }
+        if !self.leader_signed(&block) {
+            return;
+        }
+        if height <= self.committed.height {
+            // Already committed here: tell a lagging leader where we are.
+            let v = Vote::nack(
+                &key,
+                &self.cfg.chain_id,
+                height,
+                hash,
+                "height already committed",
+            );
+            let best = self.committed.last_header().cloned();
+            self.send_vote(v, best, out);
+            return;
+        }
+        if height > self.h.height {
+            // The leader is ahead: catch up first, keep the proposal.
+            self.sync.peer_height(from, height - 1);
+            if self
+                .pending_proposal
+                .as_ref()
+                .is_none_or(|(_, p)| p.height() <= height)
+            {
+                self.pending_proposal = Some((from, block));
+            }
+            return;
+        }
+        if self.committing.is_some() || self.h.resets.contains_key(&hash) {
+            return;
+        }
+        if let Some(v) = self.h.my_vote.clone()
+            && v.ack
+            && !self.h.resets.contains_key(&v.block_hash)
+        {
+            // Locked on another block without a reset for it: answer with
+            // that vote; the leader resets it and re-sends this proposal.
+            self.h.vote_sent_ms = self.now;
+            self.send_vote(v, None, out);
+            return;
+        }
+        if self.behind() {
+            self.pending_proposal = Some((from, block));
+            return;
+        }
+        if let Err(reason) = self.check_block(&block) {
+            let v = Vote::nack(&key, &self.cfg.chain_id, height, hash, &reason);
+            self.h.my_vote = Some(v.clone());
+            self.h.vote_sent_ms = self.now;
+            self.send_vote(v, None, out);
+            return;
+        }
+        if self.h.blocks.len() >= MAX_BLOCKS_PER_HEIGHT {
+            return;
+        }
+        self.h.blocks.insert(hash, block.clone());
+        self.h.exec.insert(hash, Exec::Pending);
+        out.push(Output::ExecuteBlock { block });
+    }
+
+    fn on_reset(&mut self, height: u64, hash: Hash, sig: Signature, out: &mut Vec<Output>) {
+        if height != self.h.height || self.h.resets.contains_key(&hash) {
+            return;
+        }
+        let digest = sign::reset_digest(&self.cfg.chain_id, height, &hash);
+        if !sign::verify(&self.cfg.leader, &digest, &sig) {
+            return;
+        }
+        if self.h.commit.as_ref().is_some_and(|k| k.block_hash == hash) {
+            self.halt(
+                format!(
+                    "the leader signed a reset for block {hash} at height {height}, which a quorum \
+                     committed: the leader key is misbehaving; stop the network and investigate"
+                ),
+                out,
+            );
+            return;
+        }
+        if self.h.resets.len() >= MAX_RESETS_PER_HEIGHT {
+            return;
+        }
+        self.h.resets.insert(hash, sig);
+        if self
+            .h
+            .my_vote
+            .as_ref()
+            .is_some_and(|v| v.block_hash == hash)
+        {
+            self.h.my_vote = None;
+        }
+    }
+
+    fn on_executed(
+        &mut self,
+        height: u64,
+        hash: Hash,
+        result: Result<Hash, ExecError>,
+        out: &mut Vec<Output>,
+    ) {
+        if height != self.h.height || !matches!(self.h.exec.get(&hash), Some(Exec::Pending)) {
+            return;
+        }
+        self.h.exec.insert(hash, Exec::Done(result.clone()));
+        if self.is_leader() && self.h.proposal == Some(hash) {
+            match result {
+                Ok(app) => {
+                    if let Some(key) = &self.cfg.key {
+                        let own = Vote::ack(key, &self.cfg.chain_id, height, hash, app);
+                        if let Some(k) = self.h.keeper.as_mut() {
+                            k.add(own);
+                        }
+                    }
+                    self.leader_check_quorum(out);
+                }
+                Err(e) => {
+                    if !e.bad_txs.is_empty() {
+                        out.push(Output::DropTxs {
+                            hashes: e.bad_txs.clone(),
+                        });
+                    }
+                    self.leader_reset(&format!("invalid block: {}", e.reason), out);
+                }
+            }
+            return;
+        }
+        if self.is_validator()
+            && self.h.commit.is_none()
+            && !self.h.resets.contains_key(&hash)
+            && self.h.locked_on().is_none_or(|l| l == hash)
+            && self.h.my_vote.as_ref().is_none_or(|v| v.block_hash != hash)
+            && let Some(key) = &self.cfg.key
+        {
+            let vote = match &result {
+                Ok(app) => Vote::ack(key, &self.cfg.chain_id, height, hash, *app),
+                Err(e) => Vote::nack(key, &self.cfg.chain_id, height, hash, &nack_reason(e)),
+            };
+            self.h.my_vote = Some(vote.clone());
+            self.h.vote_sent_ms = self.now;
+            self.send_vote(vote, None, out);
+        }
+        self.try_commit(out);
+    }
+
+    fn on_vote(&mut self, vote: Vote, best: Option<BlockHeader>, out: &mut Vec<Output>) {
+        if !self.is_leader() || !self.cfg.validators.contains(&vote.validator) {
+            return;
+        }
+        if vote.height == self.h.height
+            && Some(vote.block_hash) == self.h.proposal
+            && self
+                .h
+                .keeper
+                .as_ref()
+                .is_some_and(|k| k.voted(&vote.validator))
+        {
+            return;
+        }
+        if !vote.verify(&self.cfg.chain_id) {
+            return;
+        }
+        let voter = vote.validator;
+        if let Some(b) = &best
+            && !vote.ack
+            && b.height >= vote.height
+            && b.height > self.committed.height
+        {
+            // The voter has committed heights this leader has not: the
+            // leader restarted from an older store. Catch up; never let
+            // the stale proposal commit.
+            self.sync.peer_height(voter, b.height);
+            if self.h.proposal.is_some() {
+                self.leader_reset("behind the validators: catching up", out);
+            }
+            return;
+        }
+        if vote.height < self.h.height {
+            // A vote for a height committed here: the voter lags.
+            self.reannounce_to(voter, out);
+            return;
+        }
+        if vote.height > self.h.height {
+            self.sync.peer_height(voter, vote.height - 1);
+            return;
+        }
+        if Some(vote.block_hash) == self.h.proposal {
+            if let Some(k) = self.h.keeper.as_mut() {
+                k.add(vote);
+            }
+            self.leader_check_quorum(out);
+            return;
+        }
+        // A vote for another block at this height: one this leader reset,
+        // or proposed before a restart and never committed (the store would
+        // hold it). Reset it so the voter may vote again; but not while the
+        // leader may be behind (it could be a block the others committed).
+        if self.behind()
+            || self.now
+                < self
+                    .started_ms
+                    .unwrap_or(0)
+                    .saturating_add(2 * self.cfg.vote_resend_interval_ms)
+        {
+            return;
+        }
+        let bh = vote.block_hash;
+        let sig = match self.h.resets.get(&bh) {
+            Some(s) => *s,
+            None => {
+                let Some(key) = &self.cfg.key else {
+                    return;
+                };
+                if self.h.resets.len() >= MAX_RESETS_PER_HEIGHT {
+                    return;
+                }
+                let s = key.sign_digest(&sign::reset_digest(&self.cfg.chain_id, vote.height, &bh));
+                self.h.resets.insert(bh, s);
+                s
+            }
+        };
+        out.push(Output::SendReset {
+            height: vote.height,
+            block_hash: bh,
+            leader_sig: sig,
+            reason: "superseded".into(),
+            to: Target::Peers(vec![voter]),
+        });
+    }
+
+    fn leader_check_quorum(&mut self, out: &mut Vec<Output>) {
+        if self.committing.is_some() {
+            return;
+        }
+        let Some(hash) = self.h.proposal else {
+            return;
+        };
+        let Some(Exec::Done(Ok(app))) = self.h.exec.get(&hash) else {
+            return;
+        };
+        let app = *app;
+        let Some(keeper) = &self.h.keeper else {
+            return;
+        };
+        if let Some(ci) = keeper.commit_info(&app) {
+            let Some(block) = self.h.blocks.get(&hash).cloned() else {
+                return;
+            };
+            self.h.commit = Some(KnownCommit {
+                block_hash: hash,
+                header: block.header().clone(),
+                leader_sig: *block.leader_sig(),
+                commit_info: ci.clone(),
+            });
+            self.committing = Some(hash);
+            out.push(Output::Commit {
+                block,
+                commit_info: ci,
+            });
+            return;
+        }
+        if keeper.quorum_nack(&app) || keeper.ack_impossible(&app) {
+            let in_block: Vec<Hash> = self
+                .h
+                .blocks
+                .get(&hash)
+                .map(|b| b.txs().iter().map(Tx::hash).collect())
+                .unwrap_or_default();
+            let mut drop: Vec<Hash> = keeper
+                .nacks()
+                .flat_map(|v| parse_bad_txs(&v.nack_reason))
+                .filter(|h| in_block.contains(h))
+                .collect();
+            drop.sort();
+            drop.dedup();
+            if !drop.is_empty() {
+                out.push(Output::DropTxs { hashes: drop });
+            }
+            self.leader_reset("the validators refused the block", out);
+        }
+    }
+
+    /// Leader: abandons the current proposal with a signed reset and
+    /// proposes the height again.
+    fn leader_reset(&mut self, reason: &str, out: &mut Vec<Output>) {
+        let Some(hash) = self.h.proposal else {
+            return;
+        };
+        let Some(key) = self.cfg.key.clone() else {
+            return;
+        };
+        if !self.h.resets.contains_key(&hash) && self.h.resets.len() >= MAX_RESETS_PER_HEIGHT {
+            // Out of room: keep the proposal and keep re-sending it.
+            self.h.proposed_ms = self.now;
+            return;
+        }
+        let height = self.h.height;
+        let sig = key.sign_digest(&sign::reset_digest(&self.cfg.chain_id, height, &hash));
+        self.h.resets.insert(hash, sig);
+        self.h.proposal = None;
+        self.h.keeper = None;
+        self.ld.rebuild_now = true;
+        let to = self.others();
+        if !to.is_empty() {
+            out.push(Output::SendReset {
+                height,
+                block_hash: hash,
+                leader_sig: sig,
+                reason: reason.to_owned(),
+                to: Target::Peers(to),
+            });
+        }
+    }
+
+    fn on_announce(
+        &mut self,
+        from: Option<PublicKey>,
+        header: BlockHeader,
+        sig: Signature,
+        ci: CommitInfo,
+        out: &mut Vec<Output>,
+    ) {
+        if header.chain_id != self.cfg.chain_id {
+            return;
+        }
+        let hash = header.hash();
+        let height = header.height;
+        if height < self.h.height {
+            if height == self.committed.height
+                && hash != self.committed.block_hash
+                && self.commit_proof_ok(&header, &hash, &sig, &ci)
+            {
+                self.halt(conflict(height, &self.committed.block_hash, &hash), out);
+            }
+            return;
+        }
+        if self.h.commit.as_ref().is_some_and(|k| k.block_hash == hash) {
+            return;
+        }
+        if !self.commit_proof_ok(&header, &hash, &sig, &ci) {
+            return;
+        }
+        match from {
+            Some(p) => self.sync.peer_height(p, height),
+            None => self.sync.hint_height(height),
+        }
+        if height == self.h.height {
+            self.learn_commit(
+                KnownCommit {
+                    block_hash: hash,
+                    header,
+                    leader_sig: sig,
+                    commit_info: ci,
+                },
+                out,
+            );
+            self.try_commit(out);
+        }
+    }
+
+    /// Records a verified commit for the current height; halts on conflict.
+    fn learn_commit(&mut self, kc: KnownCommit, out: &mut Vec<Output>) {
+        if let Some(k) = &self.h.commit {
+            if k.block_hash != kc.block_hash {
+                let msg = conflict(self.h.height, &k.block_hash, &kc.block_hash);
+                self.halt(msg, out);
+            }
+            return;
+        }
+        if self.h.resets.contains_key(&kc.block_hash) {
+            self.halt(
+                format!(
+                    "block {} at height {} was reset by the leader and then committed: the \
+                     leader key is misbehaving; stop the network and investigate",
+                    kc.block_hash, self.h.height
+                ),
+                out,
+            );
+            return;
+        }
+        self.h.commit = Some(kc);
+    }
+
+    fn commit_proof_ok(
+        &self,
+        header: &BlockHeader,
+        hash: &Hash,
+        sig: &Signature,
+        ci: &CommitInfo,
+    ) -> bool {
+        header.chain_id == self.cfg.chain_id
+            && header.validator_set_hash == self.valset_hash
+            && verify_header_sig(&header.proposer, hash, sig, &self.cfg.leader)
+            && ci
+                .verify(
+                    &self.cfg.chain_id,
+                    header.height,
+                    hash,
+                    &self.cfg.validators,
+                    self.cfg.quorum,
+                )
+                .is_ok()
+    }
+
+    /// Commits the known commit of this height once its block is executed
+    /// (executing or fetching it first).
+    fn try_commit(&mut self, out: &mut Vec<Output>) {
+        if self.committing.is_some() || self.halted.is_some() {
+            return;
+        }
+        let Some(kc) = self.h.commit.clone() else {
+            return;
+        };
+        let Some(block) = self.h.blocks.get(&kc.block_hash).cloned() else {
+            // The block will come from block sync (the planner knows the
+            // height exists).
+            self.sync.hint_height(self.h.height);
+            return;
+        };
+        match self.h.exec.get(&kc.block_hash) {
+            None => {
+                self.h.exec.insert(kc.block_hash, Exec::Pending);
+                out.push(Output::ExecuteBlock { block });
+            }
+            Some(Exec::Pending) => {}
+            Some(Exec::Done(Ok(app))) if *app == kc.commit_info.app_hash => {
+                self.committing = Some(kc.block_hash);
+                out.push(Output::Commit {
+                    block,
+                    commit_info: kc.commit_info,
+                });
+            }
+            Some(Exec::Done(Ok(app))) => {
+                let msg = format!(
+                    "app hash mismatch at height {}: this node computed {} for block {} but a quorum \
+                     of validators committed {}; this node's state or software differs from the \
+                     network's: it stops rather than fork (re-sync it from a trusted peer after \
+                     finding the cause)",
+                    self.h.height, app, kc.block_hash, kc.commit_info.app_hash
+                );
+                self.halt(msg, out);
+            }
+            Some(Exec::Done(Err(e))) => {
+                let msg = format!(
+                    "block {} at height {} was committed by a quorum but is invalid here ({}); this \
+                     node's state or software differs from the network's: it stops rather than fork",
+                    kc.block_hash, self.h.height, e.reason
+                );
+                self.halt(msg, out);
+            }
+        }
+    }
+
+    fn on_fetched(
+        &mut self,
+        from: Option<PublicKey>,
+        block: Block,
+        ci: CommitInfo,
+        out: &mut Vec<Output>,
+    ) {
+        let height = block.height();
+        let limit = self
+            .committed
+            .height
+            .saturating_add(self.cfg.sync_window.max(1));
+        if height < self.h.height || height > limit || self.fetched.contains_key(&height) {
+            return;
+        }
+        self.sync.received(height);
+        self.fetched.insert(height, (block, ci, from));
+        self.process_fetched(out);
+    }
+
+    /// Uses the fetched block of the current height, if there is one.
+    fn process_fetched(&mut self, out: &mut Vec<Output>) {
+        while self.committing.is_none() && self.halted.is_none() {
+            let next = self.h.height;
+            let stale = self.fetched.split_off(&next);
+            self.fetched = stale;
+            let Some((block, ci, from)) = self.fetched.remove(&next) else {
+                return;
+            };
+            let hash = block.hash();
+            let hd = block.header();
+            let proof = hd.height == next
+                && block.check_tx_root()
+                && self.commit_proof_ok(hd, &hash, block.leader_sig(), &ci);
+            if !proof {
+                self.sync.failed(next, from, self.now);
+                continue;
+            }
+            if hd.prev_hash != self.committed.block_hash {
+                let msg = format!(
+                    "the network committed block {hash} at height {next} on top of {}, but this \
+                     node committed {} at height {}: this node is on another chain; it stops",
+                    hd.prev_hash, self.committed.block_hash, self.committed.height
+                );
+                self.halt(msg, out);
+                return;
+            }
+            if hd.prev_app_hash != self.committed.app_hash {
+                let msg = format!(
+                    "app hash mismatch at height {}: this node has {} but the network built height \
+                     {next} on {}; it stops rather than fork",
+                    self.committed.height, self.committed.app_hash, hd.prev_app_hash
+                );
+                self.halt(msg, out);
+                return;
+            }
+            let kc = KnownCommit {
+                block_hash: hash,
+                header: hd.clone(),
+                leader_sig: *block.leader_sig(),
+                commit_info: ci,
+            };
+            self.h.blocks.insert(hash, block);
+            self.learn_commit(kc, out);
+            self.try_commit(out);
+            return;
+        }
+    }
+
+    fn on_committed(&mut self, height: u64, hash: Hash, app: Hash, out: &mut Vec<Output>) {
+        if self.committing != Some(hash) || height != self.h.height {
+            return;
+        }
+        let Some(kc) = self.h.commit.take() else {
+            return;
+        };
+        if app != kc.commit_info.app_hash {
+            let msg = format!(
+                "the store committed app hash {app} at height {height}, the quorum's is {}; stopping",
+                kc.commit_info.app_hash
+            );
+            self.halt(msg, out);
+            return;
+        }
+        self.committed = CommittedState {
+            height,
+            block_hash: hash,
+            app_hash: app,
+            last: Some(LastCommit {
+                header: kc.header,
+                leader_sig: kc.leader_sig,
+                commit_info: kc.commit_info,
+            }),
+        };
+        self.committing = None;
+        self.h = HeightState::new(height.saturating_add(1));
+        self.sync.advance(self.h.height);
+        if self.is_leader() {
+            self.announce(Target::All, out);
+            self.ld.height_open_ms = self.now;
+            self.ld.rebuild_now = false;
+            self.ld.round = 0;
+            self.ld.txs_since = (self.ld.mempool_txs > 0).then_some(self.now);
+        }
+        if let Some((from, b)) = self.pending_proposal.take() {
+            if b.height() == self.h.height {
+                self.on_proposal(from, b, out);
+            } else if b.height() > self.h.height {
+                self.pending_proposal = Some((from, b));
+            }
+        }
+        self.process_fetched(out);
+    }
+
+    fn on_peer_status(&mut self, peer: PublicKey, height: u64, out: &mut Vec<Output>) {
+        if Some(peer) == self.me {
+            return;
+        }
+        self.sync.peer_height(peer, height);
+        if height < self.committed.height {
+            self.reannounce_to(peer, out);
+        }
+    }
+
+    fn drive_sync(&mut self, out: &mut Vec<Output>) {
+        if self.committing.is_some() {
+            return;
+        }
+        let mut next = self.h.height;
+        if self
+            .h
+            .commit
+            .as_ref()
+            .is_some_and(|k| self.h.blocks.contains_key(&k.block_hash))
+        {
+            next = next.saturating_add(1);
+        }
+        for r in self.sync.plan(self.now, next) {
+            out.push(Output::RequestBlocks {
+                from_height: r.from_height,
+                to_height: r.to_height,
+                peer: r.peer,
+            });
+        }
+    }
+
+    fn next_deadline(&self) -> Option<(u64, TimeoutKind)> {
+        let mut best: Option<(u64, TimeoutKind)> = None;
+        let mut consider = |t: u64, k: TimeoutKind| {
+            if best.is_none_or(|(b, _)| t < b) {
+                best = Some((t, k));
+            }
+        };
+        let resend = self.cfg.vote_resend_interval_ms;
+        if self.is_leader() && self.committing.is_none() {
+            if self.h.proposal.is_some() {
+                consider(
+                    self.h.resent_ms.saturating_add(resend),
+                    TimeoutKind::ResendProposal,
+                );
+                consider(
+                    self.h.proposed_ms.saturating_add(self.cfg.round_timeout_ms),
+                    TimeoutKind::Round,
+                );
+            } else if self.can_propose() {
+                if let Some(t) = self.ld.txs_since {
+                    consider(
+                        t.saturating_add(self.cfg.propose_timeout_ms),
+                        TimeoutKind::Propose,
+                    );
+                }
+                if self.cfg.empty_block_timeout_ms > 0 {
+                    consider(
+                        self.ld
+                            .height_open_ms
+                            .saturating_add(self.cfg.empty_block_timeout_ms),
+                        TimeoutKind::Propose,
+                    );
+                }
+            }
+        }
+        if self.is_validator() && self.h.my_vote.is_some() {
+            consider(
+                self.h.vote_sent_ms.saturating_add(resend),
+                TimeoutKind::ResendVote,
+            );
+        }
+        if let Some(t) = self.sync.next_deadline(self.now) {
+            consider(t, TimeoutKind::Sync);
+        }
+        best
+    }
+
+    fn schedule(&mut self, out: &mut Vec<Output>) {
+        let Some((t, kind)) = self.next_deadline() else {
+            return;
+        };
+        let at = t.max(self.now.saturating_add(1));
+        let due = self.scheduled.is_none_or(|s| s <= self.now || at < s);
+        if due {
+            self.scheduled = Some(at);
+            out.push(Output::ScheduleTimeout { at_ms: at, kind });
+        }
+    }
+}
+
+fn conflict(height: u64, a: &Hash, b: &Hash) -> String {
+    format!(
+        "two blocks committed at height {height}: {a} and {b}, each with a valid quorum: the \
+         leader key is misbehaving or the validators' keys are compromised; stopping rather than \
+         fork"
+    )
+}
+
+/// A NACK reason naming the bad txs (at most three fit the reason's size
+/// limit): `bad_txs=<hex>,<hex> <reason>`.
+pub fn nack_reason(e: &ExecError) -> String {
+    if e.bad_txs.is_empty() {
+        return e.reason.clone();
+    }
+    let hs: Vec<String> = e.bad_txs.iter().take(3).map(Hash::to_string).collect();
+    format!("bad_txs={} {}", hs.join(","), e.reason)
+}
+
+/// The tx hashes named by a [`nack_reason`].
+pub fn parse_bad_txs(reason: &str) -> Vec<Hash> {
+    let Some(rest) = reason.strip_prefix("bad_txs=") else {
+        return Vec::new();
+    };
+    let list = rest.split(' ').next().unwrap_or("");
+    list.split(',')
+        .filter_map(|s| s.parse().ok())
+        .take(3)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nack_reason_round_trip() {
+        let a = Hash::digest(b"a");
+        let b = Hash::digest(b"b");
+        let e = ExecError {
+            bad_txs: vec![a, b],
+            reason: "nonce too low".into(),
+        };
+        let r = nack_reason(&e);
+        assert!(r.len() <= kite_types::vote::MAX_NACK_REASON);
+        assert_eq!(parse_bad_txs(&r), vec![a, b]);
+        assert!(parse_bad_txs("whatever").is_empty());
+        assert!(parse_bad_txs("bad_txs=zz nope").is_empty());
+    }
+}

@@ -1,0 +1,384 @@
+//! The block sync planner: which heights to request from which peer.
+//!
+//! Pure bookkeeping, no I/O. The engine tells it the heights peers claim
+//! (status, announces, votes), what arrived and what failed; [`SyncPlanner::plan`]
+//! answers with requests:
+//! - at most `window` heights ahead of the next height to commit are in
+//!   flight, at most `per_peer` of them on one peer, each peer gets heights it
+//!   claims to hold, the least loaded peer first (ties: fewest failures, then
+//!   key order, so plans are deterministic);
+//! - a request unanswered after `timeout_ms` is taken back, its peer is
+//!   penalised (a back-off that grows with its failures) and the height is
+//!   given to another peer; after [`MAX_FAILURES`] the peer's claimed height
+//!   is forgotten until it reports again, so a peer that lies about its
+//!   height cannot stall sync;
+//! - a height known only from a source with no peer (`hint_height`) is
+//!   requested from "any peer" (`peer: None`).
+
+use kite_types::PublicKey;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most peers tracked; beyond, the peer with the lowest claimed height is
+/// evicted for a higher one.
+pub const MAX_PEERS: usize = 256;
+/// Failures after which a peer's claimed height is forgotten.
+pub const MAX_FAILURES: u32 = 3;
+
+/// A range of heights to fetch from one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The peer to ask; `None`: any peer.
+    pub peer: Option<PublicKey>,
+    /// First height.
+    pub from_height: u64,
+    /// Last height (inclusive).
+    pub to_height: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PeerState {
+    height: u64,
+    failures: u32,
+    banned_until: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    peer: Option<PublicKey>,
+    deadline: u64,
+}
+
+/// The planner.
+#[derive(Debug, Clone)]
+pub struct SyncPlanner {
+    window: u64,
+    per_peer: u64,
+    timeout_ms: u64,
+    peers: BTreeMap<PublicKey, PeerState>,
+    hint: u64,
+    in_flight: BTreeMap<u64, InFlight>,
+    have: BTreeSet<u64>,
+    next: u64,
+}
+
+impl SyncPlanner {
+    /// A planner keeping `window` heights in flight, `per_peer` per peer,
+    /// each for at most `timeout_ms`.
+    pub fn new(window: u64, per_peer: u64, timeout_ms: u64) -> Self {
+        SyncPlanner {
+            window: window.max(1),
+            per_peer: per_peer.max(1),
+            timeout_ms: timeout_ms.max(1),
+            peers: BTreeMap::new(),
+            hint: 0,
+            in_flight: BTreeMap::new(),
+            have: BTreeSet::new(),
+            next: 0,
+        }
+    }
+
+    /// `peer` claims to hold every height up to `height`.
+    pub fn peer_height(&mut self, peer: PublicKey, height: u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.height = p.height.max(height);
+            return;
+        }
+        if self.peers.len() >= MAX_PEERS {
+            let lowest = self
+                .peers
+                .iter()
+                .min_by_key(|(k, p)| (p.height, **k))
+                .map(|(k, p)| (*k, p.height));
+            match lowest {
+                Some((k, h)) if h < height => {
+                    self.peers.remove(&k);
+                }
+                _ => return,
+            }
+        }
+        self.peers.insert(
+            peer,
+            PeerState {
+                height,
+                ..PeerState::default()
+            },
+        );
+    }
+
+    /// Some source (no peer known) says `height` exists.
+    pub fn hint_height(&mut self, height: u64) {
+        self.hint = self.hint.max(height);
+    }
+
+    /// The highest height known to exist.
+    pub fn target(&self) -> u64 {
+        self.peers
+            .values()
+            .map(|p| p.height)
+            .max()
+            .unwrap_or(0)
+            .max(self.hint)
+    }
+
+    /// The claimed height of `peer`, if tracked.
+    pub fn height_of(&self, peer: &PublicKey) -> Option<u64> {
+        self.peers.get(peer).map(|p| p.height)
+    }
+
+    /// The block of `height` arrived (it is kept by the caller until used).
+    pub fn received(&mut self, height: u64) {
+        self.in_flight.remove(&height);
+        if height >= self.next {
+            self.have.insert(height);
+        }
+    }
+
+    /// The block of `height` from `peer` was bad or missing: plan it again,
+    /// elsewhere first.
+    pub fn failed(&mut self, height: u64, peer: Option<PublicKey>, now: u64) {
+        self.in_flight.remove(&height);
+        self.have.remove(&height);
+        if let Some(p) = peer {
+            self.penalise(&p, now);
+        }
+    }
+
+    fn penalise(&mut self, peer: &PublicKey, now: u64) {
+        let forget = match self.peers.get_mut(peer) {
+            Some(p) => {
+                p.failures = p.failures.saturating_add(1);
+                p.banned_until =
+                    now.saturating_add(self.timeout_ms.saturating_mul(u64::from(p.failures)));
+                p.failures >= MAX_FAILURES
+            }
+            None => false,
+        };
+        if forget {
+            self.peers.remove(peer);
+        }
+    }
+
+    /// Everything below `next` is committed: forget it.
+    pub fn advance(&mut self, next: u64) {
+        self.next = self.next.max(next);
+        let keep_flight = self.in_flight.split_off(&self.next);
+        self.in_flight = keep_flight;
+        let keep = self.have.split_off(&self.next);
+        self.have = keep;
+    }
+
+    /// Heights currently requested.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Whether heights above `committed` are known to exist.
+    pub fn is_behind(&self, committed: u64) -> bool {
+        self.target() > committed
+    }
+
+    /// When [`SyncPlanner::plan`] has something to do next, if anything.
+    pub fn next_deadline(&self, now: u64) -> Option<u64> {
+        let flight = self.in_flight.values().map(|f| f.deadline).min();
+        let ban = self
+            .peers
+            .values()
+            .filter(|p| p.banned_until > now)
+            .map(|p| p.banned_until)
+            .min();
+        match (flight, ban) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Expires overdue requests and plans new ones from `next` (the next
+    /// height to commit).
+    pub fn plan(&mut self, now: u64, next: u64) -> Vec<Request> {
+        self.advance(next);
+        let overdue: Vec<(u64, Option<PublicKey>)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(h, f)| (*h, f.peer))
+            .collect();
+        for (h, peer) in overdue {
+            self.in_flight.remove(&h);
+            if let Some(p) = peer {
+                self.penalise(&p, now);
+            }
+        }
+        let target = self.target();
+        if target < self.next {
+            return Vec::new();
+        }
+        let last = target.min(self.next.saturating_add(self.window - 1));
+        let mut load: BTreeMap<Option<PublicKey>, u64> = BTreeMap::new();
+        for f in self.in_flight.values() {
+            *load.entry(f.peer).or_insert(0) += 1;
+        }
+        let mut out: Vec<Request> = Vec::new();
+        for h in self.next..=last {
+            if self.in_flight.contains_key(&h) || self.have.contains(&h) {
+                continue;
+            }
+            let holders: Vec<(&PublicKey, &PeerState)> =
+                self.peers.iter().filter(|(_, p)| p.height >= h).collect();
+            let pick = holders
+                .iter()
+                .filter(|(k, p)| {
+                    now >= p.banned_until
+                        && load.get(&Some(**k)).copied().unwrap_or(0) < self.per_peer
+                })
+                .min_by_key(|(k, p)| (load.get(&Some(**k)).copied().unwrap_or(0), p.failures, **k))
+                .map(|(k, _)| Some(**k));
+            let peer = match pick {
+                Some(p) => p,
+                None if holders.is_empty()
+                    && self.hint >= h
+                    && load.get(&None).copied().unwrap_or(0) < self.per_peer =>
+                {
+                    None
+                }
+                None => continue,
+            };
+            *load.entry(peer).or_insert(0) += 1;
+            self.in_flight.insert(
+                h,
+                InFlight {
+                    peer,
+                    deadline: now.saturating_add(self.timeout_ms),
+                },
+            );
+            match out.last_mut() {
+                Some(r) if r.peer == peer && r.to_height + 1 == h => r.to_height = h,
+                _ => out.push(Request {
+                    peer,
+                    from_height: h,
+                    to_height: h,
+                }),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pk(i: u8) -> PublicKey {
+        PublicKey([i; 32])
+    }
+
+    fn req(peer: Option<u8>, from: u64, to: u64) -> Request {
+        Request {
+            peer: peer.map(pk),
+            from_height: from,
+            to_height: to,
+        }
+    }
+
+    #[test]
+    fn nothing_to_do_when_up_to_date() {
+        let mut s = SyncPlanner::new(8, 4, 1000);
+        s.peer_height(pk(1), 10);
+        assert!(s.plan(0, 11).is_empty());
+        assert!(!s.is_behind(10));
+        assert!(s.is_behind(9));
+    }
+
+    #[test]
+    fn spreads_over_peers_within_window_and_share() {
+        let mut s = SyncPlanner::new(8, 3, 1000);
+        s.peer_height(pk(1), 100);
+        s.peer_height(pk(2), 100);
+        s.peer_height(pk(3), 4);
+        let r = s.plan(0, 1);
+        // Least loaded first, ties by key: 1,2,3 round-robin while 3 holds
+        // the height; 3 holds only up to 4.
+        assert_eq!(
+            r,
+            vec![
+                req(Some(1), 1, 1),
+                req(Some(2), 2, 2),
+                req(Some(3), 3, 3),
+                req(Some(1), 4, 4),
+                req(Some(2), 5, 5),
+                req(Some(1), 6, 6),
+                req(Some(2), 7, 7),
+            ]
+        );
+        assert_eq!(s.in_flight(), 7, "height 8 waits: peers 1 and 2 are full");
+        // Nothing new until something arrives.
+        assert!(s.plan(10, 1).is_empty());
+        s.received(1);
+        s.received(2);
+        // Height 1 committed: the window moves to 2..=9.
+        let r = s.plan(20, 2);
+        assert_eq!(r, vec![req(Some(1), 8, 8), req(Some(2), 9, 9)]);
+    }
+
+    #[test]
+    fn overdue_requests_move_to_another_peer() {
+        let mut s = SyncPlanner::new(4, 4, 100);
+        s.peer_height(pk(1), 10);
+        let r = s.plan(0, 1);
+        assert_eq!(r, vec![req(Some(1), 1, 4)]);
+        s.peer_height(pk(2), 10);
+        assert_eq!(s.next_deadline(0), Some(100));
+        // Peer 1 never answers: at 100 everything is re-planned on peer 2.
+        let r = s.plan(100, 1);
+        assert_eq!(r, vec![req(Some(2), 1, 4)]);
+    }
+
+    #[test]
+    fn bad_peer_is_penalised_then_forgotten() {
+        let mut s = SyncPlanner::new(1, 1, 100);
+        s.peer_height(pk(1), 50);
+        s.peer_height(pk(2), 5);
+        assert_eq!(s.plan(0, 1), vec![req(Some(1), 1, 1)]);
+        s.failed(1, Some(pk(1)), 0);
+        // Peer 1 is banned for a while: peer 2 gets the height.
+        assert_eq!(s.plan(0, 1), vec![req(Some(2), 1, 1)]);
+        s.failed(1, Some(pk(2)), 0);
+        assert!(s.plan(50, 1).is_empty(), "both banned");
+        assert_eq!(s.plan(100, 1), vec![req(Some(1), 1, 1)]);
+        s.failed(1, Some(pk(1)), 100);
+        s.failed(1, Some(pk(1)), 100);
+        // Three failures: peer 1's claim of height 50 is forgotten.
+        assert_eq!(s.height_of(&pk(1)), None);
+        assert_eq!(s.target(), 5);
+    }
+
+    #[test]
+    fn hints_without_peers_ask_anyone() {
+        let mut s = SyncPlanner::new(4, 2, 100);
+        s.hint_height(3);
+        assert_eq!(s.plan(0, 1), vec![req(None, 1, 2)]);
+        assert!(s.plan(0, 1).is_empty(), "the share of 'any peer' is full");
+        s.received(1);
+        assert_eq!(s.plan(0, 1), vec![req(None, 3, 3)]);
+        s.advance(4);
+        assert!(s.plan(0, 4).is_empty());
+    }
+
+    #[test]
+    fn peer_table_is_bounded() {
+        let mut s = SyncPlanner::new(4, 2, 100);
+        for i in 0..MAX_PEERS {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            s.peer_height(PublicKey(k), 10);
+        }
+        s.peer_height(pk(0xee), 5);
+        assert_eq!(
+            s.height_of(&pk(0xee)),
+            None,
+            "lower than everyone: not kept"
+        );
+        s.peer_height(pk(0xff), 20);
+        assert_eq!(s.height_of(&pk(0xff)), Some(20));
+        assert_eq!(s.target(), 20);
+    }
+}

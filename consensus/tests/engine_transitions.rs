@@ -1,0 +1,1043 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! Table-driven tests of the engine's transitions: each row is a step
+//! description, an input, the outputs expected (by kind, timers left out)
+//! and the engine step expected afterwards.
+
+use kite_consensus::{
+    CommittedState, Engine, EngineConfig, ExecError, Input, LastCommit, Output, Role, Target,
+};
+use kite_types::{
+    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, Quorum, Tx, Validator,
+    ValidatorSet, Vote, sign,
+};
+
+const CHAIN: &str = "kite-test";
+
+fn key(i: u8) -> NodeKey {
+    NodeKey::from_seed([i; 32])
+}
+
+fn valset() -> ValidatorSet {
+    ValidatorSet::new(
+        (1..=4)
+            .map(|i| Validator {
+                pub_key: key(i).public(),
+                power: 1,
+                name: String::new(),
+            })
+            .collect(),
+    )
+}
+
+fn config(role: Role, me: Option<u8>) -> EngineConfig {
+    EngineConfig {
+        chain_id: CHAIN.into(),
+        role,
+        key: me.map(key),
+        leader: key(1).public(),
+        validators: valset(),
+        quorum: Quorum::default(),
+        max_block_bytes: 64 * 1024,
+        propose_timeout_ms: 100,
+        empty_block_timeout_ms: 0,
+        round_timeout_ms: 2000,
+        vote_resend_interval_ms: 250,
+        sync_window: 16,
+        sync_per_peer: 4,
+        sync_request_timeout_ms: 1000,
+    }
+}
+
+fn genesis_app() -> Hash {
+    Hash::digest(b"genesis app")
+}
+
+fn tx(nonce: u64) -> Tx {
+    Tx::sign(
+        &key(50),
+        CHAIN,
+        nonce,
+        Payload::Put {
+            key: vec![1],
+            value: vec![nonce as u8],
+        },
+    )
+}
+
+fn header(height: u64, prev: Hash, prev_app: Hash, ts: u64) -> BlockHeader {
+    BlockHeader {
+        version: BLOCK_VERSION,
+        chain_id: CHAIN.into(),
+        height,
+        prev_hash: prev,
+        prev_app_hash: prev_app,
+        timestamp_ms: ts,
+        tx_root: Hash::ZERO,
+        validator_set_hash: valset().hash(),
+        proposer: key(1).public(),
+    }
+}
+
+/// A block at height 1 on genesis, signed by `signer`.
+fn block1(ts: u64, signer: u8) -> Block {
+    Block::new_signed(
+        header(1, Hash::ZERO, genesis_app(), ts),
+        vec![tx(1)],
+        &key(signer),
+    )
+}
+
+fn app_of(b: &Block) -> Hash {
+    Hash::digest_parts(&[b"app", b.hash().as_bytes()])
+}
+
+fn ci(b: &Block, voters: &[u8], app: Hash) -> CommitInfo {
+    CommitInfo {
+        app_hash: app,
+        votes: voters
+            .iter()
+            .map(|i| Vote::ack(&key(*i), CHAIN, b.height(), b.hash(), app))
+            .collect(),
+    }
+}
+
+fn kind(o: &Output) -> Option<String> {
+    Some(match o {
+        Output::BuildBlock { .. } => "BuildBlock".into(),
+        Output::SendProposal { to, block } => {
+            format!("SendProposal(h{},to{})", block.height(), to.len())
+        }
+        Output::ExecuteBlock { block } => format!("ExecuteBlock(h{})", block.height()),
+        Output::SendVote {
+            vote, best_header, ..
+        } => format!(
+            "SendVote({} h{}{})",
+            if vote.ack { "ack" } else { "nack" },
+            vote.height,
+            if best_header.is_some() { " +best" } else { "" }
+        ),
+        Output::Commit { block, .. } => format!("Commit(h{})", block.height()),
+        Output::Announce { header, to, .. } => format!(
+            "Announce(h{},{})",
+            header.height,
+            if *to == Target::All { "all" } else { "some" }
+        ),
+        Output::SendReset { height, .. } => format!("SendReset(h{height})"),
+        Output::DropTxs { hashes } => format!("DropTxs({})", hashes.len()),
+        Output::RequestBlocks {
+            from_height,
+            to_height,
+            ..
+        } => {
+            format!("RequestBlocks({from_height}..{to_height})")
+        }
+        Output::ScheduleTimeout { .. } => return None,
+        Output::Halt { .. } => "Halt".into(),
+    })
+}
+
+/// One row: what happens, the input, the outputs expected, the step after.
+struct Row {
+    what: &'static str,
+    input: Box<dyn Fn(&Ctx) -> Input>,
+    expect: &'static [&'static str],
+    step: &'static str,
+}
+
+/// What the rows may refer to: the last block the engine proposed or
+/// executed.
+#[derive(Default)]
+struct Ctx {
+    block: Option<Block>,
+}
+
+impl Ctx {
+    fn block(&self) -> Block {
+        self.block.clone().expect("no block yet")
+    }
+}
+
+fn row(
+    what: &'static str,
+    input: impl Fn(&Ctx) -> Input + 'static,
+    expect: &'static [&'static str],
+    step: &'static str,
+) -> Row {
+    Row {
+        what,
+        input: Box::new(input),
+        expect,
+        step,
+    }
+}
+
+fn run(engine: &mut Engine, rows: Vec<Row>) -> Ctx {
+    let mut ctx = Ctx::default();
+    for (i, r) in rows.iter().enumerate() {
+        let out = engine.handle((r.input)(&ctx));
+        for o in &out {
+            if let Output::SendProposal { block, .. } | Output::ExecuteBlock { block } = o {
+                ctx.block = Some(block.clone());
+            }
+        }
+        let kinds: Vec<String> = out.iter().filter_map(kind).collect();
+        assert_eq!(kinds, r.expect, "row {i} ({}): outputs", r.what);
+        assert_eq!(engine.status().step, r.step, "row {i} ({}): step", r.what);
+    }
+    ctx
+}
+
+fn leader() -> Engine {
+    Engine::new(
+        config(Role::Leader, Some(1)),
+        CommittedState::genesis(1, genesis_app()),
+    )
+    .unwrap()
+}
+
+fn validator(i: u8) -> Engine {
+    Engine::new(
+        config(Role::Validator, Some(i)),
+        CommittedState::genesis(1, genesis_app()),
+    )
+    .unwrap()
+}
+
+fn vote(i: u8, c: &Ctx) -> Input {
+    let b = c.block();
+    Input::VoteReceived {
+        vote: Vote::ack(&key(i), CHAIN, 1, b.hash(), app_of(&b)),
+        best_header: None,
+    }
+}
+
+fn executed_ok(c: &Ctx) -> Input {
+    let b = c.block();
+    Input::BlockExecuted {
+        height: 1,
+        block_hash: b.hash(),
+        result: Ok(app_of(&b)),
+    }
+}
+
+#[test]
+fn leader_happy_path() {
+    let mut e = leader();
+    let ctx = run(
+        &mut e,
+        vec![
+            row(
+                "start, no txs, no empty blocks",
+                |_| Input::Tick { now_ms: 1000 },
+                &[],
+                "idle",
+            ),
+            row(
+                "txs arrive",
+                |_| Input::MempoolStatus { txs: 2, bytes: 300 },
+                &[],
+                "idle",
+            ),
+            row(
+                "before the propose timeout",
+                |_| Input::Tick { now_ms: 1099 },
+                &[],
+                "idle",
+            ),
+            row(
+                "propose timeout",
+                |_| Input::Tick { now_ms: 1100 },
+                &["BuildBlock"],
+                "building",
+            ),
+            row(
+                "block built: execute and send",
+                |_| Input::BlockBuilt {
+                    txs: vec![tx(1), tx(2)],
+                },
+                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                "proposed",
+            ),
+            row(
+                "own execution: own ACK (1 of 4)",
+                executed_ok,
+                &[],
+                "proposed",
+            ),
+            row("ACK from 2 (2 of 4)", |c| vote(2, c), &[], "proposed"),
+            row("duplicate ACK from 2", |c| vote(2, c), &[], "proposed"),
+            row(
+                "ACK from outsider",
+                |c| {
+                    let b = c.block();
+                    Input::VoteReceived {
+                        vote: Vote::ack(&key(9), CHAIN, 1, b.hash(), app_of(&b)),
+                        best_header: None,
+                    }
+                },
+                &[],
+                "proposed",
+            ),
+            row(
+                "forged ACK (bad signature)",
+                |c| {
+                    let b = c.block();
+                    let mut v = Vote::ack(&key(3), CHAIN, 1, b.hash(), app_of(&b));
+                    v.signature.0[0] ^= 1;
+                    Input::VoteReceived {
+                        vote: v,
+                        best_header: None,
+                    }
+                },
+                &[],
+                "proposed",
+            ),
+            row(
+                "ACK from 3: quorum",
+                |c| vote(3, c),
+                &["Commit(h1)"],
+                "committing",
+            ),
+            row("late ACK from 4", |c| vote(4, c), &[], "committing"),
+            row(
+                "store committed: announce",
+                |c| {
+                    let b = c.block();
+                    Input::Committed {
+                        height: 1,
+                        block_hash: b.hash(),
+                        app_hash: app_of(&b),
+                    }
+                },
+                &["Announce(h1,all)"],
+                "idle",
+            ),
+        ],
+    );
+    let st = e.status();
+    assert_eq!(st.committed_height, 1);
+    assert_eq!(st.committed_hash, ctx.block().hash());
+    assert_eq!(st.height, 2);
+}
+
+#[test]
+fn leader_commit_info_holds_the_quorum() {
+    let mut e = leader();
+    e.handle(Input::Tick { now_ms: 0 });
+    e.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    assert!(
+        e.handle(Input::Tick { now_ms: 100 })
+            .contains(&Output::BuildBlock {
+                max_bytes: 63 * 1024
+            })
+    );
+    let out = e.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    let b = match &out[0] {
+        Output::ExecuteBlock { block } => block.clone(),
+        o => panic!("{o:?}"),
+    };
+    assert!(b.verify_leader(&key(1).public()));
+    e.handle(Input::BlockExecuted {
+        height: 1,
+        block_hash: b.hash(),
+        result: Ok(app_of(&b)),
+    });
+    e.handle(Input::VoteReceived {
+        vote: Vote::ack(&key(4), CHAIN, 1, b.hash(), app_of(&b)),
+        best_header: None,
+    });
+    // A divergent ACK does not count for the leader's app hash.
+    e.handle(Input::VoteReceived {
+        vote: Vote::ack(&key(3), CHAIN, 1, b.hash(), Hash::digest(b"wrong")),
+        best_header: None,
+    });
+    let out = e.handle(Input::VoteReceived {
+        vote: Vote::ack(&key(2), CHAIN, 1, b.hash(), app_of(&b)),
+        best_header: None,
+    });
+    let Some(Output::Commit { block, commit_info }) = out.first() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(block, &b);
+    assert_eq!(commit_info.app_hash, app_of(&b));
+    assert_eq!(commit_info.votes.len(), 3);
+    assert!(
+        commit_info
+            .verify(CHAIN, 1, &b.hash(), &valset(), Quorum::default())
+            .is_ok()
+    );
+}
+
+#[test]
+fn leader_nack_quorum_resets_drops_and_reproposes() {
+    let mut e = leader();
+    let bad = tx(2);
+    let bad_hash = bad.hash();
+    run(
+        &mut e,
+        vec![
+            row(
+                "txs",
+                |_| Input::MempoolStatus { txs: 2, bytes: 300 },
+                &[],
+                "idle",
+            ),
+            row(
+                "timeout",
+                |_| Input::Tick { now_ms: 100 },
+                &["BuildBlock"],
+                "building",
+            ),
+            row(
+                "built",
+                move |_| Input::BlockBuilt {
+                    txs: vec![tx(1), tx(2)],
+                },
+                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                "proposed",
+            ),
+            row("own exec ok", executed_ok, &[], "proposed"),
+            row(
+                "NACK from 2 naming the bad tx",
+                move |c| {
+                    let b = c.block();
+                    let reason = kite_consensus::engine::nack_reason(&ExecError {
+                        bad_txs: vec![bad_hash],
+                        reason: "bad nonce".into(),
+                    });
+                    Input::VoteReceived {
+                        vote: Vote::nack(&key(2), CHAIN, 1, b.hash(), &reason),
+                        best_header: None,
+                    }
+                },
+                &[],
+                "proposed",
+            ),
+            row(
+                "NACK from 3: 3 ACKs impossible",
+                |c| Input::VoteReceived {
+                    vote: Vote::nack(&key(3), CHAIN, 1, c.block().hash(), "no"),
+                    best_header: None,
+                },
+                &["DropTxs(1)", "SendReset(h1)", "BuildBlock"],
+                "building",
+            ),
+            row(
+                "re-proposal with the good tx only",
+                |_| Input::BlockBuilt { txs: vec![tx(1)] },
+                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                "proposed",
+            ),
+            row(
+                "resend: the reset goes along with the new proposal",
+                |_| Input::Tick { now_ms: 600 },
+                &["SendReset(h1)", "SendProposal(h1,to3)"],
+                "proposed",
+            ),
+        ],
+    );
+    assert_eq!(e.status().round, 2);
+}
+
+#[test]
+fn leader_own_invalid_block_and_round_timeout() {
+    let mut e = leader();
+    run(
+        &mut e,
+        vec![
+            row(
+                "txs",
+                |_| Input::MempoolStatus { txs: 1, bytes: 100 },
+                &[],
+                "idle",
+            ),
+            row(
+                "timeout",
+                |_| Input::Tick { now_ms: 100 },
+                &["BuildBlock"],
+                "building",
+            ),
+            row(
+                "built",
+                |_| Input::BlockBuilt { txs: vec![tx(1)] },
+                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                "proposed",
+            ),
+            row(
+                "own execution fails",
+                |c| Input::BlockExecuted {
+                    height: 1,
+                    block_hash: c.block().hash(),
+                    result: Err(ExecError {
+                        bad_txs: vec![tx(1).hash()],
+                        reason: "nonce".into(),
+                    }),
+                },
+                &["DropTxs(1)", "SendReset(h1)", "BuildBlock"],
+                "building",
+            ),
+            row(
+                "mempool now empty: nothing to propose",
+                |_| Input::BlockBuilt { txs: vec![] },
+                &[],
+                "idle",
+            ),
+            row(
+                "new txs",
+                |_| Input::MempoolStatus { txs: 1, bytes: 100 },
+                &[],
+                "idle",
+            ),
+            row(
+                "timeout",
+                |_| Input::Tick { now_ms: 300 },
+                &["BuildBlock"],
+                "building",
+            ),
+            row(
+                "built",
+                |_| Input::BlockBuilt { txs: vec![tx(3)] },
+                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                "proposed",
+            ),
+            row("own exec", executed_ok, &[], "proposed"),
+            row("ACK from 2", |c| vote(2, c), &[], "proposed"),
+            row(
+                "resend to 3 and 4 (with the earlier reset)",
+                |_| Input::Tick { now_ms: 550 },
+                &["SendReset(h1)", "SendProposal(h1,to2)"],
+                "proposed",
+            ),
+            row(
+                "round timeout",
+                |_| Input::Tick { now_ms: 2300 },
+                &["SendReset(h1)", "BuildBlock"],
+                "building",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn leader_empty_blocks_only_when_configured() {
+    let mut cfg = config(Role::Leader, Some(1));
+    cfg.empty_block_timeout_ms = 500;
+    let mut e = Engine::new(cfg, CommittedState::genesis(1, genesis_app())).unwrap();
+    run(
+        &mut e,
+        vec![
+            row("start", |_| Input::Tick { now_ms: 1000 }, &[], "idle"),
+            row("before", |_| Input::Tick { now_ms: 1499 }, &[], "idle"),
+            row(
+                "empty block timeout",
+                |_| Input::Tick { now_ms: 1500 },
+                &["BuildBlock"],
+                "building",
+            ),
+            row(
+                "empty block",
+                |_| Input::BlockBuilt { txs: vec![] },
+                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                "proposed",
+            ),
+        ],
+    );
+    // A full mempool proposes at once.
+    let mut e = leader();
+    run(
+        &mut e,
+        vec![row(
+            "full block waiting",
+            |_| Input::MempoolStatus {
+                txs: 500,
+                bytes: 63 * 1024,
+            },
+            &["BuildBlock"],
+            "building",
+        )],
+    );
+}
+
+#[test]
+fn leader_resets_a_block_voted_before_its_restart() {
+    let mut e = leader();
+    // A block this leader signed before a crash, which validator 2 ACKed.
+    let old = block1(5, 1);
+    run(
+        &mut e,
+        vec![
+            row("start", |_| Input::Tick { now_ms: 10_000 }, &[], "idle"),
+            row(
+                "txs",
+                |_| Input::MempoolStatus { txs: 1, bytes: 100 },
+                &[],
+                "idle",
+            ),
+            row(
+                "after the restart grace period",
+                |_| Input::Tick { now_ms: 10_600 },
+                &["BuildBlock"],
+                "building",
+            ),
+            row(
+                "built",
+                |_| Input::BlockBuilt { txs: vec![tx(1)] },
+                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                "proposed",
+            ),
+            row(
+                "validator 2 is locked on the old block",
+                move |_| Input::VoteReceived {
+                    vote: Vote::ack(&key(2), CHAIN, 1, old.hash(), app_of(&old)),
+                    best_header: None,
+                },
+                &["SendReset(h1)"],
+                "proposed",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn leader_restart_reannounces_and_catches_up() {
+    let b = block1(5, 1);
+    let committed = CommittedState {
+        height: 1,
+        block_hash: b.hash(),
+        app_hash: app_of(&b),
+        last: Some(LastCommit {
+            header: b.header().clone(),
+            leader_sig: *b.leader_sig(),
+            commit_info: ci(&b, &[1, 2, 3], app_of(&b)),
+        }),
+    };
+    let mut e = Engine::new(config(Role::Leader, Some(1)), committed.clone()).unwrap();
+    let out = e.handle(Input::Tick { now_ms: 100 });
+    assert_eq!(
+        out.iter().filter_map(kind).collect::<Vec<_>>(),
+        ["Announce(h1,all)"]
+    );
+    // A vote for height 1 from a lagging validator: re-announce, rate-limited.
+    let v = Vote::ack(&key(3), CHAIN, 1, b.hash(), app_of(&b));
+    let out = e.handle(Input::VoteReceived {
+        vote: v.clone(),
+        best_header: None,
+    });
+    assert_eq!(
+        out.iter().filter_map(kind).collect::<Vec<_>>(),
+        ["Announce(h1,some)"]
+    );
+    assert!(
+        e.handle(Input::VoteReceived {
+            vote: v,
+            best_header: None
+        })
+        .iter()
+        .all(|o| kind(o).is_none())
+    );
+
+    // A leader restarted from an older store: a validator NACKs its
+    // proposal with its best header; the leader syncs instead of proposing.
+    let mut e = leader();
+    e.handle(Input::Tick { now_ms: 0 });
+    e.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    e.handle(Input::Tick { now_ms: 100 });
+    let out = e.handle(Input::BlockBuilt { txs: vec![tx(7)] });
+    let Output::ExecuteBlock { block: mine } = &out[0] else {
+        panic!()
+    };
+    let later = Block::new_signed(
+        header(3, Hash::digest(b"x"), Hash::digest(b"y"), 50),
+        vec![],
+        &key(1),
+    );
+    let out = e.handle(Input::VoteReceived {
+        vote: Vote::nack(&key(2), CHAIN, 1, mine.hash(), "height already committed"),
+        best_header: Some(later.header().clone()),
+    });
+    assert_eq!(
+        out.iter().filter_map(kind).collect::<Vec<_>>(),
+        ["SendReset(h1)", "RequestBlocks(1..3)"]
+    );
+    assert_eq!(e.status().step, "syncing");
+}
+
+#[test]
+fn validator_votes_locks_and_commits() {
+    let mut e = validator(2);
+    let b1 = block1(10, 1);
+    let b2 = block1(11, 1);
+    let (b1a, b1b, b1c, b1d) = (b1.clone(), b1.clone(), b1.clone(), b1.clone());
+    let (b2a, b2b, b2c, b2d) = (b2.clone(), b2.clone(), b2.clone(), b2.clone());
+    run(
+        &mut e,
+        vec![
+            row("start", |_| Input::Tick { now_ms: 1000 }, &[], "idle"),
+            row(
+                "forged proposal (signed by validator 3)",
+                |_| Input::ProposalReceived {
+                    from: key(3).public(),
+                    block: block1(10, 3),
+                },
+                &[],
+                "idle",
+            ),
+            row(
+                "proposal",
+                move |_| Input::ProposalReceived {
+                    from: key(1).public(),
+                    block: b1a.clone(),
+                },
+                &["ExecuteBlock(h1)"],
+                "idle",
+            ),
+            row("executed: ACK", executed_ok, &["SendVote(ack h1)"], "voted"),
+            row(
+                "same proposal again: vote re-sent",
+                move |_| Input::ProposalReceived {
+                    from: key(1).public(),
+                    block: b1b.clone(),
+                },
+                &["SendVote(ack h1)"],
+                "voted",
+            ),
+            row(
+                "vote resend timer",
+                |_| Input::Tick { now_ms: 1300 },
+                &["SendVote(ack h1)"],
+                "voted",
+            ),
+            row(
+                "another block, no reset: answer with the locked vote",
+                move |_| Input::ProposalReceived {
+                    from: key(1).public(),
+                    block: b2a.clone(),
+                },
+                &["SendVote(ack h1)"],
+                "voted",
+            ),
+            row(
+                "forged reset",
+                move |_| Input::ResetReceived {
+                    height: 1,
+                    block_hash: b1c.hash(),
+                    leader_sig: key(3).sign_digest(&sign::reset_digest(CHAIN, 1, &b1c.hash())),
+                },
+                &[],
+                "voted",
+            ),
+            row(
+                "leader's reset of the first block: unlocked",
+                move |_| Input::ResetReceived {
+                    height: 1,
+                    block_hash: b1d.hash(),
+                    leader_sig: key(1).sign_digest(&sign::reset_digest(CHAIN, 1, &b1d.hash())),
+                },
+                &[],
+                "idle",
+            ),
+            row(
+                "second block",
+                move |_| Input::ProposalReceived {
+                    from: key(1).public(),
+                    block: b2b.clone(),
+                },
+                &["ExecuteBlock(h1)"],
+                "idle",
+            ),
+            row("executed: ACK", executed_ok, &["SendVote(ack h1)"], "voted"),
+            row(
+                "announce with only 2 votes: ignored",
+                move |_| Input::CommitAnnounced {
+                    from: Some(key(1).public()),
+                    header: b2c.header().clone(),
+                    leader_sig: *b2c.leader_sig(),
+                    commit_info: ci(&b2c, &[1, 2], app_of(&b2c)),
+                },
+                &[],
+                "voted",
+            ),
+            row(
+                "announce with a quorum: commit the staged state",
+                move |_| Input::CommitAnnounced {
+                    from: Some(key(1).public()),
+                    header: b2d.header().clone(),
+                    leader_sig: *b2d.leader_sig(),
+                    commit_info: ci(&b2d, &[1, 3, 4], app_of(&b2d)),
+                },
+                &["Commit(h1)"],
+                "committing",
+            ),
+            row(
+                "store committed",
+                move |c| Input::Committed {
+                    height: 1,
+                    block_hash: c.block().hash(),
+                    app_hash: app_of(&c.block()),
+                },
+                &[],
+                "idle",
+            ),
+            row(
+                "the reset block again (height committed): NACK with best header",
+                move |_| Input::ProposalReceived {
+                    from: key(1).public(),
+                    block: b1.clone(),
+                },
+                &["SendVote(nack h1 +best)"],
+                "idle",
+            ),
+        ],
+    );
+    assert_eq!(e.status().committed_hash, b2.hash());
+}
+
+#[test]
+fn validator_nacks_bad_blocks() {
+    let bad_prev = Block::new_signed(
+        header(1, Hash::digest(b"other"), genesis_app(), 1),
+        vec![],
+        &key(1),
+    );
+    let bad_root = Block::from_parts(
+        block1(3, 1).header().clone(),
+        vec![],
+        *block1(3, 1).leader_sig(),
+    );
+    let mut e = validator(3);
+    run(
+        &mut e,
+        vec![
+            row(
+                "wrong prev hash",
+                move |_| Input::ProposalReceived {
+                    from: key(1).public(),
+                    block: bad_prev.clone(),
+                },
+                &["SendVote(nack h1)"],
+                "voted",
+            ),
+            // The tx root is outside the signed hash? No: it is in the header,
+            // but these txs do not match it.
+            row(
+                "txs do not match the tx root",
+                move |_| Input::ProposalReceived {
+                    from: key(1).public(),
+                    block: bad_root.clone(),
+                },
+                &["SendVote(nack h1)"],
+                "voted",
+            ),
+            row(
+                "good block after NACKs (a NACK does not lock)",
+                |_| Input::ProposalReceived {
+                    from: key(1).public(),
+                    block: block1(4, 1),
+                },
+                &["ExecuteBlock(h1)"],
+                "voted",
+            ),
+            row(
+                "invalid tx found by the app",
+                |c| Input::BlockExecuted {
+                    height: 1,
+                    block_hash: c.block().hash(),
+                    result: Err(ExecError {
+                        bad_txs: vec![tx(1).hash()],
+                        reason: "bad nonce".into(),
+                    }),
+                },
+                &["SendVote(nack h1)"],
+                "voted",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn validator_halts_on_app_hash_mismatch_and_stays_halted() {
+    let b = block1(10, 1);
+    let (ba, bb) = (b.clone(), b.clone());
+    let mut e = validator(4);
+    run(
+        &mut e,
+        vec![
+            row(
+                "proposal",
+                move |_| Input::ProposalReceived {
+                    from: key(1).public(),
+                    block: ba.clone(),
+                },
+                &["ExecuteBlock(h1)"],
+                "idle",
+            ),
+            row(
+                "executed to a different app hash",
+                |c| Input::BlockExecuted {
+                    height: 1,
+                    block_hash: c.block().hash(),
+                    result: Ok(Hash::digest(b"mine")),
+                },
+                &["SendVote(ack h1)"],
+                "voted",
+            ),
+            row(
+                "the quorum committed another app hash",
+                move |_| Input::CommitAnnounced {
+                    from: None,
+                    header: bb.header().clone(),
+                    leader_sig: *bb.leader_sig(),
+                    commit_info: ci(&bb, &[1, 2, 3], app_of(&bb)),
+                },
+                &["Halt"],
+                "halted",
+            ),
+            row(
+                "halted: nothing more",
+                |_| Input::Tick { now_ms: 99_999 },
+                &[],
+                "halted",
+            ),
+        ],
+    );
+    assert!(e.halted().unwrap().contains("app hash mismatch"));
+}
+
+#[test]
+fn sentry_follows_announces_through_block_sync() {
+    let b = block1(10, 1);
+    let (ba, bb) = (b.clone(), b.clone());
+    let mut e = Engine::new(
+        config(Role::Sentry, None),
+        CommittedState::genesis(1, genesis_app()),
+    )
+    .unwrap();
+    run(
+        &mut e,
+        vec![
+            row(
+                "proposals are not for sentries",
+                move |_| Input::ProposalReceived {
+                    from: key(1).public(),
+                    block: ba.clone(),
+                },
+                &[],
+                "idle",
+            ),
+            row(
+                "announce: fetch the block",
+                move |_| Input::CommitAnnounced {
+                    from: Some(key(2).public()),
+                    header: bb.header().clone(),
+                    leader_sig: *bb.leader_sig(),
+                    commit_info: ci(&bb, &[1, 2, 3], app_of(&bb)),
+                },
+                &["RequestBlocks(1..1)"],
+                "syncing",
+            ),
+            row(
+                "fetched with a bad commit info: re-requested later",
+                |_| {
+                    let b = block1(10, 1);
+                    Input::BlockFetched {
+                        from: Some(key(2).public()),
+                        block: b.clone(),
+                        commit_info: ci(&b, &[2], app_of(&b)),
+                    }
+                },
+                &[],
+                "syncing",
+            ),
+            row(
+                "request times out at 2's ban end",
+                |_| Input::Tick { now_ms: 1000 },
+                &["RequestBlocks(1..1)"],
+                "syncing",
+            ),
+            row(
+                "fetched",
+                |_| {
+                    let b = block1(10, 1);
+                    Input::BlockFetched {
+                        from: Some(key(2).public()),
+                        block: b.clone(),
+                        commit_info: ci(&b, &[1, 2, 4], app_of(&b)),
+                    }
+                },
+                &["ExecuteBlock(h1)"],
+                "syncing",
+            ),
+            row(
+                "executed to the quorum's app hash",
+                executed_ok,
+                &["Commit(h1)"],
+                "committing",
+            ),
+            row(
+                "committed",
+                |c| Input::Committed {
+                    height: 1,
+                    block_hash: c.block().hash(),
+                    app_hash: app_of(&c.block()),
+                },
+                &[],
+                "idle",
+            ),
+        ],
+    );
+    assert_eq!(e.status().committed_height, 1);
+}
+
+#[test]
+fn validator_ahead_proposal_triggers_sync_then_votes() {
+    // Chain: b1 <- b2; the validator is at genesis and gets the proposal of 2.
+    let b1 = block1(10, 1);
+    let b2 = Block::new_signed(header(2, b1.hash(), app_of(&b1), 20), vec![], &key(1));
+    let (b1a, b2a) = (b1.clone(), b2.clone());
+    let mut e = validator(2);
+    run(
+        &mut e,
+        vec![
+            row(
+                "proposal for height 2",
+                move |_| Input::ProposalReceived {
+                    from: key(1).public(),
+                    block: b2a.clone(),
+                },
+                &["RequestBlocks(1..1)"],
+                "syncing",
+            ),
+            row(
+                "block 1 fetched",
+                move |_| Input::BlockFetched {
+                    from: Some(key(1).public()),
+                    block: b1a.clone(),
+                    commit_info: ci(&b1a, &[1, 3, 4], app_of(&b1a)),
+                },
+                &["ExecuteBlock(h1)"],
+                "syncing",
+            ),
+            row("executed", executed_ok, &["Commit(h1)"], "committing"),
+            row(
+                "committed: the kept proposal is processed",
+                |c| Input::Committed {
+                    height: 1,
+                    block_hash: c.block().hash(),
+                    app_hash: app_of(&c.block()),
+                },
+                &["ExecuteBlock(h2)"],
+                "idle",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn engine_refuses_bad_configs() {
+    let g = CommittedState::genesis(1, genesis_app());
+    assert!(Engine::new(config(Role::Leader, Some(2)), g.clone()).is_err());
+    assert!(Engine::new(config(Role::Leader, None), g.clone()).is_err());
+    assert!(Engine::new(config(Role::Validator, Some(9)), g.clone()).is_err());
+    assert!(Engine::new(config(Role::Validator, Some(1)), g.clone()).is_err());
+    assert!(Engine::new(config(Role::Sentry, None), g).is_ok());
+}
