@@ -1,0 +1,239 @@
+//! [`StoreHandle`]: the async face of the store for the node and the
+//! consensus driver.
+//!
+//! The store has one owner for writes: a dedicated OS thread
+//! (`kite-blockstore`) fed through a bounded channel, each request carrying
+//! a oneshot for its reply. Commits and block executions run there, one at
+//! a time, never on the async executor. Reads run on tokio's blocking pool
+//! (`spawn_blocking`); sled makes each single read atomic with respect to
+//! a commit, and blocks never change once written.
+//!
+//! The writer thread ends when the last handle is dropped, after the
+//! requests already queued.
+
+use crate::error::StoreError;
+use crate::store::{Best, BlockStore, TxLocation};
+use kite_app::{ChangeSet, Executed};
+use kite_types::{Account, Block, CommitInfo, Hash, PublicKey, Tx};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Requests waiting for the writer thread, at most.
+pub const WRITE_QUEUE: usize = 64;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum WriteOp {
+    Commit {
+        block: Box<Block>,
+        commit_info: CommitInfo,
+        changes: ChangeSet,
+        reply: Reply<()>,
+    },
+    Execute {
+        block: Box<Block>,
+        sigs_verified: bool,
+        reply: Reply<Executed>,
+    },
+    Apply {
+        block: Box<Block>,
+        commit_info: CommitInfo,
+        sigs_verified: bool,
+        reply: Reply<Executed>,
+    },
+}
+
+/// A cloneable async handle to a [`BlockStore`].
+#[derive(Clone, Debug)]
+pub struct StoreHandle {
+    store: Arc<BlockStore>,
+    writes: mpsc::Sender<WriteOp>,
+}
+
+impl StoreHandle {
+    /// Opens the store (on the blocking pool) and starts its writer thread.
+    pub async fn open(
+        path: &std::path::Path,
+        genesis: &kite_types::Genesis,
+        config: crate::StoreConfig,
+    ) -> Result<StoreHandle, StoreError> {
+        let path = path.to_owned();
+        let genesis = genesis.clone();
+        let store =
+            tokio::task::spawn_blocking(move || BlockStore::open_with(&path, &genesis, config))
+                .await
+                .map_err(|e| StoreError::Storage(format!("open task failed: {e}")))??;
+        Self::spawn(store)
+    }
+
+    /// Starts the writer thread that owns `store` for writes.
+    pub fn spawn(store: BlockStore) -> Result<StoreHandle, StoreError> {
+        let store = Arc::new(store);
+        let (writes, mut rx) = mpsc::channel::<WriteOp>(WRITE_QUEUE);
+        let owner = Arc::clone(&store);
+        std::thread::Builder::new()
+            .name("kite-blockstore".into())
+            .spawn(move || {
+                while let Some(op) = rx.blocking_recv() {
+                    match op {
+                        WriteOp::Commit {
+                            block,
+                            commit_info,
+                            changes,
+                            reply,
+                        } => {
+                            let _ = reply.send(owner.commit(&block, &commit_info, &changes));
+                        }
+                        WriteOp::Execute {
+                            block,
+                            sigs_verified,
+                            reply,
+                        } => {
+                            let _ = reply.send(owner.execute_block(&block, sigs_verified));
+                        }
+                        WriteOp::Apply {
+                            block,
+                            commit_info,
+                            sigs_verified,
+                            reply,
+                        } => {
+                            let _ =
+                                reply.send(owner.apply_block(&block, &commit_info, sigs_verified));
+                        }
+                    }
+                }
+                tracing::debug!("block store writer stopped");
+            })
+            .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(StoreHandle { store, writes })
+    }
+
+    /// The store itself, for synchronous use on a blocking thread.
+    pub fn store(&self) -> &Arc<BlockStore> {
+        &self.store
+    }
+
+    async fn write<T>(&self, op: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(op(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&BlockStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
+    }
+
+    /// Commits a block with its commit info and state changes (see
+    /// [`BlockStore::commit`]); returns once durable.
+    pub async fn commit(
+        &self,
+        block: Block,
+        commit_info: CommitInfo,
+        changes: ChangeSet,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| WriteOp::Commit {
+            block: Box::new(block),
+            commit_info,
+            changes,
+            reply,
+        })
+        .await
+    }
+
+    /// Executes a block on the committed state without writing (see
+    /// [`BlockStore::execute_block`]).
+    pub async fn execute_block(
+        &self,
+        block: Block,
+        sigs_verified: bool,
+    ) -> Result<Executed, StoreError> {
+        self.write(|reply| WriteOp::Execute {
+            block: Box::new(block),
+            sigs_verified,
+            reply,
+        })
+        .await
+    }
+
+    /// Executes and commits a block whose commit info is known (see
+    /// [`BlockStore::apply_block`]).
+    pub async fn apply_block(
+        &self,
+        block: Block,
+        commit_info: CommitInfo,
+        sigs_verified: bool,
+    ) -> Result<Executed, StoreError> {
+        self.write(|reply| WriteOp::Apply {
+            block: Box::new(block),
+            commit_info,
+            sigs_verified,
+            reply,
+        })
+        .await
+    }
+
+    /// The tip of the committed chain.
+    pub async fn best(&self) -> Result<Best, StoreError> {
+        self.read(|s| s.best()).await
+    }
+
+    /// The block at `height`.
+    pub async fn block_by_height(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        self.read(move |s| s.block_by_height(height)).await
+    }
+
+    /// The block with this hash.
+    pub async fn block_by_hash(&self, hash: Hash) -> Result<Option<Block>, StoreError> {
+        self.read(move |s| s.block_by_hash(&hash)).await
+    }
+
+    /// Blocks `from..=to`, bounded by `max_bytes` (see
+    /// [`BlockStore::blocks_range`]).
+    pub async fn blocks_range(
+        &self,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Block>, StoreError> {
+        self.read(move |s| s.blocks_range(from, to, max_bytes))
+            .await
+    }
+
+    /// The commit info at `height`.
+    pub async fn commit_info(&self, height: u64) -> Result<Option<CommitInfo>, StoreError> {
+        self.read(move |s| s.commit_info(height)).await
+    }
+
+    /// Where a committed tx is.
+    pub async fn tx_location(&self, hash: Hash) -> Result<Option<TxLocation>, StoreError> {
+        self.read(move |s| s.tx_location(&hash)).await
+    }
+
+    /// A committed tx and where it is.
+    pub async fn tx_by_hash(&self, hash: Hash) -> Result<Option<(Tx, TxLocation)>, StoreError> {
+        self.read(move |s| s.tx_by_hash(&hash)).await
+    }
+
+    /// A committed account.
+    pub async fn account(&self, pk: PublicKey) -> Result<Account, StoreError> {
+        self.read(move |s| s.account(&pk)).await
+    }
+
+    /// A committed kv value.
+    pub async fn kv_get(
+        &self,
+        owner: PublicKey,
+        key: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |s| s.kv_get(&owner, &key)).await
+    }
+}

@@ -1,0 +1,726 @@
+//! [`BlockStore`]: the synchronous store over sled.
+//!
+//! Trees and records (integers big-endian, so byte order is height order):
+//!
+//! | tree | key | value |
+//! |------|-----|-------|
+//! | `meta` | `format` | `kite-blockstore/1` |
+//! | `meta` | `chain_id` | the chain id |
+//! | `meta` | `genesis_hash` | 32 bytes ([`Genesis::hash`]) |
+//! | `meta` | `best` | `be64(height) \|\| block hash \|\| app hash` (72 bytes) |
+//! | `blocks` | `be64(height)` | encoded `Block` |
+//! | `commits` | `be64(height)` | encoded `CommitInfo` |
+//! | `height_hash` | `be64(height)` | block hash |
+//! | `hash_height` | block hash | `be64(height)` |
+//! | `tx_index` | tx hash | `be64(height) \|\| be32(index in block)` |
+//! | `state` | [`StateKey`] bytes | value (see `kite_app::state`) |
+//!
+//! Before the first block, `best` is `(initial_height - 1, Hash::ZERO,
+//! genesis app hash)`.
+
+use crate::durable::Syncer;
+use crate::error::StoreError;
+use kite_app::{App, ChangeSet, Executed, StateError, StateKey, StateReader};
+use kite_types::codec;
+use kite_types::genesis::MAX_VALIDATORS;
+use kite_types::{Account, Block, CommitInfo, Genesis, Hash, PublicKey, Tx, proto};
+use parking_lot::Mutex;
+use prost::Message;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Transactional, Tree};
+use std::path::{Path, PathBuf};
+
+/// The format this build writes and reads.
+pub const FORMAT: &[u8] = b"kite-blockstore/1";
+/// Largest block this store decodes (64 MiB protocol limit plus slack).
+pub const MAX_STORED_BLOCK: usize = 65 * 1024 * 1024;
+/// Most blocks one [`BlockStore::blocks_range`] call returns.
+pub const MAX_RANGE_BLOCKS: u64 = 1024;
+
+const META_FORMAT: &[u8] = b"format";
+const META_CHAIN: &[u8] = b"chain_id";
+const META_GENESIS: &[u8] = b"genesis_hash";
+const META_BEST: &[u8] = b"best";
+
+/// Store options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Make every commit durable against power loss (flush + fsync, see
+    /// the crate docs). On by default; tests may turn it off for speed
+    /// (a commit then survives a process crash, not a power loss).
+    pub durable: bool,
+    /// sled's page cache size in bytes.
+    pub cache_capacity: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            durable: true,
+            cache_capacity: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The tip of the committed chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Best {
+    /// Height of the last committed block (`initial_height - 1` before the
+    /// first block).
+    pub height: u64,
+    /// Its hash (zero before the first block).
+    pub block_hash: Hash,
+    /// The app hash after it (the genesis app hash before the first block).
+    pub app_hash: Hash,
+}
+
+impl Best {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(72);
+        v.extend_from_slice(&self.height.to_be_bytes());
+        v.extend_from_slice(self.block_hash.as_bytes());
+        v.extend_from_slice(self.app_hash.as_bytes());
+        v
+    }
+
+    fn decode(b: &[u8]) -> Option<Best> {
+        if b.len() != 72 {
+            return None;
+        }
+        Some(Best {
+            height: be64(&b[..8])?,
+            block_hash: Hash::from_slice(&b[8..40])?,
+            app_hash: Hash::from_slice(&b[40..72])?,
+        })
+    }
+}
+
+/// Where a committed tx is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxLocation {
+    /// Height of its block.
+    pub height: u64,
+    /// Its position in the block.
+    pub index: u32,
+}
+
+fn be64(b: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes)
+}
+
+fn decode_location(b: &[u8]) -> Option<TxLocation> {
+    if b.len() != 12 {
+        return None;
+    }
+    Some(TxLocation {
+        height: be64(&b[..8])?,
+        index: u32::from_be_bytes(<[u8; 4]>::try_from(&b[8..12]).ok()?),
+    })
+}
+
+struct Trees {
+    meta: Tree,
+    blocks: Tree,
+    commits: Tree,
+    height_hash: Tree,
+    hash_height: Tree,
+    tx_index: Tree,
+    state: Tree,
+}
+
+/// The block store: blocks, commit info, indexes and the committed app
+/// state, in one sled database. All methods block (sled does I/O): call
+/// them from a dedicated thread or `spawn_blocking`, or use
+/// [`crate::StoreHandle`].
+pub struct BlockStore {
+    path: PathBuf,
+    db: sled::Db,
+    t: Trees,
+    app: App,
+    genesis: Genesis,
+    config: StoreConfig,
+    /// Serialises commits and executions (so an execution never reads a
+    /// half-applied commit), and owns the fsync handles.
+    writer: Mutex<Option<Syncer>>,
+}
+
+impl std::fmt::Debug for BlockStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockStore")
+            .field("path", &self.path)
+            .field("chain_id", &self.genesis.chain_id)
+            .finish()
+    }
+}
+
+/// Runs `f`, turning a panic inside sled (it has some on malformed files)
+/// into an error.
+fn no_panic<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => Err(p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "sled panicked".into())),
+    }
+}
+
+impl BlockStore {
+    /// Opens (or creates) the store at `path` for `genesis`'s chain, with
+    /// the default config (durable commits).
+    pub fn open(path: &Path, genesis: &Genesis) -> Result<BlockStore, StoreError> {
+        Self::open_with(path, genesis, StoreConfig::default())
+    }
+
+    /// Opens (or creates) the store at `path`. A new store gets the genesis
+    /// state and meta record in one transaction. An existing one must hold
+    /// the same chain id and genesis hash and a consistent best record.
+    pub fn open_with(
+        path: &Path,
+        genesis: &Genesis,
+        config: StoreConfig,
+    ) -> Result<BlockStore, StoreError> {
+        let open_err = |detail: String| StoreError::Open {
+            path: path.to_owned(),
+            detail,
+        };
+        std::fs::create_dir_all(path).map_err(|e| open_err(e.to_string()))?;
+        let (db, t) = no_panic(|| {
+            let db = sled::Config::new()
+                .path(path)
+                .cache_capacity(config.cache_capacity)
+                .open()
+                .map_err(|e| e.to_string())?;
+            let tree = |name: &str| db.open_tree(name).map_err(|e| e.to_string());
+            let t = Trees {
+                meta: tree("meta")?,
+                blocks: tree("blocks")?,
+                commits: tree("commits")?,
+                height_hash: tree("height_hash")?,
+                hash_height: tree("hash_height")?,
+                tx_index: tree("tx_index")?,
+                state: tree("state")?,
+            };
+            Ok((db, t))
+        })
+        .map_err(open_err)?;
+        let syncer = if config.durable {
+            Some(Syncer::new(path)?)
+        } else {
+            None
+        };
+        let store = BlockStore {
+            path: path.to_owned(),
+            db,
+            t,
+            app: App::new(genesis),
+            genesis: genesis.clone(),
+            config,
+            writer: Mutex::new(syncer),
+        };
+        store.init_or_check()?;
+        Ok(store)
+    }
+
+    fn corrupt(&self, detail: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    fn init_or_check(&self) -> Result<(), StoreError> {
+        match self.t.meta.get(META_FORMAT)? {
+            None => self.init(),
+            Some(f) if f.as_ref() == FORMAT => self.check(),
+            Some(f) => Err(self.corrupt(format!(
+                "format {:?}, this build reads {:?}",
+                String::from_utf8_lossy(&f),
+                String::from_utf8_lossy(FORMAT)
+            ))),
+        }
+    }
+
+    /// Writes the genesis state and meta record into an empty store.
+    fn init(&self) -> Result<(), StoreError> {
+        for tree in [
+            &self.t.meta,
+            &self.t.blocks,
+            &self.t.commits,
+            &self.t.state,
+            &self.t.tx_index,
+        ] {
+            if tree.iter().next().is_some() {
+                return Err(self.corrupt("data without a format record (not a Kite store?)"));
+            }
+        }
+        let best = Best {
+            height: self.genesis.initial_height - 1,
+            block_hash: Hash::ZERO,
+            app_hash: self.app.genesis_app_hash(),
+        };
+        let changes = self.app.genesis_changes();
+        let chain = self.genesis.chain_id.as_bytes();
+        let ghash = self.genesis.hash();
+        let res: Result<(), TransactionError<StoreError>> = (&self.t.meta, &self.t.state)
+            .transaction(|(meta, state)| {
+                for (k, v) in changes.iter() {
+                    if let Some(v) = v {
+                        state.insert(k.as_bytes(), v.as_slice())?;
+                    }
+                }
+                meta.insert(META_CHAIN, chain)?;
+                meta.insert(META_GENESIS, ghash.as_bytes())?;
+                meta.insert(META_BEST, best.encode())?;
+                // Written last: its presence means the rest is there.
+                meta.insert(META_FORMAT, FORMAT)?;
+                Ok(())
+            });
+        tx_result(res)?;
+        self.make_durable()?;
+        tracing::info!(path = %self.path.display(), chain = %self.genesis.chain_id, "created block store");
+        Ok(())
+    }
+
+    /// Checks chain, genesis and the best record of an existing store.
+    fn check(&self) -> Result<(), StoreError> {
+        let chain = self
+            .t
+            .meta
+            .get(META_CHAIN)?
+            .ok_or_else(|| self.corrupt("no chain id record"))?;
+        if chain.as_ref() != self.genesis.chain_id.as_bytes() {
+            return Err(StoreError::WrongChain {
+                path: self.path.clone(),
+                expected: self.genesis.chain_id.clone(),
+                found: String::from_utf8_lossy(&chain).into_owned(),
+            });
+        }
+        let found = self
+            .t
+            .meta
+            .get(META_GENESIS)?
+            .and_then(|g| Hash::from_slice(&g))
+            .ok_or_else(|| self.corrupt("no valid genesis hash record"))?;
+        let expected = self.genesis.hash();
+        if found != expected {
+            return Err(StoreError::WrongGenesis {
+                path: self.path.clone(),
+                expected,
+                found,
+            });
+        }
+        let best = self.best()?;
+        let base = self.genesis.initial_height - 1;
+        if best.height < base {
+            return Err(self.corrupt(format!(
+                "best height {} is below the genesis height {base}",
+                best.height
+            )));
+        }
+        if best.height == base {
+            if best.block_hash != Hash::ZERO || best.app_hash != self.app.genesis_app_hash() {
+                return Err(self.corrupt("best record at genesis does not match the genesis"));
+            }
+            return Ok(());
+        }
+        let block = self
+            .block_by_height(best.height)?
+            .ok_or_else(|| self.corrupt(format!("best block {} is missing", best.height)))?;
+        if block.hash() != best.block_hash || block.height() != best.height {
+            return Err(self.corrupt(format!(
+                "block at height {} hashes to {}, the best record says {}",
+                best.height,
+                block.hash(),
+                best.block_hash
+            )));
+        }
+        let ci = self
+            .commit_info(best.height)?
+            .ok_or_else(|| self.corrupt(format!("commit info {} is missing", best.height)))?;
+        if ci.app_hash != best.app_hash {
+            return Err(self.corrupt(format!(
+                "commit info at height {} says app hash {}, the best record says {}",
+                best.height, ci.app_hash, best.app_hash
+            )));
+        }
+        if self
+            .t
+            .hash_height
+            .get(best.block_hash.as_bytes())?
+            .as_deref()
+            != Some(&best.height.to_be_bytes()[..])
+        {
+            return Err(self.corrupt("hash index does not hold the best block"));
+        }
+        tracing::info!(path = %self.path.display(), height = best.height, hash = %best.block_hash.short(), "opened block store");
+        Ok(())
+    }
+
+    /// Commits `block` with its commit info and the state `changes` its
+    /// execution produced, in ONE sled transaction over every tree (block,
+    /// commit info, both height/hash indexes, tx index, state, best
+    /// record). Refuses (writing nothing) a block that is not at best + 1,
+    /// does not extend the best block, is for another chain, or whose
+    /// commit info's app hash is not `sha256(best app hash ||
+    /// changes.digest())`. When the config is durable, returns only once
+    /// the commit is on stable storage (see the crate docs).
+    pub fn commit(
+        &self,
+        block: &Block,
+        commit_info: &CommitInfo,
+        changes: &ChangeSet,
+    ) -> Result<(), StoreError> {
+        let header = block.header();
+        if header.chain_id != self.genesis.chain_id {
+            return Err(StoreError::BlockChain {
+                expected: self.genesis.chain_id.clone(),
+                got: header.chain_id.clone(),
+            });
+        }
+        let height = block.height();
+        let hkey = height.to_be_bytes();
+        let hash = block.hash();
+        let block_bytes = block.encode();
+        let ci_bytes = commit_info.to_proto().encode_to_vec();
+        let changes_digest = changes.digest();
+        let mut tx_entries = Vec::with_capacity(block.txs().len());
+        for (i, tx) in block.txs().iter().enumerate() {
+            let mut loc = Vec::with_capacity(12);
+            loc.extend_from_slice(&hkey);
+            loc.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
+            tx_entries.push((tx.hash(), loc));
+        }
+        let new_best = Best {
+            height,
+            block_hash: hash,
+            app_hash: commit_info.app_hash,
+        };
+        let path = &self.path;
+
+        let mut writer = self.writer.lock();
+        let res: Result<(), TransactionError<StoreError>> = (
+            &self.t.meta,
+            &self.t.blocks,
+            &self.t.commits,
+            &self.t.height_hash,
+            &self.t.hash_height,
+            &self.t.tx_index,
+            &self.t.state,
+        )
+            .transaction(
+                |(meta, blocks, commits, height_hash, hash_height, tx_index, state)| {
+                    let abort = |e| Err(ConflictableTransactionError::Abort(e));
+                    let best = match meta.get(META_BEST)?.as_deref().and_then(Best::decode) {
+                        Some(b) => b,
+                        None => {
+                            return abort(StoreError::Corrupt {
+                                path: path.clone(),
+                                detail: "best record missing or malformed".into(),
+                            });
+                        }
+                    };
+                    if height != best.height.saturating_add(1) {
+                        return abort(StoreError::NotNext {
+                            expected: best.height.saturating_add(1),
+                            got: height,
+                        });
+                    }
+                    if header.prev_hash != best.block_hash {
+                        return abort(StoreError::PrevHash {
+                            block: hash,
+                            expected: best.block_hash,
+                            got: header.prev_hash,
+                        });
+                    }
+                    if header.prev_app_hash != best.app_hash {
+                        return abort(StoreError::PrevAppHash {
+                            block: hash,
+                            expected: best.app_hash,
+                            got: header.prev_app_hash,
+                        });
+                    }
+                    let computed =
+                        Hash::digest_parts(&[best.app_hash.as_bytes(), changes_digest.as_bytes()]);
+                    if computed != commit_info.app_hash {
+                        return abort(StoreError::AppHashMismatch {
+                            height,
+                            computed,
+                            committed: commit_info.app_hash,
+                        });
+                    }
+                    blocks.insert(&hkey, block_bytes.as_slice())?;
+                    commits.insert(&hkey, ci_bytes.as_slice())?;
+                    height_hash.insert(&hkey, hash.as_bytes())?;
+                    hash_height.insert(hash.as_bytes(), &hkey)?;
+                    for (txh, loc) in &tx_entries {
+                        tx_index.insert(txh.as_bytes(), loc.as_slice())?;
+                    }
+                    for (k, v) in changes.iter() {
+                        match v {
+                            Some(v) => {
+                                state.insert(k.as_bytes(), v.as_slice())?;
+                            }
+                            None => {
+                                state.remove(k.as_bytes())?;
+                            }
+                        }
+                    }
+                    meta.insert(META_BEST, new_best.encode())?;
+                    Ok(())
+                },
+            );
+        tx_result(res)?;
+        if let Some(syncer) = writer.as_mut() {
+            syncer.sync(&self.db)?;
+        }
+        drop(writer);
+        tracing::debug!(height, hash = %hash.short(), txs = block.txs().len(), "committed block");
+        Ok(())
+    }
+
+    fn make_durable(&self) -> Result<(), StoreError> {
+        if let Some(s) = self.writer.lock().as_mut() {
+            s.sync(&self.db)?;
+        }
+        Ok(())
+    }
+
+    /// Executes `block` on the committed state (nothing is written; see
+    /// [`App::execute_block`]). Serialised with commits, so it never sees
+    /// a half-applied commit.
+    pub fn execute_block(
+        &self,
+        block: &Block,
+        sigs_verified: bool,
+    ) -> Result<Executed, StoreError> {
+        let _w = self.writer.lock();
+        let best = self.best()?;
+        Ok(self
+            .app
+            .execute_block(self, best.app_hash, block, sigs_verified)?)
+    }
+
+    /// Executes `block` on the committed state and commits it with
+    /// `commit_info`, whose app hash must be the one the execution gives
+    /// (block sync and followers). Returns the execution.
+    pub fn apply_block(
+        &self,
+        block: &Block,
+        commit_info: &CommitInfo,
+        sigs_verified: bool,
+    ) -> Result<Executed, StoreError> {
+        let ex = self.execute_block(block, sigs_verified)?;
+        if ex.app_hash != commit_info.app_hash {
+            return Err(StoreError::AppHashMismatch {
+                height: block.height(),
+                computed: ex.app_hash,
+                committed: commit_info.app_hash,
+            });
+        }
+        self.commit(block, commit_info, &ex.changes)?;
+        Ok(ex)
+    }
+
+    /// The tip of the committed chain, read from the meta record.
+    pub fn best(&self) -> Result<Best, StoreError> {
+        let raw = self
+            .t
+            .meta
+            .get(META_BEST)?
+            .ok_or_else(|| self.corrupt("no best record"))?;
+        Best::decode(&raw).ok_or_else(|| self.corrupt("best record is malformed"))
+    }
+
+    /// The block at `height`.
+    pub fn block_by_height(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        match self.t.blocks.get(height.to_be_bytes())? {
+            None => Ok(None),
+            Some(b) => Block::decode(&b, MAX_STORED_BLOCK)
+                .map(Some)
+                .map_err(|e| self.corrupt(format!("block {height}: {e}"))),
+        }
+    }
+
+    /// The encoded block at `height` (serve it without re-encoding).
+    pub fn block_bytes(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.t.blocks.get(height.to_be_bytes())?.map(|b| b.to_vec()))
+    }
+
+    /// The height of the block with this hash.
+    pub fn height_of(&self, hash: &Hash) -> Result<Option<u64>, StoreError> {
+        match self.t.hash_height.get(hash.as_bytes())? {
+            None => Ok(None),
+            Some(h) => be64(&h)
+                .map(Some)
+                .ok_or_else(|| self.corrupt(format!("hash index entry of {hash}"))),
+        }
+    }
+
+    /// The hash of the block at `height` (from the index, no decoding).
+    pub fn hash_at(&self, height: u64) -> Result<Option<Hash>, StoreError> {
+        match self.t.height_hash.get(height.to_be_bytes())? {
+            None => Ok(None),
+            Some(h) => Hash::from_slice(&h)
+                .map(Some)
+                .ok_or_else(|| self.corrupt(format!("height index entry {height}"))),
+        }
+    }
+
+    /// The block with this hash.
+    pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>, StoreError> {
+        match self.height_of(hash)? {
+            None => Ok(None),
+            Some(h) => self.block_by_height(h),
+        }
+    }
+
+    /// Blocks `from..=to` in order, stopping at the best block, after
+    /// [`MAX_RANGE_BLOCKS`] blocks, or before the total encoded size would
+    /// pass `max_bytes` (the first block is always returned if it exists,
+    /// so a caller always progresses).
+    pub fn blocks_range(
+        &self,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Block>, StoreError> {
+        let mut out = Vec::new();
+        if to < from {
+            return Ok(out);
+        }
+        let end = to.min(from.saturating_add(MAX_RANGE_BLOCKS - 1));
+        let mut total = 0usize;
+        for item in self.t.blocks.range(from.to_be_bytes()..=end.to_be_bytes()) {
+            let (k, v) = item?;
+            if !out.is_empty() && total.saturating_add(v.len()) > max_bytes {
+                break;
+            }
+            total = total.saturating_add(v.len());
+            let h = be64(&k).unwrap_or_default();
+            out.push(
+                Block::decode(&v, MAX_STORED_BLOCK)
+                    .map_err(|e| self.corrupt(format!("block {h}: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The commit info of the block at `height`.
+    pub fn commit_info(&self, height: u64) -> Result<Option<CommitInfo>, StoreError> {
+        match self.t.commits.get(height.to_be_bytes())? {
+            None => Ok(None),
+            Some(b) => {
+                let p: proto::CommitInfo = codec::decode("commit info", &b, MAX_STORED_BLOCK)
+                    .map_err(|e| self.corrupt(format!("commit info {height}: {e}")))?;
+                CommitInfo::from_proto(&p, MAX_VALIDATORS)
+                    .map(Some)
+                    .map_err(|e| self.corrupt(format!("commit info {height}: {e}")))
+            }
+        }
+    }
+
+    /// Where the committed tx with this hash is.
+    pub fn tx_location(&self, hash: &Hash) -> Result<Option<TxLocation>, StoreError> {
+        match self.t.tx_index.get(hash.as_bytes())? {
+            None => Ok(None),
+            Some(b) => decode_location(&b)
+                .map(Some)
+                .ok_or_else(|| self.corrupt(format!("tx index entry of {hash}"))),
+        }
+    }
+
+    /// The committed tx with this hash and where it is.
+    pub fn tx_by_hash(&self, hash: &Hash) -> Result<Option<(Tx, TxLocation)>, StoreError> {
+        let Some(loc) = self.tx_location(hash)? else {
+            return Ok(None);
+        };
+        let block = self.block_by_height(loc.height)?.ok_or_else(|| {
+            self.corrupt(format!("tx {hash} points at missing block {}", loc.height))
+        })?;
+        let tx = block
+            .txs()
+            .get(loc.index as usize)
+            .filter(|t| t.hash() == *hash)
+            .cloned()
+            .ok_or_else(|| {
+                self.corrupt(format!(
+                    "tx {hash} is not at index {} of block {}",
+                    loc.index, loc.height
+                ))
+            })?;
+        Ok(Some((tx, loc)))
+    }
+
+    /// The committed account of `pk`.
+    pub fn account(&self, pk: &PublicKey) -> Result<Account, StoreError> {
+        kite_app::account(self, pk).map_err(|e| self.corrupt(e.to_string()))
+    }
+
+    /// The committed value of `key` in `owner`'s namespace.
+    pub fn kv_get(&self, owner: &PublicKey, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .t
+            .state
+            .get(StateKey::kv(owner, key).as_bytes())?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Every state entry in key order. Scans the whole state: for checks
+    /// and tools, not for the hot path.
+    pub fn state_entries(&self) -> Result<Vec<(StateKey, Vec<u8>)>, StoreError> {
+        self.t
+            .state
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| (StateKey::from_bytes(k.to_vec()), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+
+    /// The application of this chain.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// The genesis this store was opened with.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options.
+    pub fn config(&self) -> StoreConfig {
+        self.config
+    }
+
+    /// Flushes and (when durable) fsyncs everything written so far.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.make_durable()
+    }
+}
+
+fn tx_result(res: Result<(), TransactionError<StoreError>>) -> Result<(), StoreError> {
+    match res {
+        Ok(()) => Ok(()),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(e.into()),
+    }
+}
+
+impl StateReader for BlockStore {
+    fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StateError> {
+        self.t
+            .state
+            .get(key.as_bytes())
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| StateError::Storage(e.to_string()))
+    }
+}

@@ -1,0 +1,457 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! Block store behaviour: commits, reads, refusals, reopen checks,
+//! determinism across stores, and the async handle.
+
+mod common;
+
+use common::Rng;
+use common::*;
+use kite_app::{BlockError, ChangeSet, StateKey, TxError};
+use kite_blockstore::{BlockStore, StoreConfig, StoreError, StoreHandle};
+use kite_types::{Hash, Payload, Tx};
+use proptest::prelude::*;
+
+fn fast() -> StoreConfig {
+    StoreConfig {
+        durable: false,
+        ..StoreConfig::default()
+    }
+}
+
+#[test]
+fn fresh_store_holds_genesis() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(3, 1000);
+    let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+    let best = store.best().unwrap();
+    assert_eq!(best.height, 0);
+    assert_eq!(best.block_hash, Hash::ZERO);
+    assert_eq!(best.app_hash, store.app().genesis_app_hash());
+    assert_eq!(store.account(&user(1).public()).unwrap().balance, 1000);
+    assert_eq!(store.account(&user(9).public()).unwrap().balance, 0);
+    assert!(store.block_by_height(1).unwrap().is_none());
+    let mut v = Verifier::new(store.app(), 1);
+    v.check(&store);
+}
+
+#[test]
+fn commit_read_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(5, 10_000);
+    let mut rng = Rng::new(1);
+    let mut blocks = Vec::new();
+    {
+        // Durable on: the real path, fsync included.
+        let store = BlockStore::open(dir.path(), &g).unwrap();
+        for i in 0..12 {
+            let (b, _) = commit_next(&store, &mut rng, 5, i % 5, i == 7);
+            blocks.push(b);
+        }
+        let best = store.best().unwrap();
+        assert_eq!(best.height, 12);
+        assert_eq!(best.block_hash, blocks[11].hash());
+        // Reads.
+        assert_eq!(store.block_by_height(3).unwrap().as_ref(), Some(&blocks[2]));
+        assert_eq!(
+            store.block_by_hash(&blocks[4].hash()).unwrap().as_ref(),
+            Some(&blocks[4])
+        );
+        assert!(store.block_by_hash(&Hash::digest(b"no")).unwrap().is_none());
+        let r = store.blocks_range(2, 6, usize::MAX).unwrap();
+        assert_eq!(r, blocks[1..6].to_vec());
+        // The range stops at the best block and at max_bytes (at least one).
+        assert_eq!(store.blocks_range(10, 99, usize::MAX).unwrap().len(), 3);
+        assert_eq!(
+            store.blocks_range(2, 6, 1).unwrap(),
+            vec![blocks[1].clone()]
+        );
+        let two = blocks[1].encode().len() + blocks[2].encode().len();
+        assert_eq!(store.blocks_range(2, 6, two).unwrap().len(), 2);
+        assert!(store.blocks_range(6, 2, usize::MAX).unwrap().is_empty());
+        let tx = &blocks[3].txs()[2];
+        let (found, loc) = store.tx_by_hash(&tx.hash()).unwrap().unwrap();
+        assert_eq!(&found, tx);
+        assert_eq!((loc.height, loc.index), (4, 2));
+        assert!(store.tx_by_hash(&Hash::digest(b"none")).unwrap().is_none());
+        let ci = store.commit_info(4).unwrap().unwrap();
+        assert_eq!(ci.votes.len(), 1);
+    }
+    // Reopen: same best, same everything.
+    let store = BlockStore::open(dir.path(), &g).unwrap();
+    assert_eq!(store.best().unwrap().block_hash, blocks[11].hash());
+    let mut v = Verifier::new(store.app(), 1);
+    v.check(&store);
+    // And it keeps going.
+    commit_next(&store, &mut rng, 5, 3, false);
+    v.check(&store);
+}
+
+#[test]
+fn commit_refusals_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(3, 1000);
+    let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+    let mut rng = Rng::new(2);
+    commit_next(&store, &mut rng, 3, 2, false);
+    let best = store.best().unwrap();
+    let txs = random_txs(store.app(), &store, &mut rng, 3, 3, false);
+    let good = make_block(&best, txs, 5);
+    let ex = store.execute_block(&good, false).unwrap();
+    let ci = commit_info(&good, ex.app_hash);
+
+    // Wrong height.
+    let mut b2 = best;
+    b2.height += 1;
+    let far = make_block(&b2, vec![], 5);
+    assert!(matches!(
+        store.commit(&far, &ci, &ex.changes),
+        Err(StoreError::NotNext {
+            expected: 2,
+            got: 3
+        })
+    ));
+    // Wrong prev hash.
+    let mut b3 = best;
+    b3.block_hash = Hash::digest(b"fork");
+    let fork = make_block(&b3, vec![], 5);
+    assert!(matches!(
+        store.commit(&fork, &ci, &ex.changes),
+        Err(StoreError::PrevHash { .. })
+    ));
+    // Wrong prev app hash.
+    let mut b4 = best;
+    b4.app_hash = Hash::digest(b"other state");
+    let other = make_block(&b4, vec![], 5);
+    assert!(matches!(
+        store.commit(&other, &ci, &ex.changes),
+        Err(StoreError::PrevAppHash { .. })
+    ));
+    // Changes that do not give the commit info's app hash.
+    let mut tampered = ex.changes.clone();
+    tampered.set(StateKey::account(&user(0).public()), vec![0; 16]);
+    assert!(matches!(
+        store.commit(&good, &ci, &tampered),
+        Err(StoreError::AppHashMismatch { height: 2, .. })
+    ));
+    assert!(matches!(
+        store.commit(&good, &commit_info(&good, Hash::ZERO), &ex.changes),
+        Err(StoreError::AppHashMismatch { .. })
+    ));
+    // Nothing of the refused commits is visible.
+    assert_eq!(store.best().unwrap(), best);
+    assert!(store.block_by_height(2).unwrap().is_none());
+    assert!(store.tx_location(&good.txs()[0].hash()).unwrap().is_none());
+    // The good one goes in, once.
+    store.commit(&good, &ci, &ex.changes).unwrap();
+    assert!(matches!(
+        store.commit(&good, &ci, &ex.changes),
+        Err(StoreError::NotNext { .. })
+    ));
+    let mut v = Verifier::new(store.app(), 1);
+    v.check(&store);
+}
+
+#[test]
+fn invalid_blocks_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(2, 100);
+    let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+    let best = store.best().unwrap();
+    let k = user(0);
+    let cases: Vec<(Tx, TxError)> = vec![
+        (
+            Tx::sign(&k, CHAIN, 3, Payload::Delete { key: b"a".to_vec() }),
+            TxError::BadNonce {
+                expected: 1,
+                got: 3,
+            },
+        ),
+        (
+            Tx::sign(
+                &k,
+                CHAIN,
+                1,
+                Payload::Transfer {
+                    to: user(1).public(),
+                    amount: 101,
+                },
+            ),
+            TxError::InsufficientFunds {
+                need: 101,
+                balance: 100,
+            },
+        ),
+        (
+            Tx::sign(&k, "other", 1, Payload::Delete { key: b"a".to_vec() }),
+            TxError::WrongChain {
+                expected: CHAIN.into(),
+                got: "other".into(),
+            },
+        ),
+        (
+            Tx::sign(&k, CHAIN, 1, Payload::Delete { key: vec![1; 257] }),
+            TxError::KeyTooLong { len: 257, max: 256 },
+        ),
+    ];
+    for (tx, want) in cases {
+        let b = make_block(&best, vec![tx], 1);
+        match store.execute_block(&b, false) {
+            Err(StoreError::InvalidBlock(BlockError::Tx {
+                index: 0, error, ..
+            })) => {
+                assert_eq!(error, want)
+            }
+            other => panic!("expected {want:?}, got {other:?}"),
+        }
+    }
+    // apply_block refuses a commit info whose app hash is not the execution's.
+    let b = make_block(&best, vec![], 1);
+    assert!(matches!(
+        store.apply_block(&b, &commit_info(&b, Hash::ZERO), false),
+        Err(StoreError::AppHashMismatch { .. })
+    ));
+    assert_eq!(store.best().unwrap(), best);
+}
+
+#[test]
+fn wrong_chain_genesis_and_corruption_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(2, 100);
+    {
+        let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+        let mut rng = Rng::new(3);
+        commit_next(&store, &mut rng, 2, 2, false);
+        store.flush().unwrap();
+    }
+    let mut other_chain = g.clone();
+    other_chain.chain_id = "kite-other".into();
+    let e = BlockStore::open_with(dir.path(), &other_chain, fast()).unwrap_err();
+    assert!(matches!(e, StoreError::WrongChain { .. }), "{e}");
+    assert!(e.to_string().contains("kite-other"), "{e}");
+    let mut other_genesis = g.clone();
+    other_genesis.allocations[0].balance += 1;
+    let e = BlockStore::open_with(dir.path(), &other_genesis, fast()).unwrap_err();
+    assert!(matches!(e, StoreError::WrongGenesis { .. }), "{e}");
+
+    // A damaged best record.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("best", &b"garbage"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let e = BlockStore::open_with(dir.path(), &g, fast()).unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("best record"), "{e}");
+
+    // A best record pointing at a block that is not there.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let mut rec = 5u64.to_be_bytes().to_vec();
+        rec.extend_from_slice(&[1; 64]);
+        db.open_tree("meta").unwrap().insert("best", rec).unwrap();
+        db.flush().unwrap();
+    }
+    let e = BlockStore::open_with(dir.path(), &g, fast()).unwrap_err();
+    assert!(e.to_string().contains("missing"), "{e}");
+
+    // Files that are not a sled database at all.
+    let junk = tempfile::tempdir().unwrap();
+    std::fs::write(junk.path().join("conf"), b"\xff\xfe not a config").unwrap();
+    std::fs::write(junk.path().join("db"), vec![0xAB; 4096]).unwrap();
+    let e = BlockStore::open_with(junk.path(), &g, fast()).unwrap_err();
+    assert!(
+        matches!(e, StoreError::Open { .. } | StoreError::Corrupt { .. }),
+        "{e}"
+    );
+
+    // A sled database that is not a Kite store.
+    let foreign = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(foreign.path()).unwrap();
+        db.open_tree("state").unwrap().insert("x", "y").unwrap();
+        db.flush().unwrap();
+    }
+    let e = BlockStore::open_with(foreign.path(), &g, fast()).unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+}
+
+#[test]
+fn the_store_is_a_state_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(2, 100);
+    let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+    let best = store.best().unwrap();
+    let k = user(0);
+    let txs = vec![
+        Tx::sign(
+            &k,
+            CHAIN,
+            1,
+            Payload::Put {
+                key: b"name".to_vec(),
+                value: b"kite".to_vec(),
+            },
+        ),
+        Tx::sign(
+            &k,
+            CHAIN,
+            2,
+            Payload::Transfer {
+                to: user(5).public(),
+                amount: 30,
+            },
+        ),
+    ];
+    let b = make_block(&best, txs, 1);
+    let ci_hash = store.execute_block(&b, false).unwrap().app_hash;
+    let ex = store
+        .apply_block(&b, &commit_info(&b, ci_hash), false)
+        .unwrap();
+    assert_eq!(ex.tx_count, 2);
+    assert_eq!(
+        store.kv_get(&k.public(), b"name").unwrap(),
+        Some(b"kite".to_vec())
+    );
+    assert_eq!(store.kv_get(&user(1).public(), b"name").unwrap(), None);
+    let a = store.account(&k.public()).unwrap();
+    assert_eq!((a.balance, a.nonce), (70, 2));
+    assert_eq!(
+        kite_app::account(&store, &user(5).public())
+            .unwrap()
+            .balance,
+        30
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    /// The same block sequence committed into two stores gives identical
+    /// app hashes, states and block hashes, equal to an in-memory replay.
+    #[test]
+    fn two_stores_same_app_hashes(seed in any::<u64>(), sizes in proptest::collection::vec(0usize..12, 1..8)) {
+        let g = genesis(4, 500);
+        let da = tempfile::tempdir().unwrap();
+        let db = tempfile::tempdir().unwrap();
+        let a = BlockStore::open_with(da.path(), &g, fast()).unwrap();
+        let b = BlockStore::open_with(db.path(), &g, fast()).unwrap();
+        let mut rng = Rng::new(seed);
+        for n in sizes {
+            let (block, ex) = commit_next(&a, &mut rng, 4, n, false);
+            // b gets the block as bytes and executes it itself.
+            let wire = kite_types::Block::decode(&block.encode(), 1 << 24).unwrap();
+            let exb = b.apply_block(&wire, &commit_info(&wire, ex.app_hash), false).unwrap();
+            prop_assert_eq!(&exb, &ex);
+        }
+        prop_assert_eq!(a.best().unwrap(), b.best().unwrap());
+        prop_assert_eq!(a.state_entries().unwrap(), b.state_entries().unwrap());
+        let mut v = Verifier::new(a.app(), 1);
+        v.check(&a);
+        let mut w = Verifier::new(b.app(), 1);
+        w.check(&b);
+    }
+}
+
+#[test]
+fn empty_changes_still_chain_the_app_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(1, 1);
+    let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+    let best = store.best().unwrap();
+    let b = make_block(&best, vec![], 1);
+    let ex = store.execute_block(&b, false).unwrap();
+    assert_eq!(ex.changes, ChangeSet::new());
+    assert_ne!(ex.app_hash, best.app_hash);
+    store
+        .commit(&b, &commit_info(&b, ex.app_hash), &ex.changes)
+        .unwrap();
+    assert_eq!(store.best().unwrap().app_hash, ex.app_hash);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_handle_commits_and_reads_off_the_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(3, 1000);
+    let h = StoreHandle::open(dir.path(), &g, StoreConfig::default())
+        .await
+        .unwrap();
+    let mut rng = Rng::new(9);
+    let mut last = None;
+    for _ in 0..5 {
+        let best = h.best().await.unwrap();
+        let store = h.store().clone();
+        let txs = tokio::task::spawn_blocking(move || {
+            random_txs(
+                store.app(),
+                &*store,
+                &mut Rng::new(best.height),
+                3,
+                4,
+                false,
+            )
+        })
+        .await
+        .unwrap();
+        let _ = rng.next_u64();
+        let b = make_block(&best, txs, 1);
+        let ex = h.execute_block(b.clone(), false).await.unwrap();
+        h.commit(b.clone(), commit_info(&b, ex.app_hash), ex.changes)
+            .await
+            .unwrap();
+        last = Some(b);
+    }
+    let last = last.unwrap();
+    assert_eq!(h.best().await.unwrap().height, 5);
+    assert_eq!(h.block_by_height(5).await.unwrap().as_ref(), Some(&last));
+    assert_eq!(
+        h.block_by_hash(last.hash()).await.unwrap().as_ref(),
+        Some(&last)
+    );
+    assert_eq!(h.blocks_range(1, 5, usize::MAX).await.unwrap().len(), 5);
+    assert!(h.commit_info(5).await.unwrap().is_some());
+    let tx = last.txs()[0].clone();
+    assert_eq!(h.tx_location(tx.hash()).await.unwrap().unwrap().height, 5);
+    assert_eq!(h.tx_by_hash(tx.hash()).await.unwrap().unwrap().0, tx);
+    let _ = h.account(user(0).public()).await.unwrap();
+    let _ = h.kv_get(user(0).public(), b"k1".to_vec()).await.unwrap();
+    // A refused commit comes back as a typed error through the handle.
+    let stale = make_block(
+        &kite_blockstore::Best {
+            height: 0,
+            block_hash: Hash::ZERO,
+            app_hash: Hash::ZERO,
+        },
+        vec![],
+        1,
+    );
+    let e = h
+        .commit(
+            stale.clone(),
+            commit_info(&stale, Hash::ZERO),
+            ChangeSet::new(),
+        )
+        .await;
+    assert!(matches!(e, Err(StoreError::NotNext { .. })));
+    // Many handles commit concurrently: exactly one wins each height.
+    let best = h.best().await.unwrap();
+    let b = make_block(&best, vec![], 2);
+    let ex = h.execute_block(b.clone(), false).await.unwrap();
+    let mut joins = Vec::new();
+    for _ in 0..4 {
+        let h = h.clone();
+        let (b, ci, ch) = (b.clone(), commit_info(&b, ex.app_hash), ex.changes.clone());
+        joins.push(tokio::spawn(
+            async move { h.commit(b, ci, ch).await.is_ok() },
+        ));
+    }
+    let mut ok = 0;
+    for j in joins {
+        ok += usize::from(j.await.unwrap());
+    }
+    assert_eq!(ok, 1);
+    let mut v = Verifier::new(h.store().app(), 1);
+    v.check(h.store());
+}
