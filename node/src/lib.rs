@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 pub mod config;
 pub mod metrics;
+pub mod p2p;
 pub mod rpc;

@@ -1,0 +1,76 @@
+//! The accept loop of one protocol: drain the inbound streams, run a handler
+//! task per stream, at most `max_concurrent` at once.
+//!
+//! libp2p-stream hands inbound streams over a channel without buffer and
+//! drops them when nobody is waiting, so the loop never awaits anything but
+//! the next stream: when every permit is taken the new stream is dropped at
+//! once (the peer sees a reset) and counted as refused.
+
+use super::handle::Counters;
+use super::{HostError, HostHandle};
+use futures::StreamExt;
+use libp2p::{PeerId, Stream};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+/// Accepts the inbound streams of `protocol` and runs `handler` on each in
+/// its own task, at most `max_concurrent` (at least 1) at once, each within
+/// the host's stream deadline ([`super::HostConfig::stream_timeout`]).
+/// A handler error or a deadline overrun is counted and logged; the handler
+/// itself reports misbehaviour through [`HostHandle::report`] when it
+/// applies. The loop ends when the host shuts down.
+pub fn spawn_accept_loop<F, Fut, E>(
+    handle: &HostHandle,
+    protocol: &'static str,
+    max_concurrent: usize,
+    handler: F,
+) -> Result<JoinHandle<()>, HostError>
+where
+    F: Fn(PeerId, Stream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let mut incoming = handle.accept(protocol)?;
+    let counters = handle.counters(protocol);
+    let deadline = handle.stream_timeout();
+    let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
+    let handler = Arc::new(handler);
+    let mut closed = handle.shared.closed.clone();
+    Ok(tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                next = incoming.next() => next,
+                _ = closed.wait_for(|c| *c) => None,
+            };
+            let Some((peer, stream)) = next else {
+                break;
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                Counters::inc(&counters.refused);
+                tracing::debug!(%peer, protocol, "all handlers busy: inbound stream reset");
+                drop(stream);
+                continue;
+            };
+            Counters::inc(&counters.accepted);
+            let fut = handler(peer, stream);
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(deadline, fut).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        Counters::inc(&counters.handler_errors);
+                        tracing::debug!(%peer, protocol, error = %e, "inbound stream failed");
+                    }
+                    Err(_) => {
+                        Counters::inc(&counters.handler_errors);
+                        tracing::debug!(%peer, protocol, ?deadline, "inbound stream handler too slow: reset");
+                    }
+                }
+            });
+        }
+        tracing::debug!(protocol, "accept loop ended");
+    }))
+}

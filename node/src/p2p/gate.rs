@@ -1,0 +1,153 @@
+//! The gate: a small behaviour that refuses connections with banned peers
+//! and, in private mode, with peers outside the allowed set, and that
+//! supplies stored addresses when the swarm dials a peer by id.
+//!
+//! It owns the [`PeerStore`]; the swarm task reaches it through
+//! `swarm.behaviour_mut().gate`. Its connection handler is the dummy one:
+//! it adds no protocol.
+
+use super::store::{PeerStore, now_ms};
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm, dummy,
+};
+use libp2p::{Multiaddr, PeerId};
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// Most bans kept in memory (the store persists them too).
+pub const MAX_BANS: usize = 4096;
+
+/// Why the gate refused a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The peer is banned.
+    #[error("peer is banned")]
+    Banned,
+    /// Private mode and the peer is neither whitelisted nor a validator.
+    #[error("private mode: peer is not whitelisted")]
+    NotAllowed,
+}
+
+/// Connection gate and address book.
+pub struct Gate {
+    /// Known peers.
+    pub store: PeerStore,
+    bans: HashMap<PeerId, Instant>,
+    allowed: Option<HashSet<PeerId>>,
+}
+
+impl Gate {
+    /// A gate over `store`; `allowed` is `Some` in private mode.
+    pub fn new(store: PeerStore, allowed: Option<HashSet<PeerId>>) -> Gate {
+        Gate {
+            store,
+            bans: HashMap::new(),
+            allowed,
+        }
+    }
+
+    /// Whether `peer` may connect in private mode (always true otherwise).
+    pub fn is_allowed(&self, peer: &PeerId) -> bool {
+        self.allowed.as_ref().is_none_or(|a| a.contains(peer))
+    }
+
+    /// Whether private mode is on.
+    pub fn is_private(&self) -> bool {
+        self.allowed.is_some()
+    }
+
+    /// Whether `peer` is banned now.
+    pub fn is_banned(&self, peer: &PeerId) -> bool {
+        self.bans.get(peer).is_some_and(|t| *t > Instant::now())
+            || self.store.is_banned(peer, now_ms())
+    }
+
+    /// Bans `peer` until `until` (in memory and in the store).
+    pub fn ban(&mut self, peer: PeerId, until: Instant, until_ms: u64) {
+        let now = Instant::now();
+        self.bans.retain(|_, t| *t > now);
+        if self.bans.len() >= MAX_BANS && !self.bans.contains_key(&peer) {
+            // Make room by dropping the ban that ends first.
+            if let Some(first) = self.bans.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p) {
+                self.bans.remove(&first);
+            }
+        }
+        self.bans.insert(peer, until);
+        self.store.ban(peer, until_ms);
+    }
+
+    fn check(&self, peer: &PeerId) -> Result<(), ConnectionDenied> {
+        if self.is_banned(peer) {
+            return Err(ConnectionDenied::new(Refused::Banned));
+        }
+        if !self.is_allowed(peer) {
+            return Err(ConnectionDenied::new(Refused::NotAllowed));
+        }
+        Ok(())
+    }
+}
+
+impl NetworkBehaviour for Gate {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(&peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        _addresses: &[Multiaddr],
+        _effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        let Some(peer) = maybe_peer else {
+            return Ok(Vec::new());
+        };
+        self.check(&peer)?;
+        Ok(self.store.addrs(&peer).to_vec())
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _addr: &Multiaddr,
+        _role_override: Endpoint,
+        _port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(&peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _event: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _peer_id: PeerId,
+        _connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(
+        &mut self,
+        _cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}

@@ -1,0 +1,339 @@
+//! The handle the rest of the node uses to talk to the swarm task, and the
+//! per-protocol stream counters.
+
+use super::{HostError, PeerInfo};
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
+use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most distinct protocols counted; more share the `"other"` counters.
+const MAX_COUNTED_PROTOCOLS: usize = 64;
+/// Longest `why` kept from a report.
+const MAX_REASON_LEN: usize = 200;
+/// Most peers taken from one `add_discovered` call.
+pub const MAX_DISCOVERED_PER_CALL: usize = 256;
+
+/// Requests to the swarm task.
+pub(crate) enum Command {
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), HostError>>,
+    },
+    ConnectedPeers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    PeerInfo {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Report {
+        peer: PeerId,
+        penalty: u32,
+        why: String,
+    },
+    IsBanned {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
+    KnownPeers {
+        max: usize,
+        allow_private: bool,
+        reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
+    },
+    AddDiscovered {
+        peers: Vec<(PeerId, Vec<Multiaddr>)>,
+        reply: oneshot::Sender<usize>,
+    },
+    Disconnect {
+        peer: PeerId,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Counters of one protocol.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub opened: AtomicU64,
+    pub open_failed: AtomicU64,
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub handler_errors: AtomicU64,
+}
+
+impl Counters {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of one protocol's stream counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Outbound streams opened.
+    pub opened: u64,
+    /// Outbound streams that failed to open (timeout, refused, no connection).
+    pub open_failed: u64,
+    /// Inbound streams handed to a handler.
+    pub accepted: u64,
+    /// Inbound streams reset because the protocol's handlers were all busy.
+    pub refused: u64,
+    /// Inbound handlers that failed or ran past their deadline.
+    pub handler_errors: u64,
+}
+
+/// State shared by all clones of a handle.
+pub(crate) struct Shared {
+    pub local_peer_id: PeerId,
+    /// Turns true when the swarm task ends.
+    pub closed: tokio::sync::watch::Receiver<bool>,
+    pub open_timeout: Duration,
+    pub stream_timeout: Duration,
+    pub counters: Mutex<HashMap<&'static str, Arc<Counters>>>,
+    pub dropped_events: AtomicU64,
+    pub dropped_reports: AtomicU64,
+}
+
+/// A cloneable handle to the host.
+#[derive(Clone)]
+pub struct HostHandle {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) control: Control,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for HostHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostHandle({})", self.shared.local_peer_id)
+    }
+}
+
+fn protocol_id(protocol: &'static str) -> Result<StreamProtocol, HostError> {
+    StreamProtocol::try_from_owned(protocol.to_owned())
+        .map_err(|_| HostError::InvalidProtocol(protocol.to_owned()))
+}
+
+impl HostHandle {
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.shared.local_peer_id
+    }
+
+    /// Longest an inbound stream handler may run.
+    pub fn stream_timeout(&self) -> Duration {
+        self.shared.stream_timeout
+    }
+
+    pub(crate) fn counters(&self, protocol: &'static str) -> Arc<Counters> {
+        let mut map = self.shared.counters.lock();
+        let key = if map.len() >= MAX_COUNTED_PROTOCOLS && !map.contains_key(protocol) {
+            "other"
+        } else {
+            protocol
+        };
+        map.entry(key).or_default().clone()
+    }
+
+    /// The stream counters of every protocol used so far.
+    pub fn stream_stats(&self) -> Vec<(&'static str, StreamStats)> {
+        let map = self.shared.counters.lock();
+        let mut out: Vec<(&'static str, StreamStats)> = map
+            .iter()
+            .map(|(p, c)| {
+                let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                (
+                    *p,
+                    StreamStats {
+                        opened: get(&c.opened),
+                        open_failed: get(&c.open_failed),
+                        accepted: get(&c.accepted),
+                        refused: get(&c.refused),
+                        handler_errors: get(&c.handler_errors),
+                    },
+                )
+            })
+            .collect();
+        out.sort_by_key(|(p, _)| *p);
+        out
+    }
+
+    /// The stream counters of one protocol.
+    pub fn protocol_stats(&self, protocol: &'static str) -> StreamStats {
+        self.stream_stats()
+            .into_iter()
+            .find(|(p, _)| *p == protocol)
+            .map(|(_, s)| s)
+            .unwrap_or_default()
+    }
+
+    /// Events dropped because the [`super::HostEvents`] receiver was slow.
+    pub fn dropped_events(&self) -> u64 {
+        self.shared.dropped_events.load(Ordering::Relaxed)
+    }
+
+    /// Reports dropped because the command channel was full.
+    pub fn dropped_reports(&self) -> u64 {
+        self.shared.dropped_reports.load(Ordering::Relaxed)
+    }
+
+    /// Opens a stream of `protocol` with `peer`, dialing it if needed (from
+    /// the stored addresses), within the configured open deadline. Failures
+    /// other than [`HostError::UnsupportedProtocol`] are retryable.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: &'static str,
+    ) -> Result<Stream, HostError> {
+        let proto = protocol_id(protocol)?;
+        if self.commands.is_closed() {
+            return Err(HostError::Closed);
+        }
+        let counters = self.counters(protocol);
+        let mut control = self.control.clone();
+        let result =
+            match tokio::time::timeout(self.shared.open_timeout, control.open_stream(peer, proto))
+                .await
+            {
+                Err(_) => Err(HostError::Timeout(format!(
+                    "opening {protocol} with {peer} after {:?}",
+                    self.shared.open_timeout
+                ))),
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(OpenStreamError::UnsupportedProtocol(_))) => {
+                    Err(HostError::UnsupportedProtocol { peer, protocol })
+                }
+                Ok(Err(e)) => Err(HostError::OpenStream {
+                    peer,
+                    protocol,
+                    reason: e.to_string(),
+                }),
+            };
+        match &result {
+            Ok(_) => Counters::inc(&counters.opened),
+            Err(_) => Counters::inc(&counters.open_failed),
+        }
+        result
+    }
+
+    /// The inbound streams of `protocol`. Only one receiver per protocol may
+    /// exist; it must be drained promptly (use [`super::spawn_accept_loop`]),
+    /// or libp2p-stream drops the streams that arrive meanwhile.
+    pub fn accept(&self, protocol: &'static str) -> Result<IncomingStreams, HostError> {
+        let proto = protocol_id(protocol)?;
+        let mut control = self.control.clone();
+        control
+            .accept(proto)
+            .map_err(|_| HostError::AlreadyAccepting(protocol))
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, HostError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| HostError::Closed)?;
+        rx.await.map_err(|_| HostError::Closed)
+    }
+
+    /// Dials an address (with or without `/p2p/<id>`). Returns once the dial
+    /// started; the outcome arrives as a [`super::HostEvent::PeerConnected`].
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), HostError> {
+        self.request(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Peers with at least one open connection.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, HostError> {
+        self.request(|reply| Command::ConnectedPeers { reply })
+            .await
+    }
+
+    /// Details of every connected peer.
+    pub async fn peer_info(&self) -> Result<Vec<PeerInfo>, HostError> {
+        self.request(|reply| Command::PeerInfo { reply }).await
+    }
+
+    /// The addresses the host listens on (filled in as listeners start).
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, HostError> {
+        self.request(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Whether `peer` is banned now.
+    pub async fn is_banned(&self, peer: PeerId) -> Result<bool, HostError> {
+        self.request(|reply| Command::IsBanned { peer, reply })
+            .await
+    }
+
+    /// Reports misbehaviour of `peer` (oversized, late, undecodable or
+    /// forged data): adds `penalty` to its score; past the ban threshold the
+    /// peer is disconnected and banned. Never blocks: when the host is
+    /// overloaded the report is dropped and counted.
+    pub fn report(&self, peer: PeerId, penalty: u32, why: &str) {
+        let mut why = why.to_owned();
+        if why.len() > MAX_REASON_LEN {
+            let mut cut = MAX_REASON_LEN;
+            while !why.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            why.truncate(cut);
+        }
+        let cmd = Command::Report { peer, penalty, why };
+        if self.commands.try_send(cmd).is_err() {
+            self.shared.dropped_reports.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Closes every connection with `peer` (no ban).
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), HostError> {
+        self.commands
+            .send(Command::Disconnect { peer })
+            .await
+            .map_err(|_| HostError::Closed)
+    }
+
+    /// Peers to hand out in `/kite/discover/1.0.0` answers: never banned
+    /// ones, best first, with the addresses `allow_private` permits; at most
+    /// `max`. Empty when peer exchange is off or in private mode.
+    pub async fn known_peers(
+        &self,
+        max: usize,
+        allow_private: bool,
+    ) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, HostError> {
+        self.request(|reply| Command::KnownPeers {
+            max,
+            allow_private,
+            reply,
+        })
+        .await
+    }
+
+    /// Adds peers learnt from another peer (at most
+    /// [`MAX_DISCOVERED_PER_CALL`] are considered); addresses are filtered by
+    /// the host's private-address policy, banned peers, ourselves and (in
+    /// private mode) peers not allowed are skipped. Returns how many peers
+    /// were stored. Ignored when peer exchange is off.
+    pub async fn add_discovered(
+        &self,
+        mut peers: Vec<(PeerId, Vec<Multiaddr>)>,
+    ) -> Result<usize, HostError> {
+        peers.truncate(MAX_DISCOVERED_PER_CALL);
+        self.request(|reply| Command::AddDiscovered { peers, reply })
+            .await
+    }
+
+    /// Stops the host: saves the peer store, closes every connection and
+    /// ends the swarm task. Later calls return [`HostError::Closed`].
+    pub async fn shutdown(&self) -> Result<(), HostError> {
+        self.request(|reply| Command::Shutdown { reply }).await
+    }
+}

@@ -1,0 +1,443 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! The libp2p host in one process on 127.0.0.1: connections, custom
+//! protocols through open_stream / accept loops, chain separation, bans,
+//! discovery toward the peer target, the per-protocol stream bound and the
+//! persisted peer store. Every wait is bounded.
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use kite_node::p2p::{
+    Host, HostConfig, HostEvent, HostEvents, HostHandle, Multiaddr, PeerId, Stream,
+    spawn_accept_loop,
+};
+use kite_types::NodeKey;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+const CHAIN: &str = "kite-test";
+const ECHO: &str = "/kite/test-echo/1.0.0";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn config(chain: &str) -> HostConfig {
+    let mut c = HostConfig::new(chain);
+    c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    c.allow_private_addrs = true;
+    c.maintenance_interval = Duration::from_millis(100);
+    c.dial_backoff = Duration::from_millis(200);
+    c.max_dial_backoff = Duration::from_secs(2);
+    c.open_timeout = Duration::from_secs(5);
+    c.target_peers = 0;
+    c
+}
+
+struct Node {
+    handle: HostHandle,
+    events: HostEvents,
+    addr: Multiaddr,
+    id: PeerId,
+}
+
+async fn start(seed: u8, cfg: HostConfig) -> Node {
+    let key = NodeKey::from_seed([seed; 32]);
+    let (handle, events) = Host::spawn(&key, cfg).unwrap();
+    let id = handle.local_peer_id();
+    let listen = wait_for("listen address", || {
+        let h = handle.clone();
+        async move { h.listen_addrs().await.unwrap().into_iter().next() }
+    })
+    .await;
+    let addr: Multiaddr = format!("{listen}/p2p/{id}").parse().unwrap();
+    Node {
+        handle,
+        events,
+        addr,
+        id,
+    }
+}
+
+/// Polls `f` until it returns `Some`, within [`WAIT`].
+async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let poll = async {
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    match tokio::time::timeout(WAIT, poll).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+async fn wait_connected(a: &HostHandle, b: PeerId) {
+    wait_for("connection", || async move {
+        a.connected_peers()
+            .await
+            .unwrap()
+            .contains(&b)
+            .then_some(())
+    })
+    .await;
+}
+
+async fn wait_disconnected(a: &HostHandle, b: PeerId) {
+    wait_for("disconnection", || async move {
+        (!a.connected_peers().await.unwrap().contains(&b)).then_some(())
+    })
+    .await;
+}
+
+/// Echo handler: reads everything (at most 64 KiB) then writes it back.
+fn echo_loop(h: &HostHandle) {
+    spawn_accept_loop(h, ECHO, 8, |_peer, mut s: Stream| async move {
+        let mut buf = Vec::new();
+        (&mut s).take(64 * 1024).read_to_end(&mut buf).await?;
+        s.write_all(&buf).await?;
+        s.close().await?;
+        Ok::<(), std::io::Error>(())
+    })
+    .unwrap();
+}
+
+async fn echo(h: &HostHandle, peer: PeerId, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = h
+        .open_stream(peer, ECHO)
+        .await
+        .map_err(std::io::Error::other)?;
+    s.write_all(msg).await?;
+    s.close().await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    Ok(out)
+}
+
+async fn next_event(ev: &mut HostEvents, want: impl Fn(&HostEvent) -> bool) -> HostEvent {
+    let fut = async {
+        loop {
+            let e = ev.recv().await.expect("event channel closed");
+            if want(&e) {
+                return e;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("no such event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_connect_and_echo_both_ways() {
+    let mut a = start(1, config(CHAIN)).await;
+    let b = start(2, config(CHAIN)).await;
+    let c = start(3, config(CHAIN)).await;
+    for n in [&a, &b, &c] {
+        echo_loop(&n.handle);
+    }
+    b.handle.dial(a.addr.clone()).await.unwrap();
+    c.handle.dial(a.addr.clone()).await.unwrap();
+    c.handle.dial(b.addr.clone()).await.unwrap();
+    for (x, y) in [(&a, &b), (&a, &c), (&b, &a), (&b, &c), (&c, &a), (&c, &b)] {
+        wait_connected(&x.handle, y.id).await;
+    }
+    assert_eq!(a.handle.connected_peers().await.unwrap().len(), 2);
+
+    // A saw B connect and identify with our chain's protocol version.
+    let ev = next_event(
+        &mut a.events,
+        |e| matches!(e, HostEvent::PeerIdentified { peer, .. } if *peer == b.id),
+    )
+    .await;
+    let HostEvent::PeerIdentified {
+        protocol_version,
+        listen_addrs,
+        ..
+    } = ev
+    else {
+        unreachable!()
+    };
+    assert_eq!(protocol_version, format!("/kite/{CHAIN}"));
+    assert!(!listen_addrs.is_empty());
+
+    // The echo protocol works in both directions.
+    assert_eq!(
+        echo(&a.handle, b.id, b"ping a->b").await.unwrap(),
+        b"ping a->b"
+    );
+    assert_eq!(
+        echo(&b.handle, a.id, b"ping b->a").await.unwrap(),
+        b"ping b->a"
+    );
+    assert_eq!(
+        echo(&c.handle, a.id, &[7u8; 10_000]).await.unwrap(),
+        vec![7u8; 10_000]
+    );
+    let sa = a.handle.protocol_stats(ECHO);
+    assert_eq!((sa.opened, sa.accepted), (1, 2));
+
+    // Peer info for the RPC.
+    let info = a.handle.peer_info().await.unwrap();
+    assert_eq!(info.len(), 2);
+    let ib = info.iter().find(|p| p.peer == b.id).unwrap();
+    assert_eq!(ib.direction, kite_node::p2p::Direction::Inbound);
+    assert!(ib.agent.as_deref().unwrap().starts_with("kite/"));
+    assert_eq!(ib.score, 0);
+
+    // An unknown protocol is refused as unsupported, not retryable.
+    let err = a
+        .handle
+        .open_stream(b.id, "/kite/nope/1.0.0")
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    // A bad protocol id is an error, not a panic.
+    assert!(a.handle.open_stream(b.id, "no-slash").await.is_err());
+
+    for n in [&a, &b, &c] {
+        n.handle.shutdown().await.unwrap();
+    }
+    assert!(a.handle.connected_peers().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_of_another_chain_is_dropped() {
+    let a = start(10, config(CHAIN)).await;
+    let mut x = start(11, config("some-other-chain")).await;
+    x.handle.dial(a.addr.clone()).await.unwrap();
+    // The connection comes up, identify tells the chains apart, both drop it.
+    next_event(&mut x.events, |e| {
+        matches!(e, HostEvent::PeerConnected { .. })
+    })
+    .await;
+    next_event(&mut x.events, |e| {
+        matches!(e, HostEvent::PeerDisconnected { .. })
+    })
+    .await;
+    wait_disconnected(&a.handle, x.id).await;
+    // Whichever side read the other's identify first banned it (usually both).
+    let banned = [
+        a.handle.is_banned(x.id).await.unwrap(),
+        x.handle.is_banned(a.id).await.unwrap(),
+    ];
+    assert!(banned.contains(&true), "{banned:?}");
+    // X cannot come back.
+    x.handle.dial(a.addr.clone()).await.ok();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!a.handle.connected_peers().await.unwrap().contains(&x.id));
+    // Banned peers are never handed out.
+    assert!(
+        a.handle
+            .known_peers(100, true)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(p, _)| *p != x.id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_peer_is_banned_and_cannot_reconnect() {
+    let mut cfg = config(CHAIN);
+    cfg.ban_threshold = 100;
+    let mut a = start(20, cfg).await;
+    let b = start(21, config(CHAIN)).await;
+    b.handle.dial(a.addr.clone()).await.unwrap();
+    wait_connected(&a.handle, b.id).await;
+
+    a.handle.report(b.id, 60, "sent garbage");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let score = a.handle.peer_info().await.unwrap()[0].score;
+    assert_eq!(score, 60);
+    assert!(a.handle.connected_peers().await.unwrap().contains(&b.id));
+
+    a.handle.report(b.id, 60, "sent garbage again");
+    wait_disconnected(&a.handle, b.id).await;
+    wait_disconnected(&b.handle, a.id).await;
+    assert!(a.handle.is_banned(b.id).await.unwrap());
+
+    // Drain what A said so far, then B tries again: A refuses at once.
+    while a.events.try_recv().is_ok() {}
+    for _ in 0..3 {
+        b.handle.dial(a.addr.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!a.handle.connected_peers().await.unwrap().contains(&b.id));
+    while let Ok(e) = a.events.try_recv() {
+        assert!(
+            !matches!(e, HostEvent::PeerConnected { peer, .. } if peer == b.id),
+            "banned peer connected again"
+        );
+    }
+    // A cannot reach B either.
+    let err = a.handle.open_stream(b.id, ECHO).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(a.handle.dial(b.addr.clone()).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_peers_are_dialed_up_to_the_target() {
+    let a = start(30, config(CHAIN)).await;
+    let b = start(31, config(CHAIN)).await;
+    let c = start(32, config(CHAIN)).await;
+    b.handle.dial(a.addr.clone()).await.unwrap();
+    c.handle.dial(a.addr.clone()).await.unwrap();
+    // A learns B's and C's listen addresses through identify.
+    let known = wait_for("A knows B and C", || {
+        let h = a.handle.clone();
+        async move {
+            let k = h.known_peers(10, true).await.unwrap();
+            (k.len() >= 2).then_some(k)
+        }
+    })
+    .await;
+    assert!(known.iter().any(|(p, _)| *p == b.id));
+    assert!(known.iter().any(|(p, _)| *p == c.id));
+    // Private addresses are not handed out unless asked for.
+    assert!(a.handle.known_peers(10, false).await.unwrap().is_empty());
+
+    let mut dc = config(CHAIN);
+    dc.bootstrap = vec![a.addr.clone()];
+    dc.target_peers = 3;
+    let d = start(33, dc).await;
+    wait_connected(&d.handle, a.id).await;
+    // What the discover exchange would carry (plus D itself and junk, which are skipped).
+    let mut list = known.clone();
+    list.push((d.id, vec![d.addr.clone()]));
+    list.push((b.id, vec!["/memory/1".parse().unwrap()]));
+    let added = d.handle.add_discovered(list).await.unwrap();
+    assert_eq!(added, 2);
+    wait_connected(&d.handle, b.id).await;
+    wait_connected(&d.handle, c.id).await;
+    assert_eq!(d.handle.connected_peers().await.unwrap().len(), 3);
+
+    // With PEX off, nothing is handed out or taken in.
+    let mut ec = config(CHAIN);
+    ec.pex = false;
+    let e = start(34, ec).await;
+    e.handle.dial(a.addr.clone()).await.unwrap();
+    wait_connected(&e.handle, a.id).await;
+    assert_eq!(e.handle.add_discovered(known).await.unwrap(), 0);
+    assert!(e.handle.known_peers(10, true).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_bound_refuses_excess_without_stalling() {
+    let a = start(40, config(CHAIN)).await;
+    let b = start(41, config(CHAIN)).await;
+    a.handle.dial(b.addr.clone()).await.unwrap();
+    wait_connected(&a.handle, b.id).await;
+
+    // B's handlers wait for a permit from `gate` before echoing.
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    spawn_accept_loop(&b.handle, ECHO, 2, move |_peer, mut s: Stream| {
+        let g = g.clone();
+        async move {
+            let mut byte = [0u8; 1];
+            s.read_exact(&mut byte).await?;
+            let _p = g.acquire().await.map_err(std::io::Error::other)?;
+            s.write_all(&byte).await?;
+            s.close().await?;
+            Ok::<(), std::io::Error>(())
+        }
+    })
+    .unwrap();
+
+    let mut open = Vec::new();
+    for i in 0..2u8 {
+        let mut s = a.handle.open_stream(b.id, ECHO).await.unwrap();
+        s.write_all(&[i]).await.unwrap();
+        s.flush().await.unwrap();
+        open.push(s);
+    }
+    wait_for("two accepted", || async {
+        (b.handle.protocol_stats(ECHO).accepted == 2).then_some(())
+    })
+    .await;
+    // Two more while both handlers are busy: refused (reset), counted.
+    let mut refused = Vec::new();
+    for i in 2..4u8 {
+        if let Ok(mut s) = a.handle.open_stream(b.id, ECHO).await {
+            let _ = s.write_all(&[i]).await;
+            let _ = s.flush().await;
+            refused.push(s);
+        }
+    }
+    wait_for("two refused", || async {
+        (b.handle.protocol_stats(ECHO).refused == 2).then_some(())
+    })
+    .await;
+    for mut s in refused {
+        let mut out = Vec::new();
+        let r = s.read_to_end(&mut out).await;
+        assert!(
+            r.is_err() || out.is_empty(),
+            "a refused stream got an answer"
+        );
+    }
+    // Release the busy handlers: their streams complete.
+    gate.add_permits(10);
+    for (i, mut s) in open.into_iter().enumerate() {
+        s.close().await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, vec![i as u8]);
+    }
+    // The loop is not stalled: a new stream is served.
+    let mut s = a.handle.open_stream(b.id, ECHO).await.unwrap();
+    s.write_all(&[9]).await.unwrap();
+    s.close().await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    assert_eq!(out, vec![9]);
+    let st = b.handle.protocol_stats(ECHO);
+    assert_eq!((st.accepted, st.refused), (3, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_store_persists_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("peers.json");
+    let b = start(51, config(CHAIN)).await;
+
+    let mut ac = config(CHAIN);
+    ac.peer_store_path = Some(path.clone());
+    let a = start(50, ac.clone()).await;
+    a.handle.dial(b.addr.clone()).await.unwrap();
+    wait_connected(&a.handle, b.id).await;
+    a.handle.shutdown().await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(&b.id.to_string()), "{text}");
+    wait_disconnected(&b.handle, a.id).await;
+
+    // Restarted with only the store to go by, A finds B again.
+    ac.target_peers = 4;
+    let a2 = start(50, ac).await;
+    wait_connected(&a2.handle, b.id).await;
+    a2.handle.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_mode_accepts_only_allowed_peers() {
+    let friend_key = NodeKey::from_seed([61; 32]);
+    let friend_id = kite_node::p2p::keys::local_peer_id(&friend_key).unwrap();
+    let mut pc = config(CHAIN);
+    pc.private_mode = true;
+    pc.whitelist = vec![friend_id];
+    let p = start(60, pc).await;
+    let friend = start(61, config(CHAIN)).await;
+    let stranger = start(62, config(CHAIN)).await;
+    assert_eq!(friend.id, friend_id);
+    friend.handle.dial(p.addr.clone()).await.unwrap();
+    stranger.handle.dial(p.addr.clone()).await.unwrap();
+    wait_connected(&p.handle, friend.id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(p.handle.connected_peers().await.unwrap(), vec![friend.id]);
+    assert!(p.handle.known_peers(10, true).await.unwrap().is_empty());
+}
