@@ -1,7 +1,7 @@
 //! `kite init` and `kite key`: node homes and key files.
 
-use anyhow::{Context, bail};
-use kite_node::config::{Config, Role};
+use anyhow::bail;
+use kite_node::config::Role;
 use kite_types::{Genesis, NodeKey};
 use std::path::{Path, PathBuf};
 
@@ -61,22 +61,10 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
             );
         }
     }
-    std::fs::create_dir_all(&args.home)
-        .with_context(|| format!("creating home {}", args.home.display()))?;
     let key = NodeKey::generate();
-    key.save(&files.key, true)?;
     let mut genesis = Genesis::single(&args.chain_id, key.public(), key.public(), DEV_BALANCE);
-    genesis.genesis_time_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    genesis.save(&files.genesis)?;
-    let config = Config {
-        role: Role::Leader,
-        ..Config::default()
-    };
-    std::fs::write(&files.config, config.to_documented_toml())
-        .with_context(|| format!("writing {}", files.config.display()))?;
+    genesis.genesis_time_ms = crate::testnet::now_ms();
+    crate::testnet::write_home(&args.home, &key, &genesis, |c| c.role = Role::Leader)?;
     println!("initialised {}", args.home.display());
     println!("  chain id:   {}", args.chain_id);
     println!("  public key: {}", key.public());

@@ -7,9 +7,14 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
+mod client;
 mod home;
+mod query;
+mod testnet;
 
 use clap::{Parser, Subcommand};
+use kite_types::Payload;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,11 +42,11 @@ enum Command {
     #[command(subcommand)]
     Tx(TxCommand),
     /// Show a node's status.
-    Status,
+    Status(query::RpcArgs),
     /// Show a block by height or hash.
-    Block,
+    Block(query::BlockArgs),
     /// Show a node's peers.
-    Peers,
+    Peers(query::RpcArgs),
     /// Benchmarks against a running network.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -71,24 +76,45 @@ enum KeyCommand {
 
 #[derive(Subcommand, Debug)]
 enum TestnetCommand {
-    /// Write the homes of a local network.
-    Init,
+    /// Write the homes of a local network (node0 leads).
+    Init(testnet::TestnetInitArgs),
 }
 
 #[derive(Subcommand, Debug)]
 enum TxCommand {
     /// Transfer funds.
-    Transfer,
+    Transfer {
+        /// Receiver's public key (hex).
+        #[arg(long, value_parser = query::parse_key)]
+        to: kite_types::PublicKey,
+        /// Amount.
+        #[arg(long)]
+        amount: u64,
+        #[command(flatten)]
+        tx: query::TxArgs,
+    },
     /// Put a key-value pair in the sender's namespace.
-    Put,
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        tx: query::TxArgs,
+    },
     /// Delete a key from the sender's namespace.
-    Delete,
+    Delete {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        tx: query::TxArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Drive signed transfers and report tx/s and latency.
-    Load,
+    Load(bench::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,8 +133,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => home::init(&args),
         Command::Key(KeyCommand::Gen { out, force }) => home::key_gen(&out, force),
         Command::Key(KeyCommand::Show { key, json }) => home::key_show(&key, json),
+        Command::Testnet(TestnetCommand::Init(args)) => testnet::init(&args),
+        Command::Status(a) => block_on(query::status(&a)),
+        Command::Block(a) => block_on(query::block(&a)),
+        Command::Peers(a) => block_on(query::peers(&a)),
+        Command::Tx(TxCommand::Transfer { to, amount, tx }) => {
+            block_on(query::submit(&tx, Payload::Transfer { to, amount }))
+        }
+        Command::Tx(TxCommand::Put { key, value, tx }) => block_on(query::submit(
+            &tx,
+            Payload::Put {
+                key: key.into_bytes(),
+                value: value.into_bytes(),
+            },
+        )),
+        Command::Tx(TxCommand::Delete { key, tx }) => block_on(query::submit(
+            &tx,
+            Payload::Delete {
+                key: key.into_bytes(),
+            },
+        )),
+        Command::Bench(BenchCommand::Load(a)) => block_on(bench::load(&a)),
         other => anyhow::bail!("`{}` is not available in this build yet", name_of(&other)),
     }
+}
+
+/// Runs a future on a fresh tokio runtime (the RPC commands).
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 fn name_of(c: &Command) -> &'static str {
@@ -118,9 +173,9 @@ fn name_of(c: &Command) -> &'static str {
         Command::Start => "start",
         Command::Testnet(_) => "testnet",
         Command::Tx(_) => "tx",
-        Command::Status => "status",
-        Command::Block => "block",
-        Command::Peers => "peers",
+        Command::Status(_) => "status",
+        Command::Block(_) => "block",
+        Command::Peers(_) => "peers",
         Command::Bench(_) => "bench",
     }
 }

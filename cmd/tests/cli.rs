@@ -21,7 +21,9 @@ fn help_lists_every_command() {
     let out = kite(&["--help"]);
     assert!(out.status.success());
     let s = text(&out.stdout);
-    for cmd in ["init", "key", "start", "testnet", "tx", "status", "block", "peers", "bench"] {
+    for cmd in [
+        "init", "key", "start", "testnet", "tx", "status", "block", "peers", "bench",
+    ] {
         assert!(s.contains(cmd), "help misses {cmd}: {s}");
     }
 }
@@ -71,7 +73,12 @@ fn init_writes_a_valid_home_and_refuses_to_overwrite() {
     assert_eq!(genesis.chain_id, "kite-t1");
     assert_eq!(genesis.leader, key.public());
     assert_eq!(genesis.validators.len(), 1);
-    assert!(genesis.allocations.iter().any(|a| a.account == key.public() && a.balance > 0));
+    assert!(
+        genesis
+            .allocations
+            .iter()
+            .any(|a| a.account == key.public() && a.balance > 0)
+    );
     let config = kite_node::config::Config::load(&home.join("config.toml")).unwrap();
     assert_eq!(config.role, kite_node::config::Role::Leader);
 
@@ -79,11 +86,21 @@ fn init_writes_a_valid_home_and_refuses_to_overwrite() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--force"));
     // The key did not change.
-    assert_eq!(kite_types::NodeKey::load(&home.join("node_key")).unwrap().public(), key.public());
+    assert_eq!(
+        kite_types::NodeKey::load(&home.join("node_key"))
+            .unwrap()
+            .public(),
+        key.public()
+    );
 
     let out = kite(&["init", "--home", h, "--force"]);
     assert!(out.status.success());
-    assert_ne!(kite_types::NodeKey::load(&home.join("node_key")).unwrap().public(), key.public());
+    assert_ne!(
+        kite_types::NodeKey::load(&home.join("node_key"))
+            .unwrap()
+            .public(),
+        key.public()
+    );
 
     let out = kite(&["init", "--home", h, "--force", "--chain-id", "bad id"]);
     assert!(!out.status.success());

@@ -1,0 +1,264 @@
+//! `kite bench load`: drive signed transfers at a running network and
+//! report submitted and committed tx/s and submit-to-commit latency.
+//!
+//! 1. The faucet key funds `--senders` fresh accounts (one transfer each,
+//!    the last one awaited until committed).
+//! 2. Each sender submits its share of `--txs` transfers in nonce order,
+//!    its requests spread over the `--rpc` endpoints, with an overall rate
+//!    cap when `--rate` is given.
+//! 3. A watcher follows new blocks on the first endpoint and matches their
+//!    tx hashes with the submit times: latency = commit seen - submitted.
+
+use crate::client::Client;
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use kite_node::rpc::{AccountView, BlockView, BroadcastResult, StatusView};
+use kite_types::{Hash, NodeKey, Payload, Tx};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// Arguments of `kite bench load`.
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// RPC URLs, comma-separated; requests are spread over them.
+    #[arg(long, env = "KITE_RPC", value_delimiter = ',', required = true)]
+    pub rpc: Vec<String>,
+    /// Faucet key file (funds the senders).
+    #[arg(long, env = "KITE_KEY")]
+    pub key: PathBuf,
+    /// Transfers to send.
+    #[arg(long, default_value_t = 10_000)]
+    pub txs: u64,
+    /// Sender accounts.
+    #[arg(long, default_value_t = 32)]
+    pub senders: u64,
+    /// Overall submit rate cap, tx/s (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Longest wait for the last commits after submitting, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub drain_timeout: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kite bench load`.
+pub async fn load(a: &LoadArgs) -> anyhow::Result<()> {
+    if a.senders == 0 || a.txs == 0 {
+        bail!("--senders and --txs must be at least 1");
+    }
+    let clients: Vec<Client> = a
+        .rpc
+        .iter()
+        .map(|u| Client::new(u, Duration::from_secs(60)))
+        .collect::<Result<_, _>>()?;
+    let main = clients[0].clone();
+    let faucet = NodeKey::load(&a.key)?;
+    let status: StatusView = main.call("status", json!({})).await?;
+    let chain = status.chain_id.clone();
+
+    // 1. Fund the senders.
+    let senders: Vec<NodeKey> = (0..a.senders).map(|_| NodeKey::generate()).collect();
+    let acct: AccountView = main.call("account", json!({"id": faucet.public()})).await?;
+    let per_tx_amount = 1u64;
+    let grant = a.txs / a.senders * per_tx_amount + 1_000;
+    if acct.balance < grant.saturating_mul(a.senders) {
+        bail!(
+            "the faucet {} holds {}, it needs {} to fund {} senders",
+            faucet.public(),
+            acct.balance,
+            grant.saturating_mul(a.senders),
+            a.senders
+        );
+    }
+    let mut nonce = acct.next_nonce;
+    for (i, s) in senders.iter().enumerate() {
+        let tx = Tx::sign(
+            &faucet,
+            &chain,
+            nonce,
+            Payload::Transfer {
+                to: s.public(),
+                amount: grant,
+            },
+        );
+        nonce += 1;
+        let wait = if i + 1 == senders.len() {
+            "commit"
+        } else {
+            "accept"
+        };
+        let _: BroadcastResult = main
+            .call(
+                "broadcast_tx",
+                json!({"tx": hex::encode(tx.encode()), "wait": wait}),
+            )
+            .await
+            .context("funding the senders")?;
+    }
+    let start_height = main
+        .call::<_, StatusView>("status", json!({}))
+        .await?
+        .height;
+
+    // 2. Sign everything up front so signing does not limit the load.
+    let sink = NodeKey::generate().public();
+    let per_sender = a.txs / a.senders;
+    let extra = a.txs % a.senders;
+    let mut plans: Vec<Vec<Tx>> = Vec::with_capacity(senders.len());
+    for (i, s) in senders.iter().enumerate() {
+        let n = per_sender + u64::from((i as u64) < extra);
+        plans.push(
+            (1..=n)
+                .map(|k| {
+                    Tx::sign(
+                        s,
+                        &chain,
+                        k,
+                        Payload::Transfer {
+                            to: sink,
+                            amount: per_tx_amount,
+                        },
+                    )
+                })
+                .collect(),
+        );
+    }
+
+    let bar = if a.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(a.txs)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} committed {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let submitted: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::default();
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t0 = Instant::now();
+    let interval = (a.rate > 0).then(|| Duration::from_secs_f64(a.senders as f64 / a.rate as f64));
+
+    let mut tasks = Vec::new();
+    for (i, plan) in plans.into_iter().enumerate() {
+        let client = clients[i % clients.len()].clone();
+        let submitted = submitted.clone();
+        let refused = refused.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut next = Instant::now();
+            for tx in plan {
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += iv;
+                }
+                let hash = tx.hash();
+                submitted.lock().await.insert(hash, Instant::now());
+                let r: anyhow::Result<BroadcastResult> = client
+                    .call("broadcast_tx", json!({"tx": hex::encode(tx.encode())}))
+                    .await;
+                if r.is_err() {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    submitted.lock().await.remove(&hash);
+                }
+            }
+        }));
+    }
+
+    // 3. Watch blocks and match commits.
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000, 3)?;
+    let mut committed = 0u64;
+    let mut height = start_height;
+    let mut submit_done: Option<Instant> = None;
+    let mut last_commit = t0;
+    loop {
+        if submit_done.is_none() && tasks.iter().all(|t| t.is_finished()) {
+            submit_done = Some(Instant::now());
+        }
+        let expected = a.txs - refused.load(std::sync::atomic::Ordering::Relaxed);
+        if committed >= expected {
+            break;
+        }
+        if let Some(d) = submit_done
+            && d.elapsed() > Duration::from_secs(a.drain_timeout)
+        {
+            break;
+        }
+        let tip = main
+            .call::<_, StatusView>("status", json!({}))
+            .await?
+            .height;
+        while height < tip {
+            height += 1;
+            let b: BlockView = main.call("block", json!({"height": height})).await?;
+            let seen = Instant::now();
+            let mut map = submitted.lock().await;
+            for h in &b.txs {
+                if let Some(at) = map.remove(h) {
+                    committed += 1;
+                    last_commit = seen;
+                    let ms = seen.duration_since(at).as_millis().max(1);
+                    hist.record(u64::try_from(ms).unwrap_or(u64::MAX)).ok();
+                }
+            }
+            bar.set_position(committed);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bar.finish_and_clear();
+    for t in tasks {
+        t.abort();
+    }
+    let submit_secs = submit_done
+        .unwrap_or_else(Instant::now)
+        .duration_since(t0)
+        .as_secs_f64()
+        .max(1e-9);
+    let commit_secs = last_commit.duration_since(t0).as_secs_f64().max(1e-9);
+    let sent = a.txs - refused.load(std::sync::atomic::Ordering::Relaxed);
+    let report = json!({
+        "txs": a.txs,
+        "senders": a.senders,
+        "endpoints": clients.len(),
+        "submitted": sent,
+        "refused": a.txs - sent,
+        "committed": committed,
+        "submitted_tps": sent as f64 / submit_secs,
+        "committed_tps": committed as f64 / commit_secs,
+        "latency_ms": {
+            "p50": hist.value_at_quantile(0.50),
+            "p90": hist.value_at_quantile(0.90),
+            "p99": hist.value_at_quantile(0.99),
+            "max": hist.max(),
+        },
+    });
+    if a.json {
+        println!("{report}");
+    } else {
+        println!(
+            "submitted {sent} txs in {submit_secs:.2}s: {:.0} tx/s ({} refused)",
+            sent as f64 / submit_secs,
+            a.txs - sent
+        );
+        println!(
+            "committed {committed} txs in {commit_secs:.2}s: {:.0} tx/s",
+            committed as f64 / commit_secs
+        );
+        println!(
+            "submit-to-commit latency: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            hist.value_at_quantile(0.50),
+            hist.value_at_quantile(0.90),
+            hist.value_at_quantile(0.99),
+            hist.max()
+        );
+    }
+    if committed < sent {
+        bail!("{} submitted txs were not seen committed", sent - committed);
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! A small JSON-RPC client for the commands that talk to a node.
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A node's JSON-RPC endpoint.
+#[derive(Clone)]
+pub struct Client {
+    url: String,
+    http: reqwest::Client,
+    next_id: std::sync::Arc<AtomicU64>,
+}
+
+impl Client {
+    /// A client of `base` (e.g. `http://127.0.0.1:26657`); requests go to
+    /// `base/rpc/v1`. Each call has a deadline of `timeout`.
+    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Client> {
+        let base = base.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!("RPC address {base:?} must be a URL such as http://127.0.0.1:26657");
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Client {
+            url: format!("{base}/rpc/v1"),
+            http,
+            next_id: std::sync::Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// Calls `method` with named `params`; a JSON-RPC error becomes an
+    /// error carrying the node's message.
+    pub async fn call<P: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: P,
+    ) -> anyhow::Result<T> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let resp = self
+            .http
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.url))?;
+        let status = resp.status();
+        let v: Value = resp
+            .json()
+            .await
+            .with_context(|| format!("{} answered {status} with no JSON-RPC body", self.url))?;
+        if let Some(e) = v.get("error") {
+            let msg = e
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown error");
+            bail!("{method}: {msg}");
+        }
+        let result = v.get("result").cloned().unwrap_or(Value::Null);
+        serde_json::from_value(result).with_context(|| format!("{method}: unexpected result"))
+    }
+}

@@ -1,0 +1,203 @@
+//! `kite testnet init`: the homes of a local network on 127.0.0.1.
+//!
+//! Node i listens p2p on base-port + 2i and JSON-RPC on base-port + 2i + 1.
+//! `node0` is the leader; then come the other validators, the sentries and
+//! the archival (blocks-only) nodes. One genesis is shared; a faucet key
+//! holding the funds is written to `DIR/faucet.key`; `DIR/testnet.json`
+//! lists every node for scripts.
+
+use anyhow::{Context, bail};
+use kite_node::config::{Config, Role};
+use kite_types::genesis::{Allocation, Validator};
+use kite_types::{Genesis, NodeKey};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Balance of the faucet account.
+pub const FAUCET_BALANCE: u64 = 1_000_000_000_000_000;
+
+/// Arguments of `kite testnet init`.
+#[derive(clap::Args, Debug)]
+pub struct TestnetInitArgs {
+    /// Folder to write the node homes into.
+    #[arg(long, env = "KITE_TESTNET_OUT")]
+    pub out: PathBuf,
+    /// Validators, the leader (node0) included.
+    #[arg(long, default_value_t = 4)]
+    pub validators: usize,
+    /// Sentry nodes (follow, do not vote).
+    #[arg(long, default_value_t = 1)]
+    pub sentries: usize,
+    /// Archival blocks-only nodes.
+    #[arg(long, default_value_t = 1)]
+    pub archival: usize,
+    /// First port: node i uses base+2i (p2p) and base+2i+1 (rpc).
+    #[arg(long, default_value_t = 26600)]
+    pub base_port: u16,
+    /// Chain id.
+    #[arg(long, default_value = "kite-testnet")]
+    pub chain_id: String,
+    /// Replace an existing testnet folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// One node of `testnet.json`.
+#[derive(Debug, Serialize)]
+pub struct NodeEntry {
+    /// node0, node1, ...
+    pub name: String,
+    /// leader | validator | sentry | archival
+    pub role: String,
+    /// Its home folder.
+    pub home: String,
+    /// Its p2p multiaddr with /p2p/<peer id>.
+    pub p2p: String,
+    /// Its RPC URL.
+    pub rpc: String,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+}
+
+/// `testnet.json`.
+#[derive(Debug, Serialize)]
+pub struct TestnetFile {
+    /// Chain id.
+    pub chain_id: String,
+    /// Every node.
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// Writes the testnet.
+pub fn init(a: &TestnetInitArgs) -> anyhow::Result<()> {
+    kite_types::validate_chain_id(&a.chain_id).map_err(anyhow::Error::msg)?;
+    if a.validators == 0 {
+        bail!("--validators must be at least 1 (node0 is the leader)");
+    }
+    let total = a.validators + a.sentries + a.archival;
+    if total > 100 {
+        bail!("{total} nodes is more than the 100 a local testnet supports");
+    }
+    let last_port = u32::from(a.base_port) + 2 * total as u32 - 1;
+    if last_port > u32::from(u16::MAX) {
+        bail!(
+            "--base-port {} leaves no room for {total} nodes",
+            a.base_port
+        );
+    }
+    if a.out.join("testnet.json").exists() && !a.force {
+        bail!(
+            "{} already holds a testnet; use --force to replace it",
+            a.out.display()
+        );
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let out = std::fs::canonicalize(&a.out)?;
+
+    let keys: Vec<NodeKey> = (0..total).map(|_| NodeKey::generate()).collect();
+    let faucet = NodeKey::generate();
+    faucet.save(&out.join("faucet.key"), true)?;
+
+    let mut genesis = Genesis::single(
+        &a.chain_id,
+        keys[0].public(),
+        faucet.public(),
+        FAUCET_BALANCE,
+    );
+    genesis.genesis_time_ms = now_ms();
+    genesis.validators = keys[..a.validators]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Validator {
+            pub_key: k.public(),
+            power: 1,
+            name: format!("node{i}"),
+        })
+        .collect();
+    genesis.allocations = vec![Allocation {
+        account: faucet.public(),
+        balance: FAUCET_BALANCE,
+    }];
+    genesis.validate()?;
+
+    let port = |i: usize, off: usize| a.base_port as usize + 2 * i + off;
+    let p2p_addr = |i: usize| {
+        format!(
+            "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+            port(i, 0),
+            keys[i].peer_id()
+        )
+    };
+    let mut nodes = Vec::with_capacity(total);
+    for (i, key) in keys.iter().enumerate() {
+        let (role, blocks_only, label) = if i == 0 {
+            (Role::Leader, false, "leader")
+        } else if i < a.validators {
+            (Role::Validator, false, "validator")
+        } else if i < a.validators + a.sentries {
+            (Role::Sentry, false, "sentry")
+        } else {
+            (Role::Sentry, true, "archival")
+        };
+        let home = out.join(format!("node{i}"));
+        write_home(&home, key, &genesis, |c| {
+            c.role = role;
+            c.blocks_only = blocks_only;
+            c.p2p.listen = vec![format!("/ip4/127.0.0.1/tcp/{}", port(i, 0))];
+            c.p2p.peers = (0..total).filter(|j| *j != i).map(p2p_addr).collect();
+            c.p2p.allow_private_addrs = true;
+            c.rpc.listen = format!("127.0.0.1:{}", port(i, 1));
+        })?;
+        nodes.push(NodeEntry {
+            name: format!("node{i}"),
+            role: label.to_owned(),
+            home: home.display().to_string(),
+            p2p: p2p_addr(i),
+            rpc: format!("http://127.0.0.1:{}", port(i, 1)),
+            peer_id: key.peer_id().to_string(),
+        });
+    }
+    let file = TestnetFile {
+        chain_id: a.chain_id.clone(),
+        nodes,
+    };
+    std::fs::write(
+        out.join("testnet.json"),
+        serde_json::to_string_pretty(&file)? + "\n",
+    )?;
+    println!(
+        "testnet {} in {}: {} validators (node0 leads), {} sentries, {} archival; faucet key {}",
+        a.chain_id,
+        out.display(),
+        a.validators,
+        a.sentries,
+        a.archival,
+        out.join("faucet.key").display()
+    );
+    Ok(())
+}
+
+/// Writes one home: node_key, genesis.json, config.toml (defaults changed by `edit`).
+pub fn write_home(
+    home: &Path,
+    key: &NodeKey,
+    genesis: &Genesis,
+    edit: impl FnOnce(&mut Config),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    key.save(&home.join("node_key"), true)?;
+    genesis.save(&home.join("genesis.json"))?;
+    let mut config = Config::default();
+    edit(&mut config);
+    std::fs::write(home.join("config.toml"), config.to_documented_toml())
+        .with_context(|| format!("writing {}", home.join("config.toml").display()))?;
+    Ok(())
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
