@@ -1,1 +1,446 @@
-//! stub
+//! `/kite/blkprop/1.0.0`: the leader sends a proposal (or a reset) to a
+//! validator.
+//!
+//! The leader opens the stream with a `LeaderMessage`:
+//!
+//! - `Proposal{height, hash, header, leader_sig}`: the validator checks it
+//!   and answers `Want{want}`; if wanted, the leader sends the encoded
+//!   `Block` and closes, else it closes at once. The validator then executes
+//!   the block and votes over `/kite/ack` (a separate stream).
+//! - `Reset{height, block_hash, reason, leader_sig}`: the leader abandons
+//!   that block (NACK quorum or timeout). The validator answers a
+//!   `VoteReceipt` and closes.
+//!
+//! Checked here: the header decodes and hashes to `hash` at `height`;
+//! signatures are 64 bytes; the block that follows has the proposed hash and
+//! leader signature and a tx root matching its txs. Checked by the node (in
+//! [`ProposalSink::check`] / [`ProposalSink::reset`]): the leader signature
+//! (the proposer must be the genesis leader; [`ResetInfo::verify`]), the
+//! height (its height + 1), prev hash, and then every tx by execution.
+//! Blocks-only and sentry nodes answer `Want{false}` to proposals and a
+//! refusing receipt to resets (or do not serve the protocol).
+
+use crate::ack::VoteReceipt;
+use crate::blk::read_announced_block;
+use crate::blkann::{AnnounceOutcome, checked_header, send_if_wanted};
+use crate::framing::{close, read_msg, write_msg};
+use crate::limits::{CONTROL_DEADLINE, CONTROL_MAX, MAX_REASON_LEN, truncate};
+use crate::{ProtocolError, proto};
+use async_trait::async_trait;
+use futures::io::{AsyncRead, AsyncWrite};
+use kite_types::codec::{hash_field, sig_field};
+use kite_types::{Block, BlockHeader, DecodeError, Hash, NodeKey, PublicKey, Signature, sign};
+
+/// The protocol id.
+pub const PROTOCOL: &str = "/kite/blkprop/1.0.0";
+
+/// What happened to a proposal: [`AnnounceOutcome::Sent`] or
+/// [`AnnounceOutcome::NotWanted`].
+pub type ProposeOutcome = AnnounceOutcome;
+
+/// A decoded proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposalInfo {
+    /// The proposed height (equals `header.height`).
+    pub height: u64,
+    /// The block hash (the hash of `header`).
+    pub hash: Hash,
+    /// The block header.
+    pub header: BlockHeader,
+    /// The leader's signature over the block hash.
+    pub leader_sig: Signature,
+}
+
+impl ProposalInfo {
+    /// The proposal of a block.
+    pub fn of(block: &Block) -> ProposalInfo {
+        ProposalInfo {
+            height: block.height(),
+            hash: block.hash(),
+            header: block.header().clone(),
+            leader_sig: *block.leader_sig(),
+        }
+    }
+
+    /// Whether `leader` signed this proposal and is its proposer.
+    pub fn verify_leader(&self, leader: &PublicKey) -> bool {
+        kite_types::block::verify_header_sig(
+            &self.header.proposer,
+            &self.hash,
+            &self.leader_sig,
+            leader,
+        )
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> proto::Proposal {
+        proto::Proposal {
+            height: self.height,
+            hash: self.hash.0.to_vec(),
+            header: Some(self.header.to_proto()),
+            leader_sig: self.leader_sig.0.to_vec(),
+        }
+    }
+
+    /// Decodes and checks the wire form (header hash and height match).
+    pub fn from_proto(p: &proto::Proposal) -> Result<ProposalInfo, ProtocolError> {
+        const W: &str = "Proposal";
+        let (header, hash) = checked_header(W, p.header.as_ref(), p.height, &p.hash)?;
+        Ok(ProposalInfo {
+            height: p.height,
+            hash,
+            header,
+            leader_sig: sig_field(W, "leader_sig", &p.leader_sig)?,
+        })
+    }
+}
+
+/// A signed reset: the leader abandons `block_hash` at `height`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetInfo {
+    /// The height being reset.
+    pub height: u64,
+    /// The abandoned block.
+    pub block_hash: Hash,
+    /// Why (not signed; at most [`MAX_REASON_LEN`] bytes).
+    pub reason: String,
+    /// The leader's signature over [`sign::reset_digest`].
+    pub leader_sig: Signature,
+}
+
+impl ResetInfo {
+    /// A reset signed by `leader`.
+    pub fn new_signed(
+        leader: &NodeKey,
+        chain_id: &str,
+        height: u64,
+        block_hash: Hash,
+        reason: &str,
+    ) -> ResetInfo {
+        ResetInfo {
+            height,
+            block_hash,
+            reason: truncate(reason, MAX_REASON_LEN),
+            leader_sig: leader.sign_digest(&sign::reset_digest(chain_id, height, &block_hash)),
+        }
+    }
+
+    /// Whether `leader` signed this reset on `chain_id`.
+    pub fn verify(&self, chain_id: &str, leader: &PublicKey) -> bool {
+        sign::verify(
+            leader,
+            &sign::reset_digest(chain_id, self.height, &self.block_hash),
+            &self.leader_sig,
+        )
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> proto::Reset {
+        proto::Reset {
+            height: self.height,
+            block_hash: self.block_hash.0.to_vec(),
+            reason: truncate(&self.reason, MAX_REASON_LEN),
+            leader_sig: self.leader_sig.0.to_vec(),
+        }
+    }
+
+    /// Decodes the wire form (structure; the reason is cut).
+    pub fn from_proto(p: &proto::Reset) -> Result<ResetInfo, DecodeError> {
+        const W: &str = "Reset";
+        Ok(ResetInfo {
+            height: p.height,
+            block_hash: hash_field(W, "block_hash", &p.block_hash)?,
+            reason: truncate(&p.reason, MAX_REASON_LEN),
+            leader_sig: sig_field(W, "leader_sig", &p.leader_sig)?,
+        })
+    }
+}
+
+/// What a validator's node provides to receive proposals and resets.
+#[async_trait]
+pub trait ProposalSink: Send + Sync {
+    /// Verifies the proposal (leader, height, prev hash) and says whether
+    /// the block is wanted. Blocks-only and sentry nodes answer `false`.
+    async fn check(&self, proposal: &ProposalInfo) -> bool;
+    /// The wanted block arrived (it is the proposed one).
+    async fn receive(&self, proposal: ProposalInfo, block: Block);
+    /// A reset arrived (signature not yet checked: [`ResetInfo::verify`]).
+    async fn reset(&self, reset: ResetInfo) -> VoteReceipt;
+}
+
+/// Proposes `block` to a validator and sends it if wanted.
+pub async fn propose<S>(mut stream: S, block: &Block) -> Result<ProposeOutcome, ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    use proto::leader_message::Msg;
+    let msg = proto::LeaderMessage {
+        msg: Some(Msg::Proposal(ProposalInfo::of(block).to_proto())),
+    };
+    write_msg(&mut stream, &msg, CONTROL_DEADLINE).await?;
+    let outcome = send_if_wanted(&mut stream, block).await?;
+    let _ = close(&mut stream, CONTROL_DEADLINE).await;
+    Ok(outcome)
+}
+
+/// Sends a reset to a validator and returns its receipt.
+pub async fn reset<S>(mut stream: S, reset: &ResetInfo) -> Result<VoteReceipt, ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    use proto::leader_message::Msg;
+    let msg = proto::LeaderMessage {
+        msg: Some(Msg::Reset(reset.to_proto())),
+    };
+    write_msg(&mut stream, &msg, CONTROL_DEADLINE).await?;
+    let r: proto::VoteReceipt = read_msg(&mut stream, CONTROL_MAX, CONTROL_DEADLINE).await?;
+    let _ = close(&mut stream, CONTROL_DEADLINE).await;
+    Ok(VoteReceipt::from_proto(&r))
+}
+
+/// Receives one leader message. `max_block_bytes` is the genesis limit.
+pub async fn serve<S>(
+    mut stream: S,
+    sink: &impl ProposalSink,
+    max_block_bytes: usize,
+) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    use proto::leader_message::Msg;
+    let msg: proto::LeaderMessage = read_msg(&mut stream, CONTROL_MAX, CONTROL_DEADLINE).await?;
+    match msg.msg {
+        Some(Msg::Proposal(p)) => {
+            let info = ProposalInfo::from_proto(&p)?;
+            let want = sink.check(&info).await;
+            write_msg(&mut stream, &proto::Want { want }, CONTROL_DEADLINE).await?;
+            if !want {
+                return close(&mut stream, CONTROL_DEADLINE).await;
+            }
+            let block =
+                read_announced_block(&mut stream, max_block_bytes, &info.hash, &info.leader_sig)
+                    .await?;
+            let _ = close(&mut stream, CONTROL_DEADLINE).await;
+            sink.receive(info, block).await;
+            Ok(())
+        }
+        Some(Msg::Reset(r)) => {
+            let info = ResetInfo::from_proto(&r)?;
+            let receipt = sink.reset(info).await;
+            write_msg(&mut stream, &receipt.to_proto(), CONTROL_DEADLINE).await?;
+            close(&mut stream, CONTROL_DEADLINE).await
+        }
+        None => Err(DecodeError::invalid("LeaderMessage", "neither proposal nor reset").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use std::sync::Mutex;
+
+    const MAX_BLOCK: usize = 1 << 20;
+
+    /// A validator at height `at` that follows `leader`; a sentry wants
+    /// nothing.
+    struct Validator {
+        at: u64,
+        sentry: bool,
+        got: Mutex<Vec<Block>>,
+        resets: Mutex<Vec<ResetInfo>>,
+    }
+
+    impl Validator {
+        fn new(at: u64, sentry: bool) -> Validator {
+            Validator {
+                at,
+                sentry,
+                got: Mutex::new(Vec::new()),
+                resets: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ProposalSink for Validator {
+        async fn check(&self, p: &ProposalInfo) -> bool {
+            !self.sentry && p.height == self.at + 1 && p.verify_leader(&leader().public())
+        }
+        async fn receive(&self, _p: ProposalInfo, block: Block) {
+            self.got.lock().unwrap().push(block);
+        }
+        async fn reset(&self, r: ResetInfo) -> VoteReceipt {
+            if self.sentry {
+                return VoteReceipt::refused("sentry nodes do not vote");
+            }
+            let ok = r.verify(CHAIN, &leader().public());
+            self.resets.lock().unwrap().push(r);
+            if ok {
+                VoteReceipt::accepted()
+            } else {
+                VoteReceipt::refused("bad signature")
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn proposal_wanted_not_wanted_and_sentry() {
+        let b = block(6, 4);
+        for (v, want) in [
+            (Validator::new(5, false), true),
+            (Validator::new(6, false), false),
+            (Validator::new(5, true), false),
+        ] {
+            let (x, y) = pipe();
+            let (out, served) = tokio::join!(propose(x, &b), serve(y, &v, MAX_BLOCK));
+            served.unwrap();
+            let expect = if want {
+                ProposeOutcome::Sent
+            } else {
+                ProposeOutcome::NotWanted
+            };
+            assert_eq!(out.unwrap(), expect);
+            assert_eq!(v.got.lock().unwrap().len(), usize::from(want));
+        }
+        // Signed by another key: the node's check says no.
+        let forged = Block::new_signed(header(6), vec![], &key(9));
+        let v = Validator::new(5, false);
+        let (x, y) = pipe();
+        let (out, served) = tokio::join!(propose(x, &forged), serve(y, &v, MAX_BLOCK));
+        served.unwrap();
+        assert_eq!(out.unwrap(), ProposeOutcome::NotWanted);
+    }
+
+    #[tokio::test]
+    async fn resets() {
+        let bh = block(6, 1).hash();
+        let good = ResetInfo::new_signed(&leader(), CHAIN, 6, bh, &"timeout ".repeat(100));
+        assert_eq!(good.reason.len(), MAX_REASON_LEN);
+        assert!(good.verify(CHAIN, &leader().public()));
+        assert!(!good.verify("other", &leader().public()));
+        let bad = ResetInfo::new_signed(&key(9), CHAIN, 6, bh, "x");
+        let v = Validator::new(5, false);
+        for (r, accepted) in [(&good, true), (&bad, false)] {
+            let (x, y) = pipe();
+            let (out, served) = tokio::join!(reset(x, r), serve(y, &v, MAX_BLOCK));
+            served.unwrap();
+            assert_eq!(out.unwrap().accepted, accepted);
+        }
+        assert_eq!(v.resets.lock().unwrap().clone(), vec![good.clone(), bad]);
+        let sentry = Validator::new(5, true);
+        let (x, y) = pipe();
+        let (out, served) = tokio::join!(reset(x, &good), serve(y, &sentry, MAX_BLOCK));
+        served.unwrap();
+        assert!(!out.unwrap().accepted);
+    }
+
+    fn prop(b: &Block) -> Vec<u8> {
+        frame(&proto::LeaderMessage {
+            msg: Some(proto::leader_message::Msg::Proposal(
+                ProposalInfo::of(b).to_proto(),
+            )),
+        })
+    }
+
+    async fn serve_script(script: Vec<u8>, close: bool) -> Result<Vec<Block>, ProtocolError> {
+        let v = Validator::new(5, false);
+        with_script(script, close, |s| async { serve(s, &v, MAX_BLOCK).await }).await?;
+        Ok(v.got.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn forged_proposals() {
+        let b = block(6, 3);
+        let ok = serve_script(frames(&[prop(&b), frame(&b.to_proto())]), true).await;
+        assert_eq!(ok.unwrap(), vec![b.clone()]);
+        // Header does not hash to the proposed hash.
+        let mut p = ProposalInfo::of(&b).to_proto();
+        p.hash = vec![3; 32];
+        let m = proto::LeaderMessage {
+            msg: Some(proto::leader_message::Msg::Proposal(p)),
+        };
+        assert_err!(
+            serve_script(frame(&m), true).await,
+            ProtocolError::Invalid { .. }
+        );
+        // Another block follows.
+        let other = block(6, 2);
+        let r = serve_script(frames(&[prop(&b), frame(&other.to_proto())]), true).await;
+        assert_err!(r, ProtocolError::Invalid { .. });
+        // Tx list tampered with.
+        let mut txs = b.txs().to_vec();
+        txs.swap(0, 1);
+        let swapped = Block::from_parts(b.header().clone(), txs, *b.leader_sig());
+        let r = serve_script(frames(&[prop(&b), frame(&swapped.to_proto())]), true).await;
+        assert_err!(r, ProtocolError::Invalid { .. });
+        // Empty leader message; malformed reset.
+        let r = serve_script(frame(&proto::LeaderMessage { msg: None }), true).await;
+        assert_err!(r, ProtocolError::Decode(_));
+        let m = proto::LeaderMessage {
+            msg: Some(proto::leader_message::Msg::Reset(proto::Reset {
+                height: 6,
+                block_hash: vec![1; 32],
+                reason: String::new(),
+                leader_sig: vec![1; 5],
+            })),
+        };
+        assert_err!(
+            serve_script(frame(&m), true).await,
+            ProtocolError::Decode(_)
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_bytes() {
+        let b = block(6, 3);
+        assert_err!(
+            serve_script(prefix(5000), false).await,
+            ProtocolError::TooLarge { .. }
+        );
+        let r = serve_script(frames(&[prop(&b), prefix(MAX_BLOCK as u64 + 1)]), false).await;
+        assert_err!(r, ProtocolError::TooLarge { .. });
+        assert_err!(
+            serve_script(garbage_frame(), true).await,
+            ProtocolError::Decode(_)
+        );
+        let f = frame(&b.to_proto());
+        let n = f.len() - 1;
+        let r = serve_script(frames(&[prop(&b), cut(f, n)]), true).await;
+        assert_err!(r, ProtocolError::Truncated { .. });
+        // Leader side.
+        let run = |script: Vec<u8>, close: bool| {
+            let b = &b;
+            async move { with_script(script, close, |s| async move { propose(s, b).await }).await }
+        };
+        assert_err!(run(garbage_frame(), true).await, ProtocolError::Decode(_));
+        assert_err!(
+            run(prefix(5000), false).await,
+            ProtocolError::TooLarge { .. }
+        );
+        assert_err!(run(Vec::new(), true).await, ProtocolError::Closed { .. });
+        let r = ResetInfo::new_signed(&leader(), CHAIN, 6, b.hash(), "t");
+        let out = with_script(garbage_frame(), true, |s| async { reset(s, &r).await }).await;
+        assert_err!(out, ProtocolError::Decode(_));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drip_fed() {
+        let b = block(6, 3);
+        let v = Validator::new(5, false);
+        let r = with_drip(prop(&b), frame(&b.to_proto()), |s| async {
+            serve(s, &v, MAX_BLOCK).await
+        })
+        .await;
+        assert_err!(r, ProtocolError::Timeout { .. });
+        assert!(v.got.lock().unwrap().is_empty());
+        let r = with_drip(Vec::new(), prop(&b), |s| async {
+            serve(s, &v, MAX_BLOCK).await
+        })
+        .await;
+        assert_err!(r, ProtocolError::Timeout { .. });
+        let slow = padded_frame(&proto::Want { want: true }, 20);
+        let r = with_drip(Vec::new(), slow, |s| async { propose(s, &b).await }).await;
+        assert_err!(r, ProtocolError::Timeout { .. });
+    }
+}

@@ -73,7 +73,6 @@ pub fn identify_version(chain_id: &str) -> String {
 }
 
 /// Every stream protocol id this crate implements.
-#[cfg(any())]
 pub const ALL_PROTOCOLS: [&str; 8] = [
     tx::PROTOCOL,
     txann::PROTOCOL,
@@ -84,3 +83,26 @@ pub const ALL_PROTOCOLS: [&str; 8] = [
     discover::PROTOCOL,
     status::PROTOCOL,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_the_contract() {
+        assert_eq!(
+            ALL_PROTOCOLS,
+            [
+                "/kite/tx/1.0.0",
+                "/kite/txann/1.0.0",
+                "/kite/blk/1.0.0",
+                "/kite/blkann/1.0.0",
+                "/kite/blkprop/1.0.0",
+                "/kite/ack/1.0.0",
+                "/kite/discover/1.0.0",
+                "/kite/status/1.0.0",
+            ]
+        );
+        assert_eq!(identify_version("kite-dev"), "/kite/kite-dev");
+    }
+}

@@ -81,8 +81,6 @@ pub fn block_response_max(max_block_bytes: usize) -> usize {
         .saturating_add(BLOCK_RESPONSE_OVERHEAD)
 }
 
-// Used by the ack and blkprop modules.
-#[allow(dead_code)]
 /// Cuts `s` to at most `max` bytes on a character boundary.
 pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {

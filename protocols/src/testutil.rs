@@ -178,3 +178,14 @@ macro_rules! assert_err {
     };
 }
 pub(crate) use assert_err;
+
+/// The frame of `m` followed by an unknown field of `pad` (< 128) bytes:
+/// still a valid `M`, but long enough to take `pad` seconds when dripped.
+pub fn padded_frame<M: prost::Message>(m: &M, pad: u8) -> Vec<u8> {
+    let mut body = m.encode_to_vec();
+    body.extend_from_slice(&[0x7a, pad]);
+    body.extend(std::iter::repeat_n(0u8, usize::from(pad)));
+    let mut f = prefix(body.len() as u64);
+    f.extend(body);
+    f
+}
