@@ -77,8 +77,7 @@ pub async fn load(a: &LoadArgs) -> anyhow::Result<()> {
             a.senders
         );
     }
-    let mut nonce = acct.next_nonce;
-    for (i, s) in senders.iter().enumerate() {
+    for (nonce, (i, s)) in (acct.next_nonce..).zip(senders.iter().enumerate()) {
         let tx = Tx::sign(
             &faucet,
             &chain,
@@ -88,7 +87,6 @@ pub async fn load(a: &LoadArgs) -> anyhow::Result<()> {
                 amount: grant,
             },
         );
-        nonce += 1;
         let wait = if i + 1 == senders.len() {
             "commit"
         } else {

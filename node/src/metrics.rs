@@ -61,12 +61,9 @@ impl Metrics {
         let m = Metrics {
             height: Gauge::default(),
             committed_txs: Counter::default(),
-            commit_round_seconds: Histogram::new(
-                [
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ]
-                .into_iter(),
-            ),
+            commit_round_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             mempool_txs: Gauge::default(),
             mempool_bytes: Gauge::default(),
             peers: Gauge::default(),

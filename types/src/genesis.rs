@@ -83,8 +83,14 @@ impl FromStr for Quorum {
         let (n, d) = s
             .split_once('/')
             .ok_or_else(|| format!("quorum {s:?} is not a fraction like \"2/3\""))?;
-        let num = n.trim().parse().map_err(|_| format!("quorum {s:?}: bad numerator"))?;
-        let den = d.trim().parse().map_err(|_| format!("quorum {s:?}: bad denominator"))?;
+        let num = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("quorum {s:?}: bad numerator"))?;
+        let den = d
+            .trim()
+            .parse()
+            .map_err(|_| format!("quorum {s:?}: bad denominator"))?;
         Ok(Quorum { num, den })
     }
 }
@@ -97,7 +103,9 @@ impl Serialize for Quorum {
 
 impl<'de> Deserialize<'de> for Quorum {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -129,8 +137,10 @@ pub struct ValidatorSet {
 impl ValidatorSet {
     /// Builds a set (sorted by key). Duplicates are the caller's to refuse.
     pub fn new(mut validators: Vec<Validator>) -> ValidatorSet {
-        validators.sort_by(|a, b| a.pub_key.cmp(&b.pub_key));
-        let total = validators.iter().fold(0u64, |t, v| t.saturating_add(v.power));
+        validators.sort_by_key(|v| v.pub_key);
+        let total = validators
+            .iter()
+            .fold(0u64, |t, v| t.saturating_add(v.power));
         ValidatorSet { validators, total }
     }
 
@@ -317,7 +327,10 @@ impl Genesis {
                 return bad(format!("validator {} has zero voting power", v.pub_key));
             }
             if v.pub_key.verifying_key().is_none() {
-                return bad(format!("validator {} is not a valid ed25519 key", v.pub_key));
+                return bad(format!(
+                    "validator {} is not a valid ed25519 key",
+                    v.pub_key
+                ));
             }
             if !seen.insert(v.pub_key) {
                 return bad(format!("validator {} is listed twice", v.pub_key));
@@ -488,11 +501,15 @@ mod tests {
         assert!(e.contains("not valid"), "{e}");
         let mut v: serde_json::Value = serde_json::from_str(&good().to_json()).unwrap();
         v["surprise"] = serde_json::json!(1);
-        let e = Genesis::from_json(v.to_string().as_bytes()).unwrap_err().to_string();
+        let e = Genesis::from_json(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("surprise"), "{e}");
         v = serde_json::from_str(&good().to_json()).unwrap();
         v["leader"] = serde_json::json!("nothex");
-        let e = Genesis::from_json(v.to_string().as_bytes()).unwrap_err().to_string();
+        let e = Genesis::from_json(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("public key"), "{e}");
     }
 
