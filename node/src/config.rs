@@ -293,40 +293,152 @@ impl Default for LogConfig {
 /// Every key of the file: (section, key, what it means). The empty section
 /// is the top level. Flags and env vars are made from this list.
 pub const KEYS: &[(&str, &str, &str)] = &[
-    ("", "role", "Role of this node: \"leader\", \"validator\" or \"sentry\". Must agree with genesis.json."),
-    ("", "blocks_only", "Archival mode: no mempool and no tx gossip; only sync, verify and store blocks."),
+    (
+        "",
+        "role",
+        "Role of this node: \"leader\", \"validator\" or \"sentry\". Must agree with genesis.json.",
+    ),
+    (
+        "",
+        "blocks_only",
+        "Archival mode: no mempool and no tx gossip; only sync, verify and store blocks.",
+    ),
     ("p2p", "listen", "Multiaddrs to listen on."),
-    ("p2p", "peers", "Peers to connect to at start: multiaddrs ending in /p2p/<peer id>."),
-    ("p2p", "pex", "Peer exchange (/kite/discover/1.0.0): learn and share peers."),
-    ("p2p", "allow_private_addrs", "Share and dial loopback and private addresses (needed for local testnets)."),
-    ("p2p", "private", "Private mode: accept only the whitelist and the validators."),
-    ("p2p", "whitelist", "Peer ids always allowed in private mode."),
-    ("p2p", "quic", "Also listen on QUIC, on the UDP port of the first TCP listen address."),
+    (
+        "p2p",
+        "peers",
+        "Peers to connect to at start: multiaddrs ending in /p2p/<peer id>.",
+    ),
+    (
+        "p2p",
+        "pex",
+        "Peer exchange (/kite/discover/1.0.0): learn and share peers.",
+    ),
+    (
+        "p2p",
+        "allow_private_addrs",
+        "Share and dial loopback and private addresses (needed for local testnets).",
+    ),
+    (
+        "p2p",
+        "private",
+        "Private mode: accept only the whitelist and the validators.",
+    ),
+    (
+        "p2p",
+        "whitelist",
+        "Peer ids always allowed in private mode.",
+    ),
+    (
+        "p2p",
+        "quic",
+        "Also listen on QUIC, on the UDP port of the first TCP listen address.",
+    ),
     ("p2p", "max_connections", "Most open connections."),
-    ("p2p", "max_connections_per_peer", "Most connections with one peer."),
-    ("p2p", "max_pending_connections", "Most connections being set up at once."),
-    ("p2p", "target_peers", "Connections the node keeps by dialing known peers."),
-    ("p2p", "max_streams_per_protocol", "Most concurrent inbound streams per protocol; more are reset."),
-    ("p2p", "ban_threshold", "Misbehaviour score at which a peer is disconnected and banned."),
-    ("p2p", "ban_duration", "How long a banned peer stays banned."),
-    ("p2p", "reannounce_interval", "How often unconfirmed txs are announced again."),
-    ("rpc", "listen", "HOST:PORT of the JSON-RPC server (POST /rpc/v1, GET /health, GET /metrics); empty disables it."),
+    (
+        "p2p",
+        "max_connections_per_peer",
+        "Most connections with one peer.",
+    ),
+    (
+        "p2p",
+        "max_pending_connections",
+        "Most connections being set up at once.",
+    ),
+    (
+        "p2p",
+        "target_peers",
+        "Connections the node keeps by dialing known peers.",
+    ),
+    (
+        "p2p",
+        "max_streams_per_protocol",
+        "Most concurrent inbound streams per protocol; more are reset.",
+    ),
+    (
+        "p2p",
+        "ban_threshold",
+        "Misbehaviour score at which a peer is disconnected and banned.",
+    ),
+    (
+        "p2p",
+        "ban_duration",
+        "How long a banned peer stays banned.",
+    ),
+    (
+        "p2p",
+        "reannounce_interval",
+        "How often unconfirmed txs are announced again.",
+    ),
+    (
+        "rpc",
+        "listen",
+        "HOST:PORT of the JSON-RPC server (POST /rpc/v1, GET /health, GET /metrics); empty disables it.",
+    ),
     ("rpc", "max_body_size", "Largest request body."),
     ("rpc", "max_concurrent", "Most requests served at once."),
     ("rpc", "request_timeout", "Longest a request may take."),
-    ("rpc", "commit_timeout", "Longest broadcast_tx with wait \"commit\" waits for the commit."),
-    ("mempool", "max_txs", "Most txs held; when full, new txs are refused."),
-    ("mempool", "max_bytes", "Most bytes of txs held; when full, new txs are refused."),
-    ("mempool", "max_tx_bytes", "Largest tx admitted (the genesis max_tx_bytes caps it too)."),
-    ("mempool", "max_per_sender", "Most pending txs of one sender."),
-    ("consensus", "round_timeout", "Leader: how long a proposal may wait for a quorum before it is reset and proposed again."),
-    ("consensus", "resend_interval", "How often a vote, proposal or commit announce is re-sent to peers that have not answered."),
-    ("sync", "window", "Most block requests in flight during block sync."),
-    ("sync", "request_timeout", "Longest a block request may take before it is asked of another peer."),
+    (
+        "rpc",
+        "commit_timeout",
+        "Longest broadcast_tx with wait \"commit\" waits for the commit.",
+    ),
+    (
+        "mempool",
+        "max_txs",
+        "Most txs held; when full, new txs are refused.",
+    ),
+    (
+        "mempool",
+        "max_bytes",
+        "Most bytes of txs held; when full, new txs are refused.",
+    ),
+    (
+        "mempool",
+        "max_tx_bytes",
+        "Largest tx admitted (the genesis max_tx_bytes caps it too).",
+    ),
+    (
+        "mempool",
+        "max_per_sender",
+        "Most pending txs of one sender.",
+    ),
+    (
+        "consensus",
+        "round_timeout",
+        "Leader: how long a proposal may wait for a quorum before it is reset and proposed again.",
+    ),
+    (
+        "consensus",
+        "resend_interval",
+        "How often a vote, proposal or commit announce is re-sent to peers that have not answered.",
+    ),
+    (
+        "sync",
+        "window",
+        "Most block requests in flight during block sync.",
+    ),
+    (
+        "sync",
+        "request_timeout",
+        "Longest a block request may take before it is asked of another peer.",
+    ),
     ("sync", "log_interval", "How often sync progress is logged."),
-    ("store", "dir", "Folder of the block store, relative to the home."),
-    ("store", "durable", "fsync every commit so a committed block survives power loss (false: survives a crash only)."),
-    ("log", "level", "Log level or filter: error, warn, info, debug, trace, or e.g. \"info,kite_node=debug\"."),
+    (
+        "store",
+        "dir",
+        "Folder of the block store, relative to the home.",
+    ),
+    (
+        "store",
+        "durable",
+        "fsync every commit so a committed block survives power loss (false: survives a crash only).",
+    ),
+    (
+        "log",
+        "level",
+        "Log level or filter: error, warn, info, debug, trace, or e.g. \"info,kite_node=debug\".",
+    ),
     ("log", "format", "Log format: \"text\" or \"json\"."),
 ];
 
@@ -427,7 +539,9 @@ impl Config {
             scalar(value)
         };
         slot.insert(name.to_owned(), parsed);
-        *self = table.try_into().map_err(|e: toml::de::Error| err(e.to_string()))?;
+        *self = table
+            .try_into()
+            .map_err(|e: toml::de::Error| err(e.to_string()))?;
         Ok(())
     }
 
@@ -485,7 +599,10 @@ mod tests {
         let text = c.to_documented_toml();
         assert_eq!(Config::parse(&text).unwrap(), c);
         assert!(text.contains("ban_duration = \"10m\""), "{text}");
-        assert!(text.contains("max_bytes = \"200.0 MiB\"") || text.contains("max_bytes = \"200 MiB\""), "{text}");
+        assert!(
+            text.contains("max_bytes = \"200.0 MiB\"") || text.contains("max_bytes = \"200 MiB\""),
+            "{text}"
+        );
         let mut other = Config::default();
         other.role = Role::Validator;
         other.p2p.peers = vec!["/ip4/127.0.0.1/tcp/1/p2p/x".into()];
@@ -502,12 +619,18 @@ mod tests {
                 toml::Value::Table(t) => {
                     for key in t.keys() {
                         n += 1;
-                        assert!(KEYS.iter().any(|(s, kk, _)| s == k && kk == key), "{k}.{key} undocumented");
+                        assert!(
+                            KEYS.iter().any(|(s, kk, _)| s == k && kk == key),
+                            "{k}.{key} undocumented"
+                        );
                     }
                 }
                 _ => {
                     n += 1;
-                    assert!(KEYS.iter().any(|(s, kk, _)| s.is_empty() && kk == k), "{k} undocumented");
+                    assert!(
+                        KEYS.iter().any(|(s, kk, _)| s.is_empty() && kk == k),
+                        "{k} undocumented"
+                    );
                 }
             }
         }
@@ -524,7 +647,9 @@ mod tests {
 
     #[test]
     fn human_units() {
-        let c = Config::parse("[mempool]\nmax_bytes = \"10MiB\"\n[rpc]\nrequest_timeout = \"250ms\"\n").unwrap();
+        let c =
+            Config::parse("[mempool]\nmax_bytes = \"10MiB\"\n[rpc]\nrequest_timeout = \"250ms\"\n")
+                .unwrap();
         assert_eq!(c.mempool.max_bytes, ByteSize::mib(10));
         assert_eq!(c.rpc.request_timeout, Duration::from_millis(250));
         assert!(Config::parse("[rpc]\nrequest_timeout = \"soon\"\n").is_err());
@@ -535,7 +660,8 @@ mod tests {
         let mut c = Config::default();
         c.set("role", "validator").unwrap();
         c.set("p2p.pex", "false").unwrap();
-        c.set("p2p.peers", "/ip4/1.2.3.4/tcp/1, /ip4/1.2.3.5/tcp/2").unwrap();
+        c.set("p2p.peers", "/ip4/1.2.3.4/tcp/1, /ip4/1.2.3.5/tcp/2")
+            .unwrap();
         c.set("rpc.listen", "127.0.0.1:9").unwrap();
         c.set("mempool.max_bytes", "1MiB").unwrap();
         c.set("consensus.round_timeout", "2s").unwrap();

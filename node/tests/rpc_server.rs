@@ -86,7 +86,10 @@ async fn call(app: &axum::Router, body: &str) -> (StatusCode, Value) {
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
         .await
         .unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn app(fake: Arc<Fake>) -> axum::Router {

@@ -70,11 +70,7 @@ impl BlockHeader {
             prev_app_hash: codec::hash_field(W, "prev_app_hash", &p.prev_app_hash)?,
             timestamp_ms: p.timestamp_ms,
             tx_root: codec::hash_field(W, "tx_root", &p.tx_root)?,
-            validator_set_hash: codec::hash_field(
-                W,
-                "validator_set_hash",
-                &p.validator_set_hash,
-            )?,
+            validator_set_hash: codec::hash_field(W, "validator_set_hash", &p.validator_set_hash)?,
             proposer: codec::key_field(W, "proposer", &p.proposer)?,
         })
     }
@@ -235,7 +231,12 @@ pub(crate) mod tests {
     fn sign_and_verify_block() {
         let leader = NodeKey::from_seed([1; 32]);
         let user = NodeKey::from_seed([2; 32]);
-        let txs = vec![Tx::sign(&user, "kite-test", 1, Payload::Delete { key: vec![1] })];
+        let txs = vec![Tx::sign(
+            &user,
+            "kite-test",
+            1,
+            Payload::Delete { key: vec![1] },
+        )];
         let b = Block::new_signed(header(1), txs, &leader);
         assert!(b.check_tx_root());
         assert!(b.verify_leader(&leader.public()));

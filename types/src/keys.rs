@@ -41,7 +41,9 @@ pub enum KeyError {
         detail: String,
     },
     /// The key file is readable by other users.
-    #[error("key file {path} has mode {mode:o}; it must not be readable by others (chmod 600 {path})")]
+    #[error(
+        "key file {path} has mode {mode:o}; it must not be readable by others (chmod 600 {path})"
+    )]
     Permissions {
         /// The file.
         path: PathBuf,

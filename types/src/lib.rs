@@ -33,7 +33,7 @@ pub mod proto {
 }
 
 pub use account::Account;
-pub use block::{Block, BlockHeader, BLOCK_VERSION};
+pub use block::{BLOCK_VERSION, Block, BlockHeader};
 pub use codec::DecodeError;
 pub use genesis::{Genesis, GenesisError, Quorum, Validator, ValidatorSet};
 pub use hash::{Hash, ParseHexError};

@@ -156,12 +156,11 @@ impl Tx {
     pub fn from_proto(p: proto::Transaction) -> Result<Tx, DecodeError> {
         const W: &str = "transaction";
         let signature = codec::sig_field(W, "signature", &p.signature)?;
-        let body_proto = proto::TxBody::decode(p.body.as_slice()).map_err(|e| {
-            DecodeError::Malformed {
+        let body_proto =
+            proto::TxBody::decode(p.body.as_slice()).map_err(|e| DecodeError::Malformed {
                 what: "tx body",
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         if body_proto.encoded_len() != p.body.len() || body_proto.encode_to_vec() != p.body {
             return Err(DecodeError::invalid(W, "body is not canonically encoded"));
         }
@@ -268,7 +267,12 @@ mod tests {
 
     #[test]
     fn tampering_breaks_the_signature() {
-        let tx = Tx::sign(&key(), "kite-test", 1, Payload::Delete { key: b"k".to_vec() });
+        let tx = Tx::sign(
+            &key(),
+            "kite-test",
+            1,
+            Payload::Delete { key: b"k".to_vec() },
+        );
         // Same body, other chain: a different body, so the signature fails.
         let mut body = tx.body().to_proto();
         body.chain_id = "other".into();
@@ -281,10 +285,7 @@ mod tests {
         // A signature by another key.
         let other = NodeKey::from_seed([4; 32]);
         let mut p = tx.to_proto();
-        p.signature = other
-            .sign_digest(&sign::tx_digest(&p.body))
-            .0
-            .to_vec();
+        p.signature = other.sign_digest(&sign::tx_digest(&p.body)).0.to_vec();
         assert!(!Tx::from_proto(p).unwrap().verify_signature());
     }
 

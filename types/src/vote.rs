@@ -29,7 +29,13 @@ pub struct Vote {
 
 impl Vote {
     /// A signed ACK.
-    pub fn ack(key: &NodeKey, chain_id: &str, height: u64, block_hash: Hash, app_hash: Hash) -> Vote {
+    pub fn ack(
+        key: &NodeKey,
+        chain_id: &str,
+        height: u64,
+        block_hash: Hash,
+        app_hash: Hash,
+    ) -> Vote {
         let digest = sign::vote_digest(chain_id, height, &block_hash, true, &app_hash);
         Vote {
             height,
@@ -43,7 +49,13 @@ impl Vote {
     }
 
     /// A signed NACK.
-    pub fn nack(key: &NodeKey, chain_id: &str, height: u64, block_hash: Hash, reason: &str) -> Vote {
+    pub fn nack(
+        key: &NodeKey,
+        chain_id: &str,
+        height: u64,
+        block_hash: Hash,
+        reason: &str,
+    ) -> Vote {
         let digest = sign::vote_digest(chain_id, height, &block_hash, false, &Hash::ZERO);
         Vote {
             height,
@@ -58,7 +70,13 @@ impl Vote {
 
     /// The digest the signature covers.
     pub fn digest(&self, chain_id: &str) -> Hash {
-        sign::vote_digest(chain_id, self.height, &self.block_hash, self.ack, &self.app_hash)
+        sign::vote_digest(
+            chain_id,
+            self.height,
+            &self.block_hash,
+            self.ack,
+            &self.app_hash,
+        )
     }
 
     /// Checks the signature.
@@ -72,7 +90,11 @@ impl Vote {
             height: self.height,
             block_hash: self.block_hash.0.to_vec(),
             ack: self.ack,
-            app_hash: if self.ack { self.app_hash.0.to_vec() } else { Vec::new() },
+            app_hash: if self.ack {
+                self.app_hash.0.to_vec()
+            } else {
+                Vec::new()
+            },
             nack_reason: self.nack_reason.clone(),
             validator: self.validator.0.to_vec(),
             signature: self.signature.0.to_vec(),
@@ -134,7 +156,10 @@ impl CommitInfo {
         if p.votes.len() > max_votes {
             return Err(DecodeError::invalid(
                 W,
-                format!("{} votes, at most {max_votes} validators exist", p.votes.len()),
+                format!(
+                    "{} votes, at most {max_votes} validators exist",
+                    p.votes.len()
+                ),
             ));
         }
         Ok(CommitInfo {
@@ -163,7 +188,10 @@ impl CommitInfo {
         let mut power: u64 = 0;
         for v in &self.votes {
             if !v.ack {
-                return Err(format!("commit info holds a NACK from {}", v.validator.short()));
+                return Err(format!(
+                    "commit info holds a NACK from {}",
+                    v.validator.short()
+                ));
             }
             if v.height != height || v.block_hash != *block_hash {
                 return Err(format!(
@@ -266,32 +294,69 @@ mod tests {
         let bh = Hash::digest(b"b");
         let ah = Hash::digest(b"a");
         let votes = |n: usize| -> Vec<Vote> {
-            keys[..n].iter().map(|k| Vote::ack(k, "c", 3, bh, ah)).collect()
+            keys[..n]
+                .iter()
+                .map(|k| Vote::ack(k, "c", 3, bh, ah))
+                .collect()
         };
-        let ci = CommitInfo { app_hash: ah, votes: votes(3) };
+        let ci = CommitInfo {
+            app_hash: ah,
+            votes: votes(3),
+        };
         assert_eq!(ci.verify("c", 3, &bh, &set, q), Ok(()));
         // 2 of 4 is not more than half.
-        let ci2 = CommitInfo { app_hash: ah, votes: votes(2) };
+        let ci2 = CommitInfo {
+            app_hash: ah,
+            votes: votes(2),
+        };
         assert!(ci2.verify("c", 3, &bh, &set, q).is_err());
         // Duplicate votes do not count twice.
         let mut dup = votes(2);
         dup.push(dup[0].clone());
-        assert!(CommitInfo { app_hash: ah, votes: dup }.verify("c", 3, &bh, &set, q).is_err());
+        assert!(
+            CommitInfo {
+                app_hash: ah,
+                votes: dup
+            }
+            .verify("c", 3, &bh, &set, q)
+            .is_err()
+        );
         // Wrong height, wrong block, wrong chain, outsider.
         assert!(ci.verify("c", 4, &bh, &set, q).is_err());
         assert!(ci.verify("c", 3, &ah, &set, q).is_err());
         assert!(ci.verify("d", 3, &bh, &set, q).is_err());
         let mut outsider = votes(2);
         outsider.push(Vote::ack(&NodeKey::from_seed([9; 32]), "c", 3, bh, ah));
-        assert!(CommitInfo { app_hash: ah, votes: outsider }.verify("c", 3, &bh, &set, q).is_err());
+        assert!(
+            CommitInfo {
+                app_hash: ah,
+                votes: outsider
+            }
+            .verify("c", 3, &bh, &set, q)
+            .is_err()
+        );
         // A vote over another app hash.
         let mut mixed = votes(2);
         mixed.push(Vote::ack(&keys[3], "c", 3, bh, bh));
-        assert!(CommitInfo { app_hash: ah, votes: mixed }.verify("c", 3, &bh, &set, q).is_err());
+        assert!(
+            CommitInfo {
+                app_hash: ah,
+                votes: mixed
+            }
+            .verify("c", 3, &bh, &set, q)
+            .is_err()
+        );
         // Forged signature.
         let mut forged = votes(3);
         forged[1].signature.0[0] ^= 1;
-        assert!(CommitInfo { app_hash: ah, votes: forged }.verify("c", 3, &bh, &set, q).is_err());
+        assert!(
+            CommitInfo {
+                app_hash: ah,
+                votes: forged
+            }
+            .verify("c", 3, &bh, &set, q)
+            .is_err()
+        );
         let back = CommitInfo::from_proto(&ci.to_proto(), 10).unwrap();
         assert_eq!(back, ci);
         assert!(CommitInfo::from_proto(&ci.to_proto(), 2).is_err());

@@ -6,8 +6,8 @@ use kite_types::codec::{self, DecodeError};
 use kite_types::{
     Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, PublicKey, Tx, Vote, proto,
 };
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 fn payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
@@ -25,7 +25,12 @@ fn payload() -> impl Strategy<Value = Payload> {
 }
 
 fn tx() -> impl Strategy<Value = Tx> {
-    (any::<[u8; 32]>(), "[a-z0-9-]{1,20}", any::<u64>(), payload())
+    (
+        any::<[u8; 32]>(),
+        "[a-z0-9-]{1,20}",
+        any::<u64>(),
+        payload(),
+    )
         .prop_map(|(seed, chain, nonce, p)| Tx::sign(&NodeKey::from_seed(seed), &chain, nonce, p))
 }
 
@@ -43,30 +48,38 @@ fn header() -> impl Strategy<Value = BlockHeader> {
         hash(),
         any::<[u8; 32]>(),
     )
-        .prop_map(|(chain_id, height, prev_hash, prev_app_hash, ts, vs, p)| BlockHeader {
-            version: kite_types::BLOCK_VERSION,
-            chain_id,
-            height,
-            prev_hash,
-            prev_app_hash,
-            timestamp_ms: ts,
-            tx_root: Hash::ZERO,
-            validator_set_hash: vs,
-            proposer: PublicKey(p),
-        })
+        .prop_map(
+            |(chain_id, height, prev_hash, prev_app_hash, ts, vs, p)| BlockHeader {
+                version: kite_types::BLOCK_VERSION,
+                chain_id,
+                height,
+                prev_hash,
+                prev_app_hash,
+                timestamp_ms: ts,
+                tx_root: Hash::ZERO,
+                validator_set_hash: vs,
+                proposer: PublicKey(p),
+            },
+        )
 }
 
 fn vote() -> impl Strategy<Value = Vote> {
-    (any::<[u8; 32]>(), any::<u64>(), hash(), any::<bool>(), hash(), ".{0,40}").prop_map(
-        |(seed, h, bh, ack, ah, reason)| {
+    (
+        any::<[u8; 32]>(),
+        any::<u64>(),
+        hash(),
+        any::<bool>(),
+        hash(),
+        ".{0,40}",
+    )
+        .prop_map(|(seed, h, bh, ack, ah, reason)| {
             let k = NodeKey::from_seed(seed);
             if ack {
                 Vote::ack(&k, "c", h, bh, ah)
             } else {
                 Vote::nack(&k, "c", h, bh, &reason)
             }
-        },
-    )
+        })
 }
 
 proptest! {

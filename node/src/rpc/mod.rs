@@ -167,7 +167,10 @@ async fn rpc_handler(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
                 let e = RpcError::new(
                     INVALID_REQUEST,
                     "invalid_request",
-                    format!("a batch holds 1 to {MAX_BATCH} requests, got {}", items.len()),
+                    format!(
+                        "a batch holds 1 to {MAX_BATCH} requests, got {}",
+                        items.len()
+                    ),
                 );
                 return axum::Json(error_response(Value::Null, e)).into_response();
             }
@@ -191,7 +194,11 @@ async fn one_request(s: &Shared, req: Value) -> Option<Value> {
     let Value::Object(mut obj) = req else {
         return Some(error_response(
             Value::Null,
-            RpcError::new(INVALID_REQUEST, "invalid_request", "a request is a JSON object"),
+            RpcError::new(
+                INVALID_REQUEST,
+                "invalid_request",
+                "a request is a JSON object",
+            ),
         ));
     };
     let id = obj.remove("id");
@@ -200,16 +207,26 @@ async fn one_request(s: &Shared, req: Value) -> Option<Value> {
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Some(error_response(
             id,
-            RpcError::new(INVALID_REQUEST, "invalid_request", "jsonrpc must be \"2.0\""),
+            RpcError::new(
+                INVALID_REQUEST,
+                "invalid_request",
+                "jsonrpc must be \"2.0\"",
+            ),
         ));
     }
     let Some(method) = obj.get("method").and_then(Value::as_str).map(str::to_owned) else {
         return Some(error_response(
             id,
-            RpcError::new(INVALID_REQUEST, "invalid_request", "method must be a string"),
+            RpcError::new(
+                INVALID_REQUEST,
+                "invalid_request",
+                "method must be a string",
+            ),
         ));
     };
-    let params = obj.remove("params").unwrap_or(Value::Object(Default::default()));
+    let params = obj
+        .remove("params")
+        .unwrap_or(Value::Object(Default::default()));
     let timeout = if method == "broadcast_tx" {
         s.limits.commit_timeout.max(s.limits.request_timeout)
     } else {
