@@ -32,10 +32,10 @@
 //! directory, and of the store directory (see [`durable`]). A commit that
 //! returned `Ok` therefore survives a power loss, provided the disk honours
 //! flush requests (no lying write cache) and the file system is mounted
-//! with barriers (the default on ext4/xfs). With `durable: false` a commit
-//! survives a process crash (the data is in the OS page cache) but the last
-//! commits may be lost on power loss; sled's own background flusher
-//! (every 500 ms) bounds that window.
+//! with barriers (the default on ext4/xfs). With `durable: false` (tests,
+//! tools) nothing is flushed per commit: sled's background flusher writes
+//! its buffers every 500 ms, so a process crash or power loss may lose the
+//! last commits (whole blocks, never part of one).
 //!
 //! **Consistency at open.** The best height and hash come from the `best`
 //! meta record (no scan). [`BlockStore::open`] checks the format, chain id

@@ -47,7 +47,8 @@ const META_BEST: &[u8] = b"best";
 pub struct StoreConfig {
     /// Make every commit durable against power loss (flush + fsync, see
     /// the crate docs). On by default; tests may turn it off for speed
-    /// (a commit then survives a process crash, not a power loss).
+    /// (the last ~500 ms of commits may then be lost on a crash, whole
+    /// blocks only).
     pub durable: bool,
     /// sled's page cache size in bytes.
     pub cache_capacity: u64,
