@@ -465,6 +465,23 @@ impl Mempool {
         arcs.into_iter().map(Arc::unwrap_or_clone).collect()
     }
 
+    /// The queued (gapped) txs of `who`, in nonce order.
+    pub fn queued_of(&self, who: &PublicKey) -> Vec<Tx> {
+        let arcs: Vec<Arc<Tx>> = {
+            let g = self.inner.lock();
+            match g.senders.get(who) {
+                Some(s) => s
+                    .txs
+                    .values()
+                    .filter(|e| e.seq.is_none())
+                    .map(|e| e.tx.clone())
+                    .collect(),
+                None => Vec::new(),
+            }
+        };
+        arcs.into_iter().map(Arc::unwrap_or_clone).collect()
+    }
+
     // ----- block building --------------------------------------------
 
     /// The txs of the next block: pending txs in arrival order, at most
@@ -693,10 +710,10 @@ impl Inner {
                 account: base,
             });
         }
-        if taken {
+        let expected = base + ready + 1;
+        if taken || nonce < expected {
             return Err(MempoolError::NonceInUse { nonce });
         }
-        let expected = base + ready + 1;
         let need = ready_cost.checked_add(c.cost);
         let affordable = need.is_some_and(|n| n <= balance);
         if nonce == expected {
