@@ -38,7 +38,8 @@ const ENTRY_OVERHEAD: usize = 6;
 /// What happened to an announcement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AnnounceOutcome {
-    /// Hashes announced (the input, cut to [`MAX_ANNOUNCE_HASHES`]).
+    /// Hashes announced (the distinct input hashes, cut to
+    /// [`MAX_ANNOUNCE_HASHES`]).
     pub announced: usize,
     /// Hashes the peer wanted.
     pub wanted: usize,
@@ -56,8 +57,9 @@ pub trait TxSink: Send + Sync {
     async fn receive(&self, txs: Vec<Tx>);
 }
 
-/// Announces `hashes` (at most [`MAX_ANNOUNCE_HASHES`]; the rest are not
-/// announced) and sends the wanted txs, found with `lookup`.
+/// Announces `hashes` (duplicates dropped, then at most
+/// [`MAX_ANNOUNCE_HASHES`]; the rest are not announced) and sends the
+/// wanted txs, found with `lookup`.
 pub async fn announce<S, F>(
     mut stream: S,
     hashes: &[Hash],
@@ -67,7 +69,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     F: Fn(&Hash) -> Option<Tx> + Send,
 {
-    let hashes = &hashes[..hashes.len().min(MAX_ANNOUNCE_HASHES)];
+    let mut seen = HashSet::with_capacity(hashes.len().min(MAX_ANNOUNCE_HASHES));
+    let hashes: Vec<Hash> = hashes
+        .iter()
+        .filter(|h| seen.insert(**h))
+        .take(MAX_ANNOUNCE_HASHES)
+        .copied()
+        .collect();
     let ann = proto::TxAnnounce {
         hashes: hashes.iter().map(|h| h.0.to_vec()).collect(),
     };
@@ -284,6 +292,12 @@ mod tests {
         let (out, served) = tokio::join!(announce(a, &hashes, |_: &Hash| None), serve(b, &sink));
         served.unwrap();
         assert_eq!(out.unwrap().announced, MAX_ANNOUNCE_HASHES);
+        // Duplicates are dropped before announcing (the receiver refuses them).
+        let dup = vec![hashes[0], hashes[1], hashes[0]];
+        let (a, b) = pipe();
+        let (out, served) = tokio::join!(announce(a, &dup, |_: &Hash| None), serve(b, &sink));
+        served.unwrap();
+        assert_eq!(out.unwrap().announced, 2);
     }
 
     fn ann(txs: &[Tx]) -> Vec<u8> {
