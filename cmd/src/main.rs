@@ -11,6 +11,7 @@ mod bench;
 mod client;
 mod home;
 mod query;
+mod start;
 mod testnet;
 
 use clap::{Parser, Subcommand};
@@ -34,7 +35,7 @@ enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
     /// Run a node (leader, validator, sentry or blocks-only archive).
-    Start,
+    Start(start::StartArgs),
     /// Lay out a local multi-node network.
     #[command(subcommand)]
     Testnet(TestnetCommand),
@@ -134,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(KeyCommand::Gen { out, force }) => home::key_gen(&out, force),
         Command::Key(KeyCommand::Show { key, json }) => home::key_show(&key, json),
         Command::Testnet(TestnetCommand::Init(args)) => testnet::init(&args),
+        Command::Start(a) => start::run(&a),
         Command::Status(a) => block_on(query::status(&a)),
         Command::Block(a) => block_on(query::block(&a)),
         Command::Peers(a) => block_on(query::peers(&a)),
@@ -154,7 +156,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         )),
         Command::Bench(BenchCommand::Load(a)) => block_on(bench::load(&a)),
-        other => anyhow::bail!("`{}` is not available in this build yet", name_of(&other)),
     }
 }
 
@@ -164,18 +165,4 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
         .enable_all()
         .build()?
         .block_on(f)
-}
-
-fn name_of(c: &Command) -> &'static str {
-    match c {
-        Command::Init(_) => "init",
-        Command::Key(_) => "key",
-        Command::Start => "start",
-        Command::Testnet(_) => "testnet",
-        Command::Tx(_) => "tx",
-        Command::Status(_) => "status",
-        Command::Block(_) => "block",
-        Command::Peers(_) => "peers",
-        Command::Bench(_) => "bench",
-    }
 }

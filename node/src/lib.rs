@@ -1,7 +1,12 @@
 //! Kite node: libp2p host, stream handlers, task wiring, block sync, peer exchange, JSON-RPC, metrics, config.
 
 #![forbid(unsafe_code)]
+pub mod backend;
 pub mod config;
+pub mod driver;
+pub mod gossip;
+pub mod handlers;
 pub mod metrics;
+pub mod node;
 pub mod p2p;
 pub mod rpc;

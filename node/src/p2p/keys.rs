@@ -33,6 +33,19 @@ pub fn peer_id_of(pk: &kite_types::PublicKey) -> Option<PeerId> {
     Some(libp2p::identity::PublicKey::from(ed).to_peer_id())
 }
 
+/// The ed25519 public key inside a peer id (Kite peer ids embed the key:
+/// an identity multihash of the protobuf-encoded public key). `None` for a
+/// peer id of another key type.
+pub fn public_key_of(peer: &PeerId) -> Option<kite_types::PublicKey> {
+    let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    if mh.code() != 0 {
+        return None;
+    }
+    let pk = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    let ed = pk.try_into_ed25519().ok()?;
+    Some(kite_types::PublicKey(ed.to_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,6 +57,7 @@ mod tests {
         // kite-types' peer id (identity 0.2) has the same bytes.
         assert_eq!(ours.to_bytes(), key.peer_id().to_bytes());
         assert_eq!(peer_id_of(&key.public()), Some(ours));
+        assert_eq!(public_key_of(&ours), Some(key.public()));
         assert_ne!(
             local_peer_id(&kite_types::NodeKey::from_seed([4; 32])).unwrap(),
             ours

@@ -1,0 +1,244 @@
+//! The node side of the JSON-RPC: answers each method from the store, the
+//! mempool and the node state.
+
+use crate::node::{Ctx, MAX_COMMIT_WAITERS, now_ms};
+use crate::rpc::*;
+use async_trait::async_trait;
+use kite_mempool::MempoolError;
+use kite_types::{Hash, PublicKey};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// The RPC backend of a running node.
+pub struct Backend(pub Arc<Ctx>);
+
+fn store_err(e: kite_blockstore::StoreError) -> RpcError {
+    RpcError::internal(e.to_string())
+}
+
+fn refused(e: &MempoolError) -> RpcError {
+    RpcError::tx_refused(e.code(), e.to_string())
+}
+
+#[async_trait]
+impl RpcBackend for Backend {
+    async fn broadcast_tx(&self, tx: Vec<u8>, wait: WaitFor) -> Result<BroadcastResult, RpcError> {
+        let ctx = &self.0;
+        let Some(mempool) = ctx.mempool.clone() else {
+            return Err(RpcError::new(
+                UNSUPPORTED,
+                "blocks_only",
+                "this node runs in blocks-only (archival) mode and has no mempool: submit txs to a validator or sentry",
+            ));
+        };
+        let decoded = kite_types::Tx::decode(&tx, mempool.config().max_tx_bytes)
+            .map_err(|e| refused(&MempoolError::Decode(e.to_string())))?;
+        let hash = decoded.hash();
+        // Register before admitting, so a fast commit is not missed.
+        let waiter = if wait == WaitFor::Commit {
+            let (tx_done, rx) = oneshot::channel();
+            let mut w = ctx.waiters.lock();
+            if w.len() >= MAX_COMMIT_WAITERS {
+                return Err(RpcError::busy(
+                    "too many broadcast_tx calls waiting for a commit",
+                ));
+            }
+            w.entry(hash).or_default().push(tx_done);
+            Some(rx)
+        } else {
+            None
+        };
+        let accounts = ctx.accounts();
+        let m = mempool.clone();
+        let admitted = tokio::task::spawn_blocking(move || m.admit(decoded, &accounts, now_ms()))
+            .await
+            .map_err(|e| RpcError::internal(e.to_string()))?;
+        match admitted {
+            Ok(_) => {}
+            // Already pending: wait for it like the first caller.
+            Err(MempoolError::AlreadyKnown) if mempool.contains(&hash) => {}
+            Err(e) => {
+                ctx.waiters.lock().remove(&hash);
+                // Already committed? Then say so rather than refuse.
+                if let Ok(Some(loc)) = ctx.store.tx_location(hash).await {
+                    return Ok(BroadcastResult {
+                        hash,
+                        height: Some(loc.height),
+                    });
+                }
+                return Err(refused(&e));
+            }
+        }
+        let Some(rx) = waiter else {
+            return Ok(BroadcastResult { hash, height: None });
+        };
+        match tokio::time::timeout(ctx.config.rpc.commit_timeout, rx).await {
+            Ok(Ok(height)) => Ok(BroadcastResult {
+                hash,
+                height: Some(height),
+            }),
+            _ => {
+                ctx.waiters.lock().remove(&hash);
+                Err(RpcError::new(
+                    TIMEOUT,
+                    "commit_timeout",
+                    format!(
+                        "tx {hash} was accepted but not committed within {:?}; query it with tx_query",
+                        ctx.config.rpc.commit_timeout
+                    ),
+                ))
+            }
+        }
+    }
+
+    async fn tx_query(&self, hash: Hash) -> Result<TxStatus, RpcError> {
+        let ctx = &self.0;
+        if let Some(loc) = ctx.store.tx_location(hash).await.map_err(store_err)? {
+            return Ok(TxStatus {
+                status: "committed".into(),
+                height: Some(loc.height),
+                index: Some(loc.index),
+            });
+        }
+        let pending = ctx.mempool.as_ref().is_some_and(|m| m.contains(&hash));
+        Ok(TxStatus {
+            status: if pending { "pending" } else { "unknown" }.into(),
+            height: None,
+            index: None,
+        })
+    }
+
+    async fn block(&self, query: BlockQuery) -> Result<BlockView, RpcError> {
+        let store = &self.0.store;
+        let block = match query {
+            BlockQuery::Height(h) => store.block_by_height(h).await,
+            BlockQuery::Hash(h) => store.block_by_hash(h).await,
+        }
+        .map_err(store_err)?
+        .ok_or_else(|| RpcError::not_found(format!("no committed block {query:?}")))?;
+        let ci = store
+            .commit_info(block.height())
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| RpcError::internal("block without commit info"))?;
+        Ok(BlockView::of(&block, &ci))
+    }
+
+    async fn status(&self) -> Result<StatusView, RpcError> {
+        let ctx = &self.0;
+        let s = ctx.state.read().clone();
+        Ok(StatusView {
+            chain_id: ctx.genesis.chain_id.clone(),
+            peer_id: ctx.peer_id.to_string(),
+            role: ctx.config.role.to_string(),
+            blocks_only: ctx.config.blocks_only,
+            height: s.height,
+            block_hash: s.block_hash,
+            app_hash: s.app_hash,
+            syncing: s.syncing,
+            sync_target: s.sync_target,
+            peers: ctx.peers.read().len() as u64,
+            mempool: ctx
+                .mempool
+                .as_ref()
+                .map(|m| MempoolView {
+                    txs: m.len() as u64,
+                    bytes: m.bytes() as u64,
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn peers(&self) -> Result<Vec<PeerView>, RpcError> {
+        let peers = self.0.peers.read();
+        let mut out: Vec<PeerView> = peers
+            .iter()
+            .map(|(id, s)| PeerView {
+                peer_id: id.to_string(),
+                addrs: s.addrs.iter().map(|a| a.to_string()).collect(),
+                height: s.height,
+            })
+            .collect();
+        out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        Ok(out)
+    }
+
+    async fn validators(&self) -> Result<ValidatorsView, RpcError> {
+        let g = &self.0.genesis;
+        let set = g.validator_set();
+        Ok(ValidatorsView {
+            validators: set
+                .validators()
+                .iter()
+                .map(|v| ValidatorView {
+                    pub_key: v.pub_key,
+                    power: v.power,
+                    name: v.name.clone(),
+                    leader: v.pub_key == g.leader,
+                })
+                .collect(),
+            total_power: set.total_power(),
+            quorum: g.quorum.to_string(),
+        })
+    }
+
+    async fn account(&self, id: PublicKey) -> Result<AccountView, RpcError> {
+        let ctx = &self.0;
+        let a = ctx.store.account(id).await.map_err(store_err)?;
+        let pending = ctx.mempool.as_ref().and_then(|m| m.pending_nonce(&id));
+        Ok(AccountView {
+            balance: a.balance,
+            nonce: a.nonce,
+            next_nonce: pending.unwrap_or(a.nonce).max(a.nonce) + 1,
+        })
+    }
+
+    async fn kv_get(&self, owner: PublicKey, key: Vec<u8>) -> Result<KvView, RpcError> {
+        if key.len() > kite_types::MAX_KEY_LEN {
+            return Err(RpcError::invalid_params(format!(
+                "key is {} bytes, the maximum is {}",
+                key.len(),
+                kite_types::MAX_KEY_LEN
+            )));
+        }
+        let v = self.0.store.kv_get(owner, key).await.map_err(store_err)?;
+        Ok(match v {
+            Some(v) => KvView {
+                found: true,
+                value: Some(String::from_utf8_lossy(&v).into_owned()),
+                value_hex: Some(hex::encode(&v)),
+            },
+            None => KvView {
+                found: false,
+                value: None,
+                value_hex: None,
+            },
+        })
+    }
+
+    async fn health(&self) -> HealthView {
+        let s = self.0.state.read().clone();
+        let (healthy, reason) = if let Some(h) = &s.halted {
+            (false, format!("halted: {h}"))
+        } else if s.syncing {
+            (false, format!("syncing to height {}", s.sync_target))
+        } else {
+            (true, String::new())
+        };
+        HealthView {
+            healthy,
+            reason,
+            height: s.height,
+        }
+    }
+
+    fn metrics_text(&self) -> String {
+        let ctx = &self.0;
+        if let Some(m) = &ctx.mempool {
+            ctx.metrics.mempool_txs.set(m.len() as i64);
+            ctx.metrics.mempool_bytes.set(m.bytes() as i64);
+        }
+        ctx.metrics.peers.set(ctx.peers.read().len() as i64);
+        ctx.metrics.encode()
+    }
+}

@@ -1,0 +1,530 @@
+//! The engine driver: the one task that owns the commit engine.
+//!
+//! It feeds the engine its inputs (from the handlers' channel, a clock tick
+//! and the engine's own scheduled timeouts) and carries out its outputs:
+//! block building from the mempool, execution and atomic commits through
+//! the store's writer thread (awaited in order, so a commit always lands on
+//! the state its block was executed on), and network sends, each in its
+//! own task with the host's deadlines so a slow peer never stalls the
+//! engine.
+
+use crate::handlers::report;
+use crate::node::{Ctx, now_ms};
+use crate::p2p::PeerId;
+use kite_app::{BlockError, Executed};
+use kite_blockstore::StoreError;
+use kite_consensus::{Engine, ExecError, Input, Output, Target};
+use kite_protocols::blkprop::ResetInfo;
+use kite_protocols::{ProtocolError, ack, blk, blkann, blkprop};
+use kite_types::{Block, CommitInfo, Hash, PublicKey};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+
+/// How often the engine gets a clock tick (and the leader a mempool status).
+pub const TICK: Duration = Duration::from_millis(25);
+/// Most executed-but-uncommitted blocks kept.
+pub const MAX_STAGED: usize = 16;
+/// Most txs in one block the leader builds.
+pub const MAX_BLOCK_TXS: usize = 100_000;
+
+struct Driver {
+    ctx: Arc<Ctx>,
+    /// Executed blocks waiting for their commit, by block hash.
+    staged: HashMap<Hash, (u64, Executed)>,
+    /// Leader: when each proposal was sent, for the round-time metric.
+    proposed_at: HashMap<Hash, Instant>,
+    /// The last committed block (announces send it).
+    last_block: Option<Block>,
+    /// Next scheduled engine timeout, unix ms.
+    wake_at: Option<u64>,
+    /// Bounds the block fetches of block sync.
+    fetch_permits: Arc<Semaphore>,
+    sync: SyncProgress,
+}
+
+#[derive(Default)]
+struct SyncProgress {
+    last_log: Option<Instant>,
+    height_at_log: u64,
+    txs_since_log: u64,
+}
+
+/// Runs the engine until the node stops or the engine halts.
+pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input>) {
+    let window = ctx.config.sync.window.max(1) as usize;
+    let mut d = Driver {
+        ctx: ctx.clone(),
+        staged: HashMap::new(),
+        proposed_at: HashMap::new(),
+        last_block: None,
+        wake_at: None,
+        fetch_permits: Arc::new(Semaphore::new(window)),
+        sync: SyncProgress::default(),
+    };
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut queue: VecDeque<Input> = VecDeque::new();
+    loop {
+        let wake = d.wake_at.map(|at| {
+            let now = now_ms();
+            tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now))
+        });
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => break,
+            got = rx.recv() => match got {
+                Some(i) => queue.push_back(i),
+                None => break,
+            },
+            _ = tick.tick() => {
+                if let Some(m) = &ctx.mempool {
+                    if ctx.config.role == crate::config::Role::Leader {
+                        queue.push_back(Input::MempoolStatus { txs: m.len(), bytes: m.bytes() as u64 });
+                    }
+                }
+                queue.push_back(Input::Tick { now_ms: now_ms() });
+            }
+            _ = sleep_until_opt(wake) => {
+                d.wake_at = None;
+                queue.push_back(Input::Tick { now_ms: now_ms() });
+            }
+        }
+        // Drain what else is waiting, so a burst is handled in one go.
+        while queue.len() < 1024 {
+            match rx.try_recv() {
+                Ok(i) => queue.push_back(i),
+                Err(_) => break,
+            }
+        }
+        while let Some(input) = queue.pop_front() {
+            for out in engine.handle(input) {
+                d.carry_out(out, &mut queue).await;
+            }
+        }
+        d.publish(&engine);
+        if let Some(reason) = engine.halted() {
+            tracing::error!(%reason, "the commit engine halted; the node stops so it never forks");
+            ctx.stop(format!("halted: {reason}"));
+            break;
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    /// Mirrors the engine's status into the node state and metrics.
+    fn publish(&mut self, engine: &Engine) {
+        let st = engine.status();
+        let syncing = st.sync_target > st.committed_height + 1 || st.step == "syncing";
+        {
+            let mut s = self.ctx.state.write();
+            s.height = st.committed_height;
+            s.block_hash = st.committed_hash;
+            s.app_hash = st.app_hash;
+            s.syncing = syncing;
+            s.sync_target = st.sync_target.max(st.committed_height);
+            s.step = st.step.to_owned();
+            s.round = st.round;
+            s.proposal = st.proposal.or(st.locked_on);
+            s.halted = st.halted.clone();
+        }
+        let m = &self.ctx.metrics;
+        m.height.set(to_i64(st.committed_height));
+        m.syncing.set(i64::from(syncing));
+        m.sync_target.set(to_i64(st.sync_target));
+        if syncing {
+            self.log_sync(st.committed_height, st.sync_target);
+        }
+    }
+
+    fn log_sync(&mut self, height: u64, target: u64) {
+        let every = self.ctx.config.sync.log_interval;
+        let now = Instant::now();
+        let Some(last) = self.sync.last_log else {
+            self.sync.last_log = Some(now);
+            self.sync.height_at_log = height;
+            self.sync.txs_since_log = 0;
+            tracing::info!(height, target, "block sync started");
+            return;
+        };
+        let secs = now.duration_since(last).as_secs_f64();
+        if secs < every.as_secs_f64() {
+            return;
+        }
+        let blocks = height.saturating_sub(self.sync.height_at_log);
+        let bps = blocks as f64 / secs;
+        let tps = self.sync.txs_since_log as f64 / secs;
+        let eta = if bps > 0.0 {
+            format!("{:.0}s", target.saturating_sub(height) as f64 / bps)
+        } else {
+            "unknown".into()
+        };
+        tracing::info!(height, target, blocks_per_s = format!("{bps:.0}"), tx_per_s = format!("{tps:.0}"), %eta, "block sync");
+        self.sync.last_log = Some(now);
+        self.sync.height_at_log = height;
+        self.sync.txs_since_log = 0;
+    }
+
+    async fn carry_out(&mut self, out: Output, queue: &mut VecDeque<Input>) {
+        match out {
+            Output::BuildBlock { max_bytes } => {
+                let txs = match &self.ctx.mempool {
+                    Some(m) => {
+                        let m = m.clone();
+                        let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+                        tokio::task::spawn_blocking(move || m.build_block(max, MAX_BLOCK_TXS))
+                            .await
+                            .unwrap_or_default()
+                    }
+                    None => Vec::new(),
+                };
+                queue.push_back(Input::BlockBuilt { txs });
+            }
+            Output::SendProposal { to, block } => {
+                self.proposed_at.insert(block.hash(), Instant::now());
+                if self.proposed_at.len() > 64 {
+                    self.proposed_at.clear();
+                }
+                let block = Arc::new(block);
+                for peer in to.iter().filter_map(crate::p2p::keys::peer_id_of) {
+                    let (ctx, block) = (self.ctx.clone(), block.clone());
+                    tokio::spawn(async move {
+                        let r = match ctx.host.open_stream(peer, blkprop::PROTOCOL).await {
+                            Ok(s) => blkprop::propose(s, &block).await.map(|_| ()),
+                            Err(e) => Err(ProtocolError::Refused(e.to_string())),
+                        };
+                        outcome(&ctx, peer, blkprop::PROTOCOL, r);
+                    });
+                }
+            }
+            Output::ExecuteBlock { block } => {
+                let height = block.height();
+                let hash = block.hash();
+                // The leader's own block holds mempool txs whose signatures
+                // were verified at admission.
+                let verified = block.header().proposer == self.ctx.public
+                    && self.ctx.config.role == crate::config::Role::Leader;
+                let result = match self.ctx.store.execute_block(block, verified).await {
+                    Ok(ex) => {
+                        let app = ex.app_hash;
+                        if self.staged.len() >= MAX_STAGED {
+                            self.staged.clear();
+                        }
+                        self.staged.insert(hash, (height, ex));
+                        Ok(app)
+                    }
+                    Err(StoreError::InvalidBlock(e)) => Err(exec_error(&e)),
+                    Err(e) => Err(ExecError {
+                        bad_txs: Vec::new(),
+                        reason: e.to_string(),
+                    }),
+                };
+                queue.push_back(Input::BlockExecuted {
+                    height,
+                    block_hash: hash,
+                    result,
+                });
+            }
+            Output::SendVote {
+                to,
+                vote,
+                best_header,
+            } => {
+                let Some(peer) = crate::p2p::keys::peer_id_of(&to) else {
+                    return;
+                };
+                let ctx = self.ctx.clone();
+                tokio::spawn(async move {
+                    let r = match ctx.host.open_stream(peer, ack::PROTOCOL).await {
+                        Ok(s) => ack::send_vote(s, &vote, best_header.as_ref())
+                            .await
+                            .map(|_| ()),
+                        Err(e) => Err(ProtocolError::Refused(e.to_string())),
+                    };
+                    outcome(&ctx, peer, ack::PROTOCOL, r);
+                });
+            }
+            Output::Commit { block, commit_info } => self.commit(block, commit_info, queue).await,
+            Output::Announce {
+                header,
+                leader_sig: _,
+                commit_info,
+                to,
+            } => {
+                let block = match &self.last_block {
+                    Some(b) if b.hash() == header.hash() => Some(b.clone()),
+                    _ => self
+                        .ctx
+                        .store
+                        .block_by_height(header.height)
+                        .await
+                        .ok()
+                        .flatten(),
+                };
+                let Some(block) = block else {
+                    return;
+                };
+                let (block, ci) = (Arc::new(block), Arc::new(commit_info));
+                for peer in self.targets(&to) {
+                    let (ctx, block, ci) = (self.ctx.clone(), block.clone(), ci.clone());
+                    tokio::spawn(async move {
+                        let r = match ctx.host.open_stream(peer, blkann::PROTOCOL).await {
+                            Ok(s) => blkann::announce(s, &block, &ci).await.map(|_| ()),
+                            Err(e) => Err(ProtocolError::Refused(e.to_string())),
+                        };
+                        outcome(&ctx, peer, blkann::PROTOCOL, r);
+                    });
+                }
+            }
+            Output::SendReset {
+                height,
+                block_hash,
+                leader_sig,
+                reason,
+                to,
+            } => {
+                self.staged.remove(&block_hash);
+                let info = Arc::new(ResetInfo {
+                    height,
+                    block_hash,
+                    reason,
+                    leader_sig,
+                });
+                for peer in self.targets(&to) {
+                    let (ctx, info) = (self.ctx.clone(), info.clone());
+                    tokio::spawn(async move {
+                        let r = match ctx.host.open_stream(peer, blkprop::PROTOCOL).await {
+                            Ok(s) => blkprop::reset(s, &info).await.map(|_| ()),
+                            Err(e) => Err(ProtocolError::Refused(e.to_string())),
+                        };
+                        outcome(&ctx, peer, blkprop::PROTOCOL, r);
+                    });
+                }
+            }
+            Output::DropTxs { hashes } => {
+                if let Some(m) = &self.ctx.mempool {
+                    let dropped = m.remove(&hashes);
+                    tracing::info!(
+                        count = dropped.len(),
+                        "dropped txs that made a block invalid"
+                    );
+                }
+            }
+            Output::RequestBlocks {
+                from_height,
+                to_height,
+                peer,
+            } => {
+                let ctx = self.ctx.clone();
+                let permits = self.fetch_permits.clone();
+                tokio::spawn(fetch_blocks(ctx, permits, from_height, to_height, peer));
+            }
+            Output::ScheduleTimeout { at_ms, .. } => {
+                self.wake_at = Some(self.wake_at.map_or(at_ms, |w| w.min(at_ms)));
+            }
+            Output::Halt { reason } => {
+                tracing::error!(%reason, "halt");
+            }
+        }
+    }
+
+    /// Commits a block atomically with its state changes, then tells the
+    /// mempool, the commit waiters, the metrics and the engine.
+    async fn commit(&mut self, block: Block, ci: CommitInfo, queue: &mut VecDeque<Input>) {
+        let hash = block.hash();
+        let height = block.height();
+        let staged = self.staged.remove(&hash);
+        let result = match staged {
+            Some((_, ex)) if ex.app_hash == ci.app_hash => {
+                self.ctx
+                    .store
+                    .commit(block.clone(), ci.clone(), ex.changes)
+                    .await
+            }
+            _ => self
+                .ctx
+                .store
+                .apply_block(block.clone(), ci.clone(), false)
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = result {
+            let reason = format!("cannot commit block {height} ({}): {e}", hash.short());
+            tracing::error!(%reason);
+            self.ctx.stop(format!("halted: {reason}"));
+            return;
+        }
+        self.staged.retain(|_, (h, _)| *h > height);
+        let ntx = block.txs().len() as u64;
+        if let Some(m) = &self.ctx.mempool {
+            let (m, txs, accounts) = (m.clone(), block.txs().to_vec(), self.ctx.accounts());
+            let _ = tokio::task::spawn_blocking(move || m.on_commit(&txs, &accounts)).await;
+        }
+        {
+            let mut waiters = self.ctx.waiters.lock();
+            if !waiters.is_empty() {
+                for t in block.txs() {
+                    if let Some(ws) = waiters.remove(&t.hash()) {
+                        for w in ws {
+                            let _ = w.send(height);
+                        }
+                    }
+                }
+            }
+        }
+        let m = &self.ctx.metrics;
+        m.committed_txs.inc_by(ntx);
+        let round = self.proposed_at.remove(&hash).map(|t| t.elapsed());
+        if let Some(r) = round {
+            m.commit_round_seconds.observe(r.as_secs_f64());
+        }
+        self.sync.txs_since_log += ntx;
+        {
+            let mut s = self.ctx.state.write();
+            s.last_commit = Some(Instant::now());
+        }
+        tracing::info!(
+            height,
+            hash = %hash.short(),
+            txs = ntx,
+            round_ms = round.map(|r| r.as_millis() as u64),
+            "committed"
+        );
+        self.last_block = Some(block);
+        queue.push_back(Input::Committed {
+            height,
+            block_hash: hash,
+            app_hash: ci.app_hash,
+        });
+    }
+
+    fn targets(&self, to: &Target) -> Vec<PeerId> {
+        match to {
+            Target::All => self.ctx.peer_ids(None),
+            Target::Peers(keys) => keys
+                .iter()
+                .filter_map(crate::p2p::keys::peer_id_of)
+                .collect(),
+        }
+    }
+}
+
+fn exec_error(e: &BlockError) -> ExecError {
+    let bad_txs = match e {
+        BlockError::Tx { hash, .. } => vec![*hash],
+        _ => Vec::new(),
+    };
+    ExecError {
+        bad_txs,
+        reason: e.to_string(),
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Counts an outbound stream and reports a misbehaving peer.
+fn outcome(ctx: &Ctx, peer: PeerId, protocol: &'static str, r: Result<(), ProtocolError>) {
+    match r {
+        Ok(()) => ctx.metrics.stream(protocol, false, "ok"),
+        Err(e) => {
+            ctx.metrics.stream(protocol, false, "error");
+            tracing::debug!(%peer, protocol, error = %e, "outbound stream failed");
+            report(ctx, peer, protocol, &e);
+        }
+    }
+}
+
+/// Block sync: fetches heights `from..=to` (from `peer`, or from peers
+/// known to have them) and feeds them to the engine in order of arrival;
+/// the engine verifies and commits strictly in height order.
+async fn fetch_blocks(
+    ctx: Arc<Ctx>,
+    permits: Arc<Semaphore>,
+    from: u64,
+    to: u64,
+    peer: Option<PublicKey>,
+) {
+    let max = ctx.max_block_bytes();
+    for height in from..=to {
+        let Ok(_permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let target = match peer.as_ref().and_then(crate::p2p::keys::peer_id_of) {
+            Some(p) => Some(p),
+            None => pick_peer(&ctx, height),
+        };
+        let Some(target) = target else {
+            ctx.feed(Input::FetchFailed { from: None, height });
+            continue;
+        };
+        let got = match ctx.host.open_stream(target, blk::PROTOCOL).await {
+            Ok(s) => blk::request(s, blk::BlockQuery::Height(height), max).await,
+            Err(e) => Err(ProtocolError::Refused(e.to_string())),
+        };
+        let from_key = crate::p2p::keys::public_key_of(&target);
+        let input = match got {
+            Ok(reply) => {
+                ctx.metrics.stream(blk::PROTOCOL, false, "ok");
+                if let Some(p) = ctx.peers.write().get_mut(&target) {
+                    p.height = Some(reply.best_height);
+                }
+                match reply.block {
+                    Some((block, commit_info)) if block.height() == height => {
+                        ctx.metrics.synced_blocks.inc();
+                        Input::BlockFetched {
+                            from: from_key,
+                            block,
+                            commit_info,
+                        }
+                    }
+                    _ => Input::FetchFailed {
+                        from: from_key,
+                        height,
+                    },
+                }
+            }
+            Err(e) => {
+                ctx.metrics.stream(blk::PROTOCOL, false, "error");
+                report(&ctx, target, blk::PROTOCOL, &e);
+                Input::FetchFailed {
+                    from: from_key,
+                    height,
+                }
+            }
+        };
+        // Backpressure: sync waits for the engine rather than drop blocks.
+        if ctx.inputs.send(input).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A connected peer that says it has `height`, chosen at random among them.
+fn pick_peer(ctx: &Ctx, height: u64) -> Option<PeerId> {
+    let peers = ctx.peers.read();
+    let able: Vec<PeerId> = peers
+        .iter()
+        .filter(|(_, s)| s.height.is_some_and(|h| h >= height))
+        .map(|(p, _)| *p)
+        .collect();
+    if able.is_empty() {
+        return None;
+    }
+    let i = (height as usize).wrapping_add(rand_index()) % able.len();
+    Some(able[i])
+}
+
+fn rand_index() -> usize {
+    let mut b = [0u8; 8];
+    rand::fill(&mut b);
+    usize::from_le_bytes(b)
+}

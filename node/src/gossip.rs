@@ -1,0 +1,212 @@
+//! Background exchanges with peers: host events, status polling (which
+//! also triggers block sync), tx announcement and re-announcement, and
+//! peer exchange.
+
+use crate::handlers::{report, status_info};
+use crate::node::{Ctx, PeerState, now_ms};
+use crate::p2p::{HostEvent, HostEvents, Multiaddr, PeerId};
+use kite_consensus::Input;
+use kite_protocols::{ProtocolError, discover, status, txann};
+use kite_types::Hash;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often connected peers are asked for their status.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+/// How often new txs are announced.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(20);
+/// How often peers are asked for more peers.
+pub const PEX_INTERVAL: Duration = Duration::from_secs(30);
+/// Most outbound announce streams at once.
+pub const MAX_ANNOUNCE_STREAMS: usize = 64;
+
+/// Follows the host's events: keeps the peer table and asks new peers for
+/// their status.
+pub async fn run_events(ctx: Arc<Ctx>, mut events: HostEvents) {
+    loop {
+        let ev = tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            ev = events.recv() => match ev { Some(e) => e, None => return },
+        };
+        match ev {
+            HostEvent::PeerConnected { peer, addr } => {
+                ctx.peers.write().entry(peer).or_default().addrs = vec![addr];
+                ctx.metrics.peers.set(ctx.peers.read().len() as i64);
+                let c = ctx.clone();
+                tokio::spawn(async move { ask_status(&c, peer).await });
+            }
+            HostEvent::PeerDisconnected { peer } => {
+                ctx.peers.write().remove(&peer);
+                ctx.metrics.peers.set(ctx.peers.read().len() as i64);
+            }
+            HostEvent::PeerIdentified {
+                peer, listen_addrs, ..
+            } => {
+                if let Some(p) = ctx.peers.write().get_mut(&peer) {
+                    p.addrs = listen_addrs;
+                }
+            }
+        }
+    }
+}
+
+/// Asks one peer for its status; a peer of another genesis is dropped.
+pub async fn ask_status(ctx: &Arc<Ctx>, peer: PeerId) {
+    let got = match ctx.host.open_stream(peer, status::PROTOCOL).await {
+        Ok(s) => status::request(s).await,
+        Err(e) => Err(ProtocolError::Refused(e.to_string())),
+    };
+    let info = match got {
+        Ok(i) => i,
+        Err(e) => {
+            report(ctx, peer, status::PROTOCOL, &e);
+            return;
+        }
+    };
+    if info.genesis_hash != ctx.genesis_hash || info.chain_id != ctx.genesis.chain_id {
+        tracing::warn!(
+            %peer,
+            their_genesis = %info.genesis_hash.short(),
+            ours = %ctx.genesis_hash.short(),
+            "peer runs another genesis; disconnecting it"
+        );
+        ctx.host.report(peer, 1000, "another genesis");
+        let _ = ctx.host.disconnect(peer).await;
+        return;
+    }
+    {
+        let mut peers = ctx.peers.write();
+        let p = peers.entry(peer).or_insert_with(PeerState::default);
+        p.height = Some(info.best_height);
+        p.hash = Some(info.best_hash);
+        p.blocks_only = info.blocks_only;
+    }
+    if let Some(key) = crate::p2p::keys::public_key_of(&peer) {
+        ctx.feed(Input::PeerStatus {
+            peer: key,
+            height: info.best_height,
+            hash: info.best_hash,
+        });
+    }
+}
+
+/// Asks every connected peer for its status, every [`STATUS_INTERVAL`].
+pub async fn run_status_poll(ctx: Arc<Ctx>) {
+    let mut every = tokio::time::interval(STATUS_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        for peer in ctx.peer_ids(None) {
+            let c = ctx.clone();
+            tokio::spawn(async move { ask_status(&c, peer).await });
+        }
+        // Keep the status answer of this node in the metrics too.
+        let _ = status_info(&ctx);
+    }
+}
+
+/// Announces newly admitted txs to every peer except the one that sent
+/// them, and re-announces the oldest unconfirmed ones every
+/// `p2p.reannounce_interval`.
+pub async fn run_tx_gossip(ctx: Arc<Ctx>) {
+    let Some(mempool) = ctx.mempool.clone() else {
+        return;
+    };
+    let streams = Arc::new(tokio::sync::Semaphore::new(MAX_ANNOUNCE_STREAMS));
+    let mut every = tokio::time::interval(ANNOUNCE_INTERVAL);
+    let re_ms = u64::try_from(ctx.config.p2p.reannounce_interval.as_millis()).unwrap_or(u64::MAX);
+    let mut next_re = now_ms() + re_ms;
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let peers: Vec<PeerId> = ctx
+            .peers
+            .read()
+            .iter()
+            .filter(|(_, s)| !s.blocks_only)
+            .map(|(p, _)| *p)
+            .collect();
+        let fresh = mempool.take_announcements(kite_protocols::limits::MAX_ANNOUNCE_HASHES * 8);
+        let mut batches: HashMap<PeerId, Vec<Hash>> = HashMap::new();
+        if !fresh.is_empty() {
+            let origins = ctx.origins.lock();
+            for h in fresh {
+                let origin = origins.get(&h).copied();
+                for p in &peers {
+                    if Some(*p) != origin {
+                        batches.entry(*p).or_default().push(h);
+                    }
+                }
+            }
+        }
+        let now = now_ms();
+        if now >= next_re {
+            next_re = now + re_ms;
+            let old = mempool.reannounce(now, re_ms);
+            for p in &peers {
+                batches.entry(*p).or_default().extend(old.iter().copied());
+            }
+        }
+        for (peer, hashes) in batches {
+            for chunk in hashes.chunks(kite_protocols::limits::MAX_ANNOUNCE_HASHES) {
+                let Ok(permit) = streams.clone().acquire_owned().await else {
+                    return;
+                };
+                let (ctx, m, chunk) = (ctx.clone(), mempool.clone(), chunk.to_vec());
+                tokio::spawn(async move {
+                    let r = match ctx.host.open_stream(peer, txann::PROTOCOL).await {
+                        Ok(s) => txann::announce(s, &chunk, |h| m.get(h)).await.map(|_| ()),
+                        Err(e) => Err(ProtocolError::Refused(e.to_string())),
+                    };
+                    let outcome = if r.is_ok() { "ok" } else { "error" };
+                    ctx.metrics.stream(txann::PROTOCOL, false, outcome);
+                    if let Err(e) = r {
+                        report(&ctx, peer, txann::PROTOCOL, &e);
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// Peer exchange: asks a few connected peers for the peers they know and
+/// hands them to the host, which dials toward its target peer count.
+pub async fn run_pex(ctx: Arc<Ctx>) {
+    let mut every = tokio::time::interval(PEX_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        for peer in ctx.peer_ids(None).into_iter().take(3) {
+            let got = match ctx.host.open_stream(peer, discover::PROTOCOL).await {
+                Ok(s) => discover::request(s, kite_protocols::limits::MAX_PEERS as u32).await,
+                Err(e) => Err(ProtocolError::Refused(e.to_string())),
+            };
+            match got {
+                Ok(entries) => {
+                    let found: Vec<(PeerId, Vec<Multiaddr>)> = entries
+                        .into_iter()
+                        .filter_map(|e| {
+                            let id = PeerId::from_bytes(&e.id).ok()?;
+                            let addrs = e
+                                .addrs
+                                .into_iter()
+                                .filter_map(|a| Multiaddr::try_from(a).ok())
+                                .collect();
+                            Some((id, addrs))
+                        })
+                        .collect();
+                    let _ = ctx.host.add_discovered(found).await;
+                }
+                Err(e) => report(&ctx, peer, discover::PROTOCOL, &e),
+            }
+        }
+    }
+}

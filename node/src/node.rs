@@ -1,0 +1,524 @@
+//! A running Kite node: opens the store, starts the libp2p host, the
+//! protocol handlers, the commit-engine driver, tx gossip, peer exchange,
+//! status polling and the JSON-RPC server, and stops them all on one
+//! cancellation token.
+//!
+//! Task map (every channel bounded, every wait with a deadline):
+//!
+//! ```text
+//!  libp2p host ──accept loops──> handlers ──Input (try_send)──> driver (owns Engine)
+//!      ^                             │                              │
+//!      └──── open_stream <── gossip / fetch / send tasks <── Output ┘
+//!  store (writer thread) <── driver commits; handlers and RPC read
+//!  mempool (Arc, short locks) <── handlers, RPC, driver
+//! ```
+
+use crate::config::{Config, Role};
+use crate::metrics::Metrics;
+use crate::p2p::{self, HostConfig, HostHandle, Multiaddr, PeerId};
+use crate::{backend, driver, gossip, handlers};
+use kite_blockstore::{BlockStore, StoreConfig, StoreHandle};
+use kite_consensus::{CommittedState, Engine, EngineConfig, LastCommit};
+use kite_mempool::{AccountSource, Mempool, MempoolConfig};
+use kite_types::{Account, Genesis, Hash, NodeKey, PublicKey};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Capacity of the engine's input channel.
+pub const ENGINE_INPUTS: usize = 4096;
+/// Most `broadcast_tx` calls waiting for a commit at once.
+pub const MAX_COMMIT_WAITERS: usize = 100_000;
+/// Most remembered tx origins (for "never announce back to the sender").
+pub const MAX_ORIGINS: usize = 200_000;
+
+/// Why a node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The role in the config does not fit the genesis.
+    #[error("{0}")]
+    Role(String),
+    /// The block store failed.
+    #[error(transparent)]
+    Store(#[from] kite_blockstore::StoreError),
+    /// The libp2p host failed.
+    #[error("p2p: {0}")]
+    Host(String),
+    /// The RPC server could not bind.
+    #[error("rpc: cannot listen on {addr}: {source}")]
+    Rpc {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A bad setting.
+    #[error("config: {0}")]
+    Config(String),
+    /// The commit engine halted.
+    #[error("halted: {0}")]
+    Halted(String),
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The home folder (store, peer store).
+    pub home: PathBuf,
+    /// Configuration (file + flags).
+    pub config: Config,
+    /// The chain's genesis.
+    pub genesis: Genesis,
+    /// The node key.
+    pub key: NodeKey,
+}
+
+/// What the RPC and status show of the node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeState {
+    /// Last committed height.
+    pub height: u64,
+    /// Its block hash.
+    pub block_hash: Hash,
+    /// App hash after it.
+    pub app_hash: Hash,
+    /// Whether block sync runs.
+    pub syncing: bool,
+    /// Height sync heads for.
+    pub sync_target: u64,
+    /// Engine step ("idle", "proposed", ...).
+    pub step: String,
+    /// Leader round at this height.
+    pub round: u32,
+    /// Block being voted on.
+    pub proposal: Option<Hash>,
+    /// Why the engine halted.
+    pub halted: Option<String>,
+    /// When the last block was committed.
+    pub last_commit: Option<Instant>,
+}
+
+/// What is known of a connected peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerState {
+    /// Best height it reported.
+    pub height: Option<u64>,
+    /// Its best hash.
+    pub hash: Option<Hash>,
+    /// Whether it runs blocks-only.
+    pub blocks_only: bool,
+    /// Addresses seen.
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// A tx being fetched after an announce, and who else announced it.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    /// The peer it is fetched from.
+    pub from: PeerId,
+    /// Since when.
+    pub since: Instant,
+    /// Other peers that announced it (fallbacks).
+    pub others: Vec<PeerId>,
+}
+
+/// State shared by the node's tasks.
+pub struct Ctx {
+    /// The genesis.
+    pub genesis: Genesis,
+    /// Its hash.
+    pub genesis_hash: Hash,
+    /// The node key.
+    pub key: NodeKey,
+    /// Its public key.
+    pub public: PublicKey,
+    /// This node's peer id.
+    pub peer_id: PeerId,
+    /// Configuration.
+    pub config: Config,
+    /// The block store.
+    pub store: StoreHandle,
+    /// The mempool (None on a blocks-only node).
+    pub mempool: Option<Arc<Mempool>>,
+    /// The libp2p host.
+    pub host: HostHandle,
+    /// Inputs of the engine driver.
+    pub inputs: mpsc::Sender<kite_consensus::Input>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Node state for status and health.
+    pub state: RwLock<NodeState>,
+    /// Connected peers.
+    pub peers: RwLock<HashMap<PeerId, PeerState>>,
+    /// `broadcast_tx` calls waiting for their tx to commit.
+    pub waiters: Mutex<HashMap<Hash, Vec<oneshot::Sender<u64>>>>,
+    /// Txs being fetched (fetch dedup).
+    pub inflight: Mutex<HashMap<Hash, InFlight>>,
+    /// Which peer first sent us a tx.
+    pub origins: Mutex<HashMap<Hash, PeerId>>,
+    /// Inputs dropped because the engine queue was full.
+    pub dropped_inputs: std::sync::atomic::AtomicU64,
+    /// Stops every task.
+    pub cancel: CancellationToken,
+    /// Why the node stopped, if it stopped by itself.
+    pub stop_reason: Mutex<Option<String>>,
+}
+
+impl Ctx {
+    /// Feeds the engine without waiting; a full queue drops the input
+    /// (the protocols re-send votes, proposals and announces).
+    pub fn feed(&self, input: kite_consensus::Input) {
+        if self.inputs.try_send(input).is_err() {
+            self.dropped_inputs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Account lookups over the committed state, for the mempool.
+    pub fn accounts(&self) -> StoreAccounts {
+        StoreAccounts(self.store.store().clone())
+    }
+
+    /// Max block size of the chain.
+    pub fn max_block_bytes(&self) -> usize {
+        usize::try_from(self.genesis.max_block_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Connected peers, except `but`.
+    pub fn peer_ids(&self, but: Option<PeerId>) -> Vec<PeerId> {
+        self.peers
+            .read()
+            .keys()
+            .filter(|p| Some(**p) != but)
+            .copied()
+            .collect()
+    }
+
+    /// Stops the node, keeping the first reason given.
+    pub fn stop(&self, reason: impl Into<String>) {
+        let mut r = self.stop_reason.lock();
+        if r.is_none() {
+            *r = Some(reason.into());
+        }
+        self.cancel.cancel();
+    }
+}
+
+/// Account reads of the committed state (sled; call off the executor).
+pub struct StoreAccounts(Arc<BlockStore>);
+
+impl AccountSource for StoreAccounts {
+    fn account(&self, who: &PublicKey) -> Account {
+        self.0.account(who).unwrap_or_default()
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A started node.
+pub struct RunningNode {
+    ctx: Arc<Ctx>,
+    /// Where the RPC listens (None when disabled).
+    pub rpc_addr: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Shared state (tests).
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// The node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.ctx.peer_id
+    }
+
+    /// The addresses the host listens on.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.ctx.host.listen_addrs().await.unwrap_or_default()
+    }
+
+    /// Last committed height.
+    pub fn height(&self) -> u64 {
+        self.ctx.state.read().height
+    }
+
+    /// Asks every task to stop.
+    pub fn stop(&self) {
+        self.ctx.stop("stopped");
+    }
+
+    /// Waits until the node stops (by [`RunningNode::stop`] or by itself),
+    /// then shuts the host and tasks down. Returns the error that stopped
+    /// it, if any.
+    pub async fn wait(self) -> Result<(), NodeError> {
+        self.ctx.cancel.cancelled().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.ctx.host.shutdown()).await;
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        let reason = self.ctx.stop_reason.lock().clone();
+        match reason {
+            Some(r) if r.starts_with("halted") => Err(NodeError::Halted(r)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks that the configured role fits the genesis and the key.
+pub fn check_role(config: &Config, genesis: &Genesis, key: &PublicKey) -> Result<(), NodeError> {
+    let is_leader = *key == genesis.leader;
+    let is_validator = genesis.validators.iter().any(|v| v.pub_key == *key);
+    if config.blocks_only && config.role != Role::Sentry {
+        return Err(NodeError::Role(format!(
+            "--blocks-only runs an archival node that does not vote: start it with --role sentry, not {}",
+            config.role
+        )));
+    }
+    match config.role {
+        Role::Leader if !is_leader => Err(NodeError::Role(format!(
+            "role leader, but this node's key {key} is not the genesis leader {}",
+            genesis.leader
+        ))),
+        Role::Validator if is_leader => Err(NodeError::Role(format!(
+            "this node's key {key} is the genesis leader: start it with --role leader"
+        ))),
+        Role::Validator if !is_validator => Err(NodeError::Role(format!(
+            "role validator, but this node's key {key} is not in the genesis validator set; start it as a sentry"
+        ))),
+        Role::Sentry if is_leader => Err(NodeError::Role(format!(
+            "this node's key {key} is the genesis leader: start it with --role leader"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn parse_addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>, NodeError> {
+    list.iter()
+        .map(|s| {
+            s.parse::<Multiaddr>()
+                .map_err(|e| NodeError::Config(format!("{what}: {s:?} is not a multiaddr: {e}")))
+        })
+        .collect()
+}
+
+fn host_config(opts: &NodeOptions) -> Result<HostConfig, NodeError> {
+    let c = &opts.config.p2p;
+    let mut h = HostConfig::new(opts.genesis.chain_id.clone());
+    h.listen = parse_addrs(&c.listen, "p2p.listen")?;
+    h.bootstrap = parse_addrs(&c.peers, "p2p.peers")?;
+    h.max_connections = c.max_connections;
+    h.max_per_peer = c.max_connections_per_peer;
+    h.max_pending = c.max_pending_connections;
+    h.target_peers = c.target_peers;
+    h.enable_quic = c.quic;
+    h.pex = c.pex;
+    h.allow_private_addrs = c.allow_private_addrs;
+    h.private_mode = c.private;
+    h.whitelist = c
+        .whitelist
+        .iter()
+        .map(|s| {
+            s.parse::<PeerId>()
+                .map_err(|e| NodeError::Config(format!("p2p.whitelist: {s:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    h.validators = opts
+        .genesis
+        .validators
+        .iter()
+        .filter_map(|v| p2p::keys::peer_id_of(&v.pub_key))
+        .collect();
+    h.ban_threshold = c.ban_threshold;
+    h.ban_duration = c.ban_duration;
+    h.peer_store_path = Some(opts.home.join(p2p::PEER_STORE_FILE));
+    Ok(h)
+}
+
+/// The committed state the engine starts from.
+async fn committed_state(
+    store: &StoreHandle,
+    genesis: &Genesis,
+) -> Result<CommittedState, NodeError> {
+    let best = store.best().await?;
+    if best.height < genesis.initial_height {
+        return Ok(CommittedState::genesis(
+            genesis.initial_height,
+            best.app_hash,
+        ));
+    }
+    let block = store.block_by_height(best.height).await?;
+    let ci = store.commit_info(best.height).await?;
+    let last = match (block, ci) {
+        (Some(b), Some(ci)) => Some(LastCommit {
+            header: b.header().clone(),
+            leader_sig: *b.leader_sig(),
+            commit_info: ci,
+        }),
+        _ => None,
+    };
+    Ok(CommittedState {
+        height: best.height,
+        block_hash: best.block_hash,
+        app_hash: best.app_hash,
+        last,
+    })
+}
+
+/// Starts a node; returns once every task runs.
+pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
+    let public = opts.key.public();
+    check_role(&opts.config, &opts.genesis, &public)?;
+    let cfg = opts.config.clone();
+
+    let store_dir = opts.home.join(&cfg.store.dir);
+    let store = StoreHandle::open(
+        &store_dir,
+        &opts.genesis,
+        StoreConfig {
+            durable: cfg.store.durable,
+            ..StoreConfig::default()
+        },
+    )
+    .await?;
+    let committed = committed_state(&store, &opts.genesis).await?;
+
+    let engine_role = match cfg.role {
+        Role::Leader => kite_consensus::Role::Leader,
+        Role::Validator => kite_consensus::Role::Validator,
+        Role::Sentry => kite_consensus::Role::Sentry,
+    };
+    let mut ec = EngineConfig::from_genesis(&opts.genesis, engine_role, Some(opts.key.clone()));
+    ec.round_timeout_ms = millis(cfg.consensus.round_timeout);
+    ec.vote_resend_interval_ms = millis(cfg.consensus.resend_interval);
+    ec.sync_window = u64::from(cfg.sync.window.max(1));
+    ec.sync_request_timeout_ms = millis(cfg.sync.request_timeout);
+    let engine = Engine::new(ec, committed.clone()).map_err(|e| NodeError::Role(e.to_string()))?;
+
+    let mempool = if cfg.blocks_only {
+        None
+    } else {
+        let max_tx = usize::try_from(
+            cfg.mempool
+                .max_tx_bytes
+                .as_u64()
+                .min(opts.genesis.max_tx_bytes),
+        )
+        .unwrap_or(usize::MAX);
+        let mc = MempoolConfig {
+            max_txs: cfg.mempool.max_txs as usize,
+            max_bytes: usize::try_from(cfg.mempool.max_bytes.as_u64()).unwrap_or(usize::MAX),
+            max_tx_bytes: max_tx,
+            max_per_sender: cfg.mempool.max_per_sender as usize,
+            ..MempoolConfig::default()
+        };
+        Some(Arc::new(Mempool::new(opts.genesis.chain_id.clone(), mc)))
+    };
+
+    let (host, events) = p2p::Host::spawn(&opts.key, host_config(&opts)?)
+        .map_err(|e| NodeError::Host(e.to_string()))?;
+    let (inputs, inputs_rx) = mpsc::channel(ENGINE_INPUTS);
+    let ctx = Arc::new(Ctx {
+        genesis_hash: opts.genesis.hash(),
+        genesis: opts.genesis.clone(),
+        public,
+        peer_id: host.local_peer_id(),
+        key: opts.key.clone(),
+        config: cfg.clone(),
+        store,
+        mempool,
+        host,
+        inputs,
+        metrics: Arc::new(Metrics::new()),
+        state: RwLock::new(NodeState {
+            height: committed.height,
+            block_hash: committed.block_hash,
+            app_hash: committed.app_hash,
+            step: "starting".into(),
+            ..NodeState::default()
+        }),
+        peers: RwLock::new(HashMap::new()),
+        waiters: Mutex::new(HashMap::new()),
+        inflight: Mutex::new(HashMap::new()),
+        origins: Mutex::new(HashMap::new()),
+        dropped_inputs: std::sync::atomic::AtomicU64::new(0),
+        cancel: CancellationToken::new(),
+        stop_reason: Mutex::new(None),
+    });
+    ctx.metrics
+        .height
+        .set(i64::try_from(committed.height).unwrap_or(i64::MAX));
+
+    let mut tasks = handlers::spawn_accept_loops(&ctx).map_err(NodeError::Host)?;
+    tasks.push(tokio::spawn(driver::run(ctx.clone(), engine, inputs_rx)));
+    tasks.push(tokio::spawn(gossip::run_events(ctx.clone(), events)));
+    tasks.push(tokio::spawn(gossip::run_status_poll(ctx.clone())));
+    if ctx.mempool.is_some() {
+        tasks.push(tokio::spawn(gossip::run_tx_gossip(ctx.clone())));
+    }
+    if cfg.p2p.pex {
+        tasks.push(tokio::spawn(gossip::run_pex(ctx.clone())));
+    }
+
+    let rpc_addr = if cfg.rpc.listen.trim().is_empty() {
+        None
+    } else {
+        let addr: SocketAddr = cfg.rpc.listen.parse().map_err(|e| {
+            NodeError::Config(format!(
+                "rpc.listen {:?} is not HOST:PORT: {e}",
+                cfg.rpc.listen
+            ))
+        })?;
+        let limits = crate::rpc::RpcLimits {
+            max_body_bytes: usize::try_from(cfg.rpc.max_body_size.as_u64()).unwrap_or(1 << 20),
+            max_concurrent: cfg.rpc.max_concurrent as usize,
+            request_timeout: cfg.rpc.request_timeout,
+            commit_timeout: cfg.rpc.commit_timeout,
+        };
+        let cancel = ctx.cancel.clone();
+        let (bound, task) = crate::rpc::serve(
+            addr,
+            Arc::new(backend::Backend(ctx.clone())),
+            limits,
+            async move { cancel.cancelled().await },
+        )
+        .await
+        .map_err(|source| NodeError::Rpc {
+            addr: cfg.rpc.listen.clone(),
+            source,
+        })?;
+        tasks.push(task);
+        Some(bound)
+    };
+    tracing::info!(
+        chain = %ctx.genesis.chain_id,
+        role = %cfg.role,
+        blocks_only = cfg.blocks_only,
+        peer_id = %ctx.peer_id,
+        height = committed.height,
+        rpc = ?rpc_addr,
+        "node started"
+    );
+    Ok(RunningNode {
+        ctx,
+        rpc_addr,
+        tasks,
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
