@@ -64,12 +64,19 @@ fn fixture() -> Fixture {
     Fixture { txs, accounts }
 }
 
-fn pool() -> Mempool {
-    Mempool::new(CHAIN, MempoolConfig::default())
+/// `verify_threads`: 0 = one per core, 1 = the calling thread only.
+fn pool(verify_threads: usize) -> Mempool {
+    Mempool::new(
+        CHAIN,
+        MempoolConfig {
+            verify_threads,
+            ..MempoolConfig::default()
+        },
+    )
 }
 
 fn admit_single(f: &Fixture, txs: Vec<Tx>) -> Mempool {
-    let mp = pool();
+    let mp = pool(1);
     for tx in txs {
         mp.admit(tx, &f.accounts, 0).unwrap();
     }
@@ -80,8 +87,8 @@ fn batches(txs: &[Tx]) -> Vec<Vec<Tx>> {
     txs.chunks(BATCH).map(|c| c.to_vec()).collect()
 }
 
-fn admit_batched(f: &Fixture, batches: Vec<Vec<Tx>>) -> Mempool {
-    let mp = pool();
+fn admit_batched(f: &Fixture, batches: Vec<Vec<Tx>>, verify_threads: usize) -> Mempool {
+    let mp = pool(verify_threads);
     for b in batches {
         for r in mp.admit_batch(b, &f.accounts, 0) {
             r.unwrap();
@@ -90,11 +97,12 @@ fn admit_batched(f: &Fixture, batches: Vec<Vec<Tx>>) -> Mempool {
     mp
 }
 
-/// Two threads (say the p2p handler and the RPC) admit alternate batches
-/// concurrently. Each sender's txs are split by nonce between batches, so
-/// some arrive ahead of their predecessor and wait in the gap queue.
-fn admit_batched_2threads(f: &Fixture, batches: Vec<Vec<Tx>>) -> Mempool {
-    let mp = pool();
+/// Two callers (say the p2p handler and the RPC) admit alternate batches
+/// concurrently, each verifying on its own thread. Each sender's txs are
+/// split by nonce between batches, so some arrive ahead of their
+/// predecessor and wait in the gap queue.
+fn admit_batched_2callers(f: &Fixture, batches: Vec<Vec<Tx>>) -> Mempool {
+    let mp = pool(1);
     let (even, odd): (Vec<_>, Vec<_>) = batches
         .into_iter()
         .enumerate()
@@ -116,6 +124,18 @@ fn sig_items(txs: &[Tx]) -> Vec<SigItem<'_>> {
     txs.iter().take(VERIFY_N).map(|t| t.sig_item()).collect()
 }
 
+/// The raw batch-verify limit on `threads` cores: each thread verifies its
+/// own 1024 signatures.
+fn verify_on(items: &[SigItem<'_>], threads: usize) -> bool {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (1..threads)
+            .map(|_| s.spawn(|| sign::verify_all(items)))
+            .collect();
+        let mine = sign::verify_all(items);
+        hs.into_iter().all(|h| h.join().unwrap()) && mine
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let f = fixture();
     let mut g = c.benchmark_group("mempool");
@@ -128,21 +148,26 @@ fn bench(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    g.bench_function("admit_batch256_10k", |b| {
+    for (name, threads) in [
+        ("admit_batch256_10k_1thread", 1),
+        ("admit_batch256_10k_allcores", 0),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || batches(&f.txs),
+                |bs| admit_batched(&f, bs, threads),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.bench_function("admit_batch256_10k_2callers", |b| {
         b.iter_batched(
             || batches(&f.txs),
-            |bs| admit_batched(&f, bs),
+            |bs| admit_batched_2callers(&f, bs),
             BatchSize::PerIteration,
         )
     });
-    g.bench_function("admit_batch256_10k_2threads", |b| {
-        b.iter_batched(
-            || batches(&f.txs),
-            |bs| admit_batched_2threads(&f, bs),
-            BatchSize::PerIteration,
-        )
-    });
-    let full = admit_batched(&f, batches(&f.txs));
+    let full = admit_batched(&f, batches(&f.txs), 0);
     assert_eq!(full.len(), N);
     g.bench_function("build_block_10k", |b| {
         b.iter(|| black_box(full.build_block(usize::MAX, N)))
@@ -154,6 +179,10 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(VERIFY_N as u64));
     g.bench_function("batch_verify_1024", |b| {
         b.iter(|| assert!(sign::verify_all(black_box(&items))))
+    });
+    g.throughput(Throughput::Elements(2 * VERIFY_N as u64));
+    g.bench_function("batch_verify_1024_x2threads", |b| {
+        b.iter(|| assert!(verify_on(black_box(&items), 2)))
     });
     g.finish();
 }
@@ -179,16 +208,8 @@ fn rate(n: usize, d: Duration) -> f64 {
 /// Plain-timed figures (median of a few runs) printed as one table.
 fn summary() {
     let f = fixture();
-    let single = rate(N, time(3, || f.txs.clone(), |t| admit_single(&f, t)));
-    let batched = rate(N, time(5, || batches(&f.txs), |b| admit_batched(&f, b)));
-    let batched2 = rate(
-        N,
-        time(5, || batches(&f.txs), |b| admit_batched_2threads(&f, b)),
-    );
-    let full = admit_batched(&f, batches(&f.txs));
-    let build = rate(N, time(11, || (), |_| full.build_block(usize::MAX, N)));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let items = sig_items(&f.txs);
-    let verify = rate(VERIFY_N, time(21, || (), |_| sign::verify_all(&items)));
     let single_verify = rate(
         VERIFY_N,
         time(
@@ -201,22 +222,49 @@ fn summary() {
             },
         ),
     );
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let verify256 = rate(
+        BATCH * 4,
+        time(21, || (), |_| items.chunks(BATCH).all(sign::verify_all)),
+    );
+    let verify = rate(VERIFY_N, time(21, || (), |_| sign::verify_all(&items)));
+    let verify_cores = rate(
+        VERIFY_N * cores,
+        time(21, || (), |_| verify_on(&items, cores)),
+    );
+    let single = rate(N, time(3, || f.txs.clone(), |t| admit_single(&f, t)));
+    let batched1 = rate(N, time(5, || batches(&f.txs), |b| admit_batched(&f, b, 1)));
+    let batched = rate(N, time(5, || batches(&f.txs), |b| admit_batched(&f, b, 0)));
+    let callers = rate(
+        N,
+        time(5, || batches(&f.txs), |b| admit_batched_2callers(&f, b)),
+    );
+    let full = admit_batched(&f, batches(&f.txs), 0);
+    let build = rate(N, time(11, || (), |_| full.build_block(usize::MAX, N)));
     println!();
     println!("== kite-mempool summary ({cores} cores, {N} transfers from {SENDERS} senders) ==");
-    println!("ed25519 single verify            {single_verify:>12.0} sig/s");
-    println!("ed25519 batch verify (1024)      {verify:>12.0} sig/s   <- limit");
-    println!("admit one by one                 {single:>12.0} tx/s");
+    println!("ed25519 single verify, 1 thread           {single_verify:>10.0} sig/s");
+    println!("ed25519 batch verify x{BATCH}, 1 thread       {verify256:>10.0} sig/s");
     println!(
-        "admit_batch x{BATCH} (1 thread)     {batched:>12.0} tx/s   = {:.2} x limit",
-        batched / verify
+        "ed25519 batch verify x{VERIFY_N}, 1 thread      {verify:>10.0} sig/s   <- 1-core limit"
     );
     println!(
-        "admit_batch x{BATCH} (2 threads)    {batched2:>12.0} tx/s   = {:.2} x limit",
-        batched2 / verify
+        "ed25519 batch verify x{VERIFY_N}, {cores} threads     {verify_cores:>10.0} sig/s   <- {cores}-core limit"
+    );
+    println!("admit one by one (single verify)          {single:>10.0} tx/s");
+    println!(
+        "admit_batch x{BATCH}, verify on 1 thread      {batched1:>10.0} tx/s   = {:.2} x 1-core limit",
+        batched1 / verify
     );
     println!(
-        "build_block over 10k             {build:>12.0} tx/s   ({:.2} ms per block)",
+        "admit_batch x{BATCH}, verify on {cores} threads     {batched:>10.0} tx/s   = {:.2} x {cores}-core limit",
+        batched / verify_cores
+    );
+    println!(
+        "admit_batch x{BATCH}, 2 callers x 1 thread    {callers:>10.0} tx/s   = {:.2} x {cores}-core limit",
+        callers / verify_cores
+    );
+    println!(
+        "build_block over 10k                      {build:>10.0} tx/s   ({:.2} ms per block)",
         1e3 * N as f64 / build
     );
     println!("target: batched admission >= 40000 tx/s on 2 cores");

@@ -26,6 +26,10 @@ pub struct MempoolConfig {
     /// Most encoded bytes (of the txs behind the hashes) one
     /// [`crate::Mempool::reannounce`] call covers.
     pub reannounce_max_bytes: usize,
+    /// Threads one [`crate::Mempool::admit_batch`] call verifies
+    /// signatures on (scoped threads, batches of at least 128 txs). `0`:
+    /// one per available core; `1`: the calling thread only.
+    pub verify_threads: usize,
 }
 
 impl Default for MempoolConfig {
@@ -38,6 +42,7 @@ impl Default for MempoolConfig {
             max_queued_per_sender: 64,
             reannounce_max_txs: 1_000,
             reannounce_max_bytes: 4 * MIB,
+            verify_threads: 0,
         }
     }
 }

@@ -39,6 +39,36 @@ pub const ACCOUNT_RETRIES: usize = 3;
 /// Senders rechecked per lock acquisition after a commit.
 const RECHECK_CHUNK: usize = 512;
 
+/// Smallest share of a batch worth a thread of its own.
+const MIN_VERIFY_CHUNK: usize = 64;
+
+/// Batch-verifies the txs' signatures, splitting the work over up to
+/// `threads` scoped threads (the caller's thread takes one share). One
+/// verdict per tx, in order; `kite_types::sign::verify_batch` semantics.
+fn verify_parallel(txs: &[&Tx], threads: usize) -> Vec<bool> {
+    let shares = threads.min(txs.len() / MIN_VERIFY_CHUNK).max(1);
+    if shares == 1 {
+        return Tx::verify_batch(txs);
+    }
+    let chunk = txs.len().div_ceil(shares);
+    let mut parts = txs.chunks(chunk);
+    let first = parts.next().unwrap_or_default();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .map(|p| s.spawn(move || Tx::verify_batch(p)))
+            .collect();
+        let mut out = Tx::verify_batch(first);
+        for (h, len) in handles
+            .into_iter()
+            .zip(txs.chunks(chunk).skip(1).map(<[_]>::len))
+        {
+            // A panicking verifier thread counts as "not verified".
+            out.extend(h.join().unwrap_or_else(|_| vec![false; len]));
+        }
+        out
+    })
+}
+
 /// Committed account state, as the pool needs it. The node implements it
 /// over the app's committed state.
 pub trait AccountSource: Send + Sync {
@@ -127,6 +157,8 @@ struct Inner {
 pub struct Mempool {
     chain_id: String,
     config: MempoolConfig,
+    /// Signature-verification threads per batch (resolved from config).
+    verify_threads: usize,
     inner: Mutex<Inner>,
 }
 
@@ -139,9 +171,14 @@ struct Checked {
 impl Mempool {
     /// An empty pool for `chain_id` with `config`'s limits.
     pub fn new(chain_id: impl Into<String>, config: MempoolConfig) -> Mempool {
+        let verify_threads = match config.verify_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         Mempool {
             chain_id: chain_id.into(),
             config,
+            verify_threads,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -255,7 +292,8 @@ impl Mempool {
     }
 
     /// Admits many txs at once (a burst of announced txs or RPC calls):
-    /// one batch signature verification, one account read per sender, one
+    /// batch signature verification (spread over `verify_threads` scoped
+    /// threads for large batches), one account read per sender, one
     /// lock for all insertions. One result per tx, in order. Txs are
     /// inserted in the given order; a sender's out-of-order nonces are
     /// queued (if queueing is on) and promoted when the gap fills.
@@ -295,7 +333,7 @@ impl Mempool {
         }
         let verdicts = {
             let refs: Vec<&Tx> = candidates.iter().map(|(_, c)| c.tx.as_ref()).collect();
-            Tx::verify_batch(&refs)
+            verify_parallel(&refs, self.verify_threads)
         };
         let mut good_idx = Vec::with_capacity(candidates.len());
         let mut good = Vec::with_capacity(candidates.len());
@@ -1485,6 +1523,23 @@ mod tests {
         assert!(again[2].is_ok());
         assert_eq!(mp.len(), 3);
         mp.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn parallel_verification_keeps_order() {
+        let keys: Vec<NodeKey> = (1..=5).map(key).collect();
+        let mut txs: Vec<Tx> = (0..300)
+            .map(|i| transfer(&keys[i % 5], 1 + i as u64 / 5, 1))
+            .collect();
+        for i in [0, 77, 150, 299] {
+            txs[i] = forged(&txs[i]);
+        }
+        let refs: Vec<&Tx> = txs.iter().collect();
+        let want: Vec<bool> = (0..300).map(|i| ![0, 77, 150, 299].contains(&i)).collect();
+        for threads in [1, 2, 3, 8] {
+            assert_eq!(verify_parallel(&refs, threads), want, "{threads} threads");
+        }
+        assert!(verify_parallel(&[], 4).is_empty());
     }
 
     #[test]

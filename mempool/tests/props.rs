@@ -263,6 +263,7 @@ fn run(ops: Vec<Op>, keys: &[NodeKey], cov: &Coverage) -> Result<(), TestCaseErr
         max_queued_per_sender: 2,
         reannounce_max_txs: 3,
         reannounce_max_bytes: 600,
+        verify_threads: 2,
     };
     let mp = Mempool::new(CHAIN, cfg.clone());
     let mut model = Model {
