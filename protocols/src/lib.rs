@@ -105,4 +105,95 @@ mod tests {
         );
         assert_eq!(identify_version("kite-dev"), "/kite/kite-dev");
     }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The host spawns these futures on a multi-threaded runtime: they must
+    /// be `Send` for any `Send` stream and handler.
+    #[test]
+    fn futures_are_send() {
+        use crate::testutil::{Pipe, block, commit_info, pipe};
+        use kite_types::{Block, BlockHeader, Hash, Tx, Vote};
+        struct N;
+        #[async_trait::async_trait]
+        impl tx::TxSource for N {
+            async fn get_tx(&self, _: &Hash) -> Option<Tx> {
+                None
+            }
+        }
+        #[async_trait::async_trait]
+        impl txann::TxSink for N {
+            async fn want(&self, _: &[Hash]) -> Vec<bool> {
+                Vec::new()
+            }
+            async fn receive(&self, _: Vec<Tx>) {}
+        }
+        #[async_trait::async_trait]
+        impl blk::BlockSource for N {
+            async fn block(&self, _: blk::BlockQuery) -> blk::BlockReply {
+                blk::BlockReply {
+                    block: None,
+                    best_height: 0,
+                }
+            }
+        }
+        #[async_trait::async_trait]
+        impl blkann::AnnounceSink for N {
+            async fn check(&self, _: &blkann::AnnounceInfo) -> bool {
+                false
+            }
+            async fn receive(&self, _: blkann::AnnounceInfo, _: Block) {}
+        }
+        #[async_trait::async_trait]
+        impl blkprop::ProposalSink for N {
+            async fn check(&self, _: &blkprop::ProposalInfo) -> bool {
+                false
+            }
+            async fn receive(&self, _: blkprop::ProposalInfo, _: Block) {}
+            async fn reset(&self, _: blkprop::ResetInfo) -> ack::VoteReceipt {
+                ack::VoteReceipt::accepted()
+            }
+        }
+        #[async_trait::async_trait]
+        impl ack::VoteSink for N {
+            async fn vote(&self, _: Vote, _: Option<BlockHeader>) -> ack::VoteReceipt {
+                ack::VoteReceipt::accepted()
+            }
+        }
+        #[async_trait::async_trait]
+        impl discover::PeerSource for N {
+            async fn peers(&self, _: usize) -> Vec<discover::PeerEntry> {
+                Vec::new()
+            }
+        }
+        #[async_trait::async_trait]
+        impl status::StatusSource for N {
+            async fn status(&self) -> status::StatusInfo {
+                status::StatusInfo::default()
+            }
+        }
+        let s = || -> Pipe { pipe().0 };
+        let (n, b) = (N, block(1, 1));
+        let ci = commit_info(&b);
+        let h = b.hash();
+        let reset = blkprop::ResetInfo::new_signed(&crate::testutil::leader(), "c", 1, h, "r");
+        let vote = ci.votes[0].clone();
+        assert_send(&tx::request(s(), h, 1));
+        assert_send(&tx::serve(s(), &n));
+        assert_send(&txann::announce(s(), &[h], |_: &Hash| None));
+        assert_send(&txann::serve(s(), &n));
+        assert_send(&blk::request(s(), blk::BlockQuery::Height(1), 1));
+        assert_send(&blk::serve(s(), &n));
+        assert_send(&blkann::announce(s(), &b, &ci));
+        assert_send(&blkann::serve(s(), &n, 1));
+        assert_send(&blkprop::propose(s(), &b));
+        assert_send(&blkprop::reset(s(), &reset));
+        assert_send(&blkprop::serve(s(), &n, 1));
+        assert_send(&ack::send_vote(s(), &vote, None));
+        assert_send(&ack::serve(s(), &n));
+        assert_send(&discover::request(s(), 1));
+        assert_send(&discover::serve(s(), &n));
+        assert_send(&status::request(s()));
+        assert_send(&status::serve(s(), &n));
+    }
 }
