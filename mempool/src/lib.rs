@@ -38,6 +38,7 @@
 mod config;
 mod error;
 mod pool;
+mod verify;
 
 pub use config::{MIB, MempoolConfig};
 pub use error::MempoolError;

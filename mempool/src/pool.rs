@@ -25,6 +25,7 @@
 //! [`Mempool::on_commit`]); an admission whose read raced a commit reads
 //! again (up to [`ACCOUNT_RETRIES`] times).
 
+use crate::verify::{KeyCache, verify_batch_cached};
 use crate::{MempoolConfig, MempoolError};
 use kite_types::{Account, Hash, MAX_KEY_LEN, MAX_VALUE_LEN, Payload, PublicKey, Tx};
 use parking_lot::Mutex;
@@ -45,10 +46,10 @@ const MIN_VERIFY_CHUNK: usize = 64;
 /// Batch-verifies the txs' signatures, splitting the work over up to
 /// `threads` scoped threads (the caller's thread takes one share). One
 /// verdict per tx, in order; `kite_types::sign::verify_batch` semantics.
-fn verify_parallel(txs: &[&Tx], threads: usize) -> Vec<bool> {
+fn verify_parallel(txs: &[&Tx], threads: usize, cache: &KeyCache) -> Vec<bool> {
     let shares = threads.min(txs.len() / MIN_VERIFY_CHUNK).max(1);
     if shares == 1 {
-        return Tx::verify_batch(txs);
+        return verify_batch_cached(txs, cache);
     }
     let chunk = txs.len().div_ceil(shares);
     let mut parts = txs.chunks(chunk);
@@ -159,6 +160,8 @@ pub struct Mempool {
     config: MempoolConfig,
     /// Signature-verification threads per batch (resolved from config).
     verify_threads: usize,
+    /// Decoded keys of recent senders.
+    keys: KeyCache,
     inner: Mutex<Inner>,
 }
 
@@ -179,6 +182,7 @@ impl Mempool {
             chain_id: chain_id.into(),
             config,
             verify_threads,
+            keys: KeyCache::default(),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -333,7 +337,7 @@ impl Mempool {
         }
         let verdicts = {
             let refs: Vec<&Tx> = candidates.iter().map(|(_, c)| c.tx.as_ref()).collect();
-            verify_parallel(&refs, self.verify_threads)
+            verify_parallel(&refs, self.verify_threads, &self.keys)
         };
         let mut good_idx = Vec::with_capacity(candidates.len());
         let mut good = Vec::with_capacity(candidates.len());
@@ -1537,9 +1541,14 @@ mod tests {
         let refs: Vec<&Tx> = txs.iter().collect();
         let want: Vec<bool> = (0..300).map(|i| ![0, 77, 150, 299].contains(&i)).collect();
         for threads in [1, 2, 3, 8] {
-            assert_eq!(verify_parallel(&refs, threads), want, "{threads} threads");
+            let cache = KeyCache::default();
+            assert_eq!(
+                verify_parallel(&refs, threads, &cache),
+                want,
+                "{threads} threads"
+            );
         }
-        assert!(verify_parallel(&[], 4).is_empty());
+        assert!(verify_parallel(&[], 4, &KeyCache::default()).is_empty());
     }
 
     #[test]
