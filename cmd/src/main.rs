@@ -79,6 +79,10 @@ enum KeyCommand {
 enum TestnetCommand {
     /// Write the homes of a local network (node0 leads).
     Init(testnet::TestnetInitArgs),
+    /// Show every node's height and endpoints.
+    Status(testnet::NetArgs),
+    /// Wait until every node holds the same block at a height.
+    Wait(testnet::NetArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,6 +101,7 @@ enum TxCommand {
     /// Put a key-value pair in the sender's namespace.
     Put {
         /// The key.
+        #[arg(id = "kv_key", value_name = "KEY")]
         key: String,
         /// The value.
         value: String,
@@ -106,6 +111,7 @@ enum TxCommand {
     /// Delete a key from the sender's namespace.
     Delete {
         /// The key.
+        #[arg(id = "kv_key", value_name = "KEY")]
         key: String,
         #[command(flatten)]
         tx: query::TxArgs,
@@ -135,6 +141,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(KeyCommand::Gen { out, force }) => home::key_gen(&out, force),
         Command::Key(KeyCommand::Show { key, json }) => home::key_show(&key, json),
         Command::Testnet(TestnetCommand::Init(args)) => testnet::init(&args),
+        Command::Testnet(TestnetCommand::Status(a)) => block_on(testnet::status(&a)),
+        Command::Testnet(TestnetCommand::Wait(a)) => block_on(testnet::wait(&a)),
         Command::Start(a) => start::run(&a),
         Command::Status(a) => block_on(query::status(&a)),
         Command::Block(a) => block_on(query::block(&a)),
@@ -165,4 +173,16 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
         .enable_all()
         .build()?
         .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks of every subcommand (unique ids, ...).
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -201,3 +201,119 @@ pub fn now_ms() -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+/// Arguments of `kite testnet status` / `kite testnet wait`.
+#[derive(clap::Args, Debug)]
+pub struct NetArgs {
+    /// The testnet folder (holding testnet.json).
+    #[arg(long, env = "KITE_TESTNET_OUT")]
+    pub net: PathBuf,
+    /// `wait`: the height every node must reach with the same block hash.
+    #[arg(long, default_value_t = 2)]
+    pub height: u64,
+    /// `wait`: give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct NodeFileEntry {
+    name: String,
+    role: String,
+    rpc: String,
+    p2p: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct NetFile {
+    chain_id: String,
+    nodes: Vec<NodeFileEntry>,
+}
+
+fn read_net(dir: &Path) -> anyhow::Result<NetFile> {
+    let p = dir.join("testnet.json");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a testnet file", p.display()))
+}
+
+/// One node's height and the hash of its block at the probed height.
+async fn probe(
+    n: &NodeFileEntry,
+    at: u64,
+) -> anyhow::Result<(kite_node::rpc::StatusView, Option<kite_types::Hash>)> {
+    let c = crate::client::Client::new(&n.rpc, std::time::Duration::from_secs(3))?;
+    let s: kite_node::rpc::StatusView = c.call("status", serde_json::json!({})).await?;
+    let hash = if s.height >= at {
+        let b: kite_node::rpc::BlockView =
+            c.call("block", serde_json::json!({"height": at})).await?;
+        Some(b.hash)
+    } else {
+        None
+    };
+    Ok((s, hash))
+}
+
+/// `kite testnet status`: a table of the nodes and their heights.
+pub async fn status(a: &NetArgs) -> anyhow::Result<()> {
+    let net = read_net(&a.net)?;
+    println!("testnet {}", net.chain_id);
+    println!(
+        "{:<7} {:<10} {:>8} {:>6} {:<24} p2p",
+        "name", "role", "height", "peers", "rpc"
+    );
+    for n in &net.nodes {
+        match probe(n, u64::MAX).await {
+            Ok((s, _)) => println!(
+                "{:<7} {:<10} {:>8} {:>6} {:<24} {}",
+                n.name, n.role, s.height, s.peers, n.rpc, n.p2p
+            ),
+            Err(e) => println!(
+                "{:<7} {:<10} {:>8} {:>6} {:<24} ({e:#})",
+                n.name, n.role, "-", "-", n.rpc
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `kite testnet wait`: waits until every node holds the same block at
+/// `--height`; fails after `--timeout` seconds naming the nodes behind.
+pub async fn wait(a: &NetArgs) -> anyhow::Result<()> {
+    let net = read_net(&a.net)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(a.timeout);
+    loop {
+        let mut hashes = Vec::new();
+        let mut behind = Vec::new();
+        for n in &net.nodes {
+            match probe(n, a.height).await {
+                Ok((_, Some(h))) => hashes.push(h),
+                Ok((s, None)) => behind.push(format!("{} at height {}", n.name, s.height)),
+                Err(e) => behind.push(format!("{}: {e:#}", n.name)),
+            }
+        }
+        if behind.is_empty() {
+            if hashes.windows(2).all(|w| w[0] == w[1]) {
+                println!(
+                    "all {} nodes hold block {} at height {}",
+                    net.nodes.len(),
+                    hashes.first().map(|h| h.short()).unwrap_or_default(),
+                    a.height
+                );
+                return Ok(());
+            }
+            bail!(
+                "nodes hold different blocks at height {}: {hashes:?}",
+                a.height
+            );
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "not every node reached height {} within {}s: {}",
+                a.height,
+                a.timeout,
+                behind.join("; ")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

@@ -603,8 +603,10 @@ mod tests {
             text.contains("max_bytes = \"200.0 MiB\"") || text.contains("max_bytes = \"200 MiB\""),
             "{text}"
         );
-        let mut other = Config::default();
-        other.role = Role::Validator;
+        let mut other = Config {
+            role: Role::Validator,
+            ..Config::default()
+        };
         other.p2p.peers = vec!["/ip4/127.0.0.1/tcp/1/p2p/x".into()];
         other.p2p.ban_duration = Duration::from_millis(1500);
         assert_eq!(Config::parse(&other.to_documented_toml()).unwrap(), other);

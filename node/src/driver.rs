@@ -78,10 +78,10 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
                 None => break,
             },
             _ = tick.tick() => {
-                if let Some(m) = &ctx.mempool {
-                    if ctx.config.role == crate::config::Role::Leader {
-                        queue.push_back(Input::MempoolStatus { txs: m.len(), bytes: m.bytes() as u64 });
-                    }
+                if let Some(m) = &ctx.mempool
+                    && ctx.config.role == crate::config::Role::Leader
+                {
+                    queue.push_back(Input::MempoolStatus { txs: m.len(), bytes: m.bytes() as u64 });
                 }
                 queue.push_back(Input::Tick { now_ms: now_ms() });
             }

@@ -3,7 +3,7 @@
 //! peer exchange.
 
 use crate::handlers::{report, status_info};
-use crate::node::{Ctx, PeerState, now_ms};
+use crate::node::{Ctx, now_ms};
 use crate::p2p::{HostEvent, HostEvents, Multiaddr, PeerId};
 use kite_consensus::Input;
 use kite_protocols::{ProtocolError, discover, status, txann};
@@ -77,7 +77,7 @@ pub async fn ask_status(ctx: &Arc<Ctx>, peer: PeerId) {
     }
     {
         let mut peers = ctx.peers.write();
-        let p = peers.entry(peer).or_insert_with(PeerState::default);
+        let p = peers.entry(peer).or_default();
         p.height = Some(info.best_height);
         p.hash = Some(info.best_hash);
         p.blocks_only = info.blocks_only;

@@ -199,15 +199,15 @@ impl TxSink for PeerSink {
                 if mempool.contains(h) {
                     return false;
                 }
-                if let Some(f) = inflight.get_mut(h) {
-                    if now.duration_since(f.since) < INFLIGHT_TIMEOUT {
-                        // Someone else is fetching it: remember this peer
-                        // as a fallback, do not fetch twice.
-                        if f.from != self.peer && f.others.len() < 8 {
-                            f.others.push(self.peer);
-                        }
-                        return false;
+                if let Some(f) = inflight.get_mut(h)
+                    && now.duration_since(f.since) < INFLIGHT_TIMEOUT
+                {
+                    // Someone else is fetching it: remember this peer as a
+                    // fallback, do not fetch twice.
+                    if f.from != self.peer && f.others.len() < 8 {
+                        f.others.push(self.peer);
                     }
+                    return false;
                 }
                 if inflight.len() >= MAX_INFLIGHT {
                     return false;
@@ -245,10 +245,12 @@ impl BlockSource for PeerSink {
             BlockQuery::Hash(h) => store.block_by_hash(h).await.ok().flatten(),
         };
         let block = match block {
-            Some(b) => match store.commit_info(b.height()).await.ok().flatten() {
-                Some(ci) => Some((b, ci)),
-                None => None,
-            },
+            Some(b) => store
+                .commit_info(b.height())
+                .await
+                .ok()
+                .flatten()
+                .map(|ci| (b, ci)),
             None => None,
         };
         BlockReply { block, best_height }
@@ -262,11 +264,11 @@ impl AnnounceSink for PeerSink {
             let s = self.ctx.state.read();
             (s.height, s.proposal == Some(info.hash))
         };
-        if let Some(p) = self.ctx.peers.write().get_mut(&self.peer) {
-            if p.height.is_none_or(|h| h < info.height) {
-                p.height = Some(info.height);
-                p.hash = Some(info.hash);
-            }
+        if let Some(p) = self.ctx.peers.write().get_mut(&self.peer)
+            && p.height.is_none_or(|h| h < info.height)
+        {
+            p.height = Some(info.height);
+            p.hash = Some(info.hash);
         }
         if info.height <= height {
             return false;

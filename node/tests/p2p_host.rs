@@ -38,7 +38,18 @@ struct Node {
     id: PeerId,
 }
 
+/// Logs to the test output when `KITE_TEST_LOG` holds a filter (e.g. `debug`).
+fn init_log() {
+    if let Ok(filter) = std::env::var("KITE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 async fn start(seed: u8, cfg: HostConfig) -> Node {
+    init_log();
     let key = NodeKey::from_seed([seed; 32]);
     let (handle, events) = Host::spawn(&key, cfg).unwrap();
     let id = handle.local_peer_id();
@@ -95,7 +106,7 @@ async fn wait_disconnected(a: &HostHandle, b: PeerId) {
 }
 
 /// Echo handler: reads everything (at most 64 KiB) then writes it back.
-fn echo_loop(h: &HostHandle) {
+fn echo_loop(h: &HostHandle) -> tokio::task::JoinHandle<()> {
     spawn_accept_loop(h, ECHO, 8, |_peer, mut s: Stream| async move {
         let mut buf = Vec::new();
         (&mut s).take(64 * 1024).read_to_end(&mut buf).await?;
@@ -103,7 +114,7 @@ fn echo_loop(h: &HostHandle) {
         s.close().await?;
         Ok::<(), std::io::Error>(())
     })
-    .unwrap();
+    .unwrap()
 }
 
 async fn echo(h: &HostHandle, peer: PeerId, msg: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -137,9 +148,9 @@ async fn three_hosts_connect_and_echo_both_ways() {
     let mut a = start(1, config(CHAIN)).await;
     let b = start(2, config(CHAIN)).await;
     let c = start(3, config(CHAIN)).await;
-    for n in [&a, &b, &c] {
-        echo_loop(&n.handle);
-    }
+    let loops: Vec<_> = [&a, &b, &c].iter().map(|n| echo_loop(&n.handle)).collect();
+    // One accept loop per protocol.
+    assert!(spawn_accept_loop(&a.handle, ECHO, 1, |_, _| async { Ok::<(), String>(()) }).is_err());
     b.handle.dial(a.addr.clone()).await.unwrap();
     c.handle.dial(a.addr.clone()).await.unwrap();
     c.handle.dial(b.addr.clone()).await.unwrap();
@@ -203,6 +214,11 @@ async fn three_hosts_connect_and_echo_both_ways() {
         n.handle.shutdown().await.unwrap();
     }
     assert!(a.handle.connected_peers().await.is_err());
+    assert!(a.handle.open_stream(b.id, ECHO).await.is_err());
+    // The accept loops end with their host.
+    for l in loops {
+        tokio::time::timeout(WAIT, l).await.unwrap().unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,17 +365,20 @@ async fn stream_bound_refuses_excess_without_stalling() {
     })
     .unwrap();
 
+    // Streams are opened one at a time, each once the previous one reached
+    // the loop: libp2p-stream itself drops a stream that arrives while the
+    // loop is still taking the previous one (initiators retry such streams).
     let mut open = Vec::new();
     for i in 0..2u8 {
         let mut s = a.handle.open_stream(b.id, ECHO).await.unwrap();
         s.write_all(&[i]).await.unwrap();
         s.flush().await.unwrap();
         open.push(s);
+        wait_for("accepted", || async {
+            (b.handle.protocol_stats(ECHO).accepted == u64::from(i) + 1).then_some(())
+        })
+        .await;
     }
-    wait_for("two accepted", || async {
-        (b.handle.protocol_stats(ECHO).accepted == 2).then_some(())
-    })
-    .await;
     // Two more while both handlers are busy: refused (reset), counted.
     let mut refused = Vec::new();
     for i in 2..4u8 {
@@ -368,11 +387,11 @@ async fn stream_bound_refuses_excess_without_stalling() {
             let _ = s.flush().await;
             refused.push(s);
         }
+        wait_for("refused", || async {
+            (b.handle.protocol_stats(ECHO).refused == u64::from(i) - 1).then_some(())
+        })
+        .await;
     }
-    wait_for("two refused", || async {
-        (b.handle.protocol_stats(ECHO).refused == 2).then_some(())
-    })
-    .await;
     for mut s in refused {
         let mut out = Vec::new();
         let r = s.read_to_end(&mut out).await;
@@ -440,4 +459,50 @@ async fn private_mode_accepts_only_allowed_peers() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(p.handle.connected_peers().await.unwrap(), vec![friend.id]);
     assert!(p.handle.known_peers(10, true).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_transport_connects() {
+    let mut qc = config(CHAIN);
+    qc.enable_quic = true;
+    let a = start(70, qc.clone()).await;
+    let b = start(71, qc).await;
+    let _echo = echo_loop(&a.handle);
+    let quic = wait_for("a QUIC listen address", || {
+        let h = a.handle.clone();
+        async move {
+            h.listen_addrs()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|a| a.to_string().contains("/quic-v1"))
+        }
+    })
+    .await;
+    let addr: Multiaddr = format!("{quic}/p2p/{}", a.id).parse().unwrap();
+    b.handle.dial(addr).await.unwrap();
+    wait_connected(&b.handle, a.id).await;
+    let info = b.handle.peer_info().await.unwrap();
+    assert!(
+        info[0].addrs[0].to_string().contains("/quic-v1"),
+        "{info:?}"
+    );
+    assert_eq!(
+        echo(&b.handle, a.id, b"over quic").await.unwrap(),
+        b"over quic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_is_enforced() {
+    let mut lc = config(CHAIN);
+    lc.max_connections = 1;
+    let a = start(80, lc).await;
+    let b = start(81, config(CHAIN)).await;
+    let c = start(82, config(CHAIN)).await;
+    b.handle.dial(a.addr.clone()).await.unwrap();
+    wait_connected(&a.handle, b.id).await;
+    c.handle.dial(a.addr.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.handle.connected_peers().await.unwrap(), vec![b.id]);
 }

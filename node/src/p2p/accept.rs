@@ -5,6 +5,11 @@
 //! drops them when nobody is waiting, so the loop never awaits anything but
 //! the next stream: when every permit is taken the new stream is dropped at
 //! once (the peer sees a reset) and counted as refused.
+//!
+//! Even a prompt loop cannot take two streams that arrive within the same
+//! instant: libp2p-stream drops the second before the loop sees it (and it
+//! is not counted here). Initiators therefore treat a stream that fails
+//! early as retryable.
 
 use super::handle::Counters;
 use super::{HostError, HostHandle};

@@ -621,7 +621,7 @@ impl Task {
         if direction == Direction::Outbound {
             // An address we dialed successfully is worth keeping.
             let (base, _) = split_peer_id(&addr);
-            if is_acceptable(&base, allow_private) || gate.store.get(&peer).is_some() {
+            if is_acceptable(&base, allow_private) {
                 gate.store.add_addrs(peer, [base]);
             }
         }

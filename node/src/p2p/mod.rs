@@ -40,6 +40,9 @@ pub use libp2p::{Multiaddr, PeerId, Stream};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Name of the peer store file in the node's home.
+pub const PEER_STORE_FILE: &str = "peers.json";
+
 /// Configuration of the host.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -140,6 +143,55 @@ impl HostConfig {
             event_buffer: 1024,
             command_buffer: 1024,
         }
+    }
+
+    /// The host configuration of the node's `[p2p]` config section.
+    /// `validators` are the genesis validators' peer ids (see
+    /// [`keys::peer_id_of`]); `peer_store_path` is usually
+    /// `<home>/`[`PEER_STORE_FILE`]. Errors name the key that does not parse.
+    pub fn from_node_config(
+        p2p: &crate::config::P2pConfig,
+        chain_id: &str,
+        validators: Vec<PeerId>,
+        peer_store_path: Option<PathBuf>,
+    ) -> Result<HostConfig, HostError> {
+        fn addrs(key: &str, list: &[String]) -> Result<Vec<Multiaddr>, HostError> {
+            list.iter()
+                .map(|s| {
+                    s.parse().map_err(|e| {
+                        HostError::InvalidConfig(format!(
+                            "p2p.{key}: {s:?} is not a multiaddr: {e}"
+                        ))
+                    })
+                })
+                .collect()
+        }
+        let whitelist = p2p
+            .whitelist
+            .iter()
+            .map(|s| {
+                s.parse().map_err(|e| {
+                    HostError::InvalidConfig(format!("p2p.whitelist: {s:?} is not a peer id: {e}"))
+                })
+            })
+            .collect::<Result<Vec<PeerId>, HostError>>()?;
+        let mut c = HostConfig::new(chain_id);
+        c.listen = addrs("listen", &p2p.listen)?;
+        c.bootstrap = addrs("peers", &p2p.peers)?;
+        c.pex = p2p.pex;
+        c.allow_private_addrs = p2p.allow_private_addrs;
+        c.private_mode = p2p.private;
+        c.whitelist = whitelist;
+        c.validators = validators;
+        c.enable_quic = p2p.quic;
+        c.max_connections = p2p.max_connections;
+        c.max_per_peer = p2p.max_connections_per_peer;
+        c.max_pending = p2p.max_pending_connections;
+        c.target_peers = p2p.target_peers;
+        c.ban_threshold = p2p.ban_threshold;
+        c.ban_duration = p2p.ban_duration;
+        c.peer_store_path = peer_store_path;
+        Ok(c)
     }
 
     /// The identify protocol version of this chain: `/kite/<chain_id>`.
@@ -275,4 +327,35 @@ pub struct PeerInfo {
     pub rtt: Option<Duration>,
     /// How long it has been connected.
     pub connected_for: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_node_config_parses_and_names_bad_keys() {
+        let mut p2p = crate::config::P2pConfig::default();
+        let id = keys::keypair_from_seed([1; 32])
+            .unwrap()
+            .public()
+            .to_peer_id();
+        p2p.peers = vec![format!("/ip4/10.0.0.1/tcp/26656/p2p/{id}")];
+        p2p.whitelist = vec![id.to_string()];
+        p2p.private = true;
+        let c = HostConfig::from_node_config(&p2p, "c1", vec![id], None).unwrap();
+        assert_eq!(c.bootstrap.len(), 1);
+        assert_eq!(c.whitelist, vec![id]);
+        assert!(c.private_mode);
+        assert_eq!(c.protocol_version(), "/kite/c1");
+        assert_eq!(c.max_per_peer, p2p.max_connections_per_peer);
+
+        p2p.listen = vec!["not an addr".into()];
+        let e = HostConfig::from_node_config(&p2p, "c1", vec![], None).unwrap_err();
+        assert!(e.to_string().contains("p2p.listen"), "{e}");
+        p2p.listen = vec![];
+        p2p.whitelist = vec!["nope".into()];
+        let e = HostConfig::from_node_config(&p2p, "c1", vec![], None).unwrap_err();
+        assert!(e.to_string().contains("p2p.whitelist"), "{e}");
+    }
 }
