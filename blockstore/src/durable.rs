@@ -11,12 +11,15 @@
 //!
 //! [`Syncer::sync`] therefore, after `flush()`:
 //!
-//! 1. `fsync`s `<dir>/db` through a file handle of our own (`fsync` acts on
-//!    the inode, so it covers what sled wrote through its own handle, and
-//!    it issues the device cache flush);
-//! 2. `fsync`s every blob file it has not synced yet, then `<dir>/blobs`
-//!    when a blob appeared (so the new directory entries are durable);
-//! 3. `fsync`s `<dir>` itself (new or renamed snapshot files).
+//! 1. `fdatasync`s `<dir>/db` through a file handle of our own (it acts on
+//!    the inode, so it covers what sled wrote through its own handle,
+//!    including the file size, and it issues the device cache flush);
+//! 2. `fdatasync`s every blob file it has not synced yet, then `fsync`s
+//!    `<dir>/blobs` when a blob appeared (so the new directory entries are
+//!    durable);
+//! 3. `fsync`s `<dir>` itself when a name appeared in it since the last
+//!    sync (a new or renamed snapshot file). Listing a directory is cheap;
+//!    a directory fsync per commit is not.
 //!
 //! At open, [`Syncer::new`] also syncs `conf` and the parent directory of
 //! `<dir>`, so a freshly created store survives a power loss as a whole.
@@ -32,6 +35,7 @@ pub struct Syncer {
     dir: PathBuf,
     db_file: File,
     synced_blobs: HashSet<OsString>,
+    synced_names: HashSet<OsString>,
 }
 
 fn err(what: &str, path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -54,6 +58,7 @@ impl Syncer {
             dir: dir.to_owned(),
             db_file,
             synced_blobs: HashSet::new(),
+            synced_names: HashSet::new(),
         };
         let conf = dir.join("conf");
         if conf.exists() {
@@ -75,7 +80,7 @@ impl Syncer {
 
     fn sync_files(&mut self) -> Result<(), StoreError> {
         self.db_file
-            .sync_all()
+            .sync_data()
             .map_err(|e| err("fsync", &self.dir.join("db"), e))?;
         let blobs = self.dir.join("blobs");
         if blobs.is_dir() {
@@ -87,7 +92,7 @@ impl Syncer {
                 let name = entry.file_name();
                 if !self.synced_blobs.contains(&name) {
                     match File::open(entry.path()) {
-                        Ok(f) => f.sync_all().map_err(|e| err("fsync", &entry.path(), e))?,
+                        Ok(f) => f.sync_data().map_err(|e| err("fsync", &entry.path(), e))?,
                         // Garbage-collected by sled meanwhile.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => return Err(err("open", &entry.path(), e)),
@@ -102,6 +107,15 @@ impl Syncer {
                 fsync_path(&blobs)?;
             }
         }
-        fsync_path(&self.dir)
+        let mut names = HashSet::new();
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| err("list", &self.dir, e))?;
+        for entry in entries {
+            names.insert(entry.map_err(|e| err("list", &self.dir, e))?.file_name());
+        }
+        if names.iter().any(|n| !self.synced_names.contains(n)) {
+            fsync_path(&self.dir)?;
+        }
+        self.synced_names = names;
+        Ok(())
     }
 }

@@ -188,11 +188,7 @@ impl BlockStore {
         };
         std::fs::create_dir_all(path).map_err(|e| open_err(e.to_string()))?;
         let (db, t) = no_panic(|| {
-            let db = sled::Config::new()
-                .path(path)
-                .cache_capacity(config.cache_capacity)
-                .open()
-                .map_err(|e| e.to_string())?;
+            let db = open_sled(path, config.cache_capacity)?;
             let tree = |name: &str| db.open_tree(name).map_err(|e| e.to_string());
             let t = Trees {
                 meta: tree("meta")?,
@@ -705,6 +701,37 @@ impl BlockStore {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         self.make_durable()
+    }
+}
+
+/// How long [`open_sled`] waits for the database lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens sled, waiting up to [`LOCK_WAIT`] for its file lock: sled's
+/// background threads release it a little after the previous `Db` of the
+/// same path in this process is dropped.
+fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, String> {
+    let start = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(e) => {
+                let msg = e.to_string();
+                if !msg.contains("could not acquire lock") {
+                    return Err(msg);
+                }
+                if start.elapsed() >= LOCK_WAIT {
+                    return Err(format!(
+                        "{msg} (is another Kite node using this directory?)"
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
     }
 }
 

@@ -455,3 +455,20 @@ async fn async_handle_commits_and_reads_off_the_executor() {
     let mut v = Verifier::new(h.store().app(), 1);
     v.check(h.store());
 }
+
+#[test]
+fn a_store_in_use_is_refused_and_free_again_after_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(1, 1);
+    let first = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+    let e = BlockStore::open_with(dir.path(), &g, fast()).unwrap_err();
+    assert!(matches!(e, StoreError::Open { .. }), "{e}");
+    assert!(e.to_string().contains("another Kite node"), "{e}");
+    drop(first);
+    // Reopening right after the drop works (sled releases its lock a
+    // little later; open waits for it).
+    for _ in 0..5 {
+        let s = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+        assert_eq!(s.best().unwrap().height, 0);
+    }
+}
