@@ -810,10 +810,17 @@ impl Engine {
         {
             return;
         }
+        let voter = vote.validator;
+        if vote.height < self.h.height && best.is_none() {
+            // A vote for a height committed here: the voter lags. Answering
+            // costs one rate-limited announce of public data, so the vote is
+            // not worth a signature check.
+            self.reannounce_to(voter, out);
+            return;
+        }
         if !vote.verify(&self.cfg.chain_id) {
             return;
         }
-        let voter = vote.validator;
         if let Some(b) = &best
             && !vote.ack
             && b.height >= vote.height
@@ -1135,9 +1142,16 @@ impl Engine {
             };
             let hash = block.hash();
             let hd = block.header();
+            // A commit already verified for this very header needs no
+            // second check of its signatures.
+            let known = self
+                .h
+                .commit
+                .as_ref()
+                .is_some_and(|k| k.block_hash == hash && k.leader_sig == *block.leader_sig());
             let proof = hd.height == next
                 && block.check_tx_root()
-                && self.commit_proof_ok(hd, &hash, block.leader_sig(), &ci);
+                && (known || self.commit_proof_ok(hd, &hash, block.leader_sig(), &ci));
             if !proof {
                 self.sync.failed(next, from, self.now);
                 continue;

@@ -936,32 +936,33 @@ fn sentry_follows_announces_through_block_sync() {
                 "syncing",
             ),
             row(
-                "fetched with a bad commit info: re-requested later",
+                "fetched, but its txs do not match the header: refused",
                 |_| {
                     let b = block1(10, 1);
+                    let cut = Block::from_parts(b.header().clone(), vec![], *b.leader_sig());
                     Input::BlockFetched {
                         from: Some(key(2).public()),
-                        block: b.clone(),
-                        commit_info: ci(&b, &[2], app_of(&b)),
+                        block: cut,
+                        commit_info: ci(&b, &[1, 2, 4], app_of(&b)),
                     }
                 },
                 &[],
                 "syncing",
             ),
             row(
-                "request times out at 2's ban end",
+                "asked again once peer 2's penalty is over",
                 |_| Input::Tick { now_ms: 1000 },
                 &["RequestBlocks(1..1)"],
                 "syncing",
             ),
             row(
-                "fetched",
+                "fetched (its commit info is ignored: the announce's was verified)",
                 |_| {
                     let b = block1(10, 1);
                     Input::BlockFetched {
                         from: Some(key(2).public()),
                         block: b.clone(),
-                        commit_info: ci(&b, &[1, 2, 4], app_of(&b)),
+                        commit_info: ci(&b, &[2], app_of(&b)),
                     }
                 },
                 &["ExecuteBlock(h1)"],
@@ -986,6 +987,76 @@ fn sentry_follows_announces_through_block_sync() {
         ],
     );
     assert_eq!(e.status().committed_height, 1);
+}
+
+#[test]
+fn sync_refuses_blocks_without_a_valid_commit() {
+    let mut e = Engine::new(
+        config(Role::Sentry, None),
+        CommittedState::genesis(1, genesis_app()),
+    )
+    .unwrap();
+    let forged = block1(10, 3);
+    run(
+        &mut e,
+        vec![
+            row(
+                "a peer claims height 1",
+                |_| Input::PeerStatus {
+                    peer: key(2).public(),
+                    height: 1,
+                    hash: Hash::ZERO,
+                },
+                &["RequestBlocks(1..1)"],
+                "syncing",
+            ),
+            row(
+                "served with 2 of 4 votes: refused",
+                |_| {
+                    let b = block1(10, 1);
+                    Input::BlockFetched {
+                        from: Some(key(2).public()),
+                        block: b.clone(),
+                        commit_info: ci(&b, &[1, 2], app_of(&b)),
+                    }
+                },
+                &[],
+                "syncing",
+            ),
+            row(
+                "peer 2 is penalised",
+                |_| Input::Tick { now_ms: 999 },
+                &[],
+                "syncing",
+            ),
+            row(
+                "asked again",
+                |_| Input::Tick { now_ms: 1000 },
+                &["RequestBlocks(1..1)"],
+                "syncing",
+            ),
+            row(
+                "served a block signed by a validator, not the leader: refused",
+                move |_| Input::BlockFetched {
+                    from: Some(key(2).public()),
+                    block: forged.clone(),
+                    commit_info: ci(&forged, &[1, 2, 3], app_of(&forged)),
+                },
+                &[],
+                "syncing",
+            ),
+            row(
+                "not found, the third failure: peer 2's claim is forgotten",
+                |_| Input::FetchFailed {
+                    from: Some(key(2).public()),
+                    height: 1,
+                },
+                &[],
+                "idle",
+            ),
+        ],
+    );
+    assert_eq!(e.status().committed_height, 0);
 }
 
 #[test]
