@@ -106,3 +106,77 @@ fn init_writes_a_valid_home_and_refuses_to_overwrite() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("chain id"));
 }
+
+#[test]
+fn testnet_init_lays_out_homes_ports_and_compose() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("net");
+    let o = out.to_str().unwrap();
+    let r = kite(&[
+        "testnet",
+        "init",
+        "--out",
+        o,
+        "--validators",
+        "3",
+        "--sentries",
+        "1",
+        "--archival",
+        "1",
+        "--base-port",
+        "31000",
+    ]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("testnet.json")).unwrap()).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 5);
+    let roles: Vec<&str> = nodes.iter().map(|n| n["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        roles,
+        ["leader", "validator", "validator", "sentry", "archival"]
+    );
+    assert_eq!(nodes[2]["rpc"], "http://127.0.0.1:31005");
+    assert!(
+        nodes[2]["p2p"]
+            .as_str()
+            .unwrap()
+            .starts_with("/ip4/127.0.0.1/tcp/31004/p2p/12D3KooW")
+    );
+    let genesis = kite_types::Genesis::load(&out.join("node4/genesis.json")).unwrap();
+    assert_eq!(genesis.validators.len(), 3);
+    let faucet = kite_types::NodeKey::load(&out.join("faucet.key")).unwrap();
+    assert!(
+        genesis
+            .allocations
+            .iter()
+            .any(|a| a.account == faucet.public())
+    );
+    let c4 = kite_node::config::Config::load(&out.join("node4/config.toml")).unwrap();
+    assert!(c4.blocks_only);
+    assert_eq!(c4.role, kite_node::config::Role::Sentry);
+    assert_eq!(c4.p2p.peers.len(), 4);
+    // Replacing needs --force; a compose file comes with --hosts.
+    assert!(!kite(&["testnet", "init", "--out", o]).status.success());
+    let r = kite(&[
+        "testnet",
+        "init",
+        "--out",
+        o,
+        "--force",
+        "--validators",
+        "2",
+        "--sentries",
+        "0",
+        "--archival",
+        "0",
+        "--hosts",
+        "alpha,beta",
+    ]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    let compose = std::fs::read_to_string(out.join("docker-compose.yml")).unwrap();
+    assert!(compose.contains("hostname: alpha") && compose.contains("hostname: beta"));
+    let c1 = kite_node::config::Config::load(&out.join("node1/config.toml")).unwrap();
+    assert_eq!(c1.rpc.listen, "0.0.0.0:26603");
+    assert!(c1.p2p.peers[0].starts_with("/dns4/alpha/tcp/26600/p2p/"));
+}
