@@ -186,6 +186,7 @@ impl BlockStore {
             path: path.to_owned(),
             detail,
         };
+        genesis.validate().map_err(|e| open_err(e.to_string()))?;
         std::fs::create_dir_all(path).map_err(|e| open_err(e.to_string()))?;
         let (db, t) = no_panic(|| {
             let db = open_sled(path, config.cache_capacity)?;
@@ -253,7 +254,7 @@ impl BlockStore {
             }
         }
         let best = Best {
-            height: self.genesis.initial_height - 1,
+            height: self.genesis.initial_height.saturating_sub(1),
             block_hash: Hash::ZERO,
             app_hash: self.app.genesis_app_hash(),
         };
@@ -309,7 +310,7 @@ impl BlockStore {
             });
         }
         let best = self.best()?;
-        let base = self.genesis.initial_height - 1;
+        let base = self.genesis.initial_height.saturating_sub(1);
         if best.height < base {
             return Err(self.corrupt(format!(
                 "best height {} is below the genesis height {base}",

@@ -472,3 +472,22 @@ fn a_store_in_use_is_refused_and_free_again_after_drop() {
         assert_eq!(s.best().unwrap().height, 0);
     }
 }
+
+#[test]
+fn chain_starting_at_a_later_height() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = genesis(2, 100);
+    g.initial_height = 10;
+    let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+    assert_eq!(store.best().unwrap().height, 9);
+    let mut rng = Rng::new(4);
+    let (b, _) = commit_next(&store, &mut rng, 2, 2, false);
+    assert_eq!(b.height(), 10);
+    let mut v = Verifier::new(store.app(), 10);
+    assert_eq!(v.check(&store).height, 10);
+    // An invalid genesis is refused with its reason.
+    let mut bad = g.clone();
+    bad.validators.clear();
+    let e = BlockStore::open_with(tempfile::tempdir().unwrap().path(), &bad, fast()).unwrap_err();
+    assert!(e.to_string().contains("no validators"), "{e}");
+}
