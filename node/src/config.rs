@@ -639,6 +639,33 @@ mod tests {
         assert_eq!(n, KEYS.len());
     }
 
+    /// docs/OPERATING.md documents every key with its flag and env var.
+    #[test]
+    fn operating_guide_lists_every_key() {
+        let doc = include_str!("../../docs/OPERATING.md");
+        for (section, key, _) in KEYS {
+            let (flag, env) = if section.is_empty() {
+                (
+                    format!("--{}", key.replace('_', "-")),
+                    format!("KITE_{}", key.to_uppercase()),
+                )
+            } else {
+                (
+                    format!("--{section}.{key}"),
+                    format!("KITE_{}_{}", section.to_uppercase(), key.to_uppercase()),
+                )
+            };
+            assert!(
+                doc.contains(&format!("`{flag}`")),
+                "OPERATING.md misses {flag}"
+            );
+            assert!(
+                doc.contains(&format!("`{env}`")),
+                "OPERATING.md misses {env}"
+            );
+        }
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let e = Config::parse("[p2p]\nlisten_addr = []\n").unwrap_err();
