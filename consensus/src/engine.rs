@@ -280,7 +280,8 @@ impl Engine {
         if let Input::Tick { now_ms } = &input {
             self.now = self.now.max(*now_ms);
         }
-        if self.started_ms.is_none() {
+        if self.started_ms.is_none() && matches!(input, Input::Tick { .. }) {
+            // The first tick: timers start from the node's clock.
             self.started_ms = Some(self.now);
             self.on_start(&mut out);
         }
@@ -478,6 +479,7 @@ impl Engine {
 
     fn can_propose(&self) -> bool {
         self.is_leader()
+            && self.started_ms.is_some()
             && !self.ld.building
             && self.h.proposal.is_none()
             && self.committing.is_none()
@@ -560,6 +562,7 @@ impl Engine {
         self.ld.round = self.ld.round.saturating_add(1);
         self.h.blocks.clear();
         self.h.blocks.insert(hash, block.clone());
+        self.h.exec.clear();
         self.h.exec.insert(hash, Exec::Pending);
         self.h.proposal = Some(hash);
         self.h.keeper = Some(VoteKeeper::new(
@@ -859,7 +862,7 @@ impl Engine {
             || self.now
                 < self
                     .started_ms
-                    .unwrap_or(0)
+                    .unwrap_or(u64::MAX)
                     .saturating_add(2 * self.cfg.vote_resend_interval_ms)
         {
             return;

@@ -546,15 +546,18 @@ fn leader_empty_blocks_only_when_configured() {
     let mut e = leader();
     run(
         &mut e,
-        vec![row(
-            "full block waiting",
-            |_| Input::MempoolStatus {
-                txs: 500,
-                bytes: 63 * 1024,
-            },
-            &["BuildBlock"],
-            "building",
-        )],
+        vec![
+            row("start", |_| Input::Tick { now_ms: 5 }, &[], "idle"),
+            row(
+                "full block waiting",
+                |_| Input::MempoolStatus {
+                    txs: 500,
+                    bytes: 63 * 1024,
+                },
+                &["BuildBlock"],
+                "building",
+            ),
+        ],
     );
 }
 
