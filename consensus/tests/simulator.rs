@@ -242,27 +242,6 @@ fn long_run_thousands_of_heights() {
     assert!(out.heights.iter().all(|h| *h == out.heights[0]), "{out:?}");
 }
 
-#[test]
-#[ignore]
-fn crypto_cost() {
-    use kite_types::{Hash, NodeKey, Payload, Tx, Vote};
-    let k = NodeKey::from_seed([1; 32]);
-    let t = std::time::Instant::now();
-    let mut v = Vec::new();
-    for i in 0..1000u64 {
-        v.push(Vote::ack(&k, "c", i, Hash::ZERO, Hash::ZERO));
-    }
-    println!("vote sign {:?}", t.elapsed() / 1000);
-    let t = std::time::Instant::now();
-    assert!(v.iter().all(|x| x.verify("c")));
-    println!("vote verify {:?}", t.elapsed() / 1000);
-    let t = std::time::Instant::now();
-    for i in 0..1000u64 {
-        Tx::sign(&k, "c", i, Payload::Delete { key: vec![1] });
-    }
-    println!("tx sign {:?}", t.elapsed() / 1000);
-}
-
 /// `DROP=0.3 cargo test -p kite-consensus --test simulator profile_one -- --ignored --nocapture`
 #[test]
 #[ignore]
