@@ -443,9 +443,14 @@ fn outcome(ctx: &Ctx, peer: PeerId, protocol: &'static str, r: Result<(), Protoc
     }
 }
 
-/// Block sync: fetches heights `from..=to` (from `peer`, or from peers
-/// known to have them) and feeds them to the engine in order of arrival;
-/// the engine verifies and commits strictly in height order.
+/// Block sync: fetches heights `from..=to` over one `/kite/blk/1.0.0`
+/// range stream (from `peer`, or a peer known to have them) and feeds the
+/// blocks to the engine, which verifies and commits strictly in height
+/// order. A transport failure (stream refused or reset, which libp2p-stream
+/// does to inbound streams under load) is retried once and then reported
+/// with no peer, so it never counts against the peer; a peer that times
+/// out, sends bad data or does not have the heights it claimed is named
+/// in `FetchFailed` and penalised by the planner.
 async fn fetch_blocks(
     ctx: Arc<Ctx>,
     permits: Arc<Semaphore>,
@@ -454,55 +459,81 @@ async fn fetch_blocks(
     peer: Option<PublicKey>,
 ) {
     let max = ctx.max_block_bytes();
-    for height in from..=to {
-        let Ok(_permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
+    let Ok(_permit) = permits.acquire_owned().await else {
+        return;
+    };
+    let mut next = from;
+    while next <= to {
+        let count = u32::try_from(to - next + 1)
+            .unwrap_or(u32::MAX)
+            .min(blk::MAX_RANGE);
         let target = match peer.as_ref().and_then(crate::p2p::keys::peer_id_of) {
             Some(p) => Some(p),
-            None => pick_peer(&ctx, height),
+            None => pick_peer(&ctx, next),
         };
         let Some(target) = target else {
-            ctx.feed(Input::FetchFailed { from: None, height });
-            continue;
-        };
-        let got = match ctx.host.open_stream(target, blk::PROTOCOL).await {
-            Ok(s) => blk::request(s, blk::BlockQuery::Height(height), max).await,
-            Err(e) => Err(ProtocolError::Refused(e.to_string())),
+            fail_range(&ctx, None, next, to).await;
+            return;
         };
         let from_key = crate::p2p::keys::public_key_of(&target);
-        let input = match got {
+        let mut got = Err(ProtocolError::Refused("not tried".into()));
+        for attempt in 0..2 {
+            got = match ctx.host.open_stream(target, blk::PROTOCOL).await {
+                Ok(s) => blk::request_range(s, next, count, max).await,
+                Err(e) => Err(ProtocolError::Refused(e.to_string())),
+            };
+            match &got {
+                Err(e) if e.misbehaviour().is_none() && attempt == 0 => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => break,
+            }
+        }
+        match got {
             Ok(reply) => {
                 ctx.metrics.stream(blk::PROTOCOL, false, "ok");
                 if let Some(p) = ctx.peers.write().get_mut(&target) {
-                    p.height = Some(reply.best_height);
+                    p.height = Some(p.height.unwrap_or(0).max(reply.best_height));
                 }
-                match reply.block {
-                    Some((block, commit_info)) if block.height() == height => {
-                        ctx.metrics.synced_blocks.inc();
-                        Input::BlockFetched {
-                            from: from_key,
-                            block,
-                            commit_info,
-                        }
-                    }
-                    _ => Input::FetchFailed {
+                if reply.blocks.is_empty() {
+                    // It claimed heights it cannot serve.
+                    fail_range(&ctx, from_key, next, to).await;
+                    return;
+                }
+                for (block, commit_info) in reply.blocks {
+                    next = block.height() + 1;
+                    ctx.metrics.synced_blocks.inc();
+                    let input = Input::BlockFetched {
                         from: from_key,
-                        height,
-                    },
+                        block,
+                        commit_info,
+                    };
+                    // Backpressure: sync waits for the engine rather than
+                    // drop blocks.
+                    if ctx.inputs.send(input).await.is_err() {
+                        return;
+                    }
                 }
             }
             Err(e) => {
                 ctx.metrics.stream(blk::PROTOCOL, false, "error");
                 report(&ctx, target, blk::PROTOCOL, &e);
-                Input::FetchFailed {
-                    from: from_key,
-                    height,
-                }
+                let blame = e.misbehaviour().map(|_| from_key).unwrap_or(None);
+                fail_range(&ctx, blame, next, to).await;
+                return;
             }
-        };
-        // Backpressure: sync waits for the engine rather than drop blocks.
-        if ctx.inputs.send(input).await.is_err() {
+        }
+    }
+}
+
+async fn fail_range(ctx: &Ctx, from: Option<PublicKey>, first: u64, last: u64) {
+    for height in first..=last {
+        if ctx
+            .inputs
+            .send(Input::FetchFailed { from, height })
+            .await
+            .is_err()
+        {
             return;
         }
     }

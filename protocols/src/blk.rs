@@ -7,6 +7,12 @@
 //!    block is not found) and closes.
 //! 3. Initiator checks the reply and closes.
 //!
+//! Range variant (block sync): `BlockRequest{height, count}` is answered
+//! with up to `count` (at most [`MAX_RANGE`]) `BlockResponse`s for
+//! consecutive heights, one message each, ending early with `found = false`
+//! at a height the handler lacks or after [`RANGE_BYTES`]; see
+//! [`request_range`].
+//!
 //! Checked here: the block decodes, is at most `max_block_bytes`, is the one
 //! asked for (height or hash), its tx root matches its txs, and the commit
 //! info decodes (at most [`MAX_VALIDATORS`] votes). Checked by the node: the
@@ -51,6 +57,79 @@ pub trait BlockSource: Send + Sync {
     async fn block(&self, query: BlockQuery) -> BlockReply;
 }
 
+/// Most blocks one range request asks for.
+pub const MAX_RANGE: u32 = 64;
+/// Bytes after which a handler ends a range answer.
+pub const RANGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The answer to a range request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeReply {
+    /// The blocks, consecutive from the first height asked.
+    pub blocks: Vec<(Block, CommitInfo)>,
+    /// The peer's highest committed height (0 when it sent no answer).
+    pub best_height: u64,
+}
+
+/// Asks the peer for the blocks `from .. from + count` over one stream
+/// (block sync). Returns those it sent, in order; fewer than asked when it
+/// ran out or hit its byte budget.
+pub async fn request_range<S>(
+    mut stream: S,
+    from: u64,
+    count: u32,
+    max_block_bytes: usize,
+) -> Result<RangeReply, ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    const W: &str = "BlockResponse";
+    let count = count.clamp(1, MAX_RANGE);
+    let req = proto::BlockRequest {
+        query: Some(proto::block_request::Query::Height(from)),
+        count,
+    };
+    write_msg(&mut stream, &req, CONTROL_DEADLINE).await?;
+    let max = block_response_max(max_block_bytes);
+    let mut out = RangeReply {
+        blocks: Vec::new(),
+        best_height: 0,
+    };
+    for i in 0..u64::from(count) {
+        let resp: proto::BlockResponse =
+            match read_msg(&mut stream, max, transfer_deadline(max)).await {
+                Ok(r) => r,
+                // A clean end after at least one answer: the peer stopped.
+                Err(ProtocolError::Closed { .. }) if i > 0 => break,
+                Err(e) => return Err(e),
+            };
+        out.best_height = out.best_height.max(resp.best_height);
+        if !resp.found {
+            break;
+        }
+        let (Some(p), Some(ci)) = (resp.block, resp.commit_info) else {
+            return Err(ProtocolError::invalid(
+                W,
+                "found but no block or no commit info",
+            ));
+        };
+        let block = decode_block(p, max_block_bytes)?;
+        let ci = CommitInfo::from_proto(&ci, MAX_VALIDATORS)?;
+        let want = from.saturating_add(i);
+        if block.height() != want {
+            return Err(ProtocolError::invalid(
+                W,
+                format!("asked for height {want}, got height {}", block.height()),
+            ));
+        }
+        check_tx_root(&block)?;
+        out.best_height = out.best_height.max(block.height());
+        out.blocks.push((block, ci));
+    }
+    let _ = close(&mut stream, CONTROL_DEADLINE).await;
+    Ok(out)
+}
+
 /// Asks the peer for a block. `max_block_bytes` is the genesis limit.
 pub async fn request<S>(
     mut stream: S,
@@ -65,7 +144,10 @@ where
         BlockQuery::Height(h) => Query::Height(h),
         BlockQuery::Hash(h) => Query::Hash(h.0.to_vec()),
     };
-    let req = proto::BlockRequest { query: Some(q) };
+    let req = proto::BlockRequest {
+        query: Some(q),
+        count: 0,
+    };
     write_msg(&mut stream, &req, CONTROL_DEADLINE).await?;
     let max = block_response_max(max_block_bytes);
     let resp: proto::BlockResponse = read_msg(&mut stream, max, transfer_deadline(max)).await?;
@@ -119,18 +201,34 @@ where
         Some(Query::Hash(h)) => BlockQuery::Hash(hash_field(W, "hash", &h)?),
         None => return Err(DecodeError::invalid(W, "no height and no hash").into()),
     };
-    let reply = source.block(query).await;
-    let (block, commit_info) = match reply.block {
-        Some((b, ci)) => (Some(b.to_proto()), Some(ci.to_proto())),
-        None => (None, None),
+    let count = match query {
+        BlockQuery::Height(_) => req.count.clamp(1, MAX_RANGE),
+        BlockQuery::Hash(_) => 1,
     };
-    let resp = proto::BlockResponse {
-        found: block.is_some(),
-        block,
-        commit_info,
-        best_height: reply.best_height,
-    };
-    write_msg(&mut stream, &resp, transfer_deadline(resp.encoded_len())).await?;
+    let mut sent = 0usize;
+    for i in 0..count {
+        let q = match query {
+            BlockQuery::Height(h) => BlockQuery::Height(h.saturating_add(u64::from(i))),
+            other => other,
+        };
+        let reply = source.block(q).await;
+        let (block, commit_info) = match reply.block {
+            Some((b, ci)) => (Some(b.to_proto()), Some(ci.to_proto())),
+            None => (None, None),
+        };
+        let resp = proto::BlockResponse {
+            found: block.is_some(),
+            block,
+            commit_info,
+            best_height: reply.best_height,
+        };
+        let len = resp.encoded_len();
+        write_msg(&mut stream, &resp, transfer_deadline(len)).await?;
+        sent += len;
+        if !resp.found || sent >= RANGE_BYTES {
+            break;
+        }
+    }
     close(&mut stream, CONTROL_DEADLINE).await
 }
 
@@ -258,6 +356,47 @@ mod tests {
         assert_eq!(r.block, None);
     }
 
+    #[tokio::test]
+    async fn ranges_stop_at_the_tip_and_check_heights() {
+        let c = chain();
+        let range = |from: u64, count: u32| {
+            let c = &c;
+            async move {
+                let (a, b) = pipe_with_buffer(1 << 20);
+                let (got, served) =
+                    tokio::join!(request_range(a, from, count, MAX_BLOCK), serve(b, c));
+                served.unwrap();
+                got.unwrap()
+            }
+        };
+        let r = range(2, 3).await;
+        let heights: Vec<u64> = r.blocks.iter().map(|(b, _)| b.height()).collect();
+        assert_eq!(heights, [2, 3, 4]);
+        assert_eq!(r.blocks[0], c.0[1]);
+        // Past the tip: what exists, then the handler stops.
+        let r = range(4, 10).await;
+        assert_eq!(r.blocks.len(), 2);
+        assert_eq!(r.best_height, 5);
+        let r = range(7, 5).await;
+        assert!(r.blocks.is_empty());
+        assert_eq!(r.best_height, 5);
+        // A peer that sends a height out of order is caught.
+        let b2 = block(2, 0);
+        let b4 = block(4, 0);
+        let mut script = response(&b2, 5);
+        script.extend(response(&b4, 5));
+        let r = with_script(script, true, |s| request_range(s, 2, 3, MAX_BLOCK)).await;
+        assert_err!(r, ProtocolError::Invalid { .. });
+        // A handler that answers one block only (no range support) is a
+        // short, valid range.
+        let r = with_script(response(&b2, 5), true, |s| {
+            request_range(s, 2, 3, MAX_BLOCK)
+        })
+        .await
+        .unwrap();
+        assert_eq!(r.blocks.len(), 1);
+    }
+
     fn response(b: &Block, best: u64) -> Vec<u8> {
         frame(&proto::BlockResponse {
             found: true,
@@ -327,9 +466,17 @@ mod tests {
             let c = &c;
             async move { with_script(script, close, |s| async move { serve(s, c).await }).await }
         };
-        let r = serve_script(frame(&proto::BlockRequest { query: None }), true).await;
+        let r = serve_script(
+            frame(&proto::BlockRequest {
+                query: None,
+                count: 0,
+            }),
+            true,
+        )
+        .await;
         assert_err!(r, ProtocolError::Decode(_));
         let bad_hash = proto::BlockRequest {
+            count: 0,
             query: Some(proto::block_request::Query::Hash(vec![1; 3])),
         };
         let r = serve_script(frame(&bad_hash), true).await;
@@ -352,6 +499,7 @@ mod tests {
         assert_err!(r, ProtocolError::Timeout { .. });
         let c = chain();
         let req = frame(&proto::BlockRequest {
+            count: 0,
             query: Some(proto::block_request::Query::Hash(vec![1; 32])),
         });
         let r = with_drip(Vec::new(), req, |s| async { serve(s, &c).await }).await;
