@@ -28,6 +28,10 @@ enum WriteOp {
         block: Box<Block>,
         commit_info: CommitInfo,
         changes: ChangeSet,
+        sync_now: bool,
+        reply: Reply<()>,
+    },
+    Flush {
         reply: Reply<()>,
     },
     Execute {
@@ -39,6 +43,7 @@ enum WriteOp {
         block: Box<Block>,
         commit_info: CommitInfo,
         sigs_verified: bool,
+        sync_now: bool,
         reply: Reply<Executed>,
     },
 }
@@ -80,9 +85,18 @@ impl StoreHandle {
                             block,
                             commit_info,
                             changes,
+                            sync_now,
                             reply,
                         } => {
-                            let _ = reply.send(owner.commit(&block, &commit_info, &changes));
+                            let _ = reply.send(owner.commit_opts(
+                                &block,
+                                &commit_info,
+                                &changes,
+                                sync_now,
+                            ));
+                        }
+                        WriteOp::Flush { reply } => {
+                            let _ = reply.send(owner.flush());
                         }
                         WriteOp::Execute {
                             block,
@@ -95,10 +109,15 @@ impl StoreHandle {
                             block,
                             commit_info,
                             sigs_verified,
+                            sync_now,
                             reply,
                         } => {
-                            let _ =
-                                reply.send(owner.apply_block(&block, &commit_info, sigs_verified));
+                            let _ = reply.send(owner.apply_block_opts(
+                                &block,
+                                &commit_info,
+                                sigs_verified,
+                                sync_now,
+                            ));
                         }
                     }
                 }
@@ -144,9 +163,33 @@ impl StoreHandle {
             block: Box::new(block),
             commit_info,
             changes,
+            sync_now: true,
             reply,
         })
         .await
+    }
+
+    /// [`StoreHandle::commit`] with the fsync deferred to the next
+    /// [`StoreHandle::flush`] (see [`BlockStore::commit_opts`]).
+    pub async fn commit_deferred(
+        &self,
+        block: Block,
+        commit_info: CommitInfo,
+        changes: ChangeSet,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| WriteOp::Commit {
+            block: Box::new(block),
+            commit_info,
+            changes,
+            sync_now: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Makes every commit so far durable (flush + fsync).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write(|reply| WriteOp::Flush { reply }).await
     }
 
     /// Executes a block on the committed state without writing (see
@@ -172,10 +215,24 @@ impl StoreHandle {
         commit_info: CommitInfo,
         sigs_verified: bool,
     ) -> Result<Executed, StoreError> {
+        self.apply_block_opts(block, commit_info, sigs_verified, true)
+            .await
+    }
+
+    /// [`StoreHandle::apply_block`], with the fsync deferred to the next
+    /// [`StoreHandle::flush`] when `sync_now` is false (block sync).
+    pub async fn apply_block_opts(
+        &self,
+        block: Block,
+        commit_info: CommitInfo,
+        sigs_verified: bool,
+        sync_now: bool,
+    ) -> Result<Executed, StoreError> {
         self.write(|reply| WriteOp::Apply {
             block: Box::new(block),
             commit_info,
             sigs_verified,
+            sync_now,
             reply,
         })
         .await

@@ -370,6 +370,21 @@ impl BlockStore {
         commit_info: &CommitInfo,
         changes: &ChangeSet,
     ) -> Result<(), StoreError> {
+        self.commit_opts(block, commit_info, changes, true)
+    }
+
+    /// [`BlockStore::commit`], with the fsync left to a later
+    /// [`BlockStore::flush`] when `sync_now` is false (group commit for
+    /// block sync: the commit is as atomic as ever, but a power loss before
+    /// the next flush may lose it — whole blocks only, which the node
+    /// fetches again).
+    pub fn commit_opts(
+        &self,
+        block: &Block,
+        commit_info: &CommitInfo,
+        changes: &ChangeSet,
+        sync_now: bool,
+    ) -> Result<(), StoreError> {
         let header = block.header();
         if header.chain_id != self.genesis.chain_id {
             return Err(StoreError::BlockChain {
@@ -470,7 +485,7 @@ impl BlockStore {
                 },
             );
         tx_result(res)?;
-        if let Some(syncer) = writer.as_mut() {
+        if sync_now && let Some(syncer) = writer.as_mut() {
             syncer.sync(&self.db)?;
         }
         drop(writer);
@@ -509,6 +524,18 @@ impl BlockStore {
         commit_info: &CommitInfo,
         sigs_verified: bool,
     ) -> Result<Executed, StoreError> {
+        self.apply_block_opts(block, commit_info, sigs_verified, true)
+    }
+
+    /// [`BlockStore::apply_block`] with the fsync deferred when `sync_now`
+    /// is false (see [`BlockStore::commit_opts`]).
+    pub fn apply_block_opts(
+        &self,
+        block: &Block,
+        commit_info: &CommitInfo,
+        sigs_verified: bool,
+        sync_now: bool,
+    ) -> Result<Executed, StoreError> {
         let ex = self.execute_block(block, sigs_verified)?;
         if ex.app_hash != commit_info.app_hash {
             return Err(StoreError::AppHashMismatch {
@@ -517,7 +544,7 @@ impl BlockStore {
                 committed: commit_info.app_hash,
             });
         }
-        self.commit(block, commit_info, &ex.changes)?;
+        self.commit_opts(block, commit_info, &ex.changes, sync_now)?;
         Ok(ex)
     }
 

@@ -28,6 +28,11 @@ pub const TICK: Duration = Duration::from_millis(25);
 pub const MAX_STAGED: usize = 16;
 /// Most txs in one block the leader builds.
 pub const MAX_BLOCK_TXS: usize = 100_000;
+/// During block sync, commits are fsynced together: after this many
+/// blocks...
+pub const SYNC_FLUSH_BLOCKS: u32 = 256;
+/// ...or this long, whichever comes first, and when sync ends.
+pub const SYNC_FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 struct Driver {
     ctx: Arc<Ctx>,
@@ -42,6 +47,9 @@ struct Driver {
     /// Bounds the block fetches of block sync.
     fetch_permits: Arc<Semaphore>,
     sync: SyncProgress,
+    /// Sync commits not yet fsynced, and since when.
+    unflushed: u32,
+    unflushed_since: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -62,6 +70,8 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
         wake_at: None,
         fetch_permits: Arc::new(Semaphore::new(window)),
         sync: SyncProgress::default(),
+        unflushed: 0,
+        unflushed_since: None,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -103,6 +113,14 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
             }
         }
         d.publish(&engine);
+        if d.unflushed > 0
+            && (!ctx.state.read().syncing
+                || d.unflushed >= SYNC_FLUSH_BLOCKS
+                || d.unflushed_since
+                    .is_some_and(|t| t.elapsed() >= SYNC_FLUSH_EVERY))
+        {
+            d.flush().await;
+        }
         if let Some(reason) = engine.halted() {
             tracing::error!(%reason, "the commit engine halted; the node stops so it never forks");
             ctx.stop(format!("halted: {reason}"));
@@ -119,6 +137,17 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 }
 
 impl Driver {
+    /// Makes the group-committed sync blocks durable.
+    async fn flush(&mut self) {
+        if let Err(e) = self.ctx.store.flush().await {
+            let reason = format!("cannot make synced blocks durable: {e}");
+            tracing::error!(%reason);
+            self.ctx.stop(format!("halted: {reason}"));
+        }
+        self.unflushed = 0;
+        self.unflushed_since = None;
+    }
+
     /// Mirrors the engine's status into the node state and metrics.
     fn publish(&mut self, engine: &Engine) {
         let st = engine.status();
@@ -348,12 +377,25 @@ impl Driver {
                     .commit(block.clone(), ci.clone(), ex.changes)
                     .await
             }
-            _ => self
-                .ctx
-                .store
-                .apply_block(block.clone(), ci.clone(), false)
-                .await
-                .map(|_| ()),
+            _ => {
+                // A block from sync or a commit announce. While syncing,
+                // its fsync is grouped with the next ones (see
+                // SYNC_FLUSH_BLOCKS); its tx signatures may already be
+                // checked by the fetch task.
+                let verified = self.ctx.verified.lock().remove(&hash);
+                let syncing = self.ctx.state.read().syncing;
+                let r = self
+                    .ctx
+                    .store
+                    .apply_block_opts(block.clone(), ci.clone(), verified, !syncing)
+                    .await
+                    .map(|_| ());
+                if syncing && r.is_ok() {
+                    self.unflushed += 1;
+                    self.unflushed_since.get_or_insert_with(Instant::now);
+                }
+                r
+            }
         };
         if let Err(e) = result {
             let reason = format!("cannot commit block {height} ({}): {e}", hash.short());
@@ -500,7 +542,9 @@ async fn fetch_blocks(
                     fail_range(&ctx, from_key, next, to).await;
                     return;
                 }
-                for (block, commit_info) in reply.blocks {
+                let (good, bad) = verify_ahead(&ctx, reply.blocks).await;
+                let bad_at = bad.then(|| next + good.len() as u64);
+                for (block, commit_info) in good {
                     next = block.height() + 1;
                     ctx.metrics.synced_blocks.inc();
                     let input = Input::BlockFetched {
@@ -514,6 +558,15 @@ async fn fetch_blocks(
                         return;
                     }
                 }
+                if let Some(at) = bad_at {
+                    ctx.host.report(
+                        target,
+                        kite_protocols::score::INVALID,
+                        "block with a bad tx signature",
+                    );
+                    fail_range(&ctx, from_key, at, to).await;
+                    return;
+                }
             }
             Err(e) => {
                 ctx.metrics.stream(blk::PROTOCOL, false, "error");
@@ -524,6 +577,39 @@ async fn fetch_blocks(
             }
         }
     }
+}
+
+/// Checks the tx signatures of fetched blocks on a blocking thread, in one
+/// batch per block, ahead of execution; remembers the good blocks so their
+/// execution skips the check. Returns the good prefix and whether a bad
+/// block cut it short.
+async fn verify_ahead(
+    ctx: &Arc<Ctx>,
+    blocks: Vec<(Block, CommitInfo)>,
+) -> (Vec<(Block, CommitInfo)>, bool) {
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut good = Vec::with_capacity(blocks.len());
+        let mut hashes = Vec::with_capacity(blocks.len());
+        for (b, ci) in blocks {
+            let txs: Vec<&kite_types::Tx> = b.txs().iter().collect();
+            if !kite_types::Tx::verify_batch(&txs).into_iter().all(|ok| ok) {
+                return (good, hashes, true);
+            }
+            hashes.push(b.hash());
+            good.push((b, ci));
+        }
+        (good, hashes, false)
+    })
+    .await;
+    let Ok((good, hashes, bad)) = checked else {
+        return (Vec::new(), false);
+    };
+    let mut v = ctx.verified.lock();
+    if v.len() + hashes.len() > crate::node::MAX_VERIFIED {
+        v.clear();
+    }
+    v.extend(hashes);
+    (good, bad)
 }
 
 async fn fail_range(ctx: &Ctx, from: Option<PublicKey>, first: u64, last: u64) {

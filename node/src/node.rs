@@ -36,6 +36,8 @@ pub const ENGINE_INPUTS: usize = 4096;
 pub const MAX_COMMIT_WAITERS: usize = 100_000;
 /// Most remembered tx origins (for "never announce back to the sender").
 pub const MAX_ORIGINS: usize = 200_000;
+/// Most fetched blocks remembered as signature-checked.
+pub const MAX_VERIFIED: usize = 8192;
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +163,9 @@ pub struct Ctx {
     pub inflight: Mutex<HashMap<Hash, InFlight>>,
     /// Which peer first sent us a tx.
     pub origins: Mutex<HashMap<Hash, PeerId>>,
+    /// Fetched blocks whose tx signatures block sync already checked (on a
+    /// blocking thread, ahead of execution); bounded by [`MAX_VERIFIED`].
+    pub verified: Mutex<std::collections::HashSet<Hash>>,
     /// Inputs dropped because the engine queue was full.
     pub dropped_inputs: std::sync::atomic::AtomicU64,
     /// Stops every task.
@@ -454,6 +459,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         waiters: Mutex::new(HashMap::new()),
         inflight: Mutex::new(HashMap::new()),
         origins: Mutex::new(HashMap::new()),
+        verified: Mutex::new(std::collections::HashSet::new()),
         dropped_inputs: std::sync::atomic::AtomicU64::new(0),
         cancel: CancellationToken::new(),
         stop_reason: Mutex::new(None),
