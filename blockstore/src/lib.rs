@@ -37,6 +37,14 @@
 //! its buffers every 500 ms, so a process crash or power loss may lose the
 //! last commits (whole blocks, never part of one).
 //!
+//! **Group commit for block sync.** [`BlockStore::commit_opts`] /
+//! [`StoreHandle::commit_deferred`] commit atomically but leave the fsync
+//! to the next [`BlockStore::flush`]. The node uses this only for blocks it
+//! fetches while syncing (they are committed on the network already and can
+//! be fetched again) and flushes every 256 blocks, every 500 ms and when
+//! sync ends; blocks it votes on or commits as leader are always fsynced
+//! before the commit returns.
+//!
 //! **Consistency at open.** The best height and hash come from the `best`
 //! meta record (no scan). [`BlockStore::open`] checks the format, chain id
 //! and genesis hash and that the best block, its commit info and its index
