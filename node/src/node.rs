@@ -311,46 +311,20 @@ pub fn check_role(config: &Config, genesis: &Genesis, key: &PublicKey) -> Result
     }
 }
 
-fn parse_addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>, NodeError> {
-    list.iter()
-        .map(|s| {
-            s.parse::<Multiaddr>()
-                .map_err(|e| NodeError::Config(format!("{what}: {s:?} is not a multiaddr: {e}")))
-        })
-        .collect()
-}
-
 fn host_config(opts: &NodeOptions) -> Result<HostConfig, NodeError> {
-    let c = &opts.config.p2p;
-    let mut h = HostConfig::new(opts.genesis.chain_id.clone());
-    h.listen = parse_addrs(&c.listen, "p2p.listen")?;
-    h.bootstrap = parse_addrs(&c.peers, "p2p.peers")?;
-    h.max_connections = c.max_connections;
-    h.max_per_peer = c.max_connections_per_peer;
-    h.max_pending = c.max_pending_connections;
-    h.target_peers = c.target_peers;
-    h.enable_quic = c.quic;
-    h.pex = c.pex;
-    h.allow_private_addrs = c.allow_private_addrs;
-    h.private_mode = c.private;
-    h.whitelist = c
-        .whitelist
-        .iter()
-        .map(|s| {
-            s.parse::<PeerId>()
-                .map_err(|e| NodeError::Config(format!("p2p.whitelist: {s:?}: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    h.validators = opts
+    let validators = opts
         .genesis
         .validators
         .iter()
         .filter_map(|v| p2p::keys::peer_id_of(&v.pub_key))
         .collect();
-    h.ban_threshold = c.ban_threshold;
-    h.ban_duration = c.ban_duration;
-    h.peer_store_path = Some(opts.home.join(p2p::PEER_STORE_FILE));
-    Ok(h)
+    HostConfig::from_node_config(
+        &opts.config.p2p,
+        &opts.genesis.chain_id,
+        validators,
+        Some(opts.home.join(p2p::PEER_STORE_FILE)),
+    )
+    .map_err(|e| NodeError::Config(e.to_string()))
 }
 
 /// The committed state the engine starts from.
