@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod node;
 pub mod p2p;
 pub mod rpc;
+pub mod testkit;
