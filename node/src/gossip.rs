@@ -46,6 +46,10 @@ pub async fn run_events(ctx: Arc<Ctx>, mut events: HostEvents) {
                 if let Some(p) = ctx.peers.write().get_mut(&peer) {
                     p.addrs = listen_addrs;
                 }
+                if ctx.config.p2p.pex {
+                    let c = ctx.clone();
+                    tokio::spawn(async move { exchange_peers(&c, peer).await });
+                }
             }
         }
     }
@@ -176,7 +180,10 @@ pub async fn run_tx_gossip(ctx: Arc<Ctx>) {
 }
 
 /// Peer exchange: asks a few connected peers for the peers they know and
-/// hands them to the host, which dials toward its target peer count.
+/// hands them to the host, which dials toward its target peer count. A
+/// newly identified peer is also asked at once (see [`run_events`]), so a
+/// node that starts with one bootstrap peer learns the network in seconds
+/// rather than after a whole [`PEX_INTERVAL`].
 pub async fn run_pex(ctx: Arc<Ctx>) {
     let mut every = tokio::time::interval(PEX_INTERVAL);
     loop {
@@ -185,28 +192,33 @@ pub async fn run_pex(ctx: Arc<Ctx>) {
             _ = every.tick() => {}
         }
         for peer in ctx.peer_ids(None).into_iter().take(3) {
-            let got = match ctx.host.open_stream(peer, discover::PROTOCOL).await {
-                Ok(s) => discover::request(s, kite_protocols::limits::MAX_PEERS as u32).await,
-                Err(e) => Err(ProtocolError::Refused(e.to_string())),
-            };
-            match got {
-                Ok(entries) => {
-                    let found: Vec<(PeerId, Vec<Multiaddr>)> = entries
-                        .into_iter()
-                        .filter_map(|e| {
-                            let id = PeerId::from_bytes(&e.id).ok()?;
-                            let addrs = e
-                                .addrs
-                                .into_iter()
-                                .filter_map(|a| Multiaddr::try_from(a).ok())
-                                .collect();
-                            Some((id, addrs))
-                        })
-                        .collect();
-                    let _ = ctx.host.add_discovered(found).await;
-                }
-                Err(e) => report(&ctx, peer, discover::PROTOCOL, &e),
-            }
+            exchange_peers(&ctx, peer).await;
         }
+    }
+}
+
+/// Asks one peer for the peers it knows and hands them to the host.
+pub async fn exchange_peers(ctx: &Arc<Ctx>, peer: PeerId) {
+    let got = match ctx.host.open_stream(peer, discover::PROTOCOL).await {
+        Ok(s) => discover::request(s, kite_protocols::limits::MAX_PEERS as u32).await,
+        Err(e) => Err(ProtocolError::Refused(e.to_string())),
+    };
+    match got {
+        Ok(entries) => {
+            let found: Vec<(PeerId, Vec<Multiaddr>)> = entries
+                .into_iter()
+                .filter_map(|e| {
+                    let id = PeerId::from_bytes(&e.id).ok()?;
+                    let addrs = e
+                        .addrs
+                        .into_iter()
+                        .filter_map(|a| Multiaddr::try_from(a).ok())
+                        .collect();
+                    Some((id, addrs))
+                })
+                .collect();
+            let _ = ctx.host.add_discovered(found).await;
+        }
+        Err(e) => report(ctx, peer, discover::PROTOCOL, &e),
     }
 }

@@ -66,7 +66,7 @@ pub enum TestError {
 }
 
 /// Who each later node is told to connect to at start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Topology {
     /// Every node knows node 0 only.
     #[default]
@@ -75,6 +75,9 @@ pub enum Topology {
     Mesh,
     /// Node `i` knows node `i - 1` only (a line when peer exchange is off).
     Line,
+    /// Node `i` knows the nodes listed at index `i` (only earlier ones
+    /// count; a missing entry means none).
+    Custom(Vec<Vec<usize>>),
 }
 
 /// Changes a node's config before it starts: `(index, config)`.
@@ -363,7 +366,11 @@ impl TestNet {
         let (role, blocks_only) = self.spec.role(i);
         let mut config = test_config(role, blocks_only, self.spec.pex, self.spec.rpc);
         let first = usize::from(!self.spec.start_leader);
-        let boot: Vec<usize> = match self.spec.topology {
+        let boot: Vec<usize> = match &self.spec.topology {
+            Topology::Custom(lists) => lists
+                .get(i)
+                .map(|l| l.iter().copied().filter(|j| *j < i).collect())
+                .unwrap_or_default(),
             _ if i == first => Vec::new(),
             Topology::Star => vec![first],
             Topology::Mesh => (first..i).collect(),
