@@ -8,14 +8,14 @@
 //! own task with the host's deadlines so a slow peer never stalls the
 //! engine.
 
-use crate::handlers::report;
 use crate::node::{Ctx, now_ms};
+use crate::outbound::exchange;
 use crate::p2p::PeerId;
 use kite_app::{BlockError, Executed};
 use kite_blockstore::StoreError;
 use kite_consensus::{Engine, ExecError, Input, Output, Target};
 use kite_protocols::blkprop::ResetInfo;
-use kite_protocols::{ProtocolError, ack, blk, blkann, blkprop};
+use kite_protocols::{ack, blk, blkann, blkprop};
 use kite_types::{Block, CommitInfo, Hash, PublicKey};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -225,11 +225,10 @@ impl Driver {
                 for peer in to.iter().filter_map(crate::p2p::keys::peer_id_of) {
                     let (ctx, block) = (self.ctx.clone(), block.clone());
                     tokio::spawn(async move {
-                        let r = match ctx.host.open_stream(peer, blkprop::PROTOCOL).await {
-                            Ok(s) => blkprop::propose(s, &block).await.map(|_| ()),
-                            Err(e) => Err(ProtocolError::Refused(e.to_string())),
-                        };
-                        outcome(&ctx, peer, blkprop::PROTOCOL, r);
+                        let _ = exchange(&ctx, peer, blkprop::PROTOCOL, |s| {
+                            blkprop::propose(s, &block)
+                        })
+                        .await;
                     });
                 }
             }
@@ -271,13 +270,10 @@ impl Driver {
                 };
                 let ctx = self.ctx.clone();
                 tokio::spawn(async move {
-                    let r = match ctx.host.open_stream(peer, ack::PROTOCOL).await {
-                        Ok(s) => ack::send_vote(s, &vote, best_header.as_ref())
-                            .await
-                            .map(|_| ()),
-                        Err(e) => Err(ProtocolError::Refused(e.to_string())),
-                    };
-                    outcome(&ctx, peer, ack::PROTOCOL, r);
+                    let _ = exchange(&ctx, peer, ack::PROTOCOL, |s| {
+                        ack::send_vote(s, &vote, best_header.as_ref())
+                    })
+                    .await;
                 });
             }
             Output::Commit { block, commit_info } => self.commit(block, commit_info, queue).await,
@@ -304,11 +300,10 @@ impl Driver {
                 for peer in self.targets(&to) {
                     let (ctx, block, ci) = (self.ctx.clone(), block.clone(), ci.clone());
                     tokio::spawn(async move {
-                        let r = match ctx.host.open_stream(peer, blkann::PROTOCOL).await {
-                            Ok(s) => blkann::announce(s, &block, &ci).await.map(|_| ()),
-                            Err(e) => Err(ProtocolError::Refused(e.to_string())),
-                        };
-                        outcome(&ctx, peer, blkann::PROTOCOL, r);
+                        let _ = exchange(&ctx, peer, blkann::PROTOCOL, |s| {
+                            blkann::announce(s, &block, &ci)
+                        })
+                        .await;
                     });
                 }
             }
@@ -329,11 +324,9 @@ impl Driver {
                 for peer in self.targets(&to) {
                     let (ctx, info) = (self.ctx.clone(), info.clone());
                     tokio::spawn(async move {
-                        let r = match ctx.host.open_stream(peer, blkprop::PROTOCOL).await {
-                            Ok(s) => blkprop::reset(s, &info).await.map(|_| ()),
-                            Err(e) => Err(ProtocolError::Refused(e.to_string())),
-                        };
-                        outcome(&ctx, peer, blkprop::PROTOCOL, r);
+                        let _ =
+                            exchange(&ctx, peer, blkprop::PROTOCOL, |s| blkprop::reset(s, &info))
+                                .await;
                     });
                 }
             }
@@ -473,18 +466,6 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Counts an outbound stream and reports a misbehaving peer.
-fn outcome(ctx: &Ctx, peer: PeerId, protocol: &'static str, r: Result<(), ProtocolError>) {
-    match r {
-        Ok(()) => ctx.metrics.stream(protocol, false, "ok"),
-        Err(e) => {
-            ctx.metrics.stream(protocol, false, "error");
-            tracing::debug!(%peer, protocol, error = %e, "outbound stream failed");
-            report(ctx, peer, protocol, &e);
-        }
-    }
-}
-
 /// Block sync: fetches heights `from..=to` over one `/kite/blk/1.0.0`
 /// range stream (from `peer`, or a peer known to have them) and feeds the
 /// blocks to the engine, which verifies and commits strictly in height
@@ -518,22 +499,12 @@ async fn fetch_blocks(
             return;
         };
         let from_key = crate::p2p::keys::public_key_of(&target);
-        let mut got = Err(ProtocolError::Refused("not tried".into()));
-        for attempt in 0..2 {
-            got = match ctx.host.open_stream(target, blk::PROTOCOL).await {
-                Ok(s) => blk::request_range(s, next, count, max).await,
-                Err(e) => Err(ProtocolError::Refused(e.to_string())),
-            };
-            match &got {
-                Err(e) if e.misbehaviour().is_none() && attempt == 0 => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                _ => break,
-            }
-        }
+        let got = exchange(&ctx, target, blk::PROTOCOL, |s| {
+            blk::request_range(s, next, count, max)
+        })
+        .await;
         match got {
             Ok(reply) => {
-                ctx.metrics.stream(blk::PROTOCOL, false, "ok");
                 if let Some(p) = ctx.peers.write().get_mut(&target) {
                     p.height = Some(p.height.unwrap_or(0).max(reply.best_height));
                 }
@@ -569,8 +540,6 @@ async fn fetch_blocks(
                 }
             }
             Err(e) => {
-                ctx.metrics.stream(blk::PROTOCOL, false, "error");
-                report(&ctx, target, blk::PROTOCOL, &e);
                 let blame = e.misbehaviour().map(|_| from_key).unwrap_or(None);
                 fail_range(&ctx, blame, next, to).await;
                 return;

@@ -2,11 +2,12 @@
 //! also triggers block sync), tx announcement and re-announcement, and
 //! peer exchange.
 
-use crate::handlers::{report, status_info};
+use crate::handlers::status_info;
 use crate::node::{Ctx, now_ms};
+use crate::outbound::exchange;
 use crate::p2p::{HostEvent, HostEvents, Multiaddr, PeerId};
 use kite_consensus::Input;
-use kite_protocols::{ProtocolError, discover, status, txann};
+use kite_protocols::{discover, status, txann};
 use kite_types::Hash;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,16 +58,8 @@ pub async fn run_events(ctx: Arc<Ctx>, mut events: HostEvents) {
 
 /// Asks one peer for its status; a peer of another genesis is dropped.
 pub async fn ask_status(ctx: &Arc<Ctx>, peer: PeerId) {
-    let got = match ctx.host.open_stream(peer, status::PROTOCOL).await {
-        Ok(s) => status::request(s).await,
-        Err(e) => Err(ProtocolError::Refused(e.to_string())),
-    };
-    let info = match got {
-        Ok(i) => i,
-        Err(e) => {
-            report(ctx, peer, status::PROTOCOL, &e);
-            return;
-        }
+    let Ok(info) = exchange(ctx, peer, status::PROTOCOL, status::request).await else {
+        return;
     };
     if info.genesis_hash != ctx.genesis_hash || info.chain_id != ctx.genesis.chain_id {
         tracing::warn!(
@@ -163,15 +156,10 @@ pub async fn run_tx_gossip(ctx: Arc<Ctx>) {
                 };
                 let (ctx, m, chunk) = (ctx.clone(), mempool.clone(), chunk.to_vec());
                 tokio::spawn(async move {
-                    let r = match ctx.host.open_stream(peer, txann::PROTOCOL).await {
-                        Ok(s) => txann::announce(s, &chunk, |h| m.get(h)).await.map(|_| ()),
-                        Err(e) => Err(ProtocolError::Refused(e.to_string())),
-                    };
-                    let outcome = if r.is_ok() { "ok" } else { "error" };
-                    ctx.metrics.stream(txann::PROTOCOL, false, outcome);
-                    if let Err(e) = r {
-                        report(&ctx, peer, txann::PROTOCOL, &e);
-                    }
+                    let _ = exchange(&ctx, peer, txann::PROTOCOL, |s| {
+                        txann::announce(s, &chunk, |h| m.get(h))
+                    })
+                    .await;
                     drop(permit);
                 });
             }
@@ -199,26 +187,23 @@ pub async fn run_pex(ctx: Arc<Ctx>) {
 
 /// Asks one peer for the peers it knows and hands them to the host.
 pub async fn exchange_peers(ctx: &Arc<Ctx>, peer: PeerId) {
-    let got = match ctx.host.open_stream(peer, discover::PROTOCOL).await {
-        Ok(s) => discover::request(s, kite_protocols::limits::MAX_PEERS as u32).await,
-        Err(e) => Err(ProtocolError::Refused(e.to_string())),
-    };
-    match got {
-        Ok(entries) => {
-            let found: Vec<(PeerId, Vec<Multiaddr>)> = entries
-                .into_iter()
-                .filter_map(|e| {
-                    let id = PeerId::from_bytes(&e.id).ok()?;
-                    let addrs = e
-                        .addrs
-                        .into_iter()
-                        .filter_map(|a| Multiaddr::try_from(a).ok())
-                        .collect();
-                    Some((id, addrs))
-                })
-                .collect();
-            let _ = ctx.host.add_discovered(found).await;
-        }
-        Err(e) => report(ctx, peer, discover::PROTOCOL, &e),
+    let got = exchange(ctx, peer, discover::PROTOCOL, |s| {
+        discover::request(s, kite_protocols::limits::MAX_PEERS as u32)
+    })
+    .await;
+    if let Ok(entries) = got {
+        let found: Vec<(PeerId, Vec<Multiaddr>)> = entries
+            .into_iter()
+            .filter_map(|e| {
+                let id = PeerId::from_bytes(&e.id).ok()?;
+                let addrs = e
+                    .addrs
+                    .into_iter()
+                    .filter_map(|a| Multiaddr::try_from(a).ok())
+                    .collect();
+                Some((id, addrs))
+            })
+            .collect();
+        let _ = ctx.host.add_discovered(found).await;
     }
 }

@@ -137,19 +137,10 @@ pub async fn fetch_tx(ctx: Arc<Ctx>, peer: PeerId, hash: Hash) {
         return;
     };
     let max = mempool.config().max_tx_bytes;
-    let got = match ctx.host.open_stream(peer, tx::PROTOCOL).await {
-        Ok(s) => tx::request(s, hash, max).await,
-        Err(e) => Err(ProtocolError::Refused(e.to_string())),
-    };
-    ctx.metrics.stream(
-        tx::PROTOCOL,
-        false,
-        if got.is_ok() { "ok" } else { "error" },
-    );
-    match got {
-        Ok(Some(t)) => admit(&ctx, vec![t], Some(peer)).await,
-        Ok(None) => {}
-        Err(e) => report(&ctx, peer, tx::PROTOCOL, &e),
+    if let Ok(Some(t)) =
+        crate::outbound::exchange(&ctx, peer, tx::PROTOCOL, |s| tx::request(s, hash, max)).await
+    {
+        admit(&ctx, vec![t], Some(peer)).await;
     }
     ctx.inflight.lock().remove(&hash);
 }

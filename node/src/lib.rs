@@ -8,6 +8,7 @@ pub mod gossip;
 pub mod handlers;
 pub mod metrics;
 pub mod node;
+pub mod outbound;
 pub mod p2p;
 pub mod rpc;
 pub mod testkit;
