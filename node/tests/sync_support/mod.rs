@@ -370,8 +370,9 @@ pub fn init_log() {
 /// How a fake peer misbehaves on `/kite/blk/1.0.0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Misbehaviour {
-    /// Claims the real tip, serves every block tampered (header field,
-    /// commit info or txs, depending on the height).
+    /// Claims the real tip, serves every block tampered (header field under
+    /// the old signature, commit info short of the quorum, signed by a
+    /// non-leader key, or txs not matching the tx root, by height).
     Corrupt,
     /// Claims `claim` but holds only the first `holds` blocks.
     Liar {
@@ -413,10 +414,13 @@ impl FakeSource {
         }
     }
 
-    /// A tampered copy of a real block: which field depends on the height.
+    /// A tampered copy of a real block: which field depends on the height
+    /// (a broken tx root every 8th height: the wire layer refuses it and
+    /// with it the rest of the range; the other kinds reach the engine).
     fn tamper(&self, (block, ci): &Entry) -> Entry {
         let h = block.height();
-        match h % 4 {
+        let kind = if h % 8 == 7 { 3 } else { h % 3 };
+        match kind {
             // A header field changed under the old signature.
             0 => {
                 let mut hd = block.header().clone();

@@ -1,0 +1,165 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! Issue 7, hostile peers: block sync is neither stalled nor fooled by a
+//! peer that serves corrupted blocks, one that lies about its height, or
+//! one that never answers. The bad peers are fake libp2p hosts that answer
+//! `/kite/status/1.0.0` and `/kite/blk/1.0.0` (see `sync_support`).
+
+mod sync_support;
+
+use kite_node::config::Role;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use sync_support::*;
+use tempfile::TempDir;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const TIP: u64 = 400;
+/// Blocks the liar really holds (it claims far more).
+const LIAR_HOLDS: u64 = 50;
+const LIAR_CLAIMS: u64 = 100_000;
+
+/// A node first meets only the three bad peers: it commits nothing but
+/// real blocks (at most the liar's 50 true ones) and does not halt. Then an
+/// honest peer connects: the node syncs the 400 blocks although the bad
+/// peers keep getting their share, and holds exactly the real chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_survives_a_corrupt_a_lying_and_a_stalling_peer() {
+    init_log();
+    let keys = Keys::new(73, 3, 4);
+    let genesis = genesis("kite-sync-faults", &keys, Duration::from_millis(100));
+    let homes: Vec<TempDir> = (0..2).map(|_| TempDir::new().unwrap()).collect();
+    let built = {
+        let (dir, g, k) = (homes[0].path().join("data"), genesis.clone(), keys.clone());
+        tokio::task::spawn_blocking(move || {
+            build_chain(&dir, &g, &k, TIP, &|h| if h % 8 == 0 { 5 } else { 0 }, 2)
+        })
+        .await
+        .unwrap()
+    };
+    let chain = Arc::new(built.blocks);
+
+    let corrupt = FakePeer::spawn(
+        &keys.other(1),
+        &genesis,
+        chain.clone(),
+        Misbehaviour::Corrupt,
+    )
+    .await;
+    let liar = FakePeer::spawn(
+        &keys.other(2),
+        &genesis,
+        chain.clone(),
+        Misbehaviour::Liar {
+            claim: LIAR_CLAIMS,
+            holds: LIAR_HOLDS,
+        },
+    )
+    .await;
+    let staller =
+        FakePeer::spawn(&keys.other(3), &genesis, chain.clone(), Misbehaviour::Stall).await;
+
+    // Phase 1: bad peers only.
+    let bad = [
+        corrupt.addr.clone(),
+        liar.addr.clone(),
+        staller.addr.clone(),
+    ];
+    let node = start_node(
+        homes[1].path(),
+        config(Role::Sentry, &bad),
+        &genesis,
+        &keys.other(9),
+    )
+    .await;
+    wait_for(
+        "every bad peer to be asked for blocks",
+        DEADLINE,
+        || async {
+            let asked = [&corrupt, &liar, &staller]
+                .iter()
+                .all(|p| p.counters.queries.load(Ordering::Relaxed) > 0);
+            (asked && corrupt.counters.tampered.load(Ordering::Relaxed) >= 4).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let h1 = node.height();
+    assert!(
+        h1 <= LIAR_HOLDS,
+        "committed {h1} blocks with no honest peer"
+    );
+    assert_same_chain(&node, &chain, h1);
+    assert!(node.ctx().state.read().halted.is_none(), "halted");
+
+    // Phase 2: an honest peer connects to the node.
+    let t0 = Instant::now();
+    let honest = start_node(
+        homes[0].path(),
+        config(Role::Sentry, &[node_addr(&node).await]),
+        &genesis,
+        &keys.other(0),
+    )
+    .await;
+    assert_eq!(honest.height(), TIP);
+    wait_for("the node to reach the honest tip", DEADLINE, || async {
+        (node.height() >= TIP).then_some(())
+    })
+    .await;
+    let took = t0.elapsed();
+    assert_eq!(node.height(), TIP);
+    assert_same_chain(&node, &chain, TIP);
+    assert!(node.ctx().state.read().halted.is_none(), "halted");
+    for k in &keys.senders {
+        let a = node.ctx().store.store().account(&k.public()).unwrap();
+        let b = honest.ctx().store.store().account(&k.public()).unwrap();
+        assert_eq!(a, b);
+    }
+
+    // Watch the sync flag over a status round while the liar keeps
+    // claiming heights nobody can serve.
+    let (mut samples, mut syncing) = (0u32, 0u32);
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_millis(2500) {
+        samples += 1;
+        if node.ctx().state.read().syncing {
+            syncing += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The liar's claim is tried again after each status round and
+    // dropped at once: the node is out of sync mode nearly all the time.
+    assert!(
+        syncing * 2 < samples,
+        "in sync mode in {syncing} of {samples} samples after reaching the tip"
+    );
+    wait_for("the node to leave sync mode", DEADLINE, || async {
+        (!node.ctx().state.read().syncing).then_some(())
+    })
+    .await;
+
+    // Every misbehaviour was met, not avoided.
+    let c = |p: &FakePeer| {
+        (
+            p.counters.queries.load(Ordering::Relaxed),
+            p.counters.tampered.load(Ordering::Relaxed),
+            p.counters.denied.load(Ordering::Relaxed),
+        )
+    };
+    let (cq, ct, _) = c(&corrupt);
+    let (lq, _, ld) = c(&liar);
+    let (sq, _, _) = c(&staller);
+    assert!(ct >= 4, "corrupt peer served {ct} tampered blocks");
+    assert!(ld > 0, "the liar was never asked for a height it lacks");
+    assert!(sq > 0, "the staller was never asked");
+    println!(
+        "bad peers only: height {h1}; with an honest peer: {TIP} in {:.2}s; corrupt asked {cq} (tampered {ct}), liar asked {lq} (denied {ld}), staller asked {sq}; in sync mode after the tip in {syncing} of {samples} samples",
+        took.as_secs_f64(),
+    );
+
+    stop(node).await;
+    stop(honest).await;
+    corrupt.stop().await;
+    liar.stop().await;
+    staller.stop().await;
+}
