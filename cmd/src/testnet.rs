@@ -99,6 +99,18 @@ pub fn init(a: &TestnetInitArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let out = std::fs::canonicalize(&a.out)?;
+    // --force: the old homes go, stores included (a store belongs to the
+    // genesis it was created with).
+    for entry in std::fs::read_dir(&out)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_home = name
+            .strip_prefix("node")
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+        if is_home && entry.path().is_dir() {
+            std::fs::remove_dir_all(entry.path())
+                .with_context(|| format!("removing the old home {}", entry.path().display()))?;
+        }
+    }
 
     let keys: Vec<NodeKey> = (0..total).map(|_| NodeKey::generate()).collect();
     let faucet = NodeKey::generate();

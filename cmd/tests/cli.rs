@@ -156,8 +156,9 @@ fn testnet_init_lays_out_homes_ports_and_compose() {
     assert!(c4.blocks_only);
     assert_eq!(c4.role, kite_node::config::Role::Sentry);
     assert_eq!(c4.p2p.peers.len(), 4);
-    // Replacing needs --force; a compose file comes with --hosts.
+    // Replacing needs --force, and replaces the old homes with their stores.
     assert!(!kite(&["testnet", "init", "--out", o]).status.success());
+    std::fs::create_dir_all(out.join("node4/data")).unwrap();
     let r = kite(&[
         "testnet",
         "init",
@@ -176,6 +177,7 @@ fn testnet_init_lays_out_homes_ports_and_compose() {
     assert!(r.status.success(), "{}", text(&r.stderr));
     let compose = std::fs::read_to_string(out.join("docker-compose.yml")).unwrap();
     assert!(compose.contains("hostname: alpha") && compose.contains("hostname: beta"));
+    assert!(!out.join("node4").exists(), "old homes are removed");
     let c1 = kite_node::config::Config::load(&out.join("node1/config.toml")).unwrap();
     assert_eq!(c1.rpc.listen, "0.0.0.0:26603");
     assert!(c1.p2p.peers[0].starts_with("/dns4/alpha/tcp/26600/p2p/"));
