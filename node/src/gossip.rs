@@ -7,7 +7,7 @@ use crate::node::{Ctx, now_ms};
 use crate::outbound::exchange;
 use crate::p2p::{HostEvent, HostEvents, Multiaddr, PeerId};
 use kite_consensus::Input;
-use kite_protocols::{discover, status, txann};
+use kite_protocols::{blk, discover, status, txann};
 use kite_types::Hash;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +72,16 @@ pub async fn ask_status(ctx: &Arc<Ctx>, peer: PeerId) {
         let _ = ctx.host.disconnect(peer).await;
         return;
     }
+    // A status is not signed, and a height above ours makes the engine
+    // sync before it proposes or votes again: a peer that merely claims a
+    // far height would stall the chain for as long as it stays connected.
+    // So the claim counts only once the peer has served its claimed best
+    // block with a valid commit.
+    let ours = ctx.state.read().height;
+    if info.best_height > ours && !proves_height(ctx, peer, info.best_height).await {
+        tracing::debug!(%peer, claimed = info.best_height, ours, "peer did not prove its height; status ignored");
+        return;
+    }
     {
         let mut peers = ctx.peers.write();
         let p = peers.entry(peer).or_default();
@@ -86,6 +96,56 @@ pub async fn ask_status(ctx: &Arc<Ctx>, peer: PeerId) {
             hash: info.best_hash,
         });
     }
+}
+
+/// Whether `peer` holds `height`: it has proved it before, or it serves
+/// that block now, signed by the leader with a commit info that reaches the
+/// quorum. A forged proof is reported.
+async fn proves_height(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> bool {
+    if ctx
+        .peers
+        .read()
+        .get(&peer)
+        .is_some_and(|p| p.proven >= height)
+    {
+        return true;
+    }
+    let max = ctx.max_block_bytes();
+    let query = blk::BlockQuery::Height(height);
+    let Ok(reply) = exchange(ctx, peer, blk::PROTOCOL, |s| blk::request(s, query, max)).await
+    else {
+        return false;
+    };
+    let Some((block, ci)) = reply.block else {
+        return false;
+    };
+    let g = ctx.genesis.clone();
+    let valid = tokio::task::spawn_blocking(move || {
+        block.verify_leader(&g.leader)
+            && ci
+                .verify(
+                    &g.chain_id,
+                    height,
+                    &block.hash(),
+                    &g.validator_set(),
+                    g.quorum,
+                )
+                .is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    if !valid {
+        ctx.host.report(
+            peer,
+            kite_protocols::score::INVALID,
+            "status: forged block for its claimed height",
+        );
+        return false;
+    }
+    if let Some(p) = ctx.peers.write().get_mut(&peer) {
+        p.proven = p.proven.max(height);
+    }
+    true
 }
 
 /// Asks every connected peer for its status, every [`STATUS_INTERVAL`].

@@ -116,6 +116,9 @@ pub struct PeerState {
     pub blocks_only: bool,
     /// Addresses seen.
     pub addrs: Vec<Multiaddr>,
+    /// Highest height it proved it holds (served that block with a valid
+    /// commit); its status claims up to there are believed as they come.
+    pub proven: u64,
 }
 
 /// A tx being fetched after an announce, and who else announced it.
