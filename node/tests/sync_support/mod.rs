@@ -367,21 +367,23 @@ pub fn init_log() {
     }
 }
 
-/// How a fake peer misbehaves on `/kite/blk/1.0.0`.
+/// How a fake peer misbehaves on `/kite/blk/1.0.0`. Every fake claims the
+/// real tip in its status and serves that one block honestly (nodes ask
+/// for it to check the claim), then misbehaves on the heights block sync
+/// asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Misbehaviour {
-    /// Claims the real tip, serves every block tampered (header field under
-    /// the old signature, commit info short of the quorum, signed by a
-    /// non-leader key, or txs not matching the tx root, by height).
+    /// Serves every other block tampered (header field under the old
+    /// signature, commit info short of the quorum, signed by a non-leader
+    /// key, or txs not matching the tx root, by height).
     Corrupt,
-    /// Claims `claim` but holds only the first `holds` blocks.
+    /// Holds only the first `holds` blocks (and the tip): answers "not
+    /// found" for the heights between, which it claimed to have.
     Liar {
-        /// The height it claims in status and block replies.
-        claim: u64,
-        /// Blocks it really serves.
+        /// Blocks it really serves from the start of the chain.
         holds: u64,
     },
-    /// Claims the real tip and never answers a block request.
+    /// Never answers a block request for any other height.
     Stall,
 }
 
@@ -390,7 +392,8 @@ pub enum Misbehaviour {
 pub struct FakeCounters {
     /// Status requests answered.
     pub status: AtomicU64,
-    /// Block queries received (one per height of a range).
+    /// Block queries received for other heights than the claimed tip (one
+    /// per height of a range).
     pub queries: AtomicU64,
     /// Tampered blocks sent.
     pub tampered: AtomicU64,
@@ -408,10 +411,7 @@ struct FakeSource {
 
 impl FakeSource {
     fn claim(&self) -> u64 {
-        match self.misbehaviour {
-            Misbehaviour::Liar { claim, .. } => claim,
-            _ => self.chain.len() as u64,
-        }
+        self.chain.len() as u64
     }
 
     /// A tampered copy of a real block: which field depends on the height
@@ -467,7 +467,6 @@ impl FakeSource {
 #[async_trait]
 impl BlockSource for FakeSource {
     async fn block(&self, query: BlockQuery) -> BlockReply {
-        self.counters.queries.fetch_add(1, Ordering::Relaxed);
         let best_height = self.claim();
         let BlockQuery::Height(h) = query else {
             return BlockReply {
@@ -476,13 +475,21 @@ impl BlockSource for FakeSource {
             };
         };
         let real = h.checked_sub(1).and_then(|i| self.chain.get(i as usize));
+        if h == best_height {
+            // The proof of its claimed height.
+            return BlockReply {
+                block: real.cloned(),
+                best_height,
+            };
+        }
+        self.counters.queries.fetch_add(1, Ordering::Relaxed);
         let block = match (self.misbehaviour, real) {
             (Misbehaviour::Stall, _) => std::future::pending().await,
             (Misbehaviour::Corrupt, Some(e)) => {
                 self.counters.tampered.fetch_add(1, Ordering::Relaxed);
                 Some(self.tamper(e))
             }
-            (Misbehaviour::Liar { holds, .. }, Some(e)) if h <= holds => Some(e.clone()),
+            (Misbehaviour::Liar { holds }, Some(e)) if h <= holds => Some(e.clone()),
             _ => {
                 if h <= best_height {
                     self.counters.denied.fetch_add(1, Ordering::Relaxed);
@@ -499,11 +506,7 @@ impl StatusSource for FakeSource {
     async fn status(&self) -> StatusInfo {
         self.counters.status.fetch_add(1, Ordering::Relaxed);
         let best = self.claim();
-        let best_hash = self
-            .chain
-            .get((best.min(self.chain.len() as u64)).saturating_sub(1) as usize)
-            .map(|e| e.0.hash())
-            .unwrap_or(Hash::ZERO);
+        let best_hash = self.chain.last().map_or(Hash::ZERO, |e| e.0.hash());
         StatusInfo {
             chain_id: self.genesis.chain_id.clone(),
             best_height: best,
