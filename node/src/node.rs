@@ -405,6 +405,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             max_bytes: usize::try_from(cfg.mempool.max_bytes.as_u64()).unwrap_or(usize::MAX),
             max_tx_bytes: max_tx,
             max_per_sender: cfg.mempool.max_per_sender as usize,
+            // Gossip delivers a sender's txs in several announce streams
+            // that may be admitted in any order: queue a whole window of
+            // gapped nonces (still bounded by max_txs and max_bytes)
+            // rather than refuse them until the next re-announce.
+            max_queued_per_sender: cfg.mempool.max_per_sender as usize,
             ..MempoolConfig::default()
         };
         Some(Arc::new(Mempool::new(opts.genesis.chain_id.clone(), mc)))

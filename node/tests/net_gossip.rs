@@ -335,15 +335,22 @@ async fn peers_of_another_chain_or_genesis_are_dropped() {
     assert_eq!(other_genesis.genesis.chain_id, a.genesis.chain_id);
     assert_ne!(other_genesis.genesis.hash(), a.genesis.hash());
 
+    // Whichever side sees the mismatch first bans the other and hangs up
+    // (the other side may never get to see it): one of them holds a ban,
+    // they are not connected, and A does not count the stranger as a peer.
     let host = a.ctx(0).unwrap().host.clone();
-    for (what, peer) in [
-        ("another chain id", other_chain.peer_id(0).unwrap()),
-        ("another genesis", other_genesis.peer_id(0).unwrap()),
+    let a_id = a.peer_id(0).unwrap();
+    for (what, net) in [
+        ("another chain id", &other_chain),
+        ("another genesis", &other_genesis),
     ] {
+        let peer = net.peer_id(0).unwrap();
+        let theirs = net.ctx(0).unwrap().host.clone();
         wait_for(&format!("node of {what} banned"), DEADLINE, || {
-            let host = host.clone();
+            let (host, theirs) = (host.clone(), theirs.clone());
             async move {
-                let banned = host.is_banned(peer).await.ok()?;
+                let banned =
+                    host.is_banned(peer).await.ok()? || theirs.is_banned(a_id).await.ok()?;
                 let up = host.connected_peers().await.ok()?.contains(&peer);
                 (banned && !up).then_some(())
             }
@@ -355,6 +362,11 @@ async fn peers_of_another_chain_or_genesis_are_dropped() {
             "{what}"
         );
     }
+    // And it stays that way (no redial gets through).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let up = host.connected_peers().await.unwrap();
+    assert!(!up.contains(&other_chain.peer_id(0).unwrap()));
+    assert!(!up.contains(&other_genesis.peer_id(0).unwrap()));
     let h = a.min_height();
     a.wait_height(h + 2, DEADLINE).await.unwrap();
     for net in [a, other_chain, other_genesis] {
@@ -424,6 +436,37 @@ async fn blocks_only_node_holds_no_tx_and_follows_the_chain() {
     net.check_same_chain(top).await.unwrap();
     assert!(net.ctx(archive).unwrap().mempool.is_none());
     for exit in net.stop().await {
+        assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
+    }
+}
+
+/// A burst of 1,000 txs of one sender (several announce streams that may
+/// be admitted in any order) reaches the next node without waiting for a
+/// re-announce: gapped nonces are queued, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_one_sender_crosses_without_reannounce() {
+    let _serial = SERIAL.lock().await;
+    init_log();
+    let mut spec = NetSpec::new(3);
+    spec.chain_id = "kite-burst".into();
+    spec.seed = 59;
+    spec.funded = 1;
+    spec.start_leader = false;
+    spec.edit = Some(Arc::new(|_, c: &mut Config| {
+        c.p2p.reannounce_interval = Duration::from_secs(3600);
+    }));
+    let net = TestNet::start(spec).await.unwrap();
+    let txs = transfers(&net.genesis.chain_id, &net.accounts[0], 1, 1000);
+    net.admit(1, txs.clone(), None).await.unwrap();
+    let b = net.ctx(2).unwrap().mempool.clone().unwrap();
+    wait_for("the whole burst at node 2", DEADLINE, || async {
+        (b.len() == txs.len()).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", b.stats()));
+    assert!(txs.iter().all(|t| b.contains(&t.hash())));
+    assert_eq!(b.stats().pending, txs.len());
+    for exit in net.stop().await.into_iter().skip(1) {
         assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
     }
 }
