@@ -186,6 +186,20 @@ pub fn build_chain(
     txs_at: &dyn Fn(u64) -> usize,
     threads: usize,
 ) -> Built {
+    build_chain_opts(dir, genesis, keys, heights, txs_at, threads, true)
+}
+
+/// [`build_chain`], keeping the blocks in memory only when `keep` (big
+/// bench chains are read back from the store by the nodes).
+pub fn build_chain_opts(
+    dir: &Path,
+    genesis: &Genesis,
+    keys: &Keys,
+    heights: u64,
+    txs_at: &dyn Fn(u64) -> usize,
+    threads: usize,
+    keep: bool,
+) -> Built {
     let store = BlockStore::open_with(
         dir,
         genesis,
@@ -198,7 +212,7 @@ pub fn build_chain(
     let valset = genesis.validator_set();
     let quorum_votes = keys.validators.len() / 2 + 1;
     let mut nonces = vec![0u64; keys.senders.len()];
-    let mut blocks = Vec::with_capacity(heights as usize);
+    let mut blocks = Vec::with_capacity(if keep { heights as usize } else { 0 });
     let mut txs_total = 0u64;
     let best = store.best().expect("best");
     let (mut prev_hash, mut prev_app) = (best.block_hash, best.app_hash);
@@ -231,7 +245,9 @@ pub fn build_chain(
         store.commit(&block, &ci, &ex.changes).expect("commit");
         prev_hash = block.hash();
         prev_app = ex.app_hash;
-        blocks.push((block, ci));
+        if keep {
+            blocks.push((block, ci));
+        }
     }
     store.flush().expect("flush");
     let height = store.best().expect("best").height;
