@@ -217,7 +217,11 @@ impl Driver {
                 queue.push_back(Input::BlockBuilt { txs });
             }
             Output::SendProposal { to, block } => {
-                self.proposed_at.insert(block.hash(), Instant::now());
+                // A resend keeps the first send time: the round time
+                // counts from the first proposal.
+                self.proposed_at
+                    .entry(block.hash())
+                    .or_insert_with(Instant::now);
                 if self.proposed_at.len() > 64 {
                     self.proposed_at.clear();
                 }

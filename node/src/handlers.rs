@@ -294,9 +294,12 @@ impl ProposalSink for PeerSink {
             return false;
         }
         let height = self.ctx.state.read().height;
-        // Cheap filter before the block is sent: the next height, signed
-        // by the genesis leader. The engine checks everything again.
-        p.height == height + 1
+        // Cheap filter before the block is sent: the next height (or the
+        // one after: the leader proposes as soon as it commits, often
+        // before this node has committed the same block from its announce;
+        // the engine keeps such a proposal until then), signed by the
+        // genesis leader. The engine checks everything again.
+        (p.height == height + 1 || p.height == height + 2)
             && kite_types::block::verify_header_sig(
                 &p.header.proposer,
                 &p.hash,

@@ -470,3 +470,55 @@ async fn a_burst_of_one_sender_crosses_without_reannounce() {
         assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
     }
 }
+
+/// A validator wants a leader-signed proposal for its next height and for
+/// the one after (the leader proposes as soon as it commits, before the
+/// validator has committed the same block from the announce), not beyond;
+/// a proposal not signed by the leader is never wanted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validator_wants_proposals_one_height_ahead_only() {
+    let _serial = SERIAL.lock().await;
+    init_log();
+    let mut spec = NetSpec::new(2);
+    spec.chain_id = "kite-ahead".into();
+    spec.seed = 60;
+    spec.start_leader = false;
+    let net = TestNet::start(spec).await.unwrap();
+    let probe = Probe::spawn(&net.genesis.chain_id, 0x60).unwrap();
+    let peer = net.peer_id(1).unwrap();
+    probe.connect(net.addr(1).unwrap(), peer).await.unwrap();
+    assert_eq!(net.heights()[1], 0);
+    let leader = &net.keys[0];
+    let stranger = NodeKey::from_seed([0x61; 32]);
+    for (height, key, wanted) in [
+        (1, leader, true),
+        (2, leader, true),
+        (3, leader, false),
+        (1, &stranger, false),
+    ] {
+        let header = kite_types::BlockHeader {
+            version: kite_types::BLOCK_VERSION,
+            chain_id: net.genesis.chain_id.clone(),
+            height,
+            prev_hash: Hash::ZERO,
+            prev_app_hash: Hash::ZERO,
+            timestamp_ms: 1,
+            tx_root: kite_types::Block::tx_root_of(&[]),
+            validator_set_hash: net.genesis.validator_set().hash(),
+            proposer: net.genesis.leader,
+        };
+        let block = kite_types::Block::new_signed(header, Vec::new(), key);
+        let s = probe
+            .host
+            .open_stream(peer, kite_protocols::blkprop::PROTOCOL)
+            .await
+            .unwrap();
+        let out = kite_protocols::blkprop::propose(s, &block).await.unwrap();
+        let sent = out == kite_protocols::blkann::AnnounceOutcome::Sent;
+        assert_eq!(sent, wanted, "height {height}");
+    }
+    probe.stop().await;
+    for exit in net.stop().await.into_iter().skip(1) {
+        assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
+    }
+}
