@@ -17,7 +17,10 @@
 //! `cargo bench -p kite-node --bench sync`
 //! (`KITE_SYNC_BENCH_EMPTY=N` empty blocks, default 10,000;
 //! `KITE_SYNC_BENCH_BLOCKS=N` transfer blocks, default 10,000;
-//! `KITE_SYNC_BENCH_TXS=N` transfers per block, default 100. Without
+//! `KITE_SYNC_BENCH_TXS=N` transfers per block, default 100;
+//! `KITE_SYNC_BENCH_DURABLE=0` syncs into a store without fsync;
+//! `KITE_SYNC_BENCH_WINDOW=N` sets `sync.window`;
+//! `KITE_SYNC_BENCH_BLOCKS_ONLY=1` syncs as an archive (no mempool). Without
 //! `--bench`, as under `cargo test --benches`, it runs a quick small case.)
 
 #[path = "../tests/sync_support/mod.rs"]
@@ -216,7 +219,14 @@ async fn run_case(name: &str, seed: u8, blocks: u64, per_block: usize) -> Figure
     // The syncing node: default sync settings, durable store.
     let mut cfg = config(Role::Sentry, &addrs);
     cfg.sync = SyncConfig::default();
-    cfg.store.durable = true;
+    cfg.store.durable = env_u64("KITE_SYNC_BENCH_DURABLE", 1) != 0;
+    cfg.blocks_only = env_u64("KITE_SYNC_BENCH_BLOCKS_ONLY", 0) != 0;
+    if let Some(w) = std::env::var("KITE_SYNC_BENCH_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.sync.window = w;
+    }
     let t0 = Instant::now();
     let node = start_node(&homes[3], cfg, &genesis, &keys.other(9)).await;
     let mut first_block = None;
@@ -301,8 +311,8 @@ fn main() {
         "ed25519 batch verify (1,024 sigs per batch): {v1:.0} sigs/s on 1 thread, {v2:.0} sigs/s on 2 threads"
     );
     let (e, t) = rt.block_on(async {
-        let e = run_case("empty", 1, empty, 0).await;
-        let t = run_case("transfers", 2, blocks, per_block).await;
+        let e = run_case("empty", 1, empty.max(1), 0).await;
+        let t = run_case("transfers", 2, blocks.max(1), per_block).await;
         (e, t)
     });
     println!();
