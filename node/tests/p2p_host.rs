@@ -506,3 +506,54 @@ async fn connection_limit_is_enforced() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(a.handle.connected_peers().await.unwrap(), vec![b.id]);
 }
+
+/// One peer holding idle streams gets at most its share of a protocol's
+/// handlers; another peer is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_take_every_handler() {
+    let a = start(50, config(CHAIN)).await;
+    let b = start(51, config(CHAIN)).await;
+    let c = start(52, config(CHAIN)).await;
+    a.handle.dial(b.addr.clone()).await.unwrap();
+    c.handle.dial(b.addr.clone()).await.unwrap();
+    wait_connected(&a.handle, b.id).await;
+    wait_connected(&c.handle, b.id).await;
+
+    // A's streams stay idle (their handlers wait forever); others echo.
+    let a_id = a.id;
+    spawn_accept_loop(&b.handle, ECHO, 8, move |peer, mut s: Stream| async move {
+        let mut byte = [0u8; 1];
+        s.read_exact(&mut byte).await?;
+        if peer == a_id {
+            std::future::pending::<()>().await;
+        }
+        s.write_all(&byte).await?;
+        s.close().await?;
+        Ok::<(), std::io::Error>(())
+    })
+    .unwrap();
+    // 8 handlers: a peer's share is 2. A's third stream is refused.
+    let mut held = Vec::new();
+    for i in 0..3u8 {
+        if let Ok(mut s) = a.handle.open_stream(b.id, ECHO).await {
+            let _ = s.write_all(&[i]).await;
+            let _ = s.flush().await;
+            held.push(s);
+        }
+        wait_for("taken", || async {
+            let st = b.handle.protocol_stats(ECHO);
+            (st.accepted + st.refused == u64::from(i) + 1).then_some(())
+        })
+        .await;
+    }
+    let st = b.handle.protocol_stats(ECHO);
+    assert_eq!((st.accepted, st.refused), (2, 1));
+    // C is served while A holds its share.
+    let mut s = c.handle.open_stream(b.id, ECHO).await.unwrap();
+    s.write_all(&[7]).await.unwrap();
+    s.close().await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    assert_eq!(out, vec![7]);
+    drop(held);
+}

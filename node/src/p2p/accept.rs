@@ -41,6 +41,10 @@ where
     let counters = handle.counters(protocol);
     let deadline = handle.stream_timeout();
     let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
+    // One peer may hold at most a quarter of the slots (at least 2), so a
+    // peer that opens idle streams cannot lock the protocol for others.
+    let per_peer = (max_concurrent / 4).max(2);
+    let by_peer: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, usize>>> = Arc::default();
     let handler = Arc::new(handler);
     let mut closed = handle.shared.closed.clone();
     Ok(tokio::spawn(async move {
@@ -51,6 +55,12 @@ where
             };
             let Some((peer, stream)) = next else {
                 break;
+            };
+            let Some(slot) = PeerSlot::take(&by_peer, peer, per_peer) else {
+                Counters::inc(&counters.refused);
+                tracing::debug!(%peer, protocol, per_peer, "peer holds its share of handlers: inbound stream reset");
+                drop(stream);
+                continue;
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 Counters::inc(&counters.refused);
@@ -63,6 +73,7 @@ where
             let counters = counters.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                let _slot = slot;
                 match tokio::time::timeout(deadline, fut).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
@@ -78,4 +89,41 @@ where
         }
         tracing::debug!(protocol, "accept loop ended");
     }))
+}
+
+/// One of a peer's handler slots on a protocol; released on drop.
+struct PeerSlot {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl PeerSlot {
+    fn take(
+        map: &Arc<std::sync::Mutex<std::collections::HashMap<PeerId, usize>>>,
+        peer: PeerId,
+        max: usize,
+    ) -> Option<PeerSlot> {
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(peer).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            map: map.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
+        }
+    }
 }
