@@ -402,7 +402,7 @@ impl Driver {
         }
         self.staged.retain(|_, (h, _)| *h > height);
         let ntx = block.txs().len() as u64;
-        if let Some(m) = &self.ctx.mempool {
+        if let Some(m) = self.ctx.mempool.as_ref().filter(|m| !m.is_empty()) {
             let (m, txs, accounts) = (m.clone(), block.txs().to_vec(), self.ctx.accounts());
             let _ = tokio::task::spawn_blocking(move || m.on_commit(&txs, &accounts)).await;
         }
