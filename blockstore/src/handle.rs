@@ -159,29 +159,24 @@ impl StoreHandle {
         commit_info: CommitInfo,
         changes: ChangeSet,
     ) -> Result<(), StoreError> {
-        self.write(|reply| WriteOp::Commit {
-            block: Box::new(block),
-            commit_info,
-            changes,
-            sync_now: true,
-            reply,
-        })
-        .await
+        self.commit_opts(block, commit_info, changes, true).await
     }
 
-    /// [`StoreHandle::commit`] with the fsync deferred to the next
-    /// [`StoreHandle::flush`] (see [`BlockStore::commit_opts`]).
-    pub async fn commit_deferred(
+    /// [`StoreHandle::commit`], with the fsync deferred to the next
+    /// [`StoreHandle::flush`] when `sync_now` is false (see
+    /// [`BlockStore::commit_opts`]).
+    pub async fn commit_opts(
         &self,
         block: Block,
         commit_info: CommitInfo,
         changes: ChangeSet,
+        sync_now: bool,
     ) -> Result<(), StoreError> {
         self.write(|reply| WriteOp::Commit {
             block: Box::new(block),
             commit_info,
             changes,
-            sync_now: false,
+            sync_now,
             reply,
         })
         .await

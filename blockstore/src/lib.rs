@@ -38,7 +38,7 @@
 //! last commits (whole blocks, never part of one).
 //!
 //! **Group commit for block sync.** [`BlockStore::commit_opts`] /
-//! [`StoreHandle::commit_deferred`] commit atomically but leave the fsync
+//! [`StoreHandle::commit_opts`] commit atomically but leave the fsync
 //! to the next [`BlockStore::flush`]. The node uses this only for blocks it
 //! fetches while syncing (they are committed on the network already and can
 //! be fetched again) and flushes every 256 blocks, every 500 ms and when

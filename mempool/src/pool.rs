@@ -492,30 +492,23 @@ impl Mempool {
 
     /// The pending txs of `who`, in nonce order.
     pub fn pending_of(&self, who: &PublicKey) -> Vec<Tx> {
-        let arcs: Vec<Arc<Tx>> = {
-            let g = self.inner.lock();
-            match g.senders.get(who) {
-                Some(s) => s
-                    .txs
-                    .values()
-                    .filter(|e| e.seq.is_some())
-                    .map(|e| e.tx.clone())
-                    .collect(),
-                None => Vec::new(),
-            }
-        };
-        arcs.into_iter().map(Arc::unwrap_or_clone).collect()
+        self.txs_of(who, false)
     }
 
     /// The queued (gapped) txs of `who`, in nonce order.
     pub fn queued_of(&self, who: &PublicKey) -> Vec<Tx> {
+        self.txs_of(who, true)
+    }
+
+    /// The queued or the pending txs of `who`, in nonce order.
+    fn txs_of(&self, who: &PublicKey, queued: bool) -> Vec<Tx> {
         let arcs: Vec<Arc<Tx>> = {
             let g = self.inner.lock();
             match g.senders.get(who) {
                 Some(s) => s
                     .txs
                     .values()
-                    .filter(|e| e.seq.is_none())
+                    .filter(|e| e.seq.is_none() == queued)
                     .map(|e| e.tx.clone())
                     .collect(),
                 None => Vec::new(),
