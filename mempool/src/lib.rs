@@ -38,7 +38,6 @@
 mod config;
 mod error;
 mod pool;
-mod verify;
 
 pub use config::{MIB, MempoolConfig};
 pub use error::MempoolError;

@@ -25,8 +25,8 @@
 //! [`Mempool::on_commit`]); an admission whose read raced a commit reads
 //! again (up to [`ACCOUNT_RETRIES`] times).
 
-use crate::verify::{KeyCache, verify_batch_cached};
 use crate::{MempoolConfig, MempoolError};
+use kite_types::sign::KeyCache;
 use kite_types::{Account, Hash, MAX_KEY_LEN, MAX_VALUE_LEN, Payload, PublicKey, Tx};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -49,16 +49,16 @@ const MIN_VERIFY_CHUNK: usize = 64;
 fn verify_parallel(txs: &[&Tx], threads: usize, cache: &KeyCache) -> Vec<bool> {
     let shares = threads.min(txs.len() / MIN_VERIFY_CHUNK).max(1);
     if shares == 1 {
-        return verify_batch_cached(txs, cache);
+        return Tx::verify_batch_cached(txs, cache);
     }
     let chunk = txs.len().div_ceil(shares);
     let mut parts = txs.chunks(chunk);
     let first = parts.next().unwrap_or_default();
     std::thread::scope(|s| {
         let handles: Vec<_> = parts
-            .map(|p| s.spawn(move || Tx::verify_batch(p)))
+            .map(|p| s.spawn(move || Tx::verify_batch_cached(p, cache)))
             .collect();
-        let mut out = Tx::verify_batch(first);
+        let mut out = Tx::verify_batch_cached(first, cache);
         for (h, len) in handles
             .into_iter()
             .zip(txs.chunks(chunk).skip(1).map(<[_]>::len))

@@ -195,6 +195,16 @@ impl Block {
     pub fn verify_leader(&self, leader: &PublicKey) -> bool {
         verify_header_sig(&self.header.proposer, &self.hash, &self.leader_sig, leader)
     }
+
+    /// The leader's signature over this block, for a batch check (the
+    /// caller also checks that the proposer is the leader).
+    pub fn leader_sig_item(&self) -> sign::SigItem<'_> {
+        sign::SigItem {
+            key: &self.header.proposer,
+            digest: sign::block_digest(&self.hash),
+            sig: &self.leader_sig,
+        }
+    }
 }
 
 /// Checks a leader signature over a block hash: the proposer must be the

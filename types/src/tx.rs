@@ -232,6 +232,12 @@ impl Tx {
         let items: Vec<SigItem<'_>> = txs.iter().map(|t| t.sig_item()).collect();
         sign::verify_batch(&items)
     }
+
+    /// [`Tx::verify_batch`] with the senders' decoded keys kept in `cache`.
+    pub fn verify_batch_cached(txs: &[&Tx], cache: &sign::KeyCache) -> Vec<bool> {
+        let items: Vec<SigItem<'_>> = txs.iter().map(|t| t.sig_item()).collect();
+        cache.verify_batch(&items)
+    }
 }
 
 #[cfg(test)]

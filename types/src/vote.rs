@@ -172,7 +172,7 @@ impl CommitInfo {
         })
     }
 
-    /// Checks that this commit info proves `block_hash` at `height` was
+    /// Checks that this commit info proves the block `block_hash` at `height`
     /// committed: every vote is an ACK for that block with this app hash,
     /// from a distinct validator of `validators`, correctly signed, and their
     /// power reaches `quorum`. Signatures are batch-verified.
@@ -184,6 +184,28 @@ impl CommitInfo {
         validators: &ValidatorSet,
         quorum: Quorum,
     ) -> Result<(), String> {
+        let items = self.sig_items(chain_id, height, block_hash, validators, quorum)?;
+        let verdicts = sign::verify_batch(&items);
+        if let Some(i) = verdicts.iter().position(|ok| !ok) {
+            return Err(format!(
+                "bad vote signature from {}",
+                self.votes[i].validator.short()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Everything [`CommitInfo::verify`] checks except the signatures,
+    /// which it returns (one per vote, in order) for the caller to verify,
+    /// typically in one batch with others.
+    pub fn sig_items(
+        &self,
+        chain_id: &str,
+        height: u64,
+        block_hash: &Hash,
+        validators: &ValidatorSet,
+        quorum: Quorum,
+    ) -> Result<Vec<sign::SigItem<'_>>, String> {
         let mut seen = HashSet::new();
         let mut power: u64 = 0;
         for v in &self.votes {
@@ -224,25 +246,15 @@ impl CommitInfo {
                 validators.total_power()
             ));
         }
-        let digests: Vec<Hash> = self.votes.iter().map(|v| v.digest(chain_id)).collect();
-        let items: Vec<sign::SigItem<'_>> = self
+        Ok(self
             .votes
             .iter()
-            .zip(&digests)
-            .map(|(v, d)| sign::SigItem {
+            .map(|v| sign::SigItem {
                 key: &v.validator,
-                digest: *d,
+                digest: v.digest(chain_id),
                 sig: &v.signature,
             })
-            .collect();
-        let verdicts = sign::verify_batch(&items);
-        if let Some(i) = verdicts.iter().position(|ok| !ok) {
-            return Err(format!(
-                "bad vote signature from {}",
-                self.votes[i].validator.short()
-            ));
-        }
-        Ok(())
+            .collect())
     }
 }
 
