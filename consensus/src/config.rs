@@ -56,6 +56,10 @@ pub struct EngineConfig {
     pub sync_window: u64,
     /// Block sync: heights in flight per peer.
     pub sync_per_peer: u64,
+    /// Block sync: bytes of fetched blocks to hold at most, about; the
+    /// window shrinks (to no fewer than [`crate::sync::MAX_REQUEST`]
+    /// heights) when the blocks seen so far are large.
+    pub sync_buffer_bytes: u64,
     /// Block sync: how long a request may stay unanswered before it is
     /// given to another peer.
     pub sync_request_timeout_ms: u64,
@@ -64,7 +68,7 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// The configuration of `genesis` for a node of `role` holding `key`,
     /// with default local timeouts (round 2 s, resend 250 ms, sync window
-    /// 64, 8 per peer, request timeout 2 s).
+    /// 512 heights, 256 per peer, buffer 256 MiB, request timeout 2 s).
     pub fn from_genesis(genesis: &Genesis, role: Role, key: Option<NodeKey>) -> EngineConfig {
         EngineConfig {
             chain_id: genesis.chain_id.clone(),
@@ -78,8 +82,9 @@ impl EngineConfig {
             empty_block_timeout_ms: millis(genesis.empty_block_timeout),
             round_timeout_ms: 2_000,
             vote_resend_interval_ms: 250,
-            sync_window: 64,
-            sync_per_peer: 8,
+            sync_window: 512,
+            sync_per_peer: 256,
+            sync_buffer_bytes: 256 * 1024 * 1024,
             sync_request_timeout_ms: 2_000,
         }
     }

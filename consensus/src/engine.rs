@@ -14,10 +14,16 @@ use kite_types::block::verify_header_sig;
 use kite_types::{
     BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, PublicKey, Signature, Tx, Vote, sign,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Most distinct leader-signed blocks kept for one height.
 pub const MAX_BLOCKS_PER_HEIGHT: usize = 16;
+/// Block sync: most blocks in one [`Output::ApplyBlocks`]...
+pub const APPLY_BATCH: usize = 64;
+/// ...and most txs, whichever comes first...
+pub const APPLY_BATCH_TXS: usize = 8192;
+/// ...and most blocks sent to the store and not yet reported applied.
+pub const MAX_APPLYING: usize = 256;
 /// Most resets remembered for one height.
 pub const MAX_RESETS_PER_HEIGHT: usize = 256;
 /// Most resets re-sent with a proposal re-send.
@@ -79,6 +85,16 @@ pub struct EngineStatus {
 enum Exec {
     Pending,
     Done(Result<Hash, ExecError>),
+}
+
+/// A block fetched by block sync, kept until its height comes.
+#[derive(Debug, Clone)]
+struct Fetched {
+    block: Block,
+    ci: CommitInfo,
+    from: Option<PublicKey>,
+    /// Its proofs were checked by [`crate::check::ProofChecker`].
+    checked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -161,7 +177,12 @@ pub struct Engine {
     h: HeightState,
     ld: LeaderState,
     pending_proposal: Option<(PublicKey, Block)>,
-    fetched: BTreeMap<u64, (Block, CommitInfo, Option<PublicKey>)>,
+    fetched: BTreeMap<u64, Fetched>,
+    /// Block sync: checked blocks sent to the store in
+    /// [`Output::ApplyBlocks`] and not yet reported applied, in height
+    /// order from the current height. While it is not empty, `committing`
+    /// is its first block.
+    applying: VecDeque<KnownCommit>,
     sync: SyncPlanner,
     scheduled: Option<u64>,
 }
@@ -203,7 +224,8 @@ impl Engine {
             config.sync_window,
             config.sync_per_peer,
             config.sync_request_timeout_ms,
-        );
+        )
+        .with_buffer(config.sync_buffer_bytes);
         let valset_hash = config.validators.hash();
         let h = HeightState::new(committed.height.saturating_add(1));
         Ok(Engine {
@@ -219,6 +241,7 @@ impl Engine {
             ld: LeaderState::default(),
             pending_proposal: None,
             fetched: BTreeMap::new(),
+            applying: VecDeque::new(),
             sync,
             scheduled: None,
         })
@@ -311,7 +334,19 @@ impl Engine {
                 from,
                 block,
                 commit_info,
-            } => self.on_fetched(from, block, commit_info, &mut out),
+            } => {
+                self.keep_fetched(from, block, commit_info, false);
+                self.process_fetched(&mut out);
+            }
+            Input::RangeFetched { from, blocks } => {
+                for (block, commit_info) in blocks {
+                    self.keep_fetched(from, block, commit_info, true);
+                }
+                self.process_fetched(&mut out);
+            }
+            Input::BlocksApplied { applied, failed } => {
+                self.on_applied(applied, failed, &mut out);
+            }
             Input::FetchFailed { from, height } => self.sync.failed(height, from, self.now),
             Input::Committed {
                 height,
@@ -1114,33 +1149,172 @@ impl Engine {
         }
     }
 
-    fn on_fetched(
+    /// Keeps a fetched block until its height comes (within the window).
+    fn keep_fetched(
         &mut self,
         from: Option<PublicKey>,
         block: Block,
         ci: CommitInfo,
-        out: &mut Vec<Output>,
+        checked: bool,
     ) {
         let height = block.height();
         let limit = self
             .committed
             .height
             .saturating_add(self.cfg.sync_window.max(1));
-        if height < self.h.height || height > limit || self.fetched.contains_key(&height) {
+        let bytes: usize = block.txs().iter().map(|t| t.size()).sum();
+        self.sync
+            .block_size(u64::try_from(bytes).unwrap_or(u64::MAX).saturating_add(512));
+        if height < self.next_to_apply() || height > limit || self.fetched.contains_key(&height) {
             return;
         }
         self.sync.received(height);
-        self.fetched.insert(height, (block, ci, from));
-        self.process_fetched(out);
+        self.fetched.insert(
+            height,
+            Fetched {
+                block,
+                ci,
+                from,
+                checked,
+            },
+        );
+    }
+
+    /// The next height not yet committed nor being applied.
+    fn next_to_apply(&self) -> u64 {
+        self.applying
+            .back()
+            .map_or(self.h.height, |k| k.header.height.saturating_add(1))
+    }
+
+    /// Block sync's fast path: sends the checked fetched blocks that extend
+    /// the committed tip (or the blocks already being applied) to the store
+    /// in one [`Output::ApplyBlocks`], at most [`APPLY_BATCH`] blocks or
+    /// [`APPLY_BATCH_TXS`] txs, with at most [`MAX_APPLYING`] in flight.
+    /// Not while this height's block is executed or committed the slow way
+    /// (a validator's proposal).
+    fn queue_applies(&mut self, out: &mut Vec<Output>) {
+        if self.halted.is_some() || (self.applying.is_empty() && self.committing.is_some()) {
+            return;
+        }
+        let (mut height, mut hash, mut app) = match self.applying.back() {
+            Some(k) => (k.header.height, k.block_hash, k.commit_info.app_hash),
+            None => {
+                if !self.h.exec.is_empty() {
+                    return;
+                }
+                (
+                    self.committed.height,
+                    self.committed.block_hash,
+                    self.committed.app_hash,
+                )
+            }
+        };
+        let mut batch: Vec<(Block, CommitInfo)> = Vec::new();
+        let mut txs = 0usize;
+        while self.applying.len() < MAX_APPLYING
+            && batch.len() < APPLY_BATCH
+            && txs < APPLY_BATCH_TXS
+        {
+            let next = height.saturating_add(1);
+            if !self.fetched.get(&next).is_some_and(|f| f.checked) {
+                break;
+            }
+            let Some(f) = self.fetched.remove(&next) else {
+                break;
+            };
+            let hd = f.block.header();
+            if hd.prev_hash != hash || hd.prev_app_hash != app {
+                // A quorum committed this block on top of another block
+                // (or state) than the one this node has or applies.
+                let msg = format!(
+                    "the network committed block {} at height {next} on top of block {} (app hash                      {}), but this node holds block {hash} (app hash {app}) at height {height}:                      this node is on another chain; it stops",
+                    f.block.hash(),
+                    hd.prev_hash,
+                    hd.prev_app_hash
+                );
+                self.halt(msg, out);
+                return;
+            }
+            let kc = KnownCommit {
+                block_hash: f.block.hash(),
+                header: hd.clone(),
+                leader_sig: *f.block.leader_sig(),
+                commit_info: f.ci.clone(),
+            };
+            if next == self.h.height {
+                self.learn_commit(kc.clone(), out);
+                if self.halted.is_some() {
+                    return;
+                }
+            }
+            (height, hash, app) = (next, kc.block_hash, kc.commit_info.app_hash);
+            txs = txs.saturating_add(f.block.txs().len());
+            self.applying.push_back(kc);
+            batch.push((f.block, f.ci));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.committing = self.applying.front().map(|k| k.block_hash);
+        out.push(Output::ApplyBlocks { blocks: batch });
+    }
+
+    /// The store applied (executed, checked against the commit info and
+    /// committed) the first blocks of `applying`; `failed` is the block
+    /// it could not.
+    fn on_applied(
+        &mut self,
+        applied: Vec<(u64, Hash, Hash)>,
+        failed: Option<(u64, Hash, String)>,
+        out: &mut Vec<Output>,
+    ) {
+        let mut moved = false;
+        for (height, hash, app) in applied {
+            let matches = self
+                .applying
+                .front()
+                .is_some_and(|k| k.header.height == height && k.block_hash == hash);
+            if !matches || height != self.h.height {
+                break;
+            }
+            let Some(kc) = self.applying.pop_front() else {
+                break;
+            };
+            if !self.record_commit(height, hash, app, kc, out) {
+                return;
+            }
+            moved = true;
+        }
+        // The next block being applied is this height's commit.
+        if let Some(next) = self.applying.front() {
+            self.committing = Some(next.block_hash);
+            self.h.commit = Some(next.clone());
+        } else if moved {
+            self.committing = None;
+            self.after_commit(out);
+        }
+        if let Some((height, hash, reason)) = failed
+            && self.applying.front().is_some_and(|k| k.block_hash == hash)
+        {
+            let msg = format!(
+                "block {hash} at height {height} was committed by a quorum but is invalid here                  ({reason}); this node's state or software differs from the network's: it stops                  rather than fork"
+            );
+            self.halt(msg, out);
+        }
     }
 
     /// Uses the fetched block of the current height, if there is one.
     fn process_fetched(&mut self, out: &mut Vec<Output>) {
+        self.queue_applies(out);
         while self.committing.is_none() && self.halted.is_none() {
             let next = self.h.height;
             let stale = self.fetched.split_off(&next);
             self.fetched = stale;
-            let Some((block, ci, from)) = self.fetched.remove(&next) else {
+            let Some(Fetched {
+                block, ci, from, ..
+            }) = self.fetched.remove(&next)
+            else {
                 return;
             };
             let hash = block.hash();
@@ -1197,13 +1371,30 @@ impl Engine {
         let Some(kc) = self.h.commit.take() else {
             return;
         };
+        if self.record_commit(height, hash, app, kc, out) {
+            self.committing = None;
+            self.after_commit(out);
+        }
+    }
+
+    /// Moves the committed tip to the block `kc` the store committed at
+    /// `height` with app hash `app`, and opens the next height. Halts (and
+    /// answers false) when `app` is not the quorum's.
+    fn record_commit(
+        &mut self,
+        height: u64,
+        hash: Hash,
+        app: Hash,
+        kc: KnownCommit,
+        out: &mut Vec<Output>,
+    ) -> bool {
         if app != kc.commit_info.app_hash {
             let msg = format!(
                 "the store committed app hash {app} at height {height}, the quorum's is {}; stopping",
                 kc.commit_info.app_hash
             );
             self.halt(msg, out);
-            return;
+            return false;
         }
         self.committed = CommittedState {
             height,
@@ -1215,9 +1406,15 @@ impl Engine {
                 commit_info: kc.commit_info,
             }),
         };
-        self.committing = None;
         self.h = HeightState::new(height.saturating_add(1));
         self.sync.advance(self.h.height);
+        true
+    }
+
+    /// What follows a commit once nothing is being committed: the leader's
+    /// announce and new height, a proposal kept for this height, fetched
+    /// blocks.
+    fn after_commit(&mut self, out: &mut Vec<Output>) {
         if self.is_leader() {
             self.announce(Target::All, out);
             self.ld.height_open_ms = self.now;
@@ -1246,10 +1443,10 @@ impl Engine {
     }
 
     fn drive_sync(&mut self, out: &mut Vec<Output>) {
-        if self.committing.is_some() {
+        if self.committing.is_some() && self.applying.is_empty() {
             return;
         }
-        let mut next = self.h.height;
+        let mut next = self.next_to_apply();
         if self
             .h
             .commit

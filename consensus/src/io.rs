@@ -91,6 +91,25 @@ pub enum Input {
         /// Its commit info.
         commit_info: CommitInfo,
     },
+    /// Blocks fetched by block sync whose proofs the node has checked with
+    /// [`crate::ProofChecker::check_range`] (consecutive heights, linked,
+    /// every signature and quorum good): the engine only checks that the
+    /// first extends what it commits, then has them applied in batches
+    /// ([`Output::ApplyBlocks`]).
+    RangeFetched {
+        /// The peer that served them.
+        from: Option<PublicKey>,
+        /// The blocks, in height order, with their commit infos.
+        blocks: Vec<(Block, CommitInfo)>,
+    },
+    /// What the store made of an [`Output::ApplyBlocks`].
+    BlocksApplied {
+        /// The blocks committed, in order: height, block hash, app hash.
+        applied: Vec<(u64, Hash, Hash)>,
+        /// The block that could not be applied (invalid here, or another
+        /// app hash than its commit info's), and why; none after it was.
+        failed: Option<(u64, Hash, String)>,
+    },
     /// A block the engine asked for could not be fetched (not found,
     /// timeout, bad response) from `from`.
     FetchFailed {
@@ -185,6 +204,15 @@ pub enum Output {
         block: Block,
         /// Its commit info.
         commit_info: CommitInfo,
+    },
+    /// Block sync: execute each block in order on the committed state,
+    /// check its app hash against its commit info and commit it (the fsync
+    /// may be grouped with later ones), stopping at the first that fails;
+    /// then feed [`Input::BlocksApplied`]. Blocks of several of these may
+    /// be in flight: carry them out in the order given.
+    ApplyBlocks {
+        /// Consecutive blocks with their commit infos, proofs checked.
+        blocks: Vec<(Block, CommitInfo)>,
     },
     /// Announce a committed block.
     Announce {

@@ -7,6 +7,8 @@
 //!   schedule a tick, halt). No clock, no I/O, no threads here.
 //! - [`votekeeper`]: the power-weighted ACK/NACK tally of one block.
 //! - [`sync`]: which heights to fetch from which peer.
+//! - [`check`]: the stateless proof checks of fetched blocks (one batch
+//!   verification per range), run by the node off the engine.
 //! - [`config`]: the engine's configuration and starting state.
 //!
 //! The protocol of one height, the roles and the safety argument are in
@@ -14,12 +16,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod config;
 pub mod engine;
 pub mod io;
 pub mod sync;
 pub mod votekeeper;
 
+pub use check::{ProofChecker, RangeCheck};
 pub use config::{BLOCK_RESERVE_BYTES, CommittedState, EngineConfig, LastCommit, Role};
 pub use engine::{Engine, EngineError, EngineStatus};
 pub use io::{ExecError, Input, Output, Target, TimeoutKind};

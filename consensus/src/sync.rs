@@ -23,6 +23,10 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const MAX_PEERS: usize = 256;
 /// Failures after which a peer's claimed height is forgotten.
 pub const MAX_FAILURES: u32 = 3;
+/// Most consecutive heights asked of one peer in one request: a peer keeps
+/// the next height while its request is shorter, so ranges are fetched in
+/// one stream each and checked in one batch each.
+pub const MAX_REQUEST: u64 = 32;
 
 /// A range of heights to fetch from one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,12 @@ struct InFlight {
 #[derive(Debug, Clone)]
 pub struct SyncPlanner {
     window: u64,
+    /// The configured window; `window` may be less (see
+    /// [`SyncPlanner::block_size`]).
+    max_window: u64,
+    buffer_bytes: u64,
+    /// Running average of fetched block sizes, bytes.
+    avg_block: u64,
     per_peer: u64,
     timeout_ms: u64,
     peers: BTreeMap<PublicKey, PeerState>,
@@ -67,6 +77,9 @@ impl SyncPlanner {
     pub fn new(window: u64, per_peer: u64, timeout_ms: u64) -> Self {
         SyncPlanner {
             window: window.max(1),
+            max_window: window.max(1),
+            buffer_bytes: u64::MAX,
+            avg_block: 0,
             per_peer: per_peer.max(1),
             timeout_ms: timeout_ms.max(1),
             peers: BTreeMap::new(),
@@ -75,6 +88,31 @@ impl SyncPlanner {
             have: BTreeSet::new(),
             next: 0,
         }
+    }
+
+    /// Keeps the fetched blocks within about `bytes`: the window becomes
+    /// `bytes / average block size` heights, between [`MAX_REQUEST`] and
+    /// the configured window.
+    pub fn with_buffer(mut self, bytes: u64) -> Self {
+        self.buffer_bytes = bytes.max(1);
+        self
+    }
+
+    /// A fetched block weighed `bytes`: updates the average block size and
+    /// the window.
+    pub fn block_size(&mut self, bytes: u64) {
+        self.avg_block = if self.avg_block == 0 {
+            bytes
+        } else {
+            (self.avg_block.saturating_mul(15).saturating_add(bytes)) / 16
+        };
+        let fits = self.buffer_bytes / self.avg_block.max(1);
+        self.window = fits.clamp(MAX_REQUEST.min(self.max_window), self.max_window);
+    }
+
+    /// Heights planned ahead now.
+    pub fn window(&self) -> u64 {
+        self.window
     }
 
     /// `peer` claims to hold every height up to `height`.
@@ -224,14 +262,36 @@ impl SyncPlanner {
             }
             let holders: Vec<(&PublicKey, &PeerState)> =
                 self.peers.iter().filter(|(_, p)| p.height >= h).collect();
-            let pick = holders
-                .iter()
-                .filter(|(k, p)| {
-                    now >= p.banned_until
-                        && load.get(&Some(**k)).copied().unwrap_or(0) < self.per_peer
-                })
-                .min_by_key(|(k, p)| (load.get(&Some(**k)).copied().unwrap_or(0), p.failures, **k))
-                .map(|(k, _)| Some(**k));
+            let eligible = |k: &PublicKey, p: &PeerState| {
+                p.height >= h
+                    && now >= p.banned_until
+                    && load.get(&Some(*k)).copied().unwrap_or(0) < self.per_peer
+            };
+            // Extend the request just planned, while it is short enough.
+            let extend = out.last().and_then(|r| {
+                let short = r.to_height + 1 == h && r.to_height - r.from_height + 1 < MAX_REQUEST;
+                let ok = match &r.peer {
+                    Some(k) => self.peers.get(k).is_some_and(|p| eligible(k, p)),
+                    None => {
+                        holders.is_empty()
+                            && self.hint >= h
+                            && load.get(&None).copied().unwrap_or(0) < self.per_peer
+                    }
+                };
+                (short && ok).then_some(r.peer)
+            });
+            let pick = extend.or_else(|| {
+                holders
+                    .iter()
+                    .filter(|(k, p)| {
+                        now >= p.banned_until
+                            && load.get(&Some(**k)).copied().unwrap_or(0) < self.per_peer
+                    })
+                    .min_by_key(|(k, p)| {
+                        (load.get(&Some(**k)).copied().unwrap_or(0), p.failures, **k)
+                    })
+                    .map(|(k, _)| Some(**k))
+            });
             let peer = match pick {
                 Some(p) => p,
                 None if holders.is_empty()
@@ -295,28 +355,58 @@ mod tests {
         s.peer_height(pk(2), 100);
         s.peer_height(pk(3), 4);
         let r = s.plan(0, 1);
-        // Least loaded first, ties by key: 1,2,3 round-robin while 3 holds
-        // the height; 3 holds only up to 4.
+        // Least loaded first, ties by key; a peer keeps consecutive heights
+        // up to its share; peer 3 holds only up to 4, so it gets nothing.
+        assert_eq!(r, vec![req(Some(1), 1, 3), req(Some(2), 4, 6)]);
         assert_eq!(
-            r,
-            vec![
-                req(Some(1), 1, 1),
-                req(Some(2), 2, 2),
-                req(Some(3), 3, 3),
-                req(Some(1), 4, 4),
-                req(Some(2), 5, 5),
-                req(Some(1), 6, 6),
-                req(Some(2), 7, 7),
-            ]
+            s.in_flight(),
+            6,
+            "heights 7 and 8 wait: peers 1 and 2 are full"
         );
-        assert_eq!(s.in_flight(), 7, "height 8 waits: peers 1 and 2 are full");
         // Nothing new until something arrives.
         assert!(s.plan(10, 1).is_empty());
         s.received(1);
         s.received(2);
-        // Height 1 committed: the window moves to 2..=9.
+        // Height 1 committed: the window moves to 2..=9; peer 1 has room
+        // for two more.
         let r = s.plan(20, 2);
-        assert_eq!(r, vec![req(Some(1), 8, 8), req(Some(2), 9, 9)]);
+        assert_eq!(r, vec![req(Some(1), 7, 8)]);
+    }
+
+    #[test]
+    fn requests_are_ranges_of_at_most_max_request_heights() {
+        let mut s = SyncPlanner::new(100, 100, 1000);
+        s.peer_height(pk(1), 1000);
+        s.peer_height(pk(2), 1000);
+        let m = MAX_REQUEST;
+        assert_eq!(
+            s.plan(0, 1),
+            vec![
+                req(Some(1), 1, m),
+                req(Some(2), m + 1, 2 * m),
+                req(Some(1), 2 * m + 1, 3 * m),
+                req(Some(2), 3 * m + 1, 100),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_window_shrinks_to_the_buffer_for_large_blocks() {
+        let mut s = SyncPlanner::new(512, 512, 1000).with_buffer(64 << 20);
+        assert_eq!(s.window(), 512);
+        s.block_size(1024);
+        assert_eq!(s.window(), 512, "small blocks: the configured window");
+        for _ in 0..200 {
+            s.block_size(4 << 20);
+        }
+        assert_eq!(s.window(), 16.max(MAX_REQUEST), "4 MiB blocks in 64 MiB");
+        s.peer_height(pk(1), 10_000);
+        let planned: u64 = s
+            .plan(0, 1)
+            .iter()
+            .map(|r| r.to_height - r.from_height + 1)
+            .sum();
+        assert_eq!(planned, s.window());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! and the engine step expected afterwards.
 
 use kite_consensus::{
-    CommittedState, Engine, EngineConfig, ExecError, Input, LastCommit, Output, Role, Target,
+    CommittedState, Engine, EngineConfig, ExecError, Input, LastCommit, Output, ProofChecker,
+    RangeCheck, Role, Target,
 };
 use kite_types::{
     BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, Quorum, Tx, Validator,
@@ -44,6 +45,7 @@ fn config(role: Role, me: Option<u8>) -> EngineConfig {
         vote_resend_interval_ms: 250,
         sync_window: 16,
         sync_per_peer: 4,
+        sync_buffer_bytes: 1 << 30,
         sync_request_timeout_ms: 1000,
     }
 }
@@ -117,6 +119,11 @@ fn kind(o: &Output) -> Option<String> {
             if best_header.is_some() { " +best" } else { "" }
         ),
         Output::Commit { block, .. } => format!("Commit(h{})", block.height()),
+        Output::ApplyBlocks { blocks } => format!(
+            "ApplyBlocks(h{}..h{})",
+            blocks.first().map_or(0, |(b, _)| b.height()),
+            blocks.last().map_or(0, |(b, _)| b.height())
+        ),
         Output::Announce { header, to, .. } => format!(
             "Announce(h{},{})",
             header.height,
@@ -1114,4 +1121,174 @@ fn engine_refuses_bad_configs() {
     assert!(Engine::new(config(Role::Validator, Some(9)), g.clone()).is_err());
     assert!(Engine::new(config(Role::Validator, Some(1)), g.clone()).is_err());
     assert!(Engine::new(config(Role::Sentry, None), g).is_ok());
+}
+
+/// A chain of `n` blocks from genesis, leader-signed, each with the commit
+/// info of validators 1, 2 and 3.
+fn chain(n: u64) -> Vec<(Block, CommitInfo)> {
+    let mut out: Vec<(Block, CommitInfo)> = Vec::new();
+    let (mut prev, mut prev_app) = (Hash::ZERO, genesis_app());
+    for h in 1..=n {
+        let b = Block::new_signed(header(h, prev, prev_app, 10 * h), vec![tx(h)], &key(1));
+        let c = ci(&b, &[1, 2, 3], app_of(&b));
+        (prev, prev_app) = (b.hash(), c.app_hash);
+        out.push((b, c));
+    }
+    out
+}
+
+#[test]
+fn proof_checker_finds_the_first_bad_block_of_a_range() {
+    let checker = ProofChecker::new(&config(Role::Sentry, None));
+    let good = chain(5);
+    assert_eq!(
+        checker.check_range(1, &good),
+        RangeCheck { good: 5, bad: None }
+    );
+    assert_eq!(checker.check_range(1, &[]).good, 0);
+    // Asked from height 2, got 1.
+    assert_eq!(checker.check_range(2, &good).good, 0);
+    let bad_at = |i: usize, r: Vec<(Block, CommitInfo)>| {
+        let c = checker.check_range(1, &r);
+        assert_eq!(c.good, i, "{c:?}");
+        assert!(c.bad.is_some());
+    };
+    // A forged vote signature in block 4.
+    let mut r = good.clone();
+    r[3].1.votes[1].signature.0[10] ^= 1;
+    bad_at(3, r);
+    // Block 3 short of the quorum.
+    let mut r = good.clone();
+    r[2].1 = ci(&r[2].0, &[1, 2], app_of(&r[2].0));
+    bad_at(2, r);
+    // Block 2 signed by a validator, not the leader.
+    let mut r = good.clone();
+    let hd = r[1].0.header().clone();
+    r[1].0 = Block::new_signed(hd, r[1].0.txs().to_vec(), &key(2));
+    bad_at(1, r);
+    // Block 5 does not extend block 4.
+    let mut r = good.clone();
+    r[4] = chain(5)[4].clone();
+    let mut hd = r[4].0.header().clone();
+    hd.prev_hash = Hash::digest(b"elsewhere");
+    let b = Block::new_signed(hd, r[4].0.txs().to_vec(), &key(1));
+    r[4] = (b.clone(), ci(&b, &[1, 2, 3], app_of(&b)));
+    bad_at(4, r);
+    // Block 1's txs do not match its tx root.
+    let mut r = good.clone();
+    r[0].0 = Block::from_parts(r[0].0.header().clone(), vec![], *r[0].0.leader_sig());
+    bad_at(0, r);
+    // A forged tx signature in block 3.
+    let mut r = good;
+    let mut p = r[2].0.txs()[0].to_proto();
+    p.signature[5] ^= 1;
+    let forged = kite_types::Tx::from_proto(p).unwrap();
+    r[2].0 = Block::from_parts(r[2].0.header().clone(), vec![forged], *r[2].0.leader_sig());
+    bad_at(2, r);
+}
+
+#[test]
+fn sync_fast_path_applies_checked_ranges_in_batches() {
+    let mut e = Engine::new(
+        config(Role::Sentry, None),
+        CommittedState::genesis(1, genesis_app()),
+    )
+    .unwrap();
+    let c = chain(3);
+    let (first, rest) = (c[..1].to_vec(), c[1..].to_vec());
+    let hashes: Vec<(u64, Hash, Hash)> = c
+        .iter()
+        .map(|(b, ci)| (b.height(), b.hash(), ci.app_hash))
+        .collect();
+    let (h1, h23) = (hashes[..1].to_vec(), hashes[1..].to_vec());
+    run(
+        &mut e,
+        vec![
+            row(
+                "a peer claims height 3",
+                |_| Input::PeerStatus {
+                    peer: key(2).public(),
+                    height: 3,
+                    hash: Hash::ZERO,
+                },
+                &["RequestBlocks(1..3)"],
+                "syncing",
+            ),
+            row(
+                "block 1 checked: applied at once",
+                move |_| Input::RangeFetched {
+                    from: Some(key(2).public()),
+                    blocks: first.clone(),
+                },
+                &["ApplyBlocks(h1..h1)"],
+                "committing",
+            ),
+            row(
+                "blocks 2 and 3 checked while 1 is applied: they follow it",
+                move |_| Input::RangeFetched {
+                    from: Some(key(2).public()),
+                    blocks: rest.clone(),
+                },
+                &["ApplyBlocks(h2..h3)"],
+                "committing",
+            ),
+            row(
+                "block 1 applied",
+                move |_| Input::BlocksApplied {
+                    applied: h1.clone(),
+                    failed: None,
+                },
+                &[],
+                "committing",
+            ),
+            row(
+                "blocks 2 and 3 applied",
+                move |_| Input::BlocksApplied {
+                    applied: h23.clone(),
+                    failed: None,
+                },
+                &[],
+                "idle",
+            ),
+        ],
+    );
+    assert_eq!(e.status().committed_height, 3);
+    assert_eq!(e.status().committed_hash, c[2].0.hash());
+}
+
+#[test]
+fn sync_fast_path_halts_on_a_block_invalid_here_or_on_another_chain() {
+    let c = chain(2);
+    let sentry = || {
+        Engine::new(
+            config(Role::Sentry, None),
+            CommittedState::genesis(1, genesis_app()),
+        )
+        .unwrap()
+    };
+    // The store could not apply block 2 (another app hash here).
+    let mut e = sentry();
+    e.handle(Input::RangeFetched {
+        from: Some(key(2).public()),
+        blocks: c.clone(),
+    });
+    let out = e.handle(Input::BlocksApplied {
+        applied: vec![(1, c[0].0.hash(), c[0].1.app_hash)],
+        failed: Some((2, c[1].0.hash(), "app hash mismatch".into())),
+    });
+    assert!(matches!(out.last(), Some(Output::Halt { .. })), "{out:?}");
+    assert_eq!(e.status().committed_height, 1);
+    assert!(e.halted().unwrap().contains("invalid here"));
+    // A checked block 1 that does not extend this node's genesis.
+    let mut e = Engine::new(
+        config(Role::Sentry, None),
+        CommittedState::genesis(1, Hash::digest(b"another genesis state")),
+    )
+    .unwrap();
+    let out = e.handle(Input::RangeFetched {
+        from: Some(key(2).public()),
+        blocks: c[..1].to_vec(),
+    });
+    assert!(matches!(out.last(), Some(Output::Halt { .. })), "{out:?}");
+    assert!(e.halted().unwrap().contains("another chain"));
 }

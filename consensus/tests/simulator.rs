@@ -155,7 +155,7 @@ fn forged_proposals_resets_announces_and_votes_are_ignored() {
 
 #[test]
 fn validator_restarts_from_an_older_store() {
-    scenario(|seed| {
+    let outs = scenario(|seed| {
         let mut cfg = base(seed);
         let mut rng = Rng::new(seed);
         let node = 1 + (seed % 3) as usize;
@@ -175,6 +175,9 @@ fn validator_restarts_from_an_older_store() {
         }
         cfg
     });
+    // The sync fast path (checked ranges, batch applies) ran too.
+    let batches: u64 = outs.iter().map(|o| o.stats.batch_applies).sum();
+    assert!(batches > 0, "no batch apply in {SEEDS} runs");
 }
 
 #[test]

@@ -314,6 +314,10 @@ pub struct Stats {
     pub drops: u64,
     pub crashes: u64,
     pub forged: u64,
+    /// Batches applied through the sync fast path.
+    pub batch_applies: u64,
+    /// Fetched blocks the proof checker refused.
+    pub bad_ranges: u64,
 }
 
 /// What a run ended with; two runs of one seed must give equal outcomes.
@@ -354,6 +358,7 @@ pub fn out_name(o: &Output) -> &'static str {
         Output::ExecuteBlock { .. } => "execute",
         Output::SendVote { .. } => "vote",
         Output::Commit { .. } => "commit",
+        Output::ApplyBlocks { .. } => "apply",
         Output::Announce { .. } => "announce",
         Output::SendReset { .. } => "reset",
         Output::DropTxs { .. } => "drop",
@@ -464,6 +469,7 @@ impl Sim {
             vote_resend_interval_ms: 150,
             sync_window: 16,
             sync_per_peer: 4,
+            sync_buffer_bytes: 1 << 30,
             sync_request_timeout_ms: 400,
         }
     }
@@ -648,7 +654,40 @@ impl Sim {
                 }
             }
             Output::Commit { block, commit_info } => {
-                self.commit(i, block, commit_info, work);
+                let app = self.commit(i, block.clone(), commit_info, work);
+                work.push_back(Input::Committed {
+                    height: block.height(),
+                    block_hash: block.hash(),
+                    app_hash: app,
+                });
+            }
+            Output::ApplyBlocks { blocks } => {
+                // As the node's store does: execute, check the app hash
+                // against the commit info, commit; stop at the first that
+                // fails.
+                let mut applied = Vec::new();
+                let mut failed = None;
+                for (block, ci) in blocks {
+                    let (height, hash) = (block.height(), block.hash());
+                    let node = &mut self.nodes[i];
+                    match execute(&node.app, &block, node.byzantine) {
+                        Ok(s) if s.app_hash == ci.app_hash => {
+                            node.staged.insert(hash, s);
+                            let app = self.commit(i, block, ci, work);
+                            applied.push((height, hash, app));
+                        }
+                        Ok(s) => {
+                            failed = Some((height, hash, format!("app hash {}", s.app_hash)));
+                            break;
+                        }
+                        Err(e) => {
+                            failed = Some((height, hash, e.reason));
+                            break;
+                        }
+                    }
+                }
+                self.stats.batch_applies += 1;
+                work.push_back(Input::BlocksApplied { applied, failed });
             }
             Output::Announce {
                 header,
@@ -752,7 +791,14 @@ impl Sim {
         true
     }
 
-    fn commit(&mut self, i: usize, block: Block, ci: CommitInfo, work: &mut VecDeque<Input>) {
+    /// Commits an executed block on node `i`; returns the app hash after it.
+    fn commit(
+        &mut self,
+        i: usize,
+        block: Block,
+        ci: CommitInfo,
+        work: &mut VecDeque<Input>,
+    ) -> Hash {
         let seed = self.cfg.seed;
         let leader = self.nodes[0].pk;
         let height = block.height();
@@ -807,16 +853,12 @@ impl Sim {
         }
         self.ever_committed.extend(tx_hashes);
         self.mix(u64::from_le_bytes(hash.0[..8].try_into().unwrap()));
-        work.push_back(Input::Committed {
-            height,
-            block_hash: hash,
-            app_hash: staged.app_hash,
-        });
         if i == 0 {
             let txs = self.nodes[0].mempool.len();
             let bytes = self.nodes[0].mempool.iter().map(|t| t.size() as u64).sum();
             work.push_back(Input::MempoolStatus { txs, bytes });
         }
+        staged.app_hash
     }
 
     fn deliver(&mut self, from: usize, to: usize, msg: Msg) {
@@ -855,6 +897,28 @@ impl Sim {
                 };
                 self.send(to, from, reply);
                 return;
+            }
+            // Half the fetched blocks take the node's fast path: proofs
+            // checked off the engine, then batch applies.
+            Msg::BlockResp { block, ci } if self.rng.chance(0.5) => {
+                let Some(engine) = self.nodes[to].engine.as_ref() else {
+                    return;
+                };
+                let checker = kite_consensus::ProofChecker::new(engine.config());
+                let height = block.height();
+                let blocks = vec![(block, ci)];
+                if checker.check_range(height, &blocks).good == 1 {
+                    Input::RangeFetched {
+                        from: Some(from_pk),
+                        blocks,
+                    }
+                } else {
+                    self.stats.bad_ranges += 1;
+                    Input::FetchFailed {
+                        from: Some(from_pk),
+                        height,
+                    }
+                }
             }
             Msg::BlockResp { block, ci } => Input::BlockFetched {
                 from: Some(from_pk),
