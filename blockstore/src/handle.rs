@@ -12,7 +12,7 @@
 //! requests already queued.
 
 use crate::error::StoreError;
-use crate::store::{Best, BlockStore, TxLocation};
+use crate::store::{ApplyOutcome, Best, BlockStore, TxLocation};
 use kite_app::{ChangeSet, Executed};
 use kite_types::{Account, Block, CommitInfo, Hash, PublicKey, Tx};
 use std::sync::Arc;
@@ -38,6 +38,11 @@ enum WriteOp {
         block: Box<Block>,
         sigs_verified: bool,
         reply: Reply<Executed>,
+    },
+    ApplyMany {
+        blocks: Vec<(Block, CommitInfo)>,
+        sync_now: bool,
+        reply: oneshot::Sender<ApplyOutcome>,
     },
     Apply {
         block: Box<Block>,
@@ -94,6 +99,13 @@ impl StoreHandle {
                                 &changes,
                                 sync_now,
                             ));
+                        }
+                        WriteOp::ApplyMany {
+                            blocks,
+                            sync_now,
+                            reply,
+                        } => {
+                            let _ = reply.send(owner.apply_blocks(blocks, sync_now));
                         }
                         WriteOp::Flush { reply } => {
                             let _ = reply.send(owner.flush());
@@ -231,6 +243,26 @@ impl StoreHandle {
             reply,
         })
         .await
+    }
+
+    /// Applies consecutive blocks whose signatures are checked (see
+    /// [`BlockStore::apply_blocks`]) on the writer thread. Requests are
+    /// carried out in the order they are made.
+    pub async fn apply_blocks(
+        &self,
+        blocks: Vec<(Block, CommitInfo)>,
+        sync_now: bool,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(WriteOp::ApplyMany {
+                blocks,
+                sync_now,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// The tip of the committed chain.

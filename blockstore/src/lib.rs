@@ -61,4 +61,4 @@ pub mod store;
 
 pub use error::StoreError;
 pub use handle::StoreHandle;
-pub use store::{Best, BlockStore, StoreConfig, TxLocation};
+pub use store::{ApplyOutcome, Best, BlockStore, StoreConfig, TxLocation};

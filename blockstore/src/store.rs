@@ -96,6 +96,15 @@ impl Best {
     }
 }
 
+/// What [`BlockStore::apply_blocks`] did.
+#[derive(Debug)]
+pub struct ApplyOutcome {
+    /// The blocks committed, in order.
+    pub applied: Vec<(Block, CommitInfo)>,
+    /// The block that could not be, and why; nothing after it was tried.
+    pub failed: Option<(Block, StoreError)>,
+}
+
 /// Where a committed tx is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxLocation {
@@ -546,6 +555,38 @@ impl BlockStore {
         }
         self.commit_opts(block, commit_info, &ex.changes, sync_now)?;
         Ok(ex)
+    }
+
+    /// Applies consecutive blocks with [`BlockStore::apply_block_opts`]
+    /// (signatures already checked), each in its own atomic commit,
+    /// stopping at the first that fails; with `sync_now`, one fsync after
+    /// the last (block sync's group commit otherwise leaves it to
+    /// [`BlockStore::flush`]).
+    pub fn apply_blocks(&self, blocks: Vec<(Block, CommitInfo)>, sync_now: bool) -> ApplyOutcome {
+        let mut out = ApplyOutcome {
+            applied: Vec::with_capacity(blocks.len()),
+            failed: None,
+        };
+        for (block, ci) in blocks {
+            match self.apply_block_opts(&block, &ci, true, false) {
+                Ok(_) => out.applied.push((block, ci)),
+                Err(e) => {
+                    out.failed = Some((block, e));
+                    break;
+                }
+            }
+        }
+        if sync_now
+            && !out.applied.is_empty()
+            && let Err(e) = self.make_durable()
+        {
+            // Committed but not known durable: report the last block as
+            // failed so the caller stops.
+            if let Some((block, _)) = out.applied.pop() {
+                out.failed = Some((block, e));
+            }
+        }
+        out
     }
 
     /// The tip of the committed chain, read from the meta record.

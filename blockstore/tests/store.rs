@@ -8,7 +8,7 @@ use common::Rng;
 use common::*;
 use kite_app::{BlockError, ChangeSet, StateKey, TxError};
 use kite_blockstore::{BlockStore, StoreConfig, StoreError, StoreHandle};
-use kite_types::{Hash, Payload, Tx};
+use kite_types::{Block, CommitInfo, Hash, Payload, Tx};
 use proptest::prelude::*;
 
 fn fast() -> StoreConfig {
@@ -490,4 +490,53 @@ fn chain_starting_at_a_later_height() {
     bad.validators.clear();
     let e = BlockStore::open_with(tempfile::tempdir().unwrap().path(), &bad, fast()).unwrap_err();
     assert!(e.to_string().contains("no validators"), "{e}");
+}
+
+#[test]
+fn apply_blocks_commits_in_order_and_stops_at_the_first_bad_one() {
+    let g = genesis(5, 10_000);
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = BlockStore::open_with(src_dir.path(), &g, fast()).unwrap();
+    let mut rng = Rng::new(7);
+    for i in 0..10 {
+        commit_next(&src, &mut rng, 5, i % 4, false);
+    }
+    let chain: Vec<(Block, CommitInfo)> = (1..=10)
+        .map(|h| {
+            (
+                src.block_by_height(h).unwrap().unwrap(),
+                src.commit_info(h).unwrap().unwrap(),
+            )
+        })
+        .collect();
+    // All good: one call commits all ten, durably.
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlockStore::open(dir.path(), &g).unwrap();
+    let out = store.apply_blocks(chain.clone(), true);
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    assert_eq!(out.applied, chain);
+    assert_eq!(store.best().unwrap(), src.best().unwrap());
+    // Block 6 carries another app hash: 1..=5 are committed, 6 is the
+    // failure, nothing after it is tried.
+    let mut bad = chain.clone();
+    bad[5].1.app_hash = Hash::digest(b"not the state");
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+    let out = store.apply_blocks(bad, false);
+    assert_eq!(out.applied.len(), 5);
+    let (block, err) = out.failed.unwrap();
+    assert_eq!(block.height(), 6);
+    assert!(
+        matches!(err, StoreError::AppHashMismatch { height: 6, .. }),
+        "{err}"
+    );
+    assert_eq!(store.best().unwrap().height, 5);
+    // Applying past the tip is refused, and writes nothing.
+    let out = store.apply_blocks(chain[7..].to_vec(), false);
+    assert!(out.applied.is_empty());
+    assert!(matches!(
+        out.failed.unwrap().1,
+        StoreError::NotNext { .. } | StoreError::InvalidBlock(_)
+    ));
+    assert_eq!(store.best().unwrap().height, 5);
 }

@@ -230,8 +230,11 @@ impl Default for ConsensusConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncConfig {
-    /// Most block requests in flight.
+    /// Heights fetched ahead of the committed one.
     pub window: u32,
+    /// Bytes of fetched blocks held at most, about (the window shrinks for
+    /// large blocks).
+    pub buffer: ByteSize,
     /// Longest a block request may take before it goes to another peer.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -243,7 +246,8 @@ pub struct SyncConfig {
 impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
-            window: 64,
+            window: 512,
+            buffer: ByteSize::mib(256),
             request_timeout: Duration::from_secs(10),
             log_interval: Duration::from_secs(5),
         }
@@ -416,7 +420,12 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "sync",
         "window",
-        "Most block requests in flight during block sync.",
+        "Heights fetched ahead of the committed one during block sync (in requests of up to 32 consecutive heights, at most half of them from one peer).",
+    ),
+    (
+        "sync",
+        "buffer",
+        "Bytes of fetched blocks block sync holds at most, about: the window shrinks when blocks are large.",
     ),
     (
         "sync",

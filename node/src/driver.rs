@@ -12,7 +12,7 @@ use crate::node::{Ctx, now_ms};
 use crate::outbound::exchange;
 use crate::p2p::PeerId;
 use kite_app::{BlockError, Executed};
-use kite_blockstore::StoreError;
+use kite_blockstore::{ApplyOutcome, StoreError};
 use kite_consensus::{Engine, ExecError, Input, Output, Target};
 use kite_protocols::blkprop::ResetInfo;
 use kite_protocols::{ack, blk, blkann, blkprop};
@@ -50,6 +50,28 @@ struct Driver {
     /// Sync commits not yet fsynced, and since when.
     unflushed: u32,
     unflushed_since: Option<Instant>,
+    /// Block sync's batches for the applier task, in order.
+    apply_tx: mpsc::Sender<Vec<(Block, CommitInfo)>>,
+}
+
+/// Most [`Output::ApplyBlocks`] batches queued for the applier; the engine
+/// keeps fewer blocks than this in flight, so sending never waits.
+const APPLY_QUEUE: usize = kite_consensus::engine::MAX_APPLYING;
+
+/// Block sync's applier: hands the engine's batches to the store's writer
+/// thread one after the other, in order, and passes what happened back to
+/// the driver. Ends when the driver drops its sender.
+async fn applier(
+    ctx: Arc<Ctx>,
+    mut batches: mpsc::Receiver<Vec<(Block, CommitInfo)>>,
+    done: mpsc::Sender<Result<ApplyOutcome, StoreError>>,
+) {
+    while let Some(blocks) = batches.recv().await {
+        let out = ctx.store.apply_blocks(blocks, false).await;
+        if done.send(out).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -62,6 +84,9 @@ struct SyncProgress {
 /// Runs the engine until the node stops or the engine halts.
 pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input>) {
     let window = ctx.config.sync.window.max(1) as usize;
+    let (apply_tx, apply_rx) = mpsc::channel(APPLY_QUEUE);
+    let (done_tx, mut done_rx) = mpsc::channel(APPLY_QUEUE);
+    let applier_task = tokio::spawn(applier(ctx.clone(), apply_rx, done_tx));
     let mut d = Driver {
         ctx: ctx.clone(),
         staged: HashMap::new(),
@@ -72,6 +97,7 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
         sync: SyncProgress::default(),
         unflushed: 0,
         unflushed_since: None,
+        apply_tx,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,6 +113,10 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
                 Some(i) => queue.push_back(i),
                 None => break,
             },
+            Some(done) = done_rx.recv() => {
+                let input = d.applied(done).await;
+                queue.push_back(input);
+            }
             _ = tick.tick() => {
                 if let Some(m) = &ctx.mempool
                     && ctx.config.role == crate::config::Role::Leader
@@ -126,6 +156,17 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
             ctx.stop(format!("halted: {reason}"));
             break;
         }
+    }
+    // Let the applier finish what the store was given, then make it durable.
+    drop(d.apply_tx);
+    let _ = applier_task.await;
+    while let Ok(done) = done_rx.try_recv() {
+        if let Ok(out) = done {
+            d.unflushed += u32::try_from(out.applied.len()).unwrap_or(u32::MAX);
+        }
+    }
+    if d.unflushed > 0 {
+        let _ = ctx.store.flush().await;
     }
 }
 
@@ -281,6 +322,14 @@ impl Driver {
                 });
             }
             Output::Commit { block, commit_info } => self.commit(block, commit_info, queue).await,
+            Output::ApplyBlocks { blocks } => {
+                if self.apply_tx.try_send(blocks).is_err() {
+                    // Cannot happen (the engine keeps fewer in flight);
+                    // stopping is safer than losing a batch.
+                    self.ctx
+                        .stop("halted: block sync's apply queue is full".to_owned());
+                }
+            }
             Output::Announce {
                 header,
                 leader_sig: _,
@@ -375,16 +424,14 @@ impl Driver {
                     .await
             }
             _ => {
-                // A block from sync or a commit announce. While syncing,
-                // its fsync is grouped with the next ones (see
-                // SYNC_FLUSH_BLOCKS); its tx signatures may already be
-                // checked by the fetch task.
-                let verified = self.ctx.verified.lock().remove(&hash);
+                // A block from a commit announce or unchecked sync. While
+                // syncing, its fsync is grouped with the next ones (see
+                // SYNC_FLUSH_BLOCKS).
                 let syncing = self.ctx.state.read().syncing;
                 let r = self
                     .ctx
                     .store
-                    .apply_block_opts(block.clone(), ci.clone(), verified, !syncing)
+                    .apply_block_opts(block.clone(), ci.clone(), false, !syncing)
                     .await
                     .map(|_| ());
                 if syncing && r.is_ok() {
@@ -402,32 +449,13 @@ impl Driver {
         }
         self.staged.retain(|_, (h, _)| *h > height);
         let ntx = block.txs().len() as u64;
-        if let Some(m) = self.ctx.mempool.as_ref().filter(|m| !m.is_empty()) {
-            let (m, txs, accounts) = (m.clone(), block.txs().to_vec(), self.ctx.accounts());
-            let _ = tokio::task::spawn_blocking(move || m.on_commit(&txs, &accounts)).await;
-        }
-        {
-            let mut waiters = self.ctx.waiters.lock();
-            if !waiters.is_empty() {
-                for t in block.txs() {
-                    if let Some(ws) = waiters.remove(&t.hash()) {
-                        for w in ws {
-                            let _ = w.send(height);
-                        }
-                    }
-                }
-            }
-        }
-        let m = &self.ctx.metrics;
-        m.committed_txs.inc_by(ntx);
+        self.committed_effects(std::slice::from_ref(&block)).await;
         let round = self.proposed_at.remove(&hash).map(|t| t.elapsed());
         if let Some(r) = round {
-            m.commit_round_seconds.observe(r.as_secs_f64());
-        }
-        self.sync.txs_since_log += ntx;
-        {
-            let mut s = self.ctx.state.write();
-            s.last_commit = Some(Instant::now());
+            self.ctx
+                .metrics
+                .commit_round_seconds
+                .observe(r.as_secs_f64());
         }
         tracing::info!(
             height,
@@ -442,6 +470,74 @@ impl Driver {
             block_hash: hash,
             app_hash: ci.app_hash,
         });
+    }
+
+    /// What follows committed blocks, in order: their txs leave the mempool,
+    /// commit waiters are answered, metrics and sync progress move.
+    async fn committed_effects(&mut self, blocks: &[Block]) {
+        let ntx: u64 = blocks.iter().map(|b| b.txs().len() as u64).sum();
+        if ntx > 0
+            && let Some(m) = self.ctx.mempool.as_ref().filter(|m| !m.is_empty())
+        {
+            let txs: Vec<kite_types::Tx> = blocks.iter().flat_map(|b| b.txs().to_vec()).collect();
+            let (m, accounts) = (m.clone(), self.ctx.accounts());
+            let _ = tokio::task::spawn_blocking(move || m.on_commit(&txs, &accounts)).await;
+        }
+        {
+            let mut waiters = self.ctx.waiters.lock();
+            if !waiters.is_empty() {
+                for b in blocks {
+                    for t in b.txs() {
+                        if let Some(ws) = waiters.remove(&t.hash()) {
+                            for w in ws {
+                                let _ = w.send(b.height());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.ctx.metrics.committed_txs.inc_by(ntx);
+        self.sync.txs_since_log += ntx;
+        self.ctx.state.write().last_commit = Some(Instant::now());
+    }
+
+    /// What the applier reports for a batch of block sync: effects of the
+    /// committed blocks, and the engine's input.
+    async fn applied(&mut self, done: Result<ApplyOutcome, StoreError>) -> Input {
+        let out = match done {
+            Ok(out) => out,
+            Err(e) => {
+                // The store is gone (the node is stopping).
+                return Input::BlocksApplied {
+                    applied: Vec::new(),
+                    failed: Some((0, Hash::ZERO, e.to_string())),
+                };
+            }
+        };
+        let applied: Vec<(u64, Hash, Hash)> = out
+            .applied
+            .iter()
+            .map(|(b, ci)| (b.height(), b.hash(), ci.app_hash))
+            .collect();
+        let blocks: Vec<Block> = out.applied.into_iter().map(|(b, _)| b).collect();
+        if let (Some(first), Some(last)) = (blocks.first(), blocks.last()) {
+            tracing::debug!(
+                from = first.height(),
+                to = last.height(),
+                "committed synced blocks"
+            );
+            self.unflushed = self
+                .unflushed
+                .saturating_add(u32::try_from(blocks.len()).unwrap_or(u32::MAX));
+            self.unflushed_since.get_or_insert_with(Instant::now);
+        }
+        self.committed_effects(&blocks).await;
+        self.last_block = blocks.into_iter().last().or(self.last_block.take());
+        let failed = out
+            .failed
+            .map(|(b, e)| (b.height(), b.hash(), e.to_string()));
+        Input::BlocksApplied { applied, failed }
     }
 
     fn targets(&self, to: &Target) -> Vec<PeerId> {
@@ -517,15 +613,15 @@ async fn fetch_blocks(
                     fail_range(&ctx, from_key, next, to).await;
                     return;
                 }
-                let (good, bad) = verify_ahead(&ctx, reply.blocks).await;
-                let bad_at = bad.then(|| next + good.len() as u64);
-                for (block, commit_info) in good {
-                    next = block.height() + 1;
-                    ctx.metrics.synced_blocks.inc();
-                    let input = Input::BlockFetched {
+                let n = reply.blocks.len() as u64;
+                let (good, bad) = check_range(&ctx, next, reply.blocks).await;
+                let got = good.len() as u64;
+                ctx.metrics.synced_blocks.inc_by(got);
+                if got > 0 {
+                    next += got;
+                    let input = Input::RangeFetched {
                         from: from_key,
-                        block,
-                        commit_info,
+                        blocks: good,
                     };
                     // Backpressure: sync waits for the engine rather than
                     // drop blocks.
@@ -533,13 +629,16 @@ async fn fetch_blocks(
                         return;
                     }
                 }
-                if let Some(at) = bad_at {
-                    ctx.host.report(
-                        target,
-                        kite_protocols::score::INVALID,
-                        "block with a bad tx signature",
-                    );
-                    fail_range(&ctx, from_key, at, to).await;
+                if let Some(why) = bad {
+                    tracing::warn!(peer = %target, %why, "block sync: a peer served a bad block");
+                    ctx.host
+                        .report(target, kite_protocols::score::INVALID, "served a bad block");
+                    fail_range(&ctx, from_key, next, to).await;
+                    return;
+                }
+                if got < n {
+                    // Cannot happen (the check covers every block).
+                    fail_range(&ctx, from_key, next, to).await;
                     return;
                 }
             }
@@ -552,37 +651,22 @@ async fn fetch_blocks(
     }
 }
 
-/// Checks the tx signatures of fetched blocks on a blocking thread, in one
-/// batch per block, ahead of execution; remembers the good blocks so their
-/// execution skips the check. Returns the good prefix and whether a bad
-/// block cut it short.
-async fn verify_ahead(
+/// Checks the proofs of a fetched range on a blocking thread (see
+/// [`kite_consensus::ProofChecker::check_range`]): returns the good
+/// leading blocks and why the next one is bad, if one is.
+async fn check_range(
     ctx: &Arc<Ctx>,
-    blocks: Vec<(Block, CommitInfo)>,
-) -> (Vec<(Block, CommitInfo)>, bool) {
+    first: u64,
+    mut blocks: Vec<(Block, CommitInfo)>,
+) -> (Vec<(Block, CommitInfo)>, Option<String>) {
+    let checker = ctx.checker.clone();
     let checked = tokio::task::spawn_blocking(move || {
-        let mut good = Vec::with_capacity(blocks.len());
-        let mut hashes = Vec::with_capacity(blocks.len());
-        for (b, ci) in blocks {
-            let txs: Vec<&kite_types::Tx> = b.txs().iter().collect();
-            if !kite_types::Tx::verify_batch(&txs).into_iter().all(|ok| ok) {
-                return (good, hashes, true);
-            }
-            hashes.push(b.hash());
-            good.push((b, ci));
-        }
-        (good, hashes, false)
+        let c = checker.check_range(first, &blocks);
+        blocks.truncate(c.good);
+        (blocks, c.bad)
     })
     .await;
-    let Ok((good, hashes, bad)) = checked else {
-        return (Vec::new(), false);
-    };
-    let mut v = ctx.verified.lock();
-    if v.len() + hashes.len() > crate::node::MAX_VERIFIED {
-        v.clear();
-    }
-    v.extend(hashes);
-    (good, bad)
+    checked.unwrap_or_else(|e| (Vec::new(), Some(format!("check task failed: {e}"))))
 }
 
 async fn fail_range(ctx: &Ctx, from: Option<PublicKey>, first: u64, last: u64) {

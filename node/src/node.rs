@@ -36,8 +36,6 @@ pub const ENGINE_INPUTS: usize = 4096;
 pub const MAX_COMMIT_WAITERS: usize = 100_000;
 /// Most remembered tx origins (for "never announce back to the sender").
 pub const MAX_ORIGINS: usize = 200_000;
-/// Most fetched blocks remembered as signature-checked.
-pub const MAX_VERIFIED: usize = 8192;
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -166,9 +164,9 @@ pub struct Ctx {
     pub inflight: Mutex<HashMap<Hash, InFlight>>,
     /// Which peer first sent us a tx.
     pub origins: Mutex<HashMap<Hash, PeerId>>,
-    /// Fetched blocks whose tx signatures block sync already checked (on a
-    /// blocking thread, ahead of execution); bounded by [`MAX_VERIFIED`].
-    pub verified: Mutex<std::collections::HashSet<Hash>>,
+    /// Checks the proofs of fetched block ranges (block sync), with its
+    /// cache of decoded keys.
+    pub checker: Arc<kite_consensus::ProofChecker>,
     /// Inputs dropped because the engine queue was full.
     pub dropped_inputs: std::sync::atomic::AtomicU64,
     /// Stops every task.
@@ -388,6 +386,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     ec.vote_resend_interval_ms = millis(cfg.consensus.resend_interval);
     ec.sync_window = u64::from(cfg.sync.window.max(1));
     ec.sync_request_timeout_ms = millis(cfg.sync.request_timeout);
+    // One peer may hold half the window, so two or more peers share it.
+    ec.sync_per_peer = (ec.sync_window / 2).max(kite_consensus::sync::MAX_REQUEST);
+    ec.sync_buffer_bytes = cfg.sync.buffer.as_u64();
     let engine = Engine::new(ec, committed.clone()).map_err(|e| NodeError::Role(e.to_string()))?;
 
     let mempool = if cfg.blocks_only {
@@ -441,7 +442,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         waiters: Mutex::new(HashMap::new()),
         inflight: Mutex::new(HashMap::new()),
         origins: Mutex::new(HashMap::new()),
-        verified: Mutex::new(std::collections::HashSet::new()),
+        checker: Arc::new(kite_consensus::ProofChecker::new(engine.config())),
         dropped_inputs: std::sync::atomic::AtomicU64::new(0),
         cancel: CancellationToken::new(),
         stop_reason: Mutex::new(None),
