@@ -1158,16 +1158,16 @@ impl Engine {
         checked: bool,
     ) {
         let height = block.height();
-        let limit = self
-            .committed
-            .height
-            .saturating_add(self.cfg.sync_window.max(1));
+        // The planner asks for up to a window past what is committed or
+        // being applied; anything further was not asked for.
+        let next = self.next_to_apply();
+        let limit = next.saturating_add(self.cfg.sync_window.max(1));
+        if height < next || height > limit || self.fetched.contains_key(&height) {
+            return;
+        }
         let bytes: usize = block.txs().iter().map(|t| t.size()).sum();
         self.sync
             .block_size(u64::try_from(bytes).unwrap_or(u64::MAX).saturating_add(512));
-        if height < self.next_to_apply() || height > limit || self.fetched.contains_key(&height) {
-            return;
-        }
         self.sync.received(height);
         self.fetched.insert(
             height,
