@@ -1,8 +1,13 @@
 //! [`BlockStore`]: the synchronous store over sled.
 //!
-//! Trees and records (integers big-endian, so byte order is height order):
+//! Everything is in ONE sled tree, so that a block's whole commit is one
+//! atomic `apply_batch` (sled's multi-tree transactions read every key
+//! before writing it, which cost more than the writes). Each table below
+//! is a key prefix of one byte (`meta` 0, `blocks` 1, `commits` 2,
+//! `height_hash` 3, `hash_height` 4, `tx_index` 5, `state` 6). Records
+//! (integers big-endian, so byte order is height order):
 //!
-//! | tree | key | value |
+//! | table | key | value |
 //! |------|-----|-------|
 //! | `meta` | `format` | `kite-blockstore/1` |
 //! | `meta` | `chain_id` | the chain id |
@@ -26,12 +31,11 @@ use kite_types::genesis::MAX_VALIDATORS;
 use kite_types::{Account, Block, CommitInfo, Genesis, Hash, PublicKey, Tx, proto};
 use parking_lot::Mutex;
 use prost::Message;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::{Transactional, Tree};
+use sled::Tree;
 use std::path::{Path, PathBuf};
 
 /// The format this build writes and reads.
-pub const FORMAT: &[u8] = b"kite-blockstore/1";
+pub const FORMAT: &[u8] = b"kite-blockstore/2";
 /// Largest block this store decodes (64 MiB protocol limit plus slack).
 pub const MAX_STORED_BLOCK: usize = 65 * 1024 * 1024;
 /// Most blocks one [`BlockStore::blocks_range`] call returns.
@@ -128,14 +132,62 @@ fn decode_location(b: &[u8]) -> Option<TxLocation> {
     })
 }
 
+/// One table: a key prefix of the store's single tree.
+#[derive(Debug, Clone)]
+struct Table {
+    tree: Tree,
+    prefix: u8,
+}
+
+impl Table {
+    fn key(&self, k: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + k.len());
+        v.push(self.prefix);
+        v.extend_from_slice(k);
+        v
+    }
+
+    fn get(&self, k: impl AsRef<[u8]>) -> sled::Result<Option<sled::IVec>> {
+        self.tree.get(self.key(k.as_ref()))
+    }
+
+    /// Records with keys `from..=to`, keys without the prefix.
+    fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+    ) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + use<> {
+        self.tree
+            .range(self.key(from)..=self.key(to))
+            .map(|r| r.map(|(k, v)| (sled::IVec::from(&k[1..]), v)))
+    }
+
+    /// Every record, keys without the prefix.
+    fn iter(&self) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + use<> {
+        self.tree
+            .scan_prefix([self.prefix])
+            .map(|r| r.map(|(k, v)| (sled::IVec::from(&k[1..]), v)))
+    }
+
+    fn put(&self, b: &mut sled::Batch, k: &[u8], v: impl Into<sled::IVec>) {
+        b.insert(self.key(k), v.into());
+    }
+
+    fn del(&self, b: &mut sled::Batch, k: &[u8]) {
+        b.remove(self.key(k));
+    }
+}
+
 struct Trees {
-    meta: Tree,
-    blocks: Tree,
-    commits: Tree,
-    height_hash: Tree,
-    hash_height: Tree,
-    tx_index: Tree,
-    state: Tree,
+    /// The one tree every table lives in.
+    all: Tree,
+    meta: Table,
+    blocks: Table,
+    commits: Table,
+    height_hash: Table,
+    hash_height: Table,
+    tx_index: Table,
+    state: Table,
 }
 
 /// The block store: blocks, commit info, indexes and the committed app
@@ -199,15 +251,20 @@ impl BlockStore {
         std::fs::create_dir_all(path).map_err(|e| open_err(e.to_string()))?;
         let (db, t) = no_panic(|| {
             let db = open_sled(path, config.cache_capacity)?;
-            let tree = |name: &str| db.open_tree(name).map_err(|e| e.to_string());
+            let all = db.open_tree("kite").map_err(|e| e.to_string())?;
+            let table = |prefix: u8| Table {
+                tree: all.clone(),
+                prefix,
+            };
             let t = Trees {
-                meta: tree("meta")?,
-                blocks: tree("blocks")?,
-                commits: tree("commits")?,
-                height_hash: tree("height_hash")?,
-                hash_height: tree("hash_height")?,
-                tx_index: tree("tx_index")?,
-                state: tree("state")?,
+                meta: table(0),
+                blocks: table(1),
+                commits: table(2),
+                height_hash: table(3),
+                hash_height: table(4),
+                tx_index: table(5),
+                state: table(6),
+                all,
             };
             Ok((db, t))
         })
@@ -238,6 +295,15 @@ impl BlockStore {
     }
 
     fn init_or_check(&self) -> Result<(), StoreError> {
+        let legacy = ["meta", "blocks", "state"]
+            .iter()
+            .any(|n| self.db.tree_names().iter().any(|t| t.as_ref() == n.as_bytes()));
+        if legacy {
+            return Err(self.corrupt(
+                "a store of an older Kite format (kite-blockstore/1); this build reads \
+                 kite-blockstore/2: re-sync the node into a fresh home",
+            ));
+        }
         match self.t.meta.get(META_FORMAT)? {
             None => self.init(),
             Some(f) if f.as_ref() == FORMAT => self.check(),
@@ -251,16 +317,8 @@ impl BlockStore {
 
     /// Writes the genesis state and meta record into an empty store.
     fn init(&self) -> Result<(), StoreError> {
-        for tree in [
-            &self.t.meta,
-            &self.t.blocks,
-            &self.t.commits,
-            &self.t.state,
-            &self.t.tx_index,
-        ] {
-            if tree.iter().next().is_some() {
-                return Err(self.corrupt("data without a format record (not a Kite store?)"));
-            }
+        if self.t.all.iter().next().is_some() {
+            return Err(self.corrupt("data without a format record (not a Kite store?)"));
         }
         let best = Best {
             height: self.genesis.initial_height.saturating_sub(1),
@@ -270,21 +328,18 @@ impl BlockStore {
         let changes = self.app.genesis_changes();
         let chain = self.genesis.chain_id.as_bytes();
         let ghash = self.genesis.hash();
-        let res: Result<(), TransactionError<StoreError>> = (&self.t.meta, &self.t.state)
-            .transaction(|(meta, state)| {
-                for (k, v) in changes.iter() {
-                    if let Some(v) = v {
-                        state.insert(k.as_bytes(), v.as_slice())?;
-                    }
-                }
-                meta.insert(META_CHAIN, chain)?;
-                meta.insert(META_GENESIS, ghash.as_bytes())?;
-                meta.insert(META_BEST, best.encode())?;
-                // Written last: its presence means the rest is there.
-                meta.insert(META_FORMAT, FORMAT)?;
-                Ok(())
-            });
-        tx_result(res)?;
+        let mut b = sled::Batch::default();
+        for (k, v) in changes.iter() {
+            if let Some(v) = v {
+                self.t.state.put(&mut b, k.as_bytes(), v.as_slice());
+            }
+        }
+        self.t.meta.put(&mut b, META_CHAIN, chain);
+        self.t.meta.put(&mut b, META_GENESIS, ghash.as_bytes());
+        self.t.meta.put(&mut b, META_BEST, best.encode());
+        self.t.meta.put(&mut b, META_FORMAT, FORMAT);
+        // One atomic batch: all of it or nothing.
+        self.t.all.apply_batch(b)?;
         self.make_durable()?;
         tracing::info!(path = %self.path.display(), chain = %self.genesis.chain_id, "created block store");
         Ok(())
@@ -419,81 +474,58 @@ impl BlockStore {
             block_hash: hash,
             app_hash: commit_info.app_hash,
         };
-        let path = &self.path;
 
         let mut writer = self.writer.lock();
-        let res: Result<(), TransactionError<StoreError>> = (
-            &self.t.meta,
-            &self.t.blocks,
-            &self.t.commits,
-            &self.t.height_hash,
-            &self.t.hash_height,
-            &self.t.tx_index,
-            &self.t.state,
-        )
-            .transaction(
-                |(meta, blocks, commits, height_hash, hash_height, tx_index, state)| {
-                    let abort = |e| Err(ConflictableTransactionError::Abort(e));
-                    let best = match meta.get(META_BEST)?.as_deref().and_then(Best::decode) {
-                        Some(b) => b,
-                        None => {
-                            return abort(StoreError::Corrupt {
-                                path: path.clone(),
-                                detail: "best record missing or malformed".into(),
-                            });
-                        }
-                    };
-                    if height != best.height.saturating_add(1) {
-                        return abort(StoreError::NotNext {
-                            expected: best.height.saturating_add(1),
-                            got: height,
-                        });
-                    }
-                    if header.prev_hash != best.block_hash {
-                        return abort(StoreError::PrevHash {
-                            block: hash,
-                            expected: best.block_hash,
-                            got: header.prev_hash,
-                        });
-                    }
-                    if header.prev_app_hash != best.app_hash {
-                        return abort(StoreError::PrevAppHash {
-                            block: hash,
-                            expected: best.app_hash,
-                            got: header.prev_app_hash,
-                        });
-                    }
-                    let computed =
-                        Hash::digest_parts(&[best.app_hash.as_bytes(), changes_digest.as_bytes()]);
-                    if computed != commit_info.app_hash {
-                        return abort(StoreError::AppHashMismatch {
-                            height,
-                            computed,
-                            committed: commit_info.app_hash,
-                        });
-                    }
-                    blocks.insert(&hkey, block_bytes.as_slice())?;
-                    commits.insert(&hkey, ci_bytes.as_slice())?;
-                    height_hash.insert(&hkey, hash.as_bytes())?;
-                    hash_height.insert(hash.as_bytes(), &hkey)?;
-                    for (txh, loc) in &tx_entries {
-                        tx_index.insert(txh.as_bytes(), loc.as_slice())?;
-                    }
-                    for (k, v) in changes.iter() {
-                        match v {
-                            Some(v) => {
-                                state.insert(k.as_bytes(), v.as_slice())?;
-                            }
-                            None => {
-                                state.remove(k.as_bytes())?;
-                            }
-                        }
-                    }
-                    meta.insert(META_BEST, new_best.encode())?;
-                    Ok(())
-                },
-            );
-        tx_result(res)?;
+        // The writer lock serialises commits: the best record read here is
+        // the one the batch replaces.
+        let best = self.best()?;
+        if height != best.height.saturating_add(1) {
+            return Err(StoreError::NotNext {
+                expected: best.height.saturating_add(1),
+                got: height,
+            });
+        }
+        if header.prev_hash != best.block_hash {
+            return Err(StoreError::PrevHash {
+                block: hash,
+                expected: best.block_hash,
+                got: header.prev_hash,
+            });
+        }
+        if header.prev_app_hash != best.app_hash {
+            return Err(StoreError::PrevAppHash {
+                block: hash,
+                expected: best.app_hash,
+                got: header.prev_app_hash,
+            });
+        }
+        let computed = Hash::digest_parts(&[best.app_hash.as_bytes(), changes_digest.as_bytes()]);
+        if computed != commit_info.app_hash {
+            return Err(StoreError::AppHashMismatch {
+                height,
+                computed,
+                committed: commit_info.app_hash,
+            });
+        }
+        let t = &self.t;
+        let mut b = sled::Batch::default();
+        t.blocks.put(&mut b, &hkey, block_bytes);
+        t.commits.put(&mut b, &hkey, ci_bytes);
+        t.height_hash.put(&mut b, &hkey, hash.as_bytes());
+        t.hash_height.put(&mut b, hash.as_bytes(), &hkey);
+        for (txh, loc) in tx_entries {
+            t.tx_index.put(&mut b, txh.as_bytes(), loc);
+        }
+        for (k, v) in changes.iter() {
+            match v {
+                Some(v) => t.state.put(&mut b, k.as_bytes(), v.as_slice()),
+                None => t.state.del(&mut b, k.as_bytes()),
+            }
+        }
+        t.meta.put(&mut b, META_BEST, new_best.encode());
+        // One atomic batch: the block, its indexes, its state and the new
+        // best record land together or not at all.
+        t.all.apply_batch(b)?;
         if sync_now && let Some(syncer) = writer.as_mut() {
             syncer.sync(&self.db)?;
         }
@@ -658,7 +690,7 @@ impl BlockStore {
         }
         let end = to.min(from.saturating_add(MAX_RANGE_BLOCKS - 1));
         let mut total = 0usize;
-        for item in self.t.blocks.range(from.to_be_bytes()..=end.to_be_bytes()) {
+        for item in self.t.blocks.range(&from.to_be_bytes(), &end.to_be_bytes()) {
             let (k, v) = item?;
             if !out.is_empty() && total.saturating_add(v.len()) > max_bytes {
                 break;
@@ -776,6 +808,14 @@ impl BlockStore {
 /// How long [`open_sled`] waits for the database lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// sled's log segment size. sled writes any page image over a quarter of a
+/// segment (less a header) to a blob file of its own; with the default
+/// 512 KiB, leaf pages holding a few blocks of 100 txs cross it and every
+/// rewrite of them costs a file creation. 8 MiB keeps them in the log.
+/// Fixed when a store is created: sled refuses to open a store made with
+/// another size.
+const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
+
 /// Opens sled, waiting up to [`LOCK_WAIT`] for its file lock: sled's
 /// background threads release it a little after the previous `Db` of the
 /// same path in this process is dropped.
@@ -785,6 +825,7 @@ fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, String> {
         match sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity)
+            .segment_size(SEGMENT_SIZE)
             .open()
         {
             Ok(db) => return Ok(db),
@@ -801,14 +842,6 @@ fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, String> {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
-    }
-}
-
-fn tx_result(res: Result<(), TransactionError<StoreError>>) -> Result<(), StoreError> {
-    match res {
-        Ok(()) => Ok(()),
-        Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(e.into()),
     }
 }
 

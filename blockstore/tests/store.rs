@@ -235,10 +235,10 @@ fn wrong_chain_genesis_and_corruption_are_clear_errors() {
 
     // A damaged best record.
     {
-        let db = sled::open(dir.path()).unwrap();
-        db.open_tree("meta")
+        let db = raw_sled(dir.path());
+        db.open_tree("kite")
             .unwrap()
-            .insert("best", &b"garbage"[..])
+            .insert(b"\x00best", &b"garbage"[..])
             .unwrap();
         db.flush().unwrap();
     }
@@ -248,10 +248,13 @@ fn wrong_chain_genesis_and_corruption_are_clear_errors() {
 
     // A best record pointing at a block that is not there.
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(dir.path());
         let mut rec = 5u64.to_be_bytes().to_vec();
         rec.extend_from_slice(&[1; 64]);
-        db.open_tree("meta").unwrap().insert("best", rec).unwrap();
+        db.open_tree("kite")
+            .unwrap()
+            .insert(b"\x00best", rec)
+            .unwrap();
         db.flush().unwrap();
     }
     let e = BlockStore::open_with(dir.path(), &g, fast()).unwrap_err();
@@ -270,12 +273,30 @@ fn wrong_chain_genesis_and_corruption_are_clear_errors() {
     // A sled database that is not a Kite store.
     let foreign = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(foreign.path()).unwrap();
+        let db = raw_sled(foreign.path());
         db.open_tree("state").unwrap().insert("x", "y").unwrap();
         db.flush().unwrap();
     }
     let e = BlockStore::open_with(foreign.path(), &g, fast()).unwrap_err();
     assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    // Data in Kite's tree but no format record.
+    let foreign = tempfile::tempdir().unwrap();
+    {
+        let db = raw_sled(foreign.path());
+        db.open_tree("kite").unwrap().insert("x", "y").unwrap();
+        db.flush().unwrap();
+    }
+    let e = BlockStore::open_with(foreign.path(), &g, fast()).unwrap_err();
+    assert!(e.to_string().contains("without a format record"), "{e}");
+}
+
+/// The store's sled database opened directly, as the store opens it.
+fn raw_sled(path: &std::path::Path) -> sled::Db {
+    sled::Config::new()
+        .path(path)
+        .segment_size(8 * 1024 * 1024)
+        .open()
+        .unwrap()
 }
 
 #[test]
