@@ -31,9 +31,6 @@ enum WriteOp {
         sync_now: bool,
         reply: Reply<()>,
     },
-    Flush {
-        reply: Reply<()>,
-    },
     Execute {
         block: Box<Block>,
         sigs_verified: bool,
@@ -106,9 +103,6 @@ impl StoreHandle {
                             reply,
                         } => {
                             let _ = reply.send(owner.apply_blocks(blocks, sync_now));
-                        }
-                        WriteOp::Flush { reply } => {
-                            let _ = reply.send(owner.flush());
                         }
                         WriteOp::Execute {
                             block,
@@ -194,9 +188,10 @@ impl StoreHandle {
         .await
     }
 
-    /// Makes every commit so far durable (flush + fsync).
+    /// Makes every commit so far durable (flush + fsync), on the blocking
+    /// pool: commits go on meanwhile.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.write(|reply| WriteOp::Flush { reply }).await
+        self.read(|s| s.flush()).await
     }
 
     /// Executes a block on the committed state without writing (see
@@ -289,6 +284,18 @@ impl StoreHandle {
         max_bytes: usize,
     ) -> Result<Vec<Block>, StoreError> {
         self.read(move |s| s.blocks_range(from, to, max_bytes))
+            .await
+    }
+
+    /// Up to `count` blocks from `from` with their commit infos, in one
+    /// read (see [`BlockStore::blocks_with_commits`]).
+    pub async fn blocks_with_commits(
+        &self,
+        from: u64,
+        count: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(Block, CommitInfo)>, StoreError> {
+        self.read(move |s| s.blocks_with_commits(from, count, max_bytes))
             .await
     }
 

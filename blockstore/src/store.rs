@@ -202,8 +202,11 @@ pub struct BlockStore {
     genesis: Genesis,
     config: StoreConfig,
     /// Serialises commits and executions (so an execution never reads a
-    /// half-applied commit), and owns the fsync handles.
-    writer: Mutex<Option<Syncer>>,
+    /// half-applied commit).
+    commits: Mutex<()>,
+    /// Makes commits durable; separate from `commits`, so a group flush
+    /// on another thread does not hold commits up.
+    syncer: Mutex<Option<Syncer>>,
 }
 
 impl std::fmt::Debug for BlockStore {
@@ -281,7 +284,8 @@ impl BlockStore {
             app: App::new(genesis),
             genesis: genesis.clone(),
             config,
-            writer: Mutex::new(syncer),
+            commits: Mutex::new(()),
+            syncer: Mutex::new(syncer),
         };
         store.init_or_check()?;
         Ok(store)
@@ -295,9 +299,12 @@ impl BlockStore {
     }
 
     fn init_or_check(&self) -> Result<(), StoreError> {
-        let legacy = ["meta", "blocks", "state"]
-            .iter()
-            .any(|n| self.db.tree_names().iter().any(|t| t.as_ref() == n.as_bytes()));
+        let legacy = ["meta", "blocks", "state"].iter().any(|n| {
+            self.db
+                .tree_names()
+                .iter()
+                .any(|t| t.as_ref() == n.as_bytes())
+        });
         if legacy {
             return Err(self.corrupt(
                 "a store of an older Kite format (kite-blockstore/1); this build reads \
@@ -475,8 +482,8 @@ impl BlockStore {
             app_hash: commit_info.app_hash,
         };
 
-        let mut writer = self.writer.lock();
-        // The writer lock serialises commits: the best record read here is
+        let serial = self.commits.lock();
+        // The commit lock serialises commits: the best record read here is
         // the one the batch replaces.
         let best = self.best()?;
         if height != best.height.saturating_add(1) {
@@ -526,16 +533,16 @@ impl BlockStore {
         // One atomic batch: the block, its indexes, its state and the new
         // best record land together or not at all.
         t.all.apply_batch(b)?;
-        if sync_now && let Some(syncer) = writer.as_mut() {
+        if sync_now && let Some(syncer) = self.syncer.lock().as_mut() {
             syncer.sync(&self.db)?;
         }
-        drop(writer);
+        drop(serial);
         tracing::debug!(height, hash = %hash.short(), txs = block.txs().len(), "committed block");
         Ok(())
     }
 
     fn make_durable(&self) -> Result<(), StoreError> {
-        if let Some(s) = self.writer.lock().as_mut() {
+        if let Some(s) = self.syncer.lock().as_mut() {
             s.sync(&self.db)?;
         }
         Ok(())
@@ -549,7 +556,7 @@ impl BlockStore {
         block: &Block,
         sigs_verified: bool,
     ) -> Result<Executed, StoreError> {
-        let _w = self.writer.lock();
+        let _serial = self.commits.lock();
         let best = self.best()?;
         Ok(self
             .app
@@ -705,6 +712,27 @@ impl BlockStore {
         Ok(out)
     }
 
+    /// Up to `count` blocks from `from` on with their commit infos, in one
+    /// read (see [`BlockStore::blocks_range`]; at least one block when
+    /// `from` exists, then no more than `max_bytes` of encoded blocks).
+    pub fn blocks_with_commits(
+        &self,
+        from: u64,
+        count: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(Block, CommitInfo)>, StoreError> {
+        let to = from.saturating_add(count.max(1) - 1);
+        let blocks = self.blocks_range(from, to, max_bytes)?;
+        let mut out = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            let Some(ci) = self.commit_info(b.height())? else {
+                return Err(self.corrupt(format!("block {} has no commit info", b.height())));
+            };
+            out.push((b, ci));
+        }
+        Ok(out)
+    }
+
     /// The commit info of the block at `height`.
     pub fn commit_info(&self, height: u64) -> Result<Option<CommitInfo>, StoreError> {
         match self.t.commits.get(height.to_be_bytes())? {
@@ -798,7 +826,8 @@ impl BlockStore {
         self.config
     }
 
-    /// Flushes and (when durable) fsyncs everything written so far.
+    /// Flushes and (when durable) fsyncs everything written so far. Safe
+    /// to call from any thread, also while commits go on.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         self.make_durable()

@@ -52,6 +52,21 @@ struct Driver {
     unflushed_since: Option<Instant>,
     /// Block sync's batches for the applier task, in order.
     apply_tx: mpsc::Sender<Vec<(Block, CommitInfo)>>,
+    /// Group flush requests for the flusher task.
+    flush_tx: mpsc::Sender<()>,
+}
+
+/// Block sync's flusher: makes group-committed blocks durable off the
+/// driver and off the store's writer thread, so commits go on meanwhile.
+async fn flusher(ctx: Arc<Ctx>, mut requests: mpsc::Receiver<()>) {
+    while requests.recv().await.is_some() {
+        if let Err(e) = ctx.store.flush().await {
+            let reason = format!("cannot make synced blocks durable: {e}");
+            tracing::error!(%reason);
+            ctx.stop(format!("halted: {reason}"));
+            return;
+        }
+    }
 }
 
 /// Most [`Output::ApplyBlocks`] batches queued for the applier; the engine
@@ -87,6 +102,8 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
     let (apply_tx, apply_rx) = mpsc::channel(APPLY_QUEUE);
     let (done_tx, mut done_rx) = mpsc::channel(APPLY_QUEUE);
     let applier_task = tokio::spawn(applier(ctx.clone(), apply_rx, done_tx));
+    let (flush_tx, flush_rx) = mpsc::channel(1);
+    let flusher_task = tokio::spawn(flusher(ctx.clone(), flush_rx));
     let mut d = Driver {
         ctx: ctx.clone(),
         staged: HashMap::new(),
@@ -98,6 +115,7 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
         unflushed: 0,
         unflushed_since: None,
         apply_tx,
+        flush_tx,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -149,7 +167,7 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
                 || d.unflushed_since
                     .is_some_and(|t| t.elapsed() >= SYNC_FLUSH_EVERY))
         {
-            d.flush().await;
+            d.flush();
         }
         if let Some(reason) = engine.halted() {
             tracing::error!(%reason, "the commit engine halted; the node stops so it never forks");
@@ -157,16 +175,14 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
             break;
         }
     }
-    // Let the applier finish what the store was given, then make it durable.
+    // Let the applier finish what the store was given, then make it all
+    // durable.
     drop(d.apply_tx);
+    drop(d.flush_tx);
     let _ = applier_task.await;
-    while let Ok(done) = done_rx.try_recv() {
-        if let Ok(out) = done {
-            d.unflushed += u32::try_from(out.applied.len()).unwrap_or(u32::MAX);
-        }
-    }
-    if d.unflushed > 0 {
-        let _ = ctx.store.flush().await;
+    let _ = flusher_task.await;
+    if let Err(e) = ctx.store.flush().await {
+        tracing::error!(error = %e, "cannot make the last synced blocks durable");
     }
 }
 
@@ -178,13 +194,10 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 }
 
 impl Driver {
-    /// Makes the group-committed sync blocks durable.
-    async fn flush(&mut self) {
-        if let Err(e) = self.ctx.store.flush().await {
-            let reason = format!("cannot make synced blocks durable: {e}");
-            tracing::error!(%reason);
-            self.ctx.stop(format!("halted: {reason}"));
-        }
+    /// Has the flusher make the group-committed sync blocks durable; a
+    /// request already waiting covers these blocks too.
+    fn flush(&mut self) {
+        let _ = self.flush_tx.try_send(());
         self.unflushed = 0;
         self.unflushed_since = None;
     }
@@ -659,6 +672,11 @@ async fn check_range(
     first: u64,
     mut blocks: Vec<(Block, CommitInfo)>,
 ) -> (Vec<(Block, CommitInfo)>, Option<String>) {
+    // One check at a time per spare core: the store's writer, the serial
+    // stage of sync, keeps a core to itself.
+    let Ok(_permit) = ctx.check_permits.clone().acquire_owned().await else {
+        return (Vec::new(), Some("the node is stopping".into()));
+    };
     let checker = ctx.checker.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let c = checker.check_range(first, &blocks);

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use kite_consensus::Input;
 use kite_protocols::ProtocolError;
 use kite_protocols::ack::{self, VoteReceipt, VoteSink};
-use kite_protocols::blk::{self, BlockQuery, BlockReply, BlockSource};
+use kite_protocols::blk::{self, BlockQuery, BlockReply, BlockSource, RangeReply};
 use kite_protocols::blkann::{self, AnnounceInfo, AnnounceSink};
 use kite_protocols::blkprop::{self, ProposalInfo, ProposalSink, ResetInfo};
 use kite_protocols::discover::{self, PeerEntry, PeerSource};
@@ -245,6 +245,20 @@ impl BlockSource for PeerSink {
             None => None,
         };
         BlockReply { block, best_height }
+    }
+
+    async fn range(&self, from: u64, count: u32, max_bytes: usize) -> RangeReply {
+        let best_height = self.ctx.state.read().height;
+        let blocks = self
+            .ctx
+            .store
+            .blocks_with_commits(from, u64::from(count), max_bytes)
+            .await
+            .unwrap_or_default();
+        RangeReply {
+            blocks,
+            best_height,
+        }
     }
 }
 

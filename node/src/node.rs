@@ -167,6 +167,9 @@ pub struct Ctx {
     /// Checks the proofs of fetched block ranges (block sync), with its
     /// cache of decoded keys.
     pub checker: Arc<kite_consensus::ProofChecker>,
+    /// Block sync's range checks running at once: one per core but one,
+    /// so the store's writer (sync's serial stage) keeps a core.
+    pub check_permits: Arc<tokio::sync::Semaphore>,
     /// Inputs dropped because the engine queue was full.
     pub dropped_inputs: std::sync::atomic::AtomicU64,
     /// Stops every task.
@@ -443,6 +446,12 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         inflight: Mutex::new(HashMap::new()),
         origins: Mutex::new(HashMap::new()),
         checker: Arc::new(kite_consensus::ProofChecker::new(engine.config())),
+        check_permits: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .saturating_sub(1)
+                .max(1),
+        )),
         dropped_inputs: std::sync::atomic::AtomicU64::new(0),
         cancel: CancellationToken::new(),
         stop_reason: Mutex::new(None),

@@ -55,6 +55,32 @@ pub struct BlockReply {
 pub trait BlockSource: Send + Sync {
     /// The committed block matching `query`, and the best height.
     async fn block(&self, query: BlockQuery) -> BlockReply;
+
+    /// The committed blocks from height `from` on, consecutive, at most
+    /// `count`, stopping at the first missing one and once they weigh
+    /// `max_bytes` or more; and the best height. The default asks
+    /// [`BlockSource::block`] for each; a store should read them at once.
+    async fn range(&self, from: u64, count: u32, max_bytes: usize) -> RangeReply {
+        let mut out = RangeReply {
+            blocks: Vec::new(),
+            best_height: 0,
+        };
+        let mut bytes = 0usize;
+        for i in 0..u64::from(count) {
+            let reply = self.block(BlockQuery::Height(from.saturating_add(i))).await;
+            out.best_height = out.best_height.max(reply.best_height);
+            let Some((b, ci)) = reply.block else {
+                break;
+            };
+            let size: usize = b.txs().iter().map(|t| t.size()).sum();
+            bytes = bytes.saturating_add(size.saturating_add(512));
+            out.blocks.push((b, ci));
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        out
+    }
 }
 
 /// Most blocks one range request asks for.
@@ -205,6 +231,34 @@ where
         BlockQuery::Height(_) => req.count.clamp(1, MAX_RANGE),
         BlockQuery::Hash(_) => 1,
     };
+    if let (BlockQuery::Height(from), true) = (query, count > 1) {
+        // One read of the whole range; each block in a message of its own,
+        // then "not found" if the range ended before `count`.
+        let range = source.range(from, count, RANGE_BYTES).await;
+        let n = range.blocks.len();
+        let mut sent = 0usize;
+        for (b, ci) in range.blocks {
+            let resp = proto::BlockResponse {
+                found: true,
+                block: Some(b.to_proto()),
+                commit_info: Some(ci.to_proto()),
+                best_height: range.best_height,
+            };
+            let len = resp.encoded_len();
+            write_msg(&mut stream, &resp, transfer_deadline(len)).await?;
+            sent += len;
+        }
+        if n < count as usize && sent < RANGE_BYTES {
+            let resp = proto::BlockResponse {
+                found: false,
+                block: None,
+                commit_info: None,
+                best_height: range.best_height,
+            };
+            write_msg(&mut stream, &resp, CONTROL_DEADLINE).await?;
+        }
+        return close(&mut stream, CONTROL_DEADLINE).await;
+    }
     let mut sent = 0usize;
     for i in 0..count {
         let q = match query {
