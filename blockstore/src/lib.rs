@@ -8,18 +8,20 @@
 //!   index, app state, meta). It implements [`kite_app::StateReader`] over
 //!   the committed state.
 //! - [`StoreHandle`] (async, in [`handle`]): what the node and the
-//!   consensus driver use. Writes (commit, execute) go to one dedicated
-//!   writer thread through a bounded channel; reads run on tokio's blocking
-//!   pool. sled never runs on the async executor.
+//!   consensus driver use. Writes (commit, execute, block sync's batch
+//!   apply) go to one dedicated writer thread through a bounded channel;
+//!   reads and group flushes run on tokio's blocking pool. sled never runs
+//!   on the async executor.
 //!
 //! # Guarantees
 //!
 //! **Atomicity.** [`BlockStore::commit`] writes the block, its commit info,
 //! both height/hash indexes, the tx index, the state changes and the
-//! `best` meta record (height, block hash, app hash) in ONE sled
-//! transaction over all seven trees. sled writes a transaction as a batch
-//! guarded by a batch manifest: on recovery an incomplete batch is
-//! discarded whole. After a crash at any point, reopening gives the state
+//! `best` meta record (height, block hash, app hash) in ONE sled batch
+//! (`apply_batch`) on the store's single tree, where each table is a key
+//! prefix. sled writes a batch guarded by a batch manifest: on recovery an
+//! incomplete batch is discarded whole; readers see a batch all or not at
+//! all (sled's batch lock). After a crash at any point, reopening gives the state
 //! before or after the block, never a mix. The crash test
 //! (`tests/crash.rs`) SIGKILLs a committing process at random moments and
 //! checks exactly this, plus that no acknowledged block is missing.
@@ -42,7 +44,7 @@
 //! to the next [`BlockStore::flush`]. The node uses this only for blocks it
 //! fetches while syncing (they are committed on the network already and can
 //! be fetched again) and flushes every 256 blocks, every 500 ms and when
-//! sync ends; blocks it votes on or commits as leader are always fsynced
+//! sync ends, on a thread of its own while commits go on; blocks it votes on or commits as leader are always fsynced
 //! before the commit returns.
 //!
 //! **Consistency at open.** The best height and hash come from the `best`

@@ -239,7 +239,7 @@ impl BlockStore {
     }
 
     /// Opens (or creates) the store at `path`. A new store gets the genesis
-    /// state and meta record in one transaction. An existing one must hold
+    /// state and meta record in one atomic batch. An existing one must hold
     /// the same chain id and genesis hash and a consistent best record.
     pub fn open_with(
         path: &Path,
@@ -428,7 +428,7 @@ impl BlockStore {
     }
 
     /// Commits `block` with its commit info and the state `changes` its
-    /// execution produced, in ONE sled transaction over every tree (block,
+    /// execution produced, in ONE atomic sled batch over every table (block,
     /// commit info, both height/hash indexes, tx index, state, best
     /// record). Refuses (writing nothing) a block that is not at best + 1,
     /// does not extend the best block, is for another chain, or whose

@@ -7,7 +7,10 @@
 //! senders. Printed beside them: the ed25519 batch-verify limit measured
 //! in the same run (`kite_types::sign::verify_batch` over 1,024 signatures,
 //! on 1 and on 2 threads) and the replay rate as a share of it. The
-//! syncing node runs the default config (durable store, window 64).
+//! syncing node runs the default config (durable store, window 512).
+//! Also printed: the CPU the whole process used during the sync, in cores
+//! (the 3 serving nodes run in it too), to tell a CPU-bound run from one
+//! that waits.
 //! Also printed per chain: the per-block cost of each serial stage of a
 //! replay (proof checks, tx signature checks, execute + commit) measured
 //! on its first 1,000 blocks without network, and the rate one serial
@@ -153,6 +156,18 @@ struct Figures {
     secs: f64,
 }
 
+/// CPU time this process used so far, seconds (utime + stime from
+/// `/proc/self/stat`, in USER_HZ = 100 ticks per second on Linux).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
+    (tick(11) + tick(12)) / 100.0
+}
+
 impl Figures {
     fn blocks_per_s(&self) -> f64 {
         self.blocks as f64 / self.secs
@@ -228,6 +243,7 @@ async fn run_case(name: &str, seed: u8, blocks: u64, per_block: usize) -> Figure
         cfg.sync.window = w;
     }
     let t0 = Instant::now();
+    let cpu0 = cpu_secs();
     let node = start_node(&homes[3], cfg, &genesis, &keys.other(9)).await;
     let mut first_block = None;
     let mut last_print = Instant::now();
@@ -253,6 +269,7 @@ async fn run_case(name: &str, seed: u8, blocks: u64, per_block: usize) -> Figure
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cores = (cpu_secs() - cpu0) / secs;
     // Spot check: the synced chain is the served one.
     for h in [1, blocks / 2, blocks] {
         assert_eq!(stored_hash(&node, h), stored_hash(&servers[0], h));
@@ -263,7 +280,7 @@ async fn run_case(name: &str, seed: u8, blocks: u64, per_block: usize) -> Figure
         secs,
     };
     println!(
-        "[{name}] synced {} blocks ({} txs) from 3 peers in {secs:.2}s (first block after {:.0} ms): {:.0} blocks/s, {:.0} tx/s",
+        "[{name}] synced {} blocks ({} txs) from 3 peers in {secs:.2}s (first block after {:.0} ms): {:.0} blocks/s, {:.0} tx/s, using {cores:.2} cores",
         f.blocks,
         f.txs,
         first_block.unwrap_or_default().as_secs_f64() * 1000.0,
