@@ -456,6 +456,35 @@ impl BlockStore {
         changes: &ChangeSet,
         sync_now: bool,
     ) -> Result<(), StoreError> {
+        let serial = self.commits.lock();
+        // The commit lock serialises commits: the best record read here is
+        // the one the batch replaces.
+        let best = self.best()?;
+        let new_best = self.check_next(&best, block, commit_info, &changes.digest())?;
+        let mut b = sled::Batch::default();
+        self.put_block(&mut b, block, commit_info);
+        self.put_changes(&mut b, changes);
+        self.t.meta.put(&mut b, META_BEST, new_best.encode());
+        // One atomic batch: the block, its indexes, its state and the new
+        // best record land together or not at all.
+        self.t.all.apply_batch(b)?;
+        if sync_now && let Some(syncer) = self.syncer.lock().as_mut() {
+            syncer.sync(&self.db)?;
+        }
+        drop(serial);
+        tracing::debug!(height = block.height(), hash = %block.hash().short(), txs = block.txs().len(), "committed block");
+        Ok(())
+    }
+
+    /// Checks that `block` with its commit info and the digest of its
+    /// state changes may follow `tip`; returns the tip after it.
+    fn check_next(
+        &self,
+        tip: &Best,
+        block: &Block,
+        commit_info: &CommitInfo,
+        changes_digest: &Hash,
+    ) -> Result<Best, StoreError> {
         let header = block.header();
         if header.chain_id != self.genesis.chain_id {
             return Err(StoreError::BlockChain {
@@ -464,49 +493,28 @@ impl BlockStore {
             });
         }
         let height = block.height();
-        let hkey = height.to_be_bytes();
         let hash = block.hash();
-        let block_bytes = block.encode();
-        let ci_bytes = commit_info.to_proto().encode_to_vec();
-        let changes_digest = changes.digest();
-        let mut tx_entries = Vec::with_capacity(block.txs().len());
-        for (i, tx) in block.txs().iter().enumerate() {
-            let mut loc = Vec::with_capacity(12);
-            loc.extend_from_slice(&hkey);
-            loc.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
-            tx_entries.push((tx.hash(), loc));
-        }
-        let new_best = Best {
-            height,
-            block_hash: hash,
-            app_hash: commit_info.app_hash,
-        };
-
-        let serial = self.commits.lock();
-        // The commit lock serialises commits: the best record read here is
-        // the one the batch replaces.
-        let best = self.best()?;
-        if height != best.height.saturating_add(1) {
+        if height != tip.height.saturating_add(1) {
             return Err(StoreError::NotNext {
-                expected: best.height.saturating_add(1),
+                expected: tip.height.saturating_add(1),
                 got: height,
             });
         }
-        if header.prev_hash != best.block_hash {
+        if header.prev_hash != tip.block_hash {
             return Err(StoreError::PrevHash {
                 block: hash,
-                expected: best.block_hash,
+                expected: tip.block_hash,
                 got: header.prev_hash,
             });
         }
-        if header.prev_app_hash != best.app_hash {
+        if header.prev_app_hash != tip.app_hash {
             return Err(StoreError::PrevAppHash {
                 block: hash,
-                expected: best.app_hash,
+                expected: tip.app_hash,
                 got: header.prev_app_hash,
             });
         }
-        let computed = Hash::digest_parts(&[best.app_hash.as_bytes(), changes_digest.as_bytes()]);
+        let computed = Hash::digest_parts(&[tip.app_hash.as_bytes(), changes_digest.as_bytes()]);
         if computed != commit_info.app_hash {
             return Err(StoreError::AppHashMismatch {
                 height,
@@ -514,31 +522,40 @@ impl BlockStore {
                 committed: commit_info.app_hash,
             });
         }
+        Ok(Best {
+            height,
+            block_hash: hash,
+            app_hash: commit_info.app_hash,
+        })
+    }
+
+    /// Adds a block's records (block, commit info, both height/hash
+    /// indexes, tx index) to a batch.
+    fn put_block(&self, b: &mut sled::Batch, block: &Block, commit_info: &CommitInfo) {
         let t = &self.t;
-        let mut b = sled::Batch::default();
-        t.blocks.put(&mut b, &hkey, block_bytes);
-        t.commits.put(&mut b, &hkey, ci_bytes);
-        t.height_hash.put(&mut b, &hkey, hash.as_bytes());
-        t.hash_height.put(&mut b, hash.as_bytes(), &hkey);
-        for (txh, loc) in tx_entries {
-            t.tx_index.put(&mut b, txh.as_bytes(), loc);
+        let hkey = block.height().to_be_bytes();
+        let hash = block.hash();
+        t.blocks.put(b, &hkey, block.encode());
+        t.commits
+            .put(b, &hkey, commit_info.to_proto().encode_to_vec());
+        t.height_hash.put(b, &hkey, hash.as_bytes());
+        t.hash_height.put(b, hash.as_bytes(), &hkey);
+        for (i, tx) in block.txs().iter().enumerate() {
+            let mut loc = Vec::with_capacity(12);
+            loc.extend_from_slice(&hkey);
+            loc.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
+            t.tx_index.put(b, tx.hash().as_bytes(), loc);
         }
+    }
+
+    /// Adds state changes to a batch.
+    fn put_changes(&self, b: &mut sled::Batch, changes: &ChangeSet) {
         for (k, v) in changes.iter() {
             match v {
-                Some(v) => t.state.put(&mut b, k.as_bytes(), v.as_slice()),
-                None => t.state.del(&mut b, k.as_bytes()),
+                Some(v) => self.t.state.put(b, k.as_bytes(), v.as_slice()),
+                None => self.t.state.del(b, k.as_bytes()),
             }
         }
-        t.meta.put(&mut b, META_BEST, new_best.encode());
-        // One atomic batch: the block, its indexes, its state and the new
-        // best record land together or not at all.
-        t.all.apply_batch(b)?;
-        if sync_now && let Some(syncer) = self.syncer.lock().as_mut() {
-            syncer.sync(&self.db)?;
-        }
-        drop(serial);
-        tracing::debug!(height, hash = %hash.short(), txs = block.txs().len(), "committed block");
-        Ok(())
     }
 
     fn make_durable(&self) -> Result<(), StoreError> {
@@ -596,35 +613,93 @@ impl BlockStore {
         Ok(ex)
     }
 
-    /// Applies consecutive blocks with [`BlockStore::apply_block_opts`]
-    /// (signatures already checked), each in its own atomic commit,
-    /// stopping at the first that fails; with `sync_now`, one fsync after
-    /// the last (block sync's group commit otherwise leaves it to
-    /// [`BlockStore::flush`]).
+    /// Applies consecutive blocks whose signatures are already checked
+    /// (block sync): executes each on the state the previous ones leave,
+    /// checks it extends them and that its app hash is its commit info's,
+    /// and commits all that pass in ONE atomic batch (state keys written by
+    /// several blocks are written once), stopping at the first that fails.
+    /// With `sync_now`, fsyncs after; otherwise the fsync is left to
+    /// [`BlockStore::flush`] (group commit, see the crate docs).
     pub fn apply_blocks(&self, blocks: Vec<(Block, CommitInfo)>, sync_now: bool) -> ApplyOutcome {
         let mut out = ApplyOutcome {
             applied: Vec::with_capacity(blocks.len()),
             failed: None,
         };
+        let serial = self.commits.lock();
+        let mut tip = match self.best() {
+            Ok(b) => b,
+            Err(e) => {
+                out.failed = blocks.into_iter().next().map(|(b, _)| (b, e));
+                return out;
+            }
+        };
+        let mut pending = ChangeSet::new();
+        let mut batch = sled::Batch::default();
         for (block, ci) in blocks {
-            match self.apply_block_opts(&block, &ci, true, false) {
-                Ok(_) => out.applied.push((block, ci)),
+            let reader = Pending {
+                base: self,
+                changes: &pending,
+            };
+            let next = self
+                .app
+                .execute_block(&reader, tip.app_hash, &block, true)
+                .map_err(StoreError::from)
+                .and_then(|ex| {
+                    if ex.app_hash != ci.app_hash {
+                        return Err(StoreError::AppHashMismatch {
+                            height: block.height(),
+                            computed: ex.app_hash,
+                            committed: ci.app_hash,
+                        });
+                    }
+                    let next = self.check_next(&tip, &block, &ci, &ex.changes.digest())?;
+                    Ok((next, ex.changes))
+                });
+            match next {
+                Ok((next, changes)) => {
+                    self.put_block(&mut batch, &block, &ci);
+                    for (k, v) in changes.iter() {
+                        match v {
+                            Some(v) => pending.set(k.clone(), v.clone()),
+                            None => pending.delete(k.clone()),
+                        }
+                    }
+                    tip = next;
+                    out.applied.push((block, ci));
+                }
                 Err(e) => {
                     out.failed = Some((block, e));
                     break;
                 }
             }
         }
-        if sync_now
-            && !out.applied.is_empty()
-            && let Err(e) = self.make_durable()
-        {
-            // Committed but not known durable: report the last block as
-            // failed so the caller stops.
-            if let Some((block, _)) = out.applied.pop() {
-                out.failed = Some((block, e));
-            }
+        if out.applied.is_empty() {
+            return out;
         }
+        self.put_changes(&mut batch, &pending);
+        self.t.meta.put(&mut batch, META_BEST, tip.encode());
+        let written = self
+            .t
+            .all
+            .apply_batch(batch)
+            .map_err(StoreError::from)
+            .and_then(|()| match (sync_now, self.syncer.lock().as_mut()) {
+                (true, Some(s)) => s.sync(&self.db),
+                _ => Ok(()),
+            });
+        drop(serial);
+        if let Err(e) = written {
+            // Nothing (or nothing known durable) was committed: report the
+            // first block as failed, so the caller stops.
+            let mut applied = std::mem::take(&mut out.applied).into_iter();
+            out.failed = applied.next().map(|(b, _)| (b, e));
+            return out;
+        }
+        tracing::debug!(
+            to = tip.height,
+            blocks = out.applied.len(),
+            "committed blocks"
+        );
         out
     }
 
@@ -870,6 +945,22 @@ fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, String> {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
+        }
+    }
+}
+
+/// The committed state seen through changes not yet written (blocks of
+/// one [`BlockStore::apply_blocks`] batch).
+struct Pending<'a> {
+    base: &'a BlockStore,
+    changes: &'a ChangeSet,
+}
+
+impl StateReader for Pending<'_> {
+    fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StateError> {
+        match self.changes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.base.get(key),
         }
     }
 }

@@ -537,6 +537,16 @@ fn apply_blocks_commits_in_order_and_stops_at_the_first_bad_one() {
     assert!(out.failed.is_none(), "{:?}", out.failed);
     assert_eq!(out.applied, chain);
     assert_eq!(store.best().unwrap(), src.best().unwrap());
+    // The same state as block-by-block commits, and every tx indexed.
+    assert_eq!(store.state_entries().unwrap(), src.state_entries().unwrap());
+    for (b, _) in &chain {
+        for t in b.txs() {
+            assert_eq!(
+                store.tx_location(&t.hash()).unwrap(),
+                src.tx_location(&t.hash()).unwrap()
+            );
+        }
+    }
     // Block 6 carries another app hash: 1..=5 are committed, 6 is the
     // failure, nothing after it is tried.
     let mut bad = chain.clone();
