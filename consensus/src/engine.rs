@@ -22,7 +22,8 @@ pub const MAX_BLOCKS_PER_HEIGHT: usize = 16;
 pub const APPLY_BATCH: usize = 64;
 /// ...and most txs, whichever comes first...
 pub const APPLY_BATCH_TXS: usize = 8192;
-/// ...and most blocks sent to the store and not yet reported applied.
+/// ...and most blocks sent to the store and not yet reported applied (also
+/// at most the sync window).
 pub const MAX_APPLYING: usize = 256;
 /// Most resets remembered for one height.
 pub const MAX_RESETS_PER_HEIGHT: usize = 256;
@@ -1212,9 +1213,11 @@ impl Engine {
         };
         let mut batch: Vec<(Block, CommitInfo)> = Vec::new();
         let mut txs = 0usize;
-        while self.applying.len() < MAX_APPLYING
-            && batch.len() < APPLY_BATCH
-            && txs < APPLY_BATCH_TXS
+        // In flight: at most MAX_APPLYING blocks and at most the planner's
+        // window (which shrinks for large blocks), so applying and fetched
+        // blocks together stay within about twice the sync buffer.
+        let in_flight = MAX_APPLYING.min(usize::try_from(self.sync.window()).unwrap_or(usize::MAX));
+        while self.applying.len() < in_flight && batch.len() < APPLY_BATCH && txs < APPLY_BATCH_TXS
         {
             let next = height.saturating_add(1);
             if !self.fetched.get(&next).is_some_and(|f| f.checked) {

@@ -425,7 +425,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "sync",
         "buffer",
-        "Bytes of fetched blocks block sync holds at most, about: the window shrinks when blocks are large.",
+        "Bytes of fetched blocks block sync holds, about (up to twice this with the blocks being applied): the window shrinks when blocks are large.",
     ),
     (
         "sync",
