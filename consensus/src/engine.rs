@@ -1231,7 +1231,9 @@ impl Engine {
                 // A quorum committed this block on top of another block
                 // (or state) than the one this node has or applies.
                 let msg = format!(
-                    "the network committed block {} at height {next} on top of block {} (app hash                      {}), but this node holds block {hash} (app hash {app}) at height {height}:                      this node is on another chain; it stops",
+                    "the network committed block {} at height {next} on top of block {} (app hash \
+                     {}), but this node holds block {hash} (app hash {app}) at height {height}: \
+                     this node is on another chain; it stops",
                     f.block.hash(),
                     hd.prev_hash,
                     hd.prev_app_hash
@@ -1301,7 +1303,9 @@ impl Engine {
             && self.applying.front().is_some_and(|k| k.block_hash == hash)
         {
             let msg = format!(
-                "block {hash} at height {height} was committed by a quorum but is invalid here                  ({reason}); this node's state or software differs from the network's: it stops                  rather than fork"
+                "block {hash} at height {height} was committed by a quorum but is invalid here \
+                 ({reason}); this node's state or software differs from the network's: it stops \
+                 rather than fork"
             );
             self.halt(msg, out);
         }

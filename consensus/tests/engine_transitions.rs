@@ -1279,6 +1279,10 @@ fn sync_fast_path_halts_on_a_block_invalid_here_or_on_another_chain() {
     assert!(matches!(out.last(), Some(Output::Halt { .. })), "{out:?}");
     assert_eq!(e.status().committed_height, 1);
     assert!(e.halted().unwrap().contains("invalid here"));
+    assert!(
+        !e.halted().unwrap().contains("  "),
+        "one line, single spaces"
+    );
     // A checked block 1 that does not extend this node's genesis.
     let mut e = Engine::new(
         config(Role::Sentry, None),
@@ -1291,4 +1295,8 @@ fn sync_fast_path_halts_on_a_block_invalid_here_or_on_another_chain() {
     });
     assert!(matches!(out.last(), Some(Output::Halt { .. })), "{out:?}");
     assert!(e.halted().unwrap().contains("another chain"));
+    assert!(
+        !e.halted().unwrap().contains("  "),
+        "one line, single spaces"
+    );
 }
