@@ -46,21 +46,14 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
     let keys = Keys::new(74, 1, 2);
     let genesis = genesis("kite-sync-archive", &keys, Duration::from_millis(200));
     let homes: Vec<TempDir> = (0..2).map(|_| TempDir::new().unwrap()).collect();
-    let built = {
-        let (dir, g, k) = (homes[0].path().join("data"), genesis.clone(), keys.clone());
-        tokio::task::spawn_blocking(move || {
-            build_chain(
-                &dir,
-                &g,
-                &k,
-                PREPARED,
-                &|h| if h % 3 == 0 { 4 } else { 0 },
-                2,
-            )
-        })
-        .await
-        .unwrap()
-    };
+    let built = prepare_chain(
+        homes[0].path().join("data"),
+        &genesis,
+        &keys,
+        PREPARED,
+        |h| if h % 3 == 0 { 4 } else { 0 },
+    )
+    .await;
 
     let leader = start_node(
         homes[0].path(),

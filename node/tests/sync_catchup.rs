@@ -26,21 +26,14 @@ async fn joins_at_height_1000_and_syncs_while_the_network_commits() {
     let keys = Keys::new(71, 3, 8);
     let genesis = genesis("kite-sync-join", &keys, Duration::from_millis(150));
     let homes: Vec<TempDir> = (0..4).map(|_| TempDir::new().unwrap()).collect();
-    let built = {
-        let (dir, g, k) = (homes[0].path().join("data"), genesis.clone(), keys.clone());
-        tokio::task::spawn_blocking(move || {
-            build_chain(
-                &dir,
-                &g,
-                &k,
-                PREPARED,
-                &|h| if h % 10 == 0 { 20 } else { 0 },
-                2,
-            )
-        })
-        .await
-        .unwrap()
-    };
+    let built = prepare_chain(
+        homes[0].path().join("data"),
+        &genesis,
+        &keys,
+        PREPARED,
+        |h| if h % 10 == 0 { 20 } else { 0 },
+    )
+    .await;
     assert_eq!(built.height, PREPARED);
     assert_eq!(built.txs, 2000);
     for h in &homes[1..3] {
@@ -162,14 +155,10 @@ async fn sync_resumes_after_a_restart_in_the_middle() {
     // No leader runs: the chain stays at its prepared tip.
     let genesis = genesis("kite-sync-restart", &keys, Duration::from_millis(100));
     let homes: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
-    let built = {
-        let (dir, g, k) = (homes[0].path().join("data"), genesis.clone(), keys.clone());
-        tokio::task::spawn_blocking(move || {
-            build_chain(&dir, &g, &k, TIP, &|h| if h % 5 == 0 { 10 } else { 0 }, 2)
-        })
-        .await
-        .unwrap()
-    };
+    let built = prepare_chain(homes[0].path().join("data"), &genesis, &keys, TIP, |h| {
+        if h % 5 == 0 { 10 } else { 0 }
+    })
+    .await;
     let chain = Arc::new(built.blocks);
     copy_dir(&homes[0].path().join("data"), &homes[1].path().join("data"));
     let mut servers = Vec::new();

@@ -30,14 +30,10 @@ async fn sync_survives_a_corrupt_a_lying_and_a_stalling_peer() {
     let keys = Keys::new(73, 3, 4);
     let genesis = genesis("kite-sync-faults", &keys, Duration::from_millis(100));
     let homes: Vec<TempDir> = (0..2).map(|_| TempDir::new().unwrap()).collect();
-    let built = {
-        let (dir, g, k) = (homes[0].path().join("data"), genesis.clone(), keys.clone());
-        tokio::task::spawn_blocking(move || {
-            build_chain(&dir, &g, &k, TIP, &|h| if h % 8 == 0 { 5 } else { 0 }, 2)
-        })
-        .await
-        .unwrap()
-    };
+    let built = prepare_chain(homes[0].path().join("data"), &genesis, &keys, TIP, |h| {
+        if h % 8 == 0 { 5 } else { 0 }
+    })
+    .await;
     let chain = Arc::new(built.blocks);
 
     let corrupt = FakePeer::spawn(

@@ -18,7 +18,7 @@ use kite_types::{
     Vote,
 };
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -187,6 +187,20 @@ pub fn build_chain(
     threads: usize,
 ) -> Built {
     build_chain_opts(dir, genesis, keys, heights, txs_at, threads, true)
+}
+
+/// [`build_chain`] on tokio's blocking pool, with 2 signing threads.
+pub async fn prepare_chain(
+    dir: PathBuf,
+    genesis: &Genesis,
+    keys: &Keys,
+    heights: u64,
+    txs_at: fn(u64) -> usize,
+) -> Built {
+    let (g, k) = (genesis.clone(), keys.clone());
+    tokio::task::spawn_blocking(move || build_chain(&dir, &g, &k, heights, &txs_at, 2))
+        .await
+        .expect("chain building task")
 }
 
 /// [`build_chain`], keeping the blocks in memory only when `keep` (big
