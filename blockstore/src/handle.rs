@@ -12,7 +12,7 @@
 //! requests already queued.
 
 use crate::error::StoreError;
-use crate::store::{ApplyOutcome, Best, BlockStore, TxLocation};
+use crate::store::{ApplyOutcome, Best, BlockStore, IndexProgress, TxLocation};
 use kite_app::{ChangeSet, Executed};
 use kite_types::{Account, Block, CommitInfo, Hash, PublicKey, Tx};
 use std::sync::Arc;
@@ -47,6 +47,11 @@ enum WriteOp {
         sigs_verified: bool,
         sync_now: bool,
         reply: Reply<Executed>,
+    },
+    IndexTxs {
+        max_blocks: u64,
+        max_txs: usize,
+        reply: Reply<IndexProgress>,
     },
 }
 
@@ -124,6 +129,13 @@ impl StoreHandle {
                                 sigs_verified,
                                 sync_now,
                             ));
+                        }
+                        WriteOp::IndexTxs {
+                            max_blocks,
+                            max_txs,
+                            reply,
+                        } => {
+                            let _ = reply.send(owner.index_txs(max_blocks, max_txs));
                         }
                     }
                 }
@@ -258,6 +270,27 @@ impl StoreHandle {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// One step of catching the tx index up (see
+    /// [`BlockStore::index_txs`]), on the writer thread between commits.
+    pub async fn index_txs(
+        &self,
+        max_blocks: u64,
+        max_txs: usize,
+    ) -> Result<IndexProgress, StoreError> {
+        self.write(|reply| WriteOp::IndexTxs {
+            max_blocks,
+            max_txs,
+            reply,
+        })
+        .await
+    }
+
+    /// Height up to which every committed tx is indexed (see
+    /// [`BlockStore::tx_indexed`]); no I/O.
+    pub fn tx_indexed(&self) -> u64 {
+        self.store.tx_indexed()
     }
 
     /// The tip of the committed chain.

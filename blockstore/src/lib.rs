@@ -63,4 +63,7 @@ pub mod store;
 
 pub use error::StoreError;
 pub use handle::StoreHandle;
-pub use store::{ApplyOutcome, Best, BlockStore, StoreConfig, TxLocation};
+pub use store::{
+    ApplyOutcome, Best, BlockStore, INDEX_STEP_BLOCKS, INDEX_STEP_TXS, IndexProgress, StoreConfig,
+    TxLocation,
+};

@@ -9,10 +9,11 @@
 //!
 //! | table | key | value |
 //! |------|-----|-------|
-//! | `meta` | `format` | `kite-blockstore/1` |
+//! | `meta` | `format` | `kite-blockstore/2` |
 //! | `meta` | `chain_id` | the chain id |
 //! | `meta` | `genesis_hash` | 32 bytes ([`Genesis::hash`]) |
 //! | `meta` | `best` | `be64(height) \|\| block hash \|\| app hash` (72 bytes) |
+//! | `meta` | `tx_indexed` | `be64(height)`: the txs of every block up to it are in `tx_index` |
 //! | `blocks` | `be64(height)` | encoded `Block` |
 //! | `commits` | `be64(height)` | encoded `CommitInfo` |
 //! | `height_hash` | `be64(height)` | block hash |
@@ -22,6 +23,19 @@
 //!
 //! Before the first block, `best` is `(initial_height - 1, Hash::ZERO,
 //! genesis app hash)`.
+//!
+//! ## The tx index may lag the chain
+//!
+//! The tx index is derived data: a commit of a single block writes its
+//! index records in the same batch when the index is caught up, but block
+//! sync's batch applies ([`BlockStore::apply_blocks`]) leave them out. The
+//! random-key inserts of the index were the largest cost of a replay, and
+//! a node should reach the chain's tip first. [`BlockStore::index_txs`]
+//! then catches the index up, a bounded step at a time, each step one
+//! atomic batch with the `tx_indexed` record, so a crash at any point
+//! leaves a consistent index that the next step resumes.
+//! [`BlockStore::tx_indexed`] says how far it is; a tx of a later block is
+//! not found by [`BlockStore::tx_location`] until the index gets there.
 
 use crate::durable::Syncer;
 use crate::error::StoreError;
@@ -33,6 +47,7 @@ use parking_lot::Mutex;
 use prost::Message;
 use sled::Tree;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The format this build writes and reads.
 pub const FORMAT: &[u8] = b"kite-blockstore/2";
@@ -45,6 +60,13 @@ const META_FORMAT: &[u8] = b"format";
 const META_CHAIN: &[u8] = b"chain_id";
 const META_GENESIS: &[u8] = b"genesis_hash";
 const META_BEST: &[u8] = b"best";
+const META_TX_INDEXED: &[u8] = b"tx_indexed";
+
+/// Most blocks one [`BlockStore::index_txs`] step reads.
+pub const INDEX_STEP_BLOCKS: u64 = 256;
+/// A [`BlockStore::index_txs`] step ends after the block that takes it to
+/// this many txs.
+pub const INDEX_STEP_TXS: usize = 2_048;
 
 /// Store options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +129,24 @@ pub struct ApplyOutcome {
     pub applied: Vec<(Block, CommitInfo)>,
     /// The block that could not be, and why; nothing after it was tried.
     pub failed: Option<(Block, StoreError)>,
+}
+
+/// What a [`BlockStore::index_txs`] step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexProgress {
+    /// The txs of every block up to this height are indexed.
+    pub indexed: u64,
+    /// The committed tip.
+    pub best: u64,
+    /// Txs this step indexed.
+    pub txs: usize,
+}
+
+impl IndexProgress {
+    /// Whether the index holds every committed tx.
+    pub fn caught_up(&self) -> bool {
+        self.indexed >= self.best
+    }
 }
 
 /// Where a committed tx is.
@@ -207,6 +247,8 @@ pub struct BlockStore {
     /// Makes commits durable; separate from `commits`, so a group flush
     /// on another thread does not hold commits up.
     syncer: Mutex<Option<Syncer>>,
+    /// The `tx_indexed` record's height (written under `commits`).
+    indexed: AtomicU64,
 }
 
 impl std::fmt::Debug for BlockStore {
@@ -286,6 +328,7 @@ impl BlockStore {
             config,
             commits: Mutex::new(()),
             syncer: Mutex::new(syncer),
+            indexed: AtomicU64::new(0),
         };
         store.init_or_check()?;
         Ok(store)
@@ -344,10 +387,14 @@ impl BlockStore {
         self.t.meta.put(&mut b, META_CHAIN, chain);
         self.t.meta.put(&mut b, META_GENESIS, ghash.as_bytes());
         self.t.meta.put(&mut b, META_BEST, best.encode());
+        self.t
+            .meta
+            .put(&mut b, META_TX_INDEXED, &best.height.to_be_bytes());
         self.t.meta.put(&mut b, META_FORMAT, FORMAT);
         // One atomic batch: all of it or nothing.
         self.t.all.apply_batch(b)?;
         self.make_durable()?;
+        self.indexed.store(best.height, Ordering::SeqCst);
         tracing::info!(path = %self.path.display(), chain = %self.genesis.chain_id, "created block store");
         Ok(())
     }
@@ -381,6 +428,21 @@ impl BlockStore {
             });
         }
         let best = self.best()?;
+        // Stores written before the index could lag have no record: their
+        // index was always complete.
+        let indexed = match self.t.meta.get(META_TX_INDEXED)? {
+            None => best.height,
+            Some(raw) => {
+                be64(&raw).ok_or_else(|| self.corrupt("tx_indexed record is malformed"))?
+            }
+        };
+        if indexed > best.height {
+            return Err(self.corrupt(format!(
+                "the tx index claims height {indexed}, past the best block {}",
+                best.height
+            )));
+        }
+        self.indexed.store(indexed, Ordering::SeqCst);
         let base = self.genesis.initial_height.saturating_sub(1);
         if best.height < base {
             return Err(self.corrupt(format!(
@@ -423,7 +485,7 @@ impl BlockStore {
         {
             return Err(self.corrupt("hash index does not hold the best block"));
         }
-        tracing::info!(path = %self.path.display(), height = best.height, hash = %best.block_hash.short(), "opened block store");
+        tracing::info!(path = %self.path.display(), height = best.height, hash = %best.block_hash.short(), tx_indexed = indexed, "opened block store");
         Ok(())
     }
 
@@ -463,11 +525,23 @@ impl BlockStore {
         let new_best = self.check_next(&best, block, commit_info, &changes.digest())?;
         let mut b = sled::Batch::default();
         self.put_block(&mut b, block, commit_info);
+        // The tx index takes this block's txs only when it holds every
+        // earlier one; otherwise `index_txs` gets to them in order.
+        let index = self.indexed.load(Ordering::SeqCst) == best.height;
+        if index {
+            self.put_tx_index(&mut b, block);
+            self.t
+                .meta
+                .put(&mut b, META_TX_INDEXED, &new_best.height.to_be_bytes());
+        }
         self.put_changes(&mut b, changes);
         self.t.meta.put(&mut b, META_BEST, new_best.encode());
         // One atomic batch: the block, its indexes, its state and the new
         // best record land together or not at all.
         self.t.all.apply_batch(b)?;
+        if index {
+            self.indexed.store(new_best.height, Ordering::SeqCst);
+        }
         if sync_now && let Some(syncer) = self.syncer.lock().as_mut() {
             syncer.sync(&self.db)?;
         }
@@ -530,7 +604,7 @@ impl BlockStore {
     }
 
     /// Adds a block's records (block, commit info, both height/hash
-    /// indexes, tx index) to a batch.
+    /// indexes) to a batch; the tx index is [`BlockStore::put_tx_index`].
     fn put_block(&self, b: &mut sled::Batch, block: &Block, commit_info: &CommitInfo) {
         let t = &self.t;
         let hkey = block.height().to_be_bytes();
@@ -540,11 +614,16 @@ impl BlockStore {
             .put(b, &hkey, commit_info.to_proto().encode_to_vec());
         t.height_hash.put(b, &hkey, hash.as_bytes());
         t.hash_height.put(b, hash.as_bytes(), &hkey);
+    }
+
+    /// Adds the tx index records of a block's txs to a batch.
+    fn put_tx_index(&self, b: &mut sled::Batch, block: &Block) {
+        let hkey = block.height().to_be_bytes();
         for (i, tx) in block.txs().iter().enumerate() {
             let mut loc = Vec::with_capacity(12);
             loc.extend_from_slice(&hkey);
             loc.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
-            t.tx_index.put(b, tx.hash().as_bytes(), loc);
+            self.t.tx_index.put(b, tx.hash().as_bytes(), loc);
         }
     }
 
@@ -619,7 +698,9 @@ impl BlockStore {
     /// and commits all that pass in ONE atomic batch (state keys written by
     /// several blocks are written once), stopping at the first that fails.
     /// With `sync_now`, fsyncs after; otherwise the fsync is left to
-    /// [`BlockStore::flush`] (group commit, see the crate docs).
+    /// [`BlockStore::flush`] (group commit, see the crate docs). The txs
+    /// of these blocks are left for [`BlockStore::index_txs`] (see "The tx
+    /// index may lag the chain" above).
     pub fn apply_blocks(&self, blocks: Vec<(Block, CommitInfo)>, sync_now: bool) -> ApplyOutcome {
         let mut out = ApplyOutcome {
             applied: Vec::with_capacity(blocks.len()),
@@ -701,6 +782,52 @@ impl BlockStore {
             "committed blocks"
         );
         out
+    }
+
+    /// Height up to which every committed tx is in the tx index (equal to
+    /// the best height once the index has caught up).
+    pub fn tx_indexed(&self) -> u64 {
+        self.indexed.load(Ordering::SeqCst)
+    }
+
+    /// One step of catching the tx index up with the chain: indexes the
+    /// txs of the blocks after [`BlockStore::tx_indexed`], at most
+    /// `max_blocks` blocks and stopping after the block that reaches
+    /// `max_txs` txs, in ONE atomic batch with the new `tx_indexed` record.
+    /// Does nothing when the index has caught up. Blocks never change once
+    /// committed, so what this reads stays true; the commit lock keeps a
+    /// commit from indexing a block at the same time.
+    pub fn index_txs(&self, max_blocks: u64, max_txs: usize) -> Result<IndexProgress, StoreError> {
+        let _serial = self.commits.lock();
+        let best = self.best()?.height;
+        let from = self.indexed.load(Ordering::SeqCst);
+        let mut progress = IndexProgress {
+            indexed: from,
+            best,
+            txs: 0,
+        };
+        if from >= best {
+            return Ok(progress);
+        }
+        let to = from.saturating_add(max_blocks.max(1)).min(best);
+        let mut batch = sled::Batch::default();
+        for h in from + 1..=to {
+            let block = self.block_by_height(h)?.ok_or_else(|| {
+                self.corrupt(format!("block {h} is missing below the best block {best}"))
+            })?;
+            self.put_tx_index(&mut batch, &block);
+            progress.indexed = h;
+            progress.txs += block.txs().len();
+            if progress.txs >= max_txs {
+                break;
+            }
+        }
+        self.t
+            .meta
+            .put(&mut batch, META_TX_INDEXED, &progress.indexed.to_be_bytes());
+        self.t.all.apply_batch(batch)?;
+        self.indexed.store(progress.indexed, Ordering::SeqCst);
+        Ok(progress)
     }
 
     /// The tip of the committed chain, read from the meta record.
@@ -822,7 +949,8 @@ impl BlockStore {
         }
     }
 
-    /// Where the committed tx with this hash is.
+    /// Where the committed tx with this hash is; `None` also for a tx of a
+    /// block above [`BlockStore::tx_indexed`] (not indexed yet).
     pub fn tx_location(&self, hash: &Hash) -> Result<Option<TxLocation>, StoreError> {
         match self.t.tx_index.get(hash.as_bytes())? {
             None => Ok(None),

@@ -101,8 +101,14 @@ impl RpcBackend for Backend {
             });
         }
         let pending = ctx.mempool.as_ref().is_some_and(|m| m.contains(&hash));
+        let indexing = ctx.store.tx_indexed() < ctx.state.read().height;
         Ok(TxStatus {
-            status: if pending { "pending" } else { "unknown" }.into(),
+            status: match (pending, indexing) {
+                (true, _) => "pending",
+                (false, true) => "indexing",
+                (false, false) => "unknown",
+            }
+            .into(),
             height: None,
             index: None,
         })
@@ -137,6 +143,7 @@ impl RpcBackend for Backend {
             app_hash: s.app_hash,
             syncing: s.syncing,
             sync_target: s.sync_target,
+            tx_indexed: ctx.store.tx_indexed(),
             peers: ctx.peers.read().len() as u64,
             mempool: ctx
                 .mempool

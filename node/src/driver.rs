@@ -672,8 +672,8 @@ async fn check_range(
     first: u64,
     mut blocks: Vec<(Block, CommitInfo)>,
 ) -> (Vec<(Block, CommitInfo)>, Option<String>) {
-    // One check at a time per spare core: the store's writer, the serial
-    // stage of sync, keeps a core to itself.
+    // At most one check per core: more would only queue on the blocking
+    // pool, holding their blocks in memory.
     let Ok(_permit) = ctx.check_permits.clone().acquire_owned().await else {
         return (Vec::new(), Some("the node is stopping".into()));
     };

@@ -6,6 +6,7 @@ pub mod config;
 pub mod driver;
 pub mod gossip;
 pub mod handlers;
+pub mod indexer;
 pub mod metrics;
 pub mod node;
 pub mod outbound;

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub sync_target: Gauge,
     /// Blocks applied by block sync.
     pub synced_blocks: Counter,
+    /// Height up to which every committed tx is in the tx index.
+    pub tx_indexed: Gauge,
     /// Streams by protocol, direction and outcome.
     pub streams: Family<StreamLabels, Counter>,
 }
@@ -70,6 +72,7 @@ impl Metrics {
             syncing: Gauge::default(),
             sync_target: Gauge::default(),
             synced_blocks: Counter::default(),
+            tx_indexed: Gauge::default(),
             streams: Family::default(),
             registry: Registry::default(),
         };
@@ -105,6 +108,11 @@ impl Metrics {
             "synced_blocks",
             "Blocks applied by block sync",
             m.synced_blocks.clone(),
+        );
+        registry.register(
+            "tx_indexed_height",
+            "Height up to which every committed transaction is in the tx index",
+            m.tx_indexed.clone(),
         );
         registry.register(
             "streams",

@@ -16,7 +16,7 @@
 use crate::config::{Config, Role};
 use crate::metrics::Metrics;
 use crate::p2p::{self, HostConfig, HostHandle, Multiaddr, PeerId};
-use crate::{backend, driver, gossip, handlers};
+use crate::{backend, driver, gossip, handlers, indexer};
 use kite_blockstore::{BlockStore, StoreConfig, StoreHandle};
 use kite_consensus::{CommittedState, Engine, EngineConfig, LastCommit};
 use kite_mempool::{AccountSource, Mempool, MempoolConfig};
@@ -167,8 +167,9 @@ pub struct Ctx {
     /// Checks the proofs of fetched block ranges (block sync), with its
     /// cache of decoded keys.
     pub checker: Arc<kite_consensus::ProofChecker>,
-    /// Block sync's range checks running at once: one per core but one,
-    /// so the store's writer (sync's serial stage) keeps a core.
+    /// Block sync's range checks running at once: one per core. (Sync's
+    /// serial stage, the store's writer, is light enough to share them
+    /// since it leaves the tx index for later; see `indexer`.)
     pub check_permits: Arc<tokio::sync::Semaphore>,
     /// Inputs dropped because the engine queue was full.
     pub dropped_inputs: std::sync::atomic::AtomicU64,
@@ -447,10 +448,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         origins: Mutex::new(HashMap::new()),
         checker: Arc::new(kite_consensus::ProofChecker::new(engine.config())),
         check_permits: Arc::new(tokio::sync::Semaphore::new(
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .saturating_sub(1)
-                .max(1),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
         )),
         dropped_inputs: std::sync::atomic::AtomicU64::new(0),
         cancel: CancellationToken::new(),
@@ -464,6 +462,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     tasks.push(tokio::spawn(driver::run(ctx.clone(), engine, inputs_rx)));
     tasks.push(tokio::spawn(gossip::run_events(ctx.clone(), events)));
     tasks.push(tokio::spawn(gossip::run_status_poll(ctx.clone())));
+    tasks.push(tokio::spawn(indexer::run(ctx.clone())));
     if ctx.mempool.is_some() {
         tasks.push(tokio::spawn(gossip::run_tx_gossip(ctx.clone())));
     }

@@ -111,7 +111,9 @@ pub struct HashParams {
 /// `tx_query` result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxStatus {
-    /// pending | committed | unknown
+    /// pending | committed | unknown | indexing (not in the mempool, and
+    /// not in the tx index so far, which has not reached the tip yet:
+    /// the tx may be in a block it has still to index)
     pub status: String,
     /// Height of the block holding it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -271,6 +273,11 @@ pub struct StatusView {
     pub syncing: bool,
     /// Height sync is heading for.
     pub sync_target: u64,
+    /// Height up to which every committed tx is in the tx index (below
+    /// `height` for a while after block sync, which leaves indexing for
+    /// later).
+    #[serde(default)]
+    pub tx_indexed: u64,
     /// Connected peers.
     pub peers: u64,
     /// Mempool figures.

@@ -1,0 +1,104 @@
+//! The tx indexer: catches the store's tx index up with the chain after
+//! block sync left it behind (block sync's batch applies skip the index,
+//! its random-key inserts being the largest cost of a replay; see
+//! `kite_blockstore`'s "The tx index may lag the chain").
+//!
+//! It waits while the node syncs, so that sync keeps the CPU, then indexes
+//! in bounded steps on the store's writer thread, between commits. Commits
+//! index their own txs once the index has caught up, so after that it has
+//! nothing to do until the next sync. Progress goes to the log, the
+//! `kite_tx_indexed_height` metric and the `status` RPC (`tx_indexed`).
+
+use crate::node::Ctx;
+use kite_blockstore::{INDEX_STEP_BLOCKS, INDEX_STEP_TXS, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often an idle indexer looks whether the index fell behind.
+const POLL: Duration = Duration::from_millis(250);
+/// How long it waits after a storage error before it tries again.
+const RETRY: Duration = Duration::from_secs(10);
+
+/// Runs until the node stops.
+pub async fn run(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ctx.metrics.tx_indexed.set(to_i64(ctx.store.tx_indexed()));
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if behind(&ctx).is_none() {
+            continue;
+        }
+        match catch_up(&ctx).await {
+            Ok(()) => {}
+            Err(StoreError::Closed) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot index txs; trying again in {RETRY:?}");
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The committed height, when the index lags it and the node is not
+/// syncing.
+fn behind(ctx: &Ctx) -> Option<u64> {
+    let s = ctx.state.read();
+    (!s.syncing && ctx.store.tx_indexed() < s.height).then_some(s.height)
+}
+
+/// Indexes step after step until the index has caught up, the node syncs
+/// again or stops; logs progress at the sync log's pace.
+async fn catch_up(ctx: &Ctx) -> Result<(), StoreError> {
+    let every = ctx.config.sync.log_interval;
+    let start = Instant::now();
+    let from = ctx.store.tx_indexed();
+    let mut last_log = start;
+    let mut txs = 0usize;
+    tracing::info!(
+        indexed = from,
+        height = ctx.state.read().height,
+        "tx index catching up"
+    );
+    while behind(ctx).is_some() && !ctx.cancel.is_cancelled() {
+        let p = ctx
+            .store
+            .index_txs(INDEX_STEP_BLOCKS, INDEX_STEP_TXS)
+            .await?;
+        txs += p.txs;
+        ctx.metrics.tx_indexed.set(to_i64(p.indexed));
+        if p.caught_up() {
+            let secs = start.elapsed().as_secs_f64();
+            tracing::info!(
+                indexed = p.indexed,
+                blocks = p.indexed.saturating_sub(from),
+                txs,
+                secs = format!("{secs:.1}"),
+                tx_per_s = format!("{:.0}", txs as f64 / secs.max(1e-9)),
+                "tx index caught up"
+            );
+            break;
+        }
+        if last_log.elapsed() >= every {
+            last_log = Instant::now();
+            let secs = start.elapsed().as_secs_f64();
+            tracing::info!(
+                indexed = p.indexed,
+                height = p.best,
+                tx_per_s = format!("{:.0}", txs as f64 / secs.max(1e-9)),
+                "tx index catching up"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
