@@ -12,6 +12,11 @@
 //!   given to another peer; after [`MAX_FAILURES`] the peer's claimed height
 //!   is forgotten until it reports again, so a peer that lies about its
 //!   height cannot stall sync;
+//! - the next height to commit holds everything behind it: when it has
+//!   waited on one peer for a fifth of `timeout_ms` ([`SyncPlanner::stall_ms`])
+//!   while another peer could serve it, that peer's requests are taken back
+//!   early (penalised like a timeout) and planned elsewhere, so one staller
+//!   costs sync a fraction of the timeout, not all of it;
 //! - a height known only from a source with no peer (`hint_height`) is
 //!   requested from "any peer" (`peer: None`).
 
@@ -49,6 +54,8 @@ struct PeerState {
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
     peer: Option<PublicKey>,
+    /// When it was requested.
+    sent: u64,
     deadline: u64,
 }
 
@@ -108,6 +115,24 @@ impl SyncPlanner {
         };
         let fits = self.buffer_bytes / self.avg_block.max(1);
         self.window = fits.clamp(MAX_REQUEST.min(self.max_window), self.max_window);
+    }
+
+    /// How long the next height to commit may wait on one peer while
+    /// another could serve it: a fifth of the request timeout.
+    pub fn stall_ms(&self) -> u64 {
+        (self.timeout_ms / 5).max(1)
+    }
+
+    /// The peer holding up the next height to commit, and since when it
+    /// may be passed over, when another peer could serve that height.
+    fn head_stall(&self, now: u64) -> Option<(PublicKey, u64)> {
+        let f = self.in_flight.get(&self.next)?;
+        let slow = f.peer?;
+        let others = self
+            .peers
+            .iter()
+            .any(|(k, p)| *k != slow && p.height >= self.next && now >= p.banned_until);
+        others.then_some((slow, f.sent.saturating_add(self.stall_ms())))
     }
 
     /// Heights planned ahead now.
@@ -217,7 +242,13 @@ impl SyncPlanner {
 
     /// When [`SyncPlanner::plan`] has something to do next, if anything.
     pub fn next_deadline(&self, now: u64) -> Option<u64> {
-        let flight = self.in_flight.values().map(|f| f.deadline).min();
+        let head = self.head_stall(now).map(|(_, at)| at);
+        let flight = self
+            .in_flight
+            .values()
+            .map(|f| f.deadline)
+            .chain(head)
+            .min();
         let ban = self
             .peers
             .values()
@@ -245,6 +276,12 @@ impl SyncPlanner {
             if let Some(p) = peer {
                 self.penalise(&p, now);
             }
+        }
+        if let Some((slow, at)) = self.head_stall(now)
+            && now >= at
+        {
+            self.in_flight.retain(|_, f| f.peer != Some(slow));
+            self.penalise(&slow, now);
         }
         let target = self.target();
         if target < self.next {
@@ -307,6 +344,7 @@ impl SyncPlanner {
                 h,
                 InFlight {
                     peer,
+                    sent: now,
                     deadline: now.saturating_add(self.timeout_ms),
                 },
             );
@@ -411,15 +449,49 @@ mod tests {
 
     #[test]
     fn overdue_requests_move_to_another_peer() {
+        let mut s = SyncPlanner::new(8, 4, 100);
+        s.peer_height(pk(1), 10);
+        s.peer_height(pk(2), 10);
+        let r = s.plan(0, 1);
+        assert_eq!(r, vec![req(Some(1), 1, 4), req(Some(2), 5, 8)]);
+        // Peer 1 holds the head: passed over after a fifth of the timeout.
+        assert_eq!(s.next_deadline(0), Some(20));
+        s.received(1);
+        s.received(2);
+        // It answered part: the head is now 3 (1 and 2 committed), still
+        // on peer 1 since 0, which has room for the new heights 9 and 10.
+        assert_eq!(s.plan(19, 3), vec![req(Some(1), 9, 10)]);
+        // Peer 2 delivers; peer 1 stalls: at 20 its heights move to peer 2.
+        for h in 5..=8 {
+            s.received(h);
+        }
+        assert_eq!(s.plan(20, 3), vec![req(Some(2), 3, 4), req(Some(2), 9, 10)]);
+        // Peer 1 is penalised: banned until 20 + 100, so a peer that joins
+        // gets the next heights, not peer 1.
+        s.received(3);
+        s.received(4);
+        s.peer_height(pk(3), 20);
+        assert_eq!(s.plan(21, 5), vec![req(Some(3), 11, 12)]);
+    }
+
+    #[test]
+    fn a_lone_slow_peer_keeps_its_request_until_the_timeout() {
         let mut s = SyncPlanner::new(4, 4, 100);
         s.peer_height(pk(1), 10);
         let r = s.plan(0, 1);
         assert_eq!(r, vec![req(Some(1), 1, 4)]);
-        s.peer_height(pk(2), 10);
+        // Nobody else could serve the head: no early take-back.
         assert_eq!(s.next_deadline(0), Some(100));
-        // Peer 1 never answers: at 100 everything is re-planned on peer 2.
-        let r = s.plan(100, 1);
-        assert_eq!(r, vec![req(Some(2), 1, 4)]);
+        assert!(s.plan(50, 1).is_empty());
+        // A peer that holds only lower heights does not count either.
+        s.peer_height(pk(2), 0);
+        assert!(s.plan(60, 1).is_empty());
+        // One that holds it does: the head moves at once (waited 60 > 20).
+        s.peer_height(pk(2), 10);
+        assert_eq!(s.plan(61, 1), vec![req(Some(2), 1, 4)]);
+        // Peer 1 never answers and has nothing left in flight; at 100
+        // nothing of its is overdue any more.
+        assert_eq!(s.in_flight(), 4);
     }
 
     #[test]

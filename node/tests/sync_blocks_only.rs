@@ -190,6 +190,11 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
             "height {h}"
         );
     }
+    // Blocks that came by sync are indexed once sync is over.
+    wait_for("the archive's tx index to catch up", DEADLINE, || async {
+        (archive.ctx().store.tx_indexed() >= tip).then_some(())
+    })
+    .await;
     for t in &txs {
         let a = archive.ctx().store.store().tx_location(&t.hash()).unwrap();
         let l = leader.ctx().store.store().tx_location(&t.hash()).unwrap();
