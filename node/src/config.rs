@@ -430,7 +430,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "sync",
         "request_timeout",
-        "Longest a block request may take before it is asked of another peer.",
+        "Longest a block request may take before it is asked of another peer (the next height to commit moves after a fifth of it when another peer holds it).",
     ),
     ("sync", "log_interval", "How often sync progress is logged."),
     (
