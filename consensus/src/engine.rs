@@ -78,6 +78,8 @@ pub struct EngineStatus {
     pub locked_on: Option<Hash>,
     /// Highest height known to exist (block sync target).
     pub sync_target: u64,
+    /// Heights block sync has requested and not received yet.
+    pub sync_in_flight: usize,
     /// Why the engine halted, if it did.
     pub halted: Option<String>,
 }
@@ -290,6 +292,7 @@ impl Engine {
             proposal: self.h.proposal,
             locked_on: self.h.locked_on(),
             sync_target: self.sync.target(),
+            sync_in_flight: self.sync.in_flight(),
             halted: self.halted.clone(),
         }
     }

@@ -206,8 +206,13 @@ impl SyncPlanner {
         }
     }
 
+    /// One failure of `peer`: a back-off of `timeout_ms` times its
+    /// failures. Failures while it is already backing off are the same
+    /// incident (the other heights of a failed range, requests sent before
+    /// the first failure), so they do not count again.
     fn penalise(&mut self, peer: &PublicKey, now: u64) {
         let forget = match self.peers.get_mut(peer) {
+            Some(p) if p.banned_until > now => false,
             Some(p) => {
                 p.failures = p.failures.saturating_add(1);
                 p.banned_until =
@@ -349,7 +354,13 @@ impl SyncPlanner {
                 },
             );
             match out.last_mut() {
-                Some(r) if r.peer == peer && r.to_height + 1 == h => r.to_height = h,
+                Some(r)
+                    if r.peer == peer
+                        && r.to_height + 1 == h
+                        && r.to_height - r.from_height + 1 < MAX_REQUEST =>
+                {
+                    r.to_height = h
+                }
                 _ => out.push(Request {
                     peer,
                     from_height: h,
@@ -426,6 +437,39 @@ mod tests {
                 req(Some(2), 3 * m + 1, 100),
             ]
         );
+    }
+
+    #[test]
+    fn one_peer_gets_ranges_of_at_most_max_request_heights_too() {
+        let mut s = SyncPlanner::new(100, 100, 1000);
+        s.peer_height(pk(1), 1000);
+        let m = MAX_REQUEST;
+        assert_eq!(
+            s.plan(0, 1),
+            vec![
+                req(Some(1), 1, m),
+                req(Some(1), m + 1, 2 * m),
+                req(Some(1), 2 * m + 1, 3 * m),
+                req(Some(1), 3 * m + 1, 100),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_range_is_one_failure_and_its_heights_go_elsewhere() {
+        let mut s = SyncPlanner::new(4, 4, 100);
+        s.peer_height(pk(1), 10);
+        s.peer_height(pk(2), 10);
+        assert_eq!(s.plan(0, 1), vec![req(Some(1), 1, 4)]);
+        // Peer 1's stream is refused at once: each height of its range
+        // fails, and it counts as one failure.
+        for h in 1..=4 {
+            s.failed(h, Some(pk(1)), 1);
+        }
+        // Its heights go to peer 2 (not straight back to peer 1, which
+        // would fail the same way again and again).
+        assert_eq!(s.plan(1, 1), vec![req(Some(2), 1, 4)]);
+        assert_eq!(s.height_of(&pk(1)), Some(10), "one failure, not four");
     }
 
     #[test]
@@ -507,7 +551,11 @@ mod tests {
         assert!(s.plan(50, 1).is_empty(), "both banned");
         assert_eq!(s.plan(100, 1), vec![req(Some(1), 1, 1)]);
         s.failed(1, Some(pk(1)), 100);
+        // A second failure while it backs off (until 300) is the same
+        // incident.
         s.failed(1, Some(pk(1)), 100);
+        assert_eq!(s.height_of(&pk(1)), Some(50));
+        s.failed(1, Some(pk(1)), 300);
         // Three failures: peer 1's claim of height 50 is forgotten.
         assert_eq!(s.height_of(&pk(1)), None);
         assert_eq!(s.target(), 5);

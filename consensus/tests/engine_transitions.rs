@@ -1056,6 +1056,21 @@ fn sync_refuses_blocks_without_a_valid_commit() {
                 "syncing",
             ),
             row(
+                "a failure while it backs off (until 3000) is the same incident",
+                |_| Input::FetchFailed {
+                    from: Some(key(2).public()),
+                    height: 1,
+                },
+                &[],
+                "syncing",
+            ),
+            row(
+                "asked again after the longer back-off",
+                |_| Input::Tick { now_ms: 3000 },
+                &["RequestBlocks(1..1)"],
+                "syncing",
+            ),
+            row(
                 "not found, the third failure: peer 2's claim is forgotten",
                 |_| Input::FetchFailed {
                     from: Some(key(2).public()),

@@ -223,11 +223,16 @@ impl Driver {
         m.syncing.set(i64::from(syncing));
         m.sync_target.set(to_i64(st.sync_target));
         if syncing {
-            self.log_sync(st.committed_height, st.sync_target);
+            self.log_sync(
+                st.committed_height,
+                st.sync_target,
+                st.step,
+                st.sync_in_flight,
+            );
         }
     }
 
-    fn log_sync(&mut self, height: u64, target: u64) {
+    fn log_sync(&mut self, height: u64, target: u64, step: &str, in_flight: usize) {
         let every = self.ctx.config.sync.log_interval;
         let now = Instant::now();
         let Some(last) = self.sync.last_log else {
@@ -249,7 +254,7 @@ impl Driver {
         } else {
             "unknown".into()
         };
-        tracing::info!(height, target, blocks_per_s = format!("{bps:.0}"), tx_per_s = format!("{tps:.0}"), %eta, "block sync");
+        tracing::info!(height, target, blocks_per_s = format!("{bps:.0}"), tx_per_s = format!("{tps:.0}"), %eta, step, in_flight, "block sync");
         self.sync.last_log = Some(now);
         self.sync.height_at_log = height;
         self.sync.txs_since_log = 0;
@@ -410,6 +415,7 @@ impl Driver {
                 to_height,
                 peer,
             } => {
+                tracing::trace!(from_height, to_height, peer = ?peer.map(|p| p.short()), "block sync: plan");
                 let ctx = self.ctx.clone();
                 let permits = self.fetch_permits.clone();
                 tokio::spawn(fetch_blocks(ctx, permits, from_height, to_height, peer));
@@ -612,10 +618,22 @@ async fn fetch_blocks(
             return;
         };
         let from_key = crate::p2p::keys::public_key_of(&target);
+        let asked = Instant::now();
         let got = exchange(&ctx, target, blk::PROTOCOL, |s| {
             blk::request_range(s, next, count, max)
         })
         .await;
+        tracing::debug!(
+            peer = %target,
+            from = next,
+            count,
+            ms = asked.elapsed().as_millis() as u64,
+            outcome = match &got {
+                Ok(r) => format!("{} blocks", r.blocks.len()),
+                Err(e) => e.to_string(),
+            },
+            "block sync: range request"
+        );
         match got {
             Ok(reply) => {
                 if let Some(p) = ctx.peers.write().get_mut(&target) {
@@ -655,9 +673,12 @@ async fn fetch_blocks(
                     return;
                 }
             }
-            Err(e) => {
-                let blame = e.misbehaviour().map(|_| from_key).unwrap_or(None);
-                fail_range(&ctx, blame, next, to).await;
+            Err(_) => {
+                // Whatever the error (a refused or reset stream is no
+                // misbehaviour for the host's score), the planner backs off
+                // from this peer, or it would hand it the same heights again
+                // at once.
+                fail_range(&ctx, from_key, next, to).await;
                 return;
             }
         }

@@ -107,9 +107,7 @@ async fn sync_survives_a_corrupt_a_lying_and_a_stalling_peer() {
     )
     .await;
     assert_eq!(honest.height(), TIP);
-    // Some runs stall about 25 s here before finishing (under study; see
-    // the issue 7 notes), hence the longer deadline.
-    wait_for("the node to reach the honest tip", 2 * DEADLINE, || async {
+    wait_for("the node to reach the honest tip", DEADLINE, || async {
         (node.height() >= TIP).then_some(())
     })
     .await;
