@@ -7,8 +7,9 @@
 //!   flight, at most `per_peer` of them on one peer, each peer gets heights it
 //!   claims to hold, the least loaded peer first (ties: fewest failures, then
 //!   key order, so plans are deterministic);
-//! - a request unanswered after `timeout_ms` is taken back, its peer is
-//!   penalised (a back-off that grows with its failures) and the height is
+//! - a request unanswered after `timeout_ms`, or failed in any way, is
+//!   taken back, its peer is penalised (a back-off that grows with its
+//!   failures; failures during a back-off count once) and the height is
 //!   given to another peer; after [`MAX_FAILURES`] the peer's claimed height
 //!   is forgotten until it reports again, so a peer that lies about its
 //!   height cannot stall sync;
