@@ -303,6 +303,11 @@ impl StoreHandle {
         self.read(move |s| s.block_by_height(height)).await
     }
 
+    /// The hash of the block at `height` (see [`BlockStore::hash_at`]).
+    pub async fn hash_at(&self, height: u64) -> Result<Option<Hash>, StoreError> {
+        self.read(move |s| s.hash_at(height)).await
+    }
+
     /// The block with this hash.
     pub async fn block_by_hash(&self, hash: Hash) -> Result<Option<Block>, StoreError> {
         self.read(move |s| s.block_by_hash(&hash)).await

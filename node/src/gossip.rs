@@ -41,6 +41,12 @@ pub async fn run_events(ctx: Arc<Ctx>, mut events: HostEvents) {
                 ctx.peers.write().remove(&peer);
                 ctx.metrics.peers.set(ctx.peers.read().len() as i64);
             }
+            HostEvent::OtherChain {
+                peer,
+                protocol_version,
+            } => {
+                other_chain(&ctx, peer, format!("identify protocol {protocol_version:?}"));
+            }
             HostEvent::PeerIdentified {
                 peer, listen_addrs, ..
             } => {
@@ -56,7 +62,16 @@ pub async fn run_events(ctx: Arc<Ctx>, mut events: HostEvents) {
     }
 }
 
-/// Asks one peer for its status; a peer of another genesis is dropped.
+/// How long a peer of another genesis (or another run of the chain) stays
+/// connected after this node found out, so that it can read this node's status answer and find out
+/// too (see [`crate::chaincheck`]); it is banned then.
+pub const OTHER_CHAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Asks one peer for its status. A peer of another genesis is dropped (and
+/// may stop this node, see [`crate::chaincheck`]); a peer that claims a
+/// height above ours must prove it; a peer at or below ours whose block
+/// there is not ours must prove its block, which stops this node when it
+/// holds.
 pub async fn ask_status(ctx: &Arc<Ctx>, peer: PeerId) {
     let Ok(info) = exchange(ctx, peer, status::PROTOCOL, status::request).await else {
         return;
@@ -68,10 +83,14 @@ pub async fn ask_status(ctx: &Arc<Ctx>, peer: PeerId) {
             ours = %ctx.genesis_hash.short(),
             "peer runs another genesis; disconnecting it"
         );
-        ctx.host.report(peer, 1000, "another genesis");
-        let _ = ctx.host.disconnect(peer).await;
+        let chain: String = info.chain_id.chars().take(64).collect();
+        let what = format!("runs chain {chain:?} of genesis {}", info.genesis_hash.short());
+        if !other_chain(ctx, peer, what) {
+            drop_later(ctx, peer, "another genesis");
+        }
         return;
     }
+    ctx.genesis_votes.lock().agree(peer);
     // A status is not signed, and a height above ours makes the engine
     // sync before it proposes or votes again: a peer that merely claims a
     // far height would stall the chain for as long as it stays connected.
@@ -80,6 +99,13 @@ pub async fn ask_status(ctx: &Arc<Ctx>, peer: PeerId) {
     let ours = ctx.state.read().height;
     if info.best_height > ours && !proves_height(ctx, peer, info.best_height).await {
         tracing::debug!(%peer, claimed = info.best_height, ours, "peer did not prove its height; status ignored");
+        return;
+    }
+    // A peer must be on this node's chain: its best block, or when it is
+    // ahead its block at this node's height (asked once), must be ours.
+    let at = info.best_height.min(ours);
+    let claimed = (info.best_height <= ours).then_some(info.best_hash);
+    if !same_block_here(ctx, peer, at, claimed).await {
         return;
     }
     {
@@ -98,6 +124,101 @@ pub async fn ask_status(ctx: &Arc<Ctx>, peer: PeerId) {
     }
 }
 
+/// Notes that `peer` runs another chain (`what`); stops this node when
+/// that makes a majority of its `p2p.peers` (see [`crate::chaincheck`]).
+/// Returns whether it stopped.
+pub fn other_chain(ctx: &Ctx, peer: PeerId, what: String) -> bool {
+    let Some(case) = ctx.genesis_votes.lock().disagree(peer, what) else {
+        return false;
+    };
+    let why = crate::chaincheck::genesis_message(&case);
+    tracing::error!(%why, "this node's genesis is not its peers'; it stops");
+    ctx.stop(format!("halted: {why}"));
+    true
+}
+
+/// Whether `peer` holds the block this node holds at `height`: by its
+/// status (`claimed`, its best block, at `height`), or else by the block it
+/// serves there (asked once per connection). A peer that proves another
+/// block there (the genesis leader's signature and a quorum commit) casts
+/// a vote that this node's store is from another run of the chain, which
+/// stops the node when a majority of its `p2p.peers` say so (see
+/// [`crate::chaincheck`]); a peer not among them is dropped and banned
+/// instead. A forged proof is reported, and so is a status that names
+/// another block than the peer then serves.
+async fn same_block_here(
+    ctx: &Arc<Ctx>,
+    peer: PeerId,
+    height: u64,
+    claimed: Option<Hash>,
+) -> bool {
+    if height < ctx.genesis.initial_height {
+        return true;
+    }
+    let linked = ctx.peers.read().get(&peer).is_some_and(|p| p.linked);
+    if claimed.is_none() && linked {
+        return true;
+    }
+    let ours = match ctx.store.hash_at(height).await {
+        Ok(Some(h)) => h,
+        // Not stored (yet): nothing to compare.
+        Ok(None) | Err(_) => return true,
+    };
+    if claimed == Some(ours) {
+        ctx.fork_votes.lock().agree(peer);
+        return true;
+    }
+    let Some(theirs) = proved_block(ctx, peer, height).await else {
+        return false;
+    };
+    if theirs == ours {
+        if claimed.is_some() {
+            ctx.host.report(
+                peer,
+                kite_protocols::score::INVALID,
+                "status: names another best block than it serves",
+            );
+            return false;
+        }
+        if let Some(p) = ctx.peers.write().get_mut(&peer) {
+            p.linked = true;
+        }
+        ctx.fork_votes.lock().agree(peer);
+        return true;
+    }
+    let vote = crate::chaincheck::fork_vote(height, &ours, &theirs);
+    let (bootstrap, case) = {
+        let mut votes = ctx.fork_votes.lock();
+        (votes.is_bootstrap(&peer), votes.disagree(peer, vote.clone()))
+    };
+    if let Some(case) = case {
+        let why = crate::chaincheck::fork_message(&case);
+        tracing::error!(%why, "this node's store is not on the network's chain; it stops");
+        ctx.stop(format!("halted: {why}"));
+    } else if bootstrap {
+        tracing::warn!(%peer, "a peer of p2p.peers {vote}; this node stops if most of them do");
+    } else {
+        tracing::warn!(%peer, "peer {vote}: it is on another run of this chain; dropping it");
+        drop_later(ctx, peer, "another run of this chain");
+    }
+    false
+}
+
+/// Forgets `peer` now and bans it after [`OTHER_CHAIN_GRACE`], so that it
+/// can still read this node's status and find out what is wrong too.
+fn drop_later(ctx: &Arc<Ctx>, peer: PeerId, why: &'static str) {
+    ctx.peers.write().remove(&peer);
+    let c = ctx.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = c.cancel.cancelled() => {}
+            _ = tokio::time::sleep(OTHER_CHAIN_GRACE) => {}
+        }
+        c.host.report(peer, 1000, why);
+        let _ = c.host.disconnect(peer).await;
+    });
+}
+
 /// Whether `peer` holds `height`: it has proved it before, or it serves
 /// that block now, signed by the leader with a commit info that reaches the
 /// quorum. A forged proof is reported.
@@ -110,42 +231,45 @@ async fn proves_height(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> bool {
     {
         return true;
     }
+    proved_block(ctx, peer, height).await.is_some()
+}
+
+/// The hash of the block `peer` serves at `height`, when the genesis
+/// leader signed it and its commit info reaches the quorum; None when the
+/// peer does not serve it (or the exchange fails). A forged proof is
+/// reported.
+async fn proved_block(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> Option<Hash> {
     let max = ctx.max_block_bytes();
     let query = blk::BlockQuery::Height(height);
-    let Ok(reply) = exchange(ctx, peer, blk::PROTOCOL, |s| blk::request(s, query, max)).await
-    else {
-        return false;
-    };
-    let Some((block, ci)) = reply.block else {
-        return false;
-    };
+    let reply = exchange(ctx, peer, blk::PROTOCOL, |s| blk::request(s, query, max))
+        .await
+        .ok()?;
+    let (block, ci) = reply.block?;
     let g = ctx.genesis.clone();
-    let valid = tokio::task::spawn_blocking(move || {
-        block.verify_leader(&g.leader)
+    let checked = tokio::task::spawn_blocking(move || {
+        let hash = block.hash();
+        let valid = block.height() == height
+            && block.verify_leader(&g.leader)
             && ci
-                .verify(
-                    &g.chain_id,
-                    height,
-                    &block.hash(),
-                    &g.validator_set(),
-                    g.quorum,
-                )
-                .is_ok()
+                .verify(&g.chain_id, height, &hash, &g.validator_set(), g.quorum)
+                .is_ok();
+        valid.then_some(hash)
     })
     .await
-    .unwrap_or(false);
-    if !valid {
+    .ok()
+    .flatten();
+    let Some(hash) = checked else {
         ctx.host.report(
             peer,
             kite_protocols::score::INVALID,
             "status: forged block for its claimed height",
         );
-        return false;
-    }
+        return None;
+    };
     if let Some(p) = ctx.peers.write().get_mut(&peer) {
         p.proven = p.proven.max(height);
     }
-    true
+    Some(hash)
 }
 
 /// Asks every connected peer for its status, every [`STATUS_INTERVAL`].

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 pub mod backend;
+pub mod chaincheck;
 pub mod config;
 pub mod driver;
 pub mod gossip;

@@ -13,6 +13,7 @@
 //!  mempool (Arc, short locks) <── handlers, RPC, driver
 //! ```
 
+use crate::chaincheck::ChainVotes;
 use crate::config::{Config, Role};
 use crate::metrics::Metrics;
 use crate::p2p::{self, HostConfig, HostHandle, Multiaddr, PeerId};
@@ -117,6 +118,9 @@ pub struct PeerState {
     /// Highest height it proved it holds (served that block with a valid
     /// commit); its status claims up to there are believed as they come.
     pub proven: u64,
+    /// It served the block this node holds at some height (see
+    /// `gossip::ask_status`): it is on this node's chain.
+    pub linked: bool,
 }
 
 /// A tx being fetched after an announce, and who else announced it.
@@ -177,6 +181,11 @@ pub struct Ctx {
     pub cancel: CancellationToken,
     /// Why the node stopped, if it stopped by itself.
     pub stop_reason: Mutex<Option<String>>,
+    /// What the peers of `p2p.peers` said of their genesis (see
+    /// [`crate::chaincheck`]).
+    pub genesis_votes: Mutex<ChainVotes>,
+    /// What they proved of their blocks at heights this node holds.
+    pub fork_votes: Mutex<ChainVotes>,
 }
 
 impl Ctx {
@@ -420,7 +429,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         Some(Arc::new(Mempool::new(opts.genesis.chain_id.clone(), mc)))
     };
 
-    let (host, events) = p2p::Host::spawn(&opts.key, host_config(&opts)?)
+    let host_cfg = host_config(&opts)?;
+    let bootstrap: Vec<PeerId> = host_cfg
+        .bootstrap
+        .iter()
+        .filter_map(|a| p2p::addr::split_peer_id(a).1)
+        .collect();
+    let (host, events) = p2p::Host::spawn(&opts.key, host_cfg)
         .map_err(|e| NodeError::Host(e.to_string()))?;
     let (inputs, inputs_rx) = mpsc::channel(ENGINE_INPUTS);
     let ctx = Arc::new(Ctx {
@@ -453,6 +468,8 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         dropped_inputs: std::sync::atomic::AtomicU64::new(0),
         cancel: CancellationToken::new(),
         stop_reason: Mutex::new(None),
+        genesis_votes: Mutex::new(ChainVotes::new(bootstrap.iter().copied())),
+        fork_votes: Mutex::new(ChainVotes::new(bootstrap)),
     });
     ctx.metrics
         .height

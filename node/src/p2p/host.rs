@@ -638,6 +638,10 @@ impl Task {
                 "identify protocol version {:?}, expected {expected:?} (another chain)",
                 truncated(&info.protocol_version)
             );
+            self.emit(HostEvent::OtherChain {
+                peer,
+                protocol_version: truncated(&info.protocol_version),
+            });
             self.ban(peer, &why);
             return;
         }

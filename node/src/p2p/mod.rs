@@ -294,6 +294,14 @@ pub enum HostEvent {
         /// The addresses it listens on, as it says.
         listen_addrs: Vec<Multiaddr>,
     },
+    /// A peer identified itself as a node of another chain (identify
+    /// protocol version); the host has banned it.
+    OtherChain {
+        /// The peer.
+        peer: PeerId,
+        /// The protocol version it sent (truncated).
+        protocol_version: String,
+    },
 }
 
 /// The receiving end of [`HostEvent`]s.

@@ -1,0 +1,189 @@
+//! Is this node on the network's chain? Two mistakes leave a node on a
+//! chain of its own, and both stop it with a clear error instead of
+//! letting it sit there, connected to nobody useful, for ever:
+//!
+//! - **Another genesis** (a wrong `genesis.json`, or another chain id).
+//! - **A store the network does not hold** (a home left from another run
+//!   of a chain with the same genesis): a peer proves, with a block the
+//!   genesis leader signed and a commit info that reaches the quorum, that
+//!   the network committed another block at a height this node holds.
+//!
+//! Who is "the network"? The peers the operator told the node to join:
+//! those named with their peer id in `p2p.peers`. The node stops when a
+//! majority of them disagree with it and no peer has agreed with it. So a
+//! stranger met through peer exchange or dialing in, or one bad entry in a
+//! longer `p2p.peers` list, cannot stop a node, and a node from another
+//! run that dials a network node is dropped by it (banned) without
+//! stopping it. A node with no `p2p.peers` (the one others dial) never
+//! stops for these. Blocks the network commits above this node's tip are
+//! checked against its chain by block sync, which stops the node the same
+//! way when they do not extend it.
+
+use crate::p2p::PeerId;
+use kite_types::Hash;
+use std::collections::{BTreeMap, HashSet};
+
+/// What the peers named in `p2p.peers` (bootstrap peers) said on one
+/// question (their genesis, or their blocks at heights this node holds),
+/// and whether any peer agreed with this node. Pure bookkeeping: the
+/// caller stops the node.
+#[derive(Debug, Default)]
+pub struct ChainVotes {
+    /// Peer ids from `p2p.peers`.
+    bootstrap: HashSet<PeerId>,
+    /// Bootstrap peers that disagree, with what they hold.
+    others: BTreeMap<PeerId, String>,
+    /// Some peer agreed with this node.
+    agreed: bool,
+}
+
+impl ChainVotes {
+    /// Votes over these bootstrap peers (the ids of `p2p.peers`).
+    pub fn new(bootstrap: impl IntoIterator<Item = PeerId>) -> ChainVotes {
+        ChainVotes {
+            bootstrap: bootstrap.into_iter().collect(),
+            ..ChainVotes::default()
+        }
+    }
+
+    /// Whether `peer` is one of `p2p.peers`.
+    pub fn is_bootstrap(&self, peer: &PeerId) -> bool {
+        self.bootstrap.contains(peer)
+    }
+
+    /// `peer` agrees with this node: from now on the node never stops on
+    /// this question (some network shares its chain).
+    pub fn agree(&mut self, peer: PeerId) {
+        self.agreed = true;
+        self.others.remove(&peer);
+    }
+
+    /// `peer` disagrees (`what` says how). Once a majority of the
+    /// bootstrap peers disagree and no peer agreed, returns the case for
+    /// stopping, as "N of the M peers in p2p.peers (PEER WHAT; ...)".
+    pub fn disagree(&mut self, peer: PeerId, what: String) -> Option<String> {
+        if !self.bootstrap.contains(&peer) {
+            return None;
+        }
+        self.others.insert(peer, what);
+        let (n, of) = (self.others.len(), self.bootstrap.len());
+        if self.agreed || n <= of / 2 {
+            return None;
+        }
+        let listed: Vec<String> = self
+            .others
+            .iter()
+            .map(|(p, w)| format!("{p} {w}"))
+            .collect();
+        Some(format!(
+            "{n} of the {of} peers in p2p.peers ({})",
+            listed.join("; ")
+        ))
+    }
+}
+
+/// Why a node stops whose bootstrap peers run another genesis (`case`
+/// from [`ChainVotes::disagree`]).
+pub fn genesis_message(case: &str) -> String {
+    format!(
+        "genesis mismatch: {case} run another chain and no peer runs this node's; every node of a \
+         chain needs the same genesis.json: check this node's (and its store, which was made \
+         from it)"
+    )
+}
+
+/// What a peer proved that conflicts with this node's store: the network
+/// committed `theirs` at `height`, where this node holds `ours`.
+pub fn fork_vote(height: u64, ours: &Hash, theirs: &Hash) -> String {
+    format!("proved block {theirs} at height {height}, where this node holds {ours}")
+}
+
+/// Why a node stops whose bootstrap peers proved other blocks at heights
+/// it holds (`case` from [`ChainVotes::disagree`] over [`fork_vote`]s).
+pub fn fork_message(case: &str) -> String {
+    format!(
+        "this node's store is not the network's chain: {case}, each with the genesis leader's \
+         signature and a quorum commit; the store is from another run of this chain. Start this \
+         node from a fresh home (or move its data/ away) to sync the network's chain"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(n: usize) -> Vec<PeerId> {
+        (0..n).map(|_| PeerId::random()).collect()
+    }
+
+    #[test]
+    fn a_majority_of_bootstrap_peers_disagreeing_is_a_case() {
+        let p = peers(3);
+        let mut c = ChainVotes::new(p.clone());
+        assert_eq!(c.disagree(p[0], "runs genesis aa".into()), None, "1 of 3");
+        let case = c.disagree(p[1], "runs chain x".into()).expect("2 of 3");
+        assert!(case.starts_with("2 of the 3 peers in p2p.peers ("), "{case}");
+        assert!(case.contains("genesis aa") && case.contains("chain x"), "{case}");
+        assert!(case.contains(&format!("{} runs chain x", p[1])), "{case}");
+    }
+
+    #[test]
+    fn one_bootstrap_peer_is_a_majority_of_one() {
+        let p = peers(1);
+        let mut c = ChainVotes::new(p.clone());
+        assert!(c.disagree(p[0], "runs genesis aa".into()).is_some());
+    }
+
+    #[test]
+    fn half_is_not_a_majority() {
+        let p = peers(4);
+        let mut c = ChainVotes::new(p.clone());
+        assert_eq!(c.disagree(p[0], "a".into()), None);
+        assert_eq!(c.disagree(p[1], "b".into()), None);
+        // The same peer twice counts once.
+        assert_eq!(c.disagree(p[1], "b".into()), None);
+        assert!(c.disagree(p[2], "c".into()).is_some(), "3 of 4");
+    }
+
+    #[test]
+    fn a_peer_that_agreed_means_never_a_case() {
+        let p = peers(3);
+        let mut c = ChainVotes::new(p.clone());
+        c.agree(PeerId::random());
+        for q in &p {
+            assert_eq!(c.disagree(*q, "runs genesis aa".into()), None);
+        }
+    }
+
+    #[test]
+    fn strangers_outside_p2p_peers_do_not_count() {
+        let p = peers(1);
+        let mut c = ChainVotes::new(p.clone());
+        assert!(c.is_bootstrap(&p[0]));
+        for _ in 0..10 {
+            let stranger = PeerId::random();
+            assert!(!c.is_bootstrap(&stranger));
+            assert_eq!(c.disagree(stranger, "runs genesis aa".into()), None);
+        }
+        // A node with no bootstrap peers (the one others dial) never stops.
+        let mut lone = ChainVotes::new([]);
+        assert_eq!(lone.disagree(PeerId::random(), "runs genesis aa".into()), None);
+    }
+
+    #[test]
+    fn messages_are_one_line_and_say_what_to_do() {
+        let (a, b) = (Hash::digest(b"a"), Hash::digest(b"b"));
+        let vote = fork_vote(7, &a, &b);
+        assert!(vote.contains(&format!("block {b} at height 7")), "{vote}");
+        assert!(vote.contains(&format!("holds {a}")), "{vote}");
+        let p = peers(1);
+        let mut c = ChainVotes::new(p.clone());
+        let case = c.disagree(p[0], vote).expect("1 of 1");
+        for m in [fork_message(&case), genesis_message(&case)] {
+            assert!(!m.contains("  ") && !m.contains('\n'), "one line: {m}");
+            assert!(m.contains(&case), "{m}");
+        }
+        assert!(fork_message(&case).contains("fresh home"));
+        assert!(genesis_message(&case).contains("genesis.json"));
+    }
+}
