@@ -122,8 +122,14 @@ mod tests {
         let mut c = ChainVotes::new(p.clone());
         assert_eq!(c.disagree(p[0], "runs genesis aa".into()), None, "1 of 3");
         let case = c.disagree(p[1], "runs chain x".into()).expect("2 of 3");
-        assert!(case.starts_with("2 of the 3 peers in p2p.peers ("), "{case}");
-        assert!(case.contains("genesis aa") && case.contains("chain x"), "{case}");
+        assert!(
+            case.starts_with("2 of the 3 peers in p2p.peers ("),
+            "{case}"
+        );
+        assert!(
+            case.contains("genesis aa") && case.contains("chain x"),
+            "{case}"
+        );
         assert!(case.contains(&format!("{} runs chain x", p[1])), "{case}");
     }
 
@@ -167,7 +173,10 @@ mod tests {
         }
         // A node with no bootstrap peers (the one others dial) never stops.
         let mut lone = ChainVotes::new([]);
-        assert_eq!(lone.disagree(PeerId::random(), "runs genesis aa".into()), None);
+        assert_eq!(
+            lone.disagree(PeerId::random(), "runs genesis aa".into()),
+            None
+        );
     }
 
     #[test]

@@ -45,7 +45,11 @@ pub async fn run_events(ctx: Arc<Ctx>, mut events: HostEvents) {
                 peer,
                 protocol_version,
             } => {
-                other_chain(&ctx, peer, format!("identify protocol {protocol_version:?}"));
+                other_chain(
+                    &ctx,
+                    peer,
+                    format!("identify protocol {protocol_version:?}"),
+                );
             }
             HostEvent::PeerIdentified {
                 peer, listen_addrs, ..
@@ -84,7 +88,10 @@ pub async fn ask_status(ctx: &Arc<Ctx>, peer: PeerId) {
             "peer runs another genesis; disconnecting it"
         );
         let chain: String = info.chain_id.chars().take(64).collect();
-        let what = format!("runs chain {chain:?} of genesis {}", info.genesis_hash.short());
+        let what = format!(
+            "runs chain {chain:?} of genesis {}",
+            info.genesis_hash.short()
+        );
         if !other_chain(ctx, peer, what) {
             drop_later(ctx, peer, "another genesis");
         }
@@ -146,12 +153,7 @@ pub fn other_chain(ctx: &Ctx, peer: PeerId, what: String) -> bool {
 /// [`crate::chaincheck`]); a peer not among them is dropped and banned
 /// instead. A forged proof is reported, and so is a status that names
 /// another block than the peer then serves.
-async fn same_block_here(
-    ctx: &Arc<Ctx>,
-    peer: PeerId,
-    height: u64,
-    claimed: Option<Hash>,
-) -> bool {
+async fn same_block_here(ctx: &Arc<Ctx>, peer: PeerId, height: u64, claimed: Option<Hash>) -> bool {
     if height < ctx.genesis.initial_height {
         return true;
     }
@@ -189,7 +191,10 @@ async fn same_block_here(
     let vote = crate::chaincheck::fork_vote(height, &ours, &theirs);
     let (bootstrap, case) = {
         let mut votes = ctx.fork_votes.lock();
-        (votes.is_bootstrap(&peer), votes.disagree(peer, vote.clone()))
+        (
+            votes.is_bootstrap(&peer),
+            votes.disagree(peer, vote.clone()),
+        )
     };
     if let Some(case) = case {
         let why = crate::chaincheck::fork_message(&case);

@@ -435,8 +435,8 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         .iter()
         .filter_map(|a| p2p::addr::split_peer_id(a).1)
         .collect();
-    let (host, events) = p2p::Host::spawn(&opts.key, host_cfg)
-        .map_err(|e| NodeError::Host(e.to_string()))?;
+    let (host, events) =
+        p2p::Host::spawn(&opts.key, host_cfg).map_err(|e| NodeError::Host(e.to_string()))?;
     let (inputs, inputs_rx) = mpsc::channel(ENGINE_INPUTS);
     let ctx = Arc::new(Ctx {
         genesis_hash: opts.genesis.hash(),

@@ -47,7 +47,14 @@ async fn two_runs(seed: u8, other: u64) -> (Vec<TempDir>, Keys, Genesis, Built) 
     let keys = Keys::new(seed, 3, 4);
     let genesis = genesis("kite-other-run", &keys, Duration::ZERO);
     let homes: Vec<TempDir> = (0..2).map(|_| TempDir::new().unwrap()).collect();
-    let net = prepare_chain(homes[0].path().join("data"), &genesis, &keys, NETWORK, |_| 0).await;
+    let net = prepare_chain(
+        homes[0].path().join("data"),
+        &genesis,
+        &keys,
+        NETWORK,
+        |_| 0,
+    )
+    .await;
     let old = prepare_chain(
         homes[1].path().join("data"),
         &genesis,
@@ -93,7 +100,9 @@ async fn join_with_other_run(seed: u8, other: u64) -> String {
 /// What the stopped node says, whichever side of the network's tip it is.
 fn assert_says_another_run(why: &str, height: u64) {
     assert!(
-        why.starts_with("halted: this node's store is not the network's chain: 1 of the 1 peers in p2p.peers ("),
+        why.starts_with(
+            "halted: this node's store is not the network's chain: 1 of the 1 peers in p2p.peers ("
+        ),
         "{why}"
     );
     assert!(
