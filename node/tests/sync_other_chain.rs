@@ -23,7 +23,7 @@ const NETWORK: u64 = 10;
 /// The other run of the chain has a transfer at every third height, so its
 /// blocks differ from the network's from height 3 on.
 fn other_run_txs(h: u64) -> usize {
-    usize::from(h % 3 == 0)
+    usize::from(h.is_multiple_of(3))
 }
 
 /// Waits until `node` stops by itself and returns why.
