@@ -11,7 +11,6 @@ mod sync_support;
 
 use kite_node::config::Role;
 use kite_node::node::{NodeError, RunningNode};
-use kite_types::Genesis;
 use std::time::Duration;
 use sync_support::*;
 use tempfile::TempDir;
@@ -40,9 +39,21 @@ async fn stops_by_itself(node: RunningNode) -> String {
     }
 }
 
-/// Two homes of one genesis: the network's chain of [`NETWORK`] empty
-/// blocks in the first, `other` blocks of another run in the second.
-async fn two_runs(seed: u8, other: u64) -> (Vec<TempDir>, Keys, Genesis, Built) {
+/// The network's node and the other run's node, started.
+struct Runs {
+    /// Holds the network's chain of [`NETWORK`] empty blocks.
+    server: RunningNode,
+    /// Holds `other` blocks of another run of the chain.
+    node: RunningNode,
+    /// The network's chain.
+    net: Built,
+    _homes: Vec<TempDir>,
+}
+
+/// Two homes of one genesis (the network's chain, and `other` blocks of
+/// another run) and a sentry on each; the second names the first in its
+/// `p2p.peers` when `joins`, else neither names the other.
+async fn start_runs(seed: u8, other: u64, joins: bool) -> Runs {
     init_log();
     let keys = Keys::new(seed, 3, 4);
     let genesis = genesis("kite-other-run", &keys, Duration::ZERO);
@@ -65,29 +76,29 @@ async fn two_runs(seed: u8, other: u64) -> (Vec<TempDir>, Keys, Genesis, Built) 
     .await;
     assert_eq!(net.hash(2), old.hash(2), "the runs share blocks 1 and 2");
     assert_ne!(net.hash(3), old.hash(3), "and differ from height 3 on");
-    (homes, keys, genesis, net)
+    let cfg = config(Role::Sentry, &[]);
+    let server = start_node(homes[0].path(), cfg, &genesis, &keys.other(1)).await;
+    let peers = if joins {
+        vec![node_addr(&server).await]
+    } else {
+        Vec::new()
+    };
+    let cfg = config(Role::Sentry, &peers);
+    let node = start_node(homes[1].path(), cfg, &genesis, &keys.other(2)).await;
+    Runs {
+        server,
+        node,
+        net,
+        _homes: homes,
+    }
 }
 
-/// Runs a server holding the network's chain and a sentry on a store of
-/// `other` blocks of the other run; returns why the sentry stopped.
+/// Starts the other run's node joining the network's node; returns why
+/// it stopped, after checking the network's node did not.
 async fn join_with_other_run(seed: u8, other: u64) -> String {
-    let (homes, keys, genesis, net) = two_runs(seed, other).await;
-
-    let server = start_node(
-        homes[0].path(),
-        config(Role::Sentry, &[]),
-        &genesis,
-        &keys.other(1),
-    )
-    .await;
-    let addr = node_addr(&server).await;
-    let node = start_node(
-        homes[1].path(),
-        config(Role::Sentry, &[addr]),
-        &genesis,
-        &keys.other(2),
-    )
-    .await;
+    let Runs {
+        server, node, net, ..
+    } = start_runs(seed, other, true).await;
     let why = stops_by_itself(node).await;
     // The server holds its chain and does not stop.
     assert_eq!(server.height(), NETWORK);
@@ -138,21 +149,12 @@ async fn a_store_behind_the_network_on_another_run_stops_the_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_of_two_runs_that_meet_ban_each_other_and_keep_running() {
     let _serial = SERIAL.lock().await;
-    let (homes, keys, genesis, net) = two_runs(83, 2 * NETWORK).await;
-    let server = start_node(
-        homes[0].path(),
-        config(Role::Sentry, &[]),
-        &genesis,
-        &keys.other(1),
-    )
-    .await;
-    let stranger = start_node(
-        homes[1].path(),
-        config(Role::Sentry, &[]),
-        &genesis,
-        &keys.other(2),
-    )
-    .await;
+    let Runs {
+        server,
+        node: stranger,
+        net,
+        ..
+    } = start_runs(83, 2 * NETWORK, false).await;
     server
         .ctx()
         .host
