@@ -67,15 +67,15 @@ pub async fn run_events(ctx: Arc<Ctx>, mut events: HostEvents) {
 }
 
 /// How long a peer of another genesis (or another run of the chain) stays
-/// connected after this node found out, so that it can read this node's status answer and find out
-/// too (see [`crate::chaincheck`]); it is banned then.
+/// connected after this node found out, so that it can read this node's
+/// status answer and find out too (see [`crate::chaincheck`]); it is
+/// banned then.
 pub const OTHER_CHAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Asks one peer for its status. A peer of another genesis is dropped (and
 /// may stop this node, see [`crate::chaincheck`]); a peer that claims a
-/// height above ours must prove it; a peer at or below ours whose block
-/// there is not ours must prove its block, which stops this node when it
-/// holds.
+/// height above ours must prove it; a peer must be on this node's chain
+/// (see `same_block_here`) before its status counts.
 pub async fn ask_status(ctx: &Arc<Ctx>, peer: PeerId) {
     let Ok(info) = exchange(ctx, peer, status::PROTOCOL, status::request).await else {
         return;
