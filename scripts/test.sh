@@ -12,10 +12,12 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 if cargo nextest --version >/dev/null 2>&1; then
+  # nextest does not run doc tests: run them first, so that the run ends
+  # with nextest's summary of the whole suite.
+  echo "== cargo test --doc"
+  cargo test --workspace --locked --doc
   echo "== cargo nextest run"
   cargo nextest run --workspace --locked --no-fail-fast
-  # nextest does not run doc tests.
-  cargo test --workspace --locked --doc
 else
   echo "== cargo test (cargo-nextest not installed)"
   cargo test --workspace --locked --no-fail-fast
