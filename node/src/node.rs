@@ -291,7 +291,11 @@ impl RunningNode {
         }
         let reason = self.ctx.stop_reason.lock().clone();
         match reason {
-            Some(r) if r.starts_with("halted") => Err(NodeError::Halted(r)),
+            // The reason reads "halted: WHY"; the error adds "halted: " itself.
+            Some(r) if r.starts_with("halted") => {
+                let why = r.strip_prefix("halted: ").unwrap_or(&r);
+                Err(NodeError::Halted(why.to_owned()))
+            }
             _ => Ok(()),
         }
     }

@@ -112,7 +112,7 @@ async fn join_with_other_run(seed: u8, other: u64) -> String {
 fn assert_says_another_run(why: &str, height: u64) {
     assert!(
         why.starts_with(
-            "halted: this node's store is not the network's chain: 1 of the 1 peers in p2p.peers ("
+            "this node's store is not the network's chain: 1 of the 1 peers in p2p.peers ("
         ),
         "{why}"
     );
