@@ -24,7 +24,9 @@ async fn joins_at_height_1000_and_syncs_while_the_network_commits() {
     init_log();
     const PREPARED: u64 = 1000;
     let keys = Keys::new(71, 3, 8);
-    let genesis = genesis("kite-sync-join", &keys, Duration::from_millis(150));
+    // Empty blocks every 30 ms: block sync of the prepared chain is fast,
+    // and the network must commit while it runs.
+    let genesis = genesis("kite-sync-join", &keys, Duration::from_millis(30));
     let homes: Vec<TempDir> = (0..4).map(|_| TempDir::new().unwrap()).collect();
     let built = prepare_chain(
         homes[0].path().join("data"),
