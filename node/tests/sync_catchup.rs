@@ -145,16 +145,19 @@ async fn joins_at_height_1000_and_syncs_while_the_network_commits() {
     stop(leader).await;
 }
 
-/// A static chain of 600 blocks served by two sentries; a fresh node syncs,
-/// is stopped once it passed height 200, restarts on the same home, resumes
-/// from its store (not from scratch) and reaches the tip with the same
-/// blocks and balances.
+/// A static chain of 600 blocks. A fresh node first syncs from a peer that
+/// claims all 600 but serves only the first 300, so it is stopped in the
+/// middle of its sync at exactly height 300 (sync of a few hundred blocks is
+/// too fast to stop at a chosen moment otherwise). It restarts on the same
+/// home with two honest peers, resumes from its store (not from scratch)
+/// and reaches the tip with the same blocks and balances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_resumes_after_a_restart_in_the_middle() {
     let _serial = SERIAL.lock().await;
     init_log();
     const TIP: u64 = 600;
-    const STOP_AT: u64 = 200;
+    /// Blocks the first run's only peer serves.
+    const STOP_AT: u64 = 300;
     let keys = Keys::new(72, 1, 4);
     // No leader runs: the chain stays at its prepared tip.
     let genesis = genesis("kite-sync-restart", &keys, Duration::from_millis(100));
@@ -180,20 +183,34 @@ async fn sync_resumes_after_a_restart_in_the_middle() {
         servers.push(n);
     }
 
+    let half = FakePeer::spawn(
+        &keys.other(5),
+        &genesis,
+        chain.clone(),
+        Misbehaviour::Liar { holds: STOP_AT },
+    )
+    .await;
+
     // The syncing node commits durably, as a real node does.
-    let mut cfg = config(Role::Sentry, &addrs);
+    let mut cfg = config(Role::Sentry, &[half.addr.clone()]);
     cfg.store.durable = true;
     let me = keys.other(9);
     let home = homes[2].path();
     let first = start_node(home, cfg.clone(), &genesis, &me).await;
-    let stopped_at = wait_for("the first run to pass the middle", DEADLINE, || async {
-        let h = first.height();
-        (h >= STOP_AT).then_some(h)
+    wait_for("the first run to reach the middle", DEADLINE, || async {
+        (first.height() >= STOP_AT).then_some(())
     })
     .await;
-    assert!(stopped_at < TIP, "synced the whole chain before the stop");
+    let stopped_at = first.height();
+    assert_eq!(stopped_at, STOP_AT, "only {STOP_AT} blocks were served");
+    assert!(
+        first.ctx().state.read().syncing,
+        "stopped in the middle of a sync"
+    );
     stop(first).await;
+    half.stop().await;
 
+    cfg.p2p.peers = addrs.iter().map(ToString::to_string).collect();
     let second = start_node(home, cfg, &genesis, &me).await;
     let resumed_at = second.height();
     assert!(
