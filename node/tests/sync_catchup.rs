@@ -192,7 +192,7 @@ async fn sync_resumes_after_a_restart_in_the_middle() {
     .await;
 
     // The syncing node commits durably, as a real node does.
-    let mut cfg = config(Role::Sentry, &[half.addr.clone()]);
+    let mut cfg = config(Role::Sentry, std::slice::from_ref(&half.addr));
     cfg.store.durable = true;
     let me = keys.other(9);
     let home = homes[2].path();
