@@ -161,10 +161,19 @@ async fn same_block_here(ctx: &Arc<Ctx>, peer: PeerId, height: u64, claimed: Opt
     if claimed.is_none() && linked {
         return true;
     }
-    let ours = match ctx.store.hash_at(height).await {
-        Ok(Some(h)) => h,
-        // Not stored (yet): nothing to compare.
-        Ok(None) | Err(_) => return true,
+    // A peer at this node's height (the usual case, every status poll)
+    // is compared with the tip in memory; a lower height needs a store read.
+    let tip = {
+        let s = ctx.state.read();
+        (s.height == height).then_some(s.block_hash)
+    };
+    let ours = match tip {
+        Some(h) => h,
+        None => match ctx.store.hash_at(height).await {
+            Ok(Some(h)) => h,
+            // Not stored (yet): nothing to compare.
+            Ok(None) | Err(_) => return true,
+        },
     };
     if claimed == Some(ours) {
         ctx.fork_votes.lock().agree(peer);
