@@ -11,12 +11,16 @@ use crate::io::{ExecError, Input, Output, Target, TimeoutKind};
 use crate::sync::SyncPlanner;
 use crate::votekeeper::VoteKeeper;
 use kite_types::block::verify_header_sig;
+use kite_types::promise::MAX_PROPOSED;
 use kite_types::{
-    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, PublicKey, Signature, Tx, Vote, sign,
+    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, Promise, PublicKey, Signature, Tx, Vote,
+    sign,
 };
 use std::collections::{BTreeMap, VecDeque};
 
-/// Most distinct leader-signed blocks kept for one height.
+/// Most distinct leader-signed blocks a validator keeps for one height. A
+/// reset block leaves at once; at the bound, the oldest block (by header
+/// time) that is neither locked nor committed makes room for the newest.
 pub const MAX_BLOCKS_PER_HEIGHT: usize = 16;
 /// Block sync: most blocks in one [`Output::ApplyBlocks`]...
 pub const APPLY_BATCH: usize = 64;
@@ -25,8 +29,12 @@ pub const APPLY_BATCH_TXS: usize = 8192;
 /// ...and most blocks sent to the store and not yet reported applied (also
 /// at most the sync window).
 pub const MAX_APPLYING: usize = 256;
-/// Most resets remembered for one height.
-pub const MAX_RESETS_PER_HEIGHT: usize = 256;
+/// Most resets remembered for one height: the leader proposes a height at
+/// most [`MAX_PROPOSED`] (256) times and resets only blocks it proposed, so
+/// an honest leader never signs more. At the bound a validator forgets the
+/// reset with the lowest hash to keep the newest (it still refuses any
+/// proposal older than the newest it has seen).
+pub const MAX_RESETS_PER_HEIGHT: usize = MAX_PROPOSED;
 /// Most resets re-sent with a proposal re-send.
 const RESETS_RESENT: usize = 4;
 /// Most peers whose last re-announce time is remembered.
@@ -54,6 +62,39 @@ pub enum EngineError {
     /// The configuration is inconsistent.
     #[error("invalid consensus configuration: {0}")]
     Config(String),
+    /// The store ends below a height this node already promised at: it
+    /// went back in time.
+    #[error(
+        "this node's store ends at height {tip}, but the node already {what} at height {promised} \
+         (its promise record says so): the store went back in time (an older copy was restored, \
+         or writes that were not durable were lost). Starting from it could make this node \
+         contradict what it signed. Start the node from a fresh home and let it sync from the \
+         network, or restore a copy of the store at height {need} or later"
+    )]
+    StoreBehind {
+        /// The store's last committed height.
+        tip: u64,
+        /// The height of the promise record.
+        promised: u64,
+        /// The lowest store height that fits the record.
+        need: u64,
+        /// "proposed" or "voted".
+        what: &'static str,
+    },
+    /// The promise record is another node's.
+    #[error(
+        "the promise record holds a vote of {voter}, not of this node's key {key}: it belongs to \
+         another node's home; move it away only if this node never signed anything at height \
+         {height}"
+    )]
+    ForeignPromise {
+        /// The voter in the record.
+        voter: PublicKey,
+        /// This node's key.
+        key: PublicKey,
+        /// The record's height.
+        height: u64,
+    },
 }
 
 /// What the engine is doing, for status RPCs and tests.
@@ -127,6 +168,19 @@ struct HeightState {
     keeper: Option<VoteKeeper>,
     proposed_ms: u64,
     resent_ms: u64,
+    /// Leader: every block it proposed at this height, oldest first (at
+    /// most [`MAX_PROPOSED`]); the only blocks it signs resets for.
+    proposed: Vec<Hash>,
+    /// Leader: when a reset was last sent to a validator that voted for a
+    /// block other than the proposal (one per resend interval each).
+    reset_sent: BTreeMap<PublicKey, u64>,
+    /// The newest header time of the leader's proposals at this height: a
+    /// validator ignores older proposals (replays); the leader proposes
+    /// strictly later.
+    newest_ts: Option<u64>,
+    /// Validator: the leader's newest proposal, held while this node is
+    /// locked on another block; taken up when a reset releases the lock.
+    waiting: Option<(PublicKey, Block)>,
 }
 
 impl HeightState {
@@ -143,7 +197,34 @@ impl HeightState {
             keeper: None,
             proposed_ms: 0,
             resent_ms: 0,
+            proposed: Vec::new(),
+            reset_sent: BTreeMap::new(),
+            newest_ts: None,
+            waiting: None,
         }
+    }
+
+    /// What this node promised at this height, for [`Output::Persist`].
+    fn promise(&self) -> Promise {
+        Promise {
+            height: self.height,
+            vote: self.my_vote.clone(),
+            proposed: self.proposed.clone(),
+        }
+    }
+
+    /// Remembers a reset (evicting the one with the lowest hash at the
+    /// bound) and forgets the block it abandons.
+    fn add_reset(&mut self, hash: Hash, sig: Signature) {
+        if self.resets.len() >= MAX_RESETS_PER_HEIGHT
+            && !self.resets.contains_key(&hash)
+            && let Some(first) = self.resets.keys().next().copied()
+        {
+            self.resets.remove(&first);
+        }
+        self.resets.insert(hash, sig);
+        self.blocks.remove(&hash);
+        self.exec.remove(&hash);
     }
 
     fn locked_on(&self) -> Option<Hash> {
@@ -248,6 +329,64 @@ impl Engine {
             sync,
             scheduled: None,
         })
+    }
+
+    /// Takes back what this node promised before a restart (the last
+    /// [`Output::Persist`] record), before the first input. A record of a
+    /// height this node has committed since is fulfilled and ignored; a
+    /// record of the open height is respected (a validator stays locked on
+    /// the block it ACKed; a leader never re-proposes a block it proposed
+    /// and resets only those); a record above the open height means the
+    /// store went back in time: [`EngineError::StoreBehind`].
+    pub fn restore(&mut self, promise: &Promise) -> Result<(), EngineError> {
+        let open = self.committed.height.saturating_add(1);
+        if promise.height > open {
+            let what = if promise.vote.is_some() {
+                "voted"
+            } else {
+                "proposed"
+            };
+            return Err(EngineError::StoreBehind {
+                tip: self.committed.height,
+                promised: promise.height,
+                need: promise.height.saturating_sub(1),
+                what,
+            });
+        }
+        if promise.height < open {
+            return Ok(());
+        }
+        if let Some(v) = &promise.vote {
+            match self.me {
+                Some(me) if me == v.validator => {}
+                _ => {
+                    return Err(EngineError::ForeignPromise {
+                        voter: v.validator,
+                        key: self.me.unwrap_or(PublicKey([0; 32])),
+                        height: promise.height,
+                    });
+                }
+            }
+            if self.is_validator() {
+                self.h.my_vote = Some(v.clone());
+                // Re-sent on the first tick.
+                self.h.vote_sent_ms = 0;
+            }
+        }
+        if self.is_leader()
+            && let Some(key) = self.cfg.key.clone()
+        {
+            // Every block proposed before the restart is abandoned (none
+            // was committed: the store would hold it), so it is reset.
+            let proposed: Vec<Hash> = promise.proposed.iter().take(MAX_PROPOSED).copied().collect();
+            for bh in &proposed {
+                let sig = key.sign_digest(&sign::reset_digest(&self.cfg.chain_id, open, bh));
+                self.h.add_reset(*bh, sig);
+            }
+            self.ld.round = u32::try_from(proposed.len()).unwrap_or(u32::MAX);
+            self.h.proposed = proposed;
+        }
+        Ok(())
     }
 
     /// The configuration.
@@ -572,7 +711,10 @@ impl Engine {
             }
         }
         let last_ts = self.committed.last_header().map_or(0, |h| h.timestamp_ms);
-        let mut ts = self.now.max(last_ts);
+        // Strictly later than this height's earlier proposals: validators
+        // ignore older ones.
+        let after = self.h.newest_ts.map_or(0, |t| t.saturating_add(1));
+        let mut ts = self.now.max(last_ts).max(after);
         let mut block = None;
         for _ in 0..8 {
             let header = BlockHeader {
@@ -587,8 +729,8 @@ impl Engine {
                 proposer: self.cfg.leader,
             };
             let b = Block::new_signed(header, txs.clone(), &key);
-            // Never re-propose a block it reset (same txs, same time).
-            if !self.h.resets.contains_key(&b.hash()) && !self.h.blocks.contains_key(&b.hash()) {
+            // Never propose a block twice (same txs, same time).
+            if !self.h.proposed.contains(&b.hash()) && !self.h.resets.contains_key(&b.hash()) {
                 block = Some(b);
                 break;
             }
@@ -599,6 +741,16 @@ impl Engine {
         };
         let hash = block.hash();
         self.ld.round = self.ld.round.saturating_add(1);
+        if self.h.proposed.len() >= MAX_PROPOSED {
+            // The record keeps the newest proposals: a validator still
+            // locked on the oldest is not released at this height.
+            self.h.proposed.remove(0);
+        }
+        self.h.proposed.push(hash);
+        self.h.newest_ts = Some(block.header().timestamp_ms);
+        out.push(Output::Persist {
+            promise: self.h.promise(),
+        });
         self.h.blocks.clear();
         self.h.blocks.insert(hash, block.clone());
         self.h.exec.clear();
@@ -668,6 +820,17 @@ impl Engine {
             && block.verify_leader(&self.cfg.leader)
     }
 
+    /// Validator: votes at the open height: the vote is recorded durably
+    /// ([`Output::Persist`]) before it is sent.
+    fn vote(&mut self, vote: Vote, out: &mut Vec<Output>) {
+        self.h.my_vote = Some(vote.clone());
+        self.h.vote_sent_ms = self.now;
+        out.push(Output::Persist {
+            promise: self.h.promise(),
+        });
+        self.send_vote(vote, None, out);
+    }
+
     fn send_vote(&mut self, vote: Vote, best_header: Option<BlockHeader>, out: &mut Vec<Output>) {
         out.push(Output::SendVote {
             to: self.cfg.leader,
@@ -706,6 +869,7 @@ impl Engine {
                 height,
                 hash,
                 "height already committed",
+                &[],
             );
             let best = self.committed.last_header().cloned();
             self.send_vote(v, best, out);
@@ -726,12 +890,21 @@ impl Engine {
         if self.committing.is_some() || self.h.resets.contains_key(&hash) {
             return;
         }
+        // The leader's proposals at a height have increasing header times:
+        // an older one is a replay of a block it abandoned.
+        let ts = block.header().timestamp_ms;
+        if self.h.newest_ts.is_some_and(|n| ts < n) {
+            return;
+        }
+        self.h.newest_ts = Some(ts);
         if let Some(v) = self.h.my_vote.clone()
             && v.ack
             && !self.h.resets.contains_key(&v.block_hash)
         {
             // Locked on another block without a reset for it: answer with
-            // that vote; the leader resets it and re-sends this proposal.
+            // that vote; the leader resets it, and this proposal (the
+            // newest) is taken up then.
+            self.h.waiting = Some((from, block));
             self.h.vote_sent_ms = self.now;
             self.send_vote(v, None, out);
             return;
@@ -741,14 +914,25 @@ impl Engine {
             return;
         }
         if let Err(reason) = self.check_block(&block) {
-            let v = Vote::nack(&key, &self.cfg.chain_id, height, hash, &reason);
-            self.h.my_vote = Some(v.clone());
-            self.h.vote_sent_ms = self.now;
-            self.send_vote(v, None, out);
+            let v = Vote::nack(&key, &self.cfg.chain_id, height, hash, &reason, &[]);
+            self.vote(v, out);
             return;
         }
         if self.h.blocks.len() >= MAX_BLOCKS_PER_HEIGHT {
-            return;
+            // Make room for the newest: drop the oldest block that is
+            // neither locked nor committed.
+            let keep = [self.h.locked_on(), self.h.commit.as_ref().map(|k| k.block_hash)];
+            let oldest = self
+                .h
+                .blocks
+                .iter()
+                .filter(|(h, _)| !keep.contains(&Some(**h)))
+                .min_by_key(|(_, b)| b.header().timestamp_ms)
+                .map(|(h, _)| *h);
+            if let Some(old) = oldest {
+                self.h.blocks.remove(&old);
+                self.h.exec.remove(&old);
+            }
         }
         self.h.blocks.insert(hash, block.clone());
         self.h.exec.insert(hash, Exec::Pending);
@@ -773,17 +957,20 @@ impl Engine {
             );
             return;
         }
-        if self.h.resets.len() >= MAX_RESETS_PER_HEIGHT {
-            return;
-        }
-        self.h.resets.insert(hash, sig);
+        self.h.add_reset(hash, sig);
         if self
             .h
             .my_vote
             .as_ref()
             .is_some_and(|v| v.block_hash == hash)
         {
+            // Released (the record keeps the old vote until the next one:
+            // after a restart the node is locked again until the leader
+            // re-sends this reset, which is only safe-side).
             self.h.my_vote = None;
+            if let Some((from, block)) = self.h.waiting.take() {
+                self.on_proposal(from, block, out);
+            }
         }
     }
 
@@ -829,98 +1016,78 @@ impl Engine {
         {
             let vote = match &result {
                 Ok(app) => Vote::ack(key, &self.cfg.chain_id, height, hash, *app),
-                Err(e) => Vote::nack(key, &self.cfg.chain_id, height, hash, &nack_reason(e)),
+                Err(e) => Vote::nack(key, &self.cfg.chain_id, height, hash, &e.reason, &e.bad_txs),
             };
-            self.h.my_vote = Some(vote.clone());
-            self.h.vote_sent_ms = self.now;
-            self.send_vote(vote, None, out);
+            self.vote(vote, out);
         }
         self.try_commit(out);
     }
 
-    fn on_vote(&mut self, vote: Vote, best: Option<BlockHeader>, out: &mut Vec<Output>) {
+    /// Leader: a vote. One validator's votes cost bounded work per height:
+    /// a vote for a committed height costs a rate-limited re-announce and
+    /// no signature check; a vote for a later height is a claim and is
+    /// ignored (heights are learned only from proven commits); at the open
+    /// height, one signature check per vote for the proposal until the
+    /// voter is counted, and a vote for a block this leader proposed
+    /// earlier costs one reset per resend interval (a reset is public and
+    /// harmless, so it is sent without a signature check). Votes for any
+    /// other block are ignored: the leader signs resets only for blocks it
+    /// proposed. The unsigned `best_header` hint is never acted on.
+    fn on_vote(&mut self, vote: Vote, _best: Option<BlockHeader>, out: &mut Vec<Output>) {
         if !self.is_leader() || !self.cfg.validators.contains(&vote.validator) {
             return;
         }
-        if vote.height == self.h.height
-            && Some(vote.block_hash) == self.h.proposal
-            && self
-                .h
-                .keeper
-                .as_ref()
-                .is_some_and(|k| k.voted(&vote.validator))
-        {
-            return;
-        }
         let voter = vote.validator;
-        if vote.height < self.h.height && best.is_none() {
-            // A vote for a height committed here: the voter lags. Answering
-            // costs one rate-limited announce of public data, so the vote is
-            // not worth a signature check.
-            self.reannounce_to(voter, out);
-            return;
-        }
-        if !vote.verify(&self.cfg.chain_id) {
-            return;
-        }
-        if let Some(b) = &best
-            && !vote.ack
-            && b.height >= vote.height
-            && b.height > self.committed.height
-        {
-            // The voter has committed heights this leader has not: the
-            // leader restarted from an older store. Catch up; never let
-            // the stale proposal commit.
-            self.sync.peer_height(voter, b.height);
-            if self.h.proposal.is_some() {
-                self.leader_reset("behind the validators: catching up", out);
-            }
-            return;
-        }
         if vote.height < self.h.height {
-            // A vote for a height committed here: the voter lags.
+            // The voter lags: answering costs one rate-limited announce of
+            // public data, so the vote is not worth a signature check.
             self.reannounce_to(voter, out);
             return;
         }
         if vote.height > self.h.height {
-            self.sync.peer_height(voter, vote.height - 1);
             return;
         }
         if Some(vote.block_hash) == self.h.proposal {
+            if self
+                .h
+                .keeper
+                .as_ref()
+                .is_some_and(|k| k.voted(&vote.validator))
+                || !vote.verify(&self.cfg.chain_id)
+            {
+                return;
+            }
             if let Some(k) = self.h.keeper.as_mut() {
                 k.add(vote);
             }
             self.leader_check_quorum(out);
             return;
         }
-        // A vote for another block at this height: one this leader reset,
-        // or proposed before a restart and never committed (the store would
-        // hold it). Reset it so the voter may vote again; but not while the
-        // leader may be behind (it could be a block the others committed).
-        if self.behind()
-            || self.now
-                < self
-                    .started_ms
-                    .unwrap_or(u64::MAX)
-                    .saturating_add(2 * self.cfg.vote_resend_interval_ms)
+        // A vote for a block this leader proposed at this height and
+        // abandoned (before a restart, or reset): the voter is locked on
+        // it; send the reset that releases it. Not while this leader may
+        // be behind the network.
+        let bh = vote.block_hash;
+        if self.behind() || !self.h.proposed.contains(&bh) {
+            return;
+        }
+        if let Some(t) = self.h.reset_sent.get(&voter)
+            && self.now < t.saturating_add(self.cfg.vote_resend_interval_ms)
         {
             return;
         }
-        let bh = vote.block_hash;
         let sig = match self.h.resets.get(&bh) {
             Some(s) => *s,
             None => {
                 let Some(key) = &self.cfg.key else {
                     return;
                 };
-                if self.h.resets.len() >= MAX_RESETS_PER_HEIGHT {
-                    return;
-                }
                 let s = key.sign_digest(&sign::reset_digest(&self.cfg.chain_id, vote.height, &bh));
-                self.h.resets.insert(bh, s);
+                self.h.add_reset(bh, s);
                 s
             }
         };
+        self.h.reset_sent.insert(voter, self.now);
         out.push(Output::SendReset {
             height: vote.height,
             block_hash: bh,
@@ -970,7 +1137,7 @@ impl Engine {
                 .unwrap_or_default();
             let mut drop: Vec<Hash> = keeper
                 .nacks()
-                .flat_map(|v| parse_bad_txs(&v.nack_reason))
+                .flat_map(|v| v.bad_txs.iter().copied())
                 .filter(|h| in_block.contains(h))
                 .collect();
             drop.sort();
@@ -991,14 +1158,9 @@ impl Engine {
         let Some(key) = self.cfg.key.clone() else {
             return;
         };
-        if !self.h.resets.contains_key(&hash) && self.h.resets.len() >= MAX_RESETS_PER_HEIGHT {
-            // Out of room: keep the proposal and keep re-sending it.
-            self.h.proposed_ms = self.now;
-            return;
-        }
         let height = self.h.height;
         let sig = key.sign_digest(&sign::reset_digest(&self.cfg.chain_id, height, &hash));
-        self.h.resets.insert(hash, sig);
+        self.h.add_reset(hash, sig);
         self.h.proposal = None;
         self.h.keeper = None;
         self.ld.rebuild_now = true;
@@ -1426,6 +1588,12 @@ impl Engine {
     /// blocks.
     fn after_commit(&mut self, out: &mut Vec<Output>) {
         if self.is_leader() {
+            // Recorded before the announce, so a store that loses this
+            // commit (not durable) is refused at restart instead of
+            // re-proposing a height the validators committed.
+            out.push(Output::Persist {
+                promise: self.h.promise(),
+            });
             self.announce(Target::All, out);
             self.ld.height_open_ms = self.now;
             self.ld.rebuild_now = false;
@@ -1540,46 +1708,4 @@ fn conflict(height: u64, a: &Hash, b: &Hash) -> String {
          leader key is misbehaving or the validators' keys are compromised; stopping rather than \
          fork"
     )
-}
-
-/// A NACK reason naming the bad txs (at most three fit the reason's size
-/// limit): `bad_txs=<hex>,<hex> <reason>`.
-pub fn nack_reason(e: &ExecError) -> String {
-    if e.bad_txs.is_empty() {
-        return e.reason.clone();
-    }
-    let hs: Vec<String> = e.bad_txs.iter().take(3).map(Hash::to_string).collect();
-    format!("bad_txs={} {}", hs.join(","), e.reason)
-}
-
-/// The tx hashes named by a [`nack_reason`].
-pub fn parse_bad_txs(reason: &str) -> Vec<Hash> {
-    let Some(rest) = reason.strip_prefix("bad_txs=") else {
-        return Vec::new();
-    };
-    let list = rest.split(' ').next().unwrap_or("");
-    list.split(',')
-        .filter_map(|s| s.parse().ok())
-        .take(3)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nack_reason_round_trip() {
-        let a = Hash::digest(b"a");
-        let b = Hash::digest(b"b");
-        let e = ExecError {
-            bad_txs: vec![a, b],
-            reason: "nonce too low".into(),
-        };
-        let r = nack_reason(&e);
-        assert!(r.len() <= kite_types::vote::MAX_NACK_REASON);
-        assert_eq!(parse_bad_txs(&r), vec![a, b]);
-        assert!(parse_bad_txs("whatever").is_empty());
-        assert!(parse_bad_txs("bad_txs=zz nope").is_empty());
-    }
 }

@@ -3,7 +3,7 @@
 //! Peers are named by their ed25519 public key (a Kite node's libp2p
 //! identity is its node key).
 
-use kite_types::{Block, BlockHeader, CommitInfo, Hash, PublicKey, Signature, Tx, Vote};
+use kite_types::{Block, BlockHeader, CommitInfo, Hash, Promise, PublicKey, Signature, Tx, Vote};
 
 /// Why a block failed to execute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +166,16 @@ pub enum TimeoutKind {
 /// An action the node must carry out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
+    /// Write this record durably, replacing the one before, BEFORE
+    /// carrying out any output that follows it: it is what this node
+    /// promised (a validator's vote, a leader's proposals at a height), and
+    /// the message that makes the promise comes next. Give it back to
+    /// [`crate::Engine::restore`] after a restart. If it cannot be written,
+    /// stop the node (do not send what follows).
+    Persist {
+        /// The record.
+        promise: Promise,
+    },
     /// Leader: pick txs from the mempool (per-sender nonce order) whose
     /// encoded sizes add up to at most `max_bytes`, answer with
     /// [`Input::BlockBuilt`].

@@ -204,7 +204,7 @@ mod tests {
             AddVote::Duplicate
         );
         assert_eq!(
-            vk.add(Vote::nack(&keys[0], C, 5, bh, "x")),
+            vk.add(Vote::nack(&keys[0], C, 5, bh, "x", &[])),
             AddVote::Duplicate
         );
         let outsider = NodeKey::from_seed([99; 32]);
@@ -234,7 +234,7 @@ mod tests {
         let bad = Hash::digest(b"bad");
         let mut vk = VoteKeeper::new(set, Quorum::default(), 1, bh);
         vk.add(Vote::ack(&keys[0], C, 1, bh, bad));
-        vk.add(Vote::nack(&keys[1], C, 1, bh, "no"));
+        vk.add(Vote::nack(&keys[1], C, 1, bh, "no", &[]));
         assert_eq!(vk.nack_power(&good), 2);
         assert_eq!(vk.nack_power(&bad), 1);
         assert!(!vk.quorum_nack(&good));

@@ -408,12 +408,8 @@ fn leader_nack_quorum_resets_drops_and_reproposes() {
                 "NACK from 2 naming the bad tx",
                 move |c| {
                     let b = c.block();
-                    let reason = kite_consensus::engine::nack_reason(&ExecError {
-                        bad_txs: vec![bad_hash],
-                        reason: "bad nonce".into(),
-                    });
                     Input::VoteReceived {
-                        vote: Vote::nack(&key(2), CHAIN, 1, b.hash(), &reason),
+                        vote: Vote::nack(&key(2), CHAIN, 1, b.hash(), "bad nonce", &[bad_hash]),
                         best_header: None,
                     }
                 },
@@ -423,7 +419,7 @@ fn leader_nack_quorum_resets_drops_and_reproposes() {
             row(
                 "NACK from 3: 3 ACKs impossible",
                 |c| Input::VoteReceived {
-                    vote: Vote::nack(&key(3), CHAIN, 1, c.block().hash(), "no"),
+                    vote: Vote::nack(&key(3), CHAIN, 1, c.block().hash(), "no", &[]),
                     best_header: None,
                 },
                 &["DropTxs(1)", "SendReset(h1)", "BuildBlock"],
@@ -662,7 +658,7 @@ fn leader_restart_reannounces_and_catches_up() {
         &key(1),
     );
     let out = e.handle(Input::VoteReceived {
-        vote: Vote::nack(&key(2), CHAIN, 1, mine.hash(), "height already committed"),
+        vote: Vote::nack(&key(2), CHAIN, 1, mine.hash(), "height already committed", &[]),
         best_header: Some(later.header().clone()),
     });
     assert_eq!(

@@ -255,7 +255,7 @@ async fn forged_messages_leave_the_network_committing() {
     let outsider = Vote::ack(&evil, &chain, h + 1, b.hash(), Hash([3; 32]));
     let mut nacks = Vec::new();
     for k in &net.keys[1..3] {
-        let mut v = Vote::nack(&evil, &chain, h + 1, b.hash(), "forged");
+        let mut v = Vote::nack(&evil, &chain, h + 1, b.hash(), "forged", &[]);
         v.validator = k.public();
         nacks.push(v);
     }

@@ -1,4 +1,4 @@
-//! `/kite/ack/1.0.0`: a validator sends its vote (ACK or NACK) to the
+//! `/kite/ack/2.0.0`: a validator sends its vote (ACK or NACK) to the
 //! leader.
 //!
 //! 1. Validator sends `VoteMessage{vote, best_header?}`. `best_header` is an
@@ -20,7 +20,7 @@ use futures::io::{AsyncRead, AsyncWrite};
 use kite_types::{BlockHeader, DecodeError, Vote};
 
 /// The protocol id.
-pub const PROTOCOL: &str = "/kite/ack/1.0.0";
+pub const PROTOCOL: &str = "/kite/ack/2.0.0";
 
 /// The leader's answer to a vote (and a validator's answer to a reset).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +158,7 @@ mod tests {
         served.unwrap();
         assert_eq!(r.unwrap(), VoteReceipt::accepted());
         let h = header(7);
-        let nack = Vote::nack(&key(3), CHAIN, 4, Hash::digest(b"b"), "bad tx");
+        let nack = Vote::nack(&key(3), CHAIN, 4, Hash::digest(b"b"), "bad tx", &[]);
         let (a, b) = pipe();
         let (r, served) = tokio::join!(send_vote(a, &nack, Some(&h)), serve(b, &leader));
         served.unwrap();

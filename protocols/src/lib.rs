@@ -24,7 +24,7 @@
 //! | [`blk`] | `/kite/blk/1.0.0` | [`blk::request`] | [`blk::BlockSource`] |
 //! | [`blkann`] | `/kite/blkann/1.0.0` | [`blkann::announce`] | [`blkann::AnnounceSink`] |
 //! | [`blkprop`] | `/kite/blkprop/1.0.0` | [`blkprop::propose`], [`blkprop::reset`] | [`blkprop::ProposalSink`] |
-//! | [`ack`] | `/kite/ack/1.0.0` | [`ack::send_vote`] | [`ack::VoteSink`] |
+//! | [`ack`] | `/kite/ack/2.0.0` | [`ack::send_vote`] | [`ack::VoteSink`] |
 //! | [`discover`] | `/kite/discover/1.0.0` | [`discover::request`] | [`discover::PeerSource`] |
 //! | [`status`] | `/kite/status/1.0.0` | [`status::request`] | [`status::StatusSource`] |
 //!
@@ -98,7 +98,7 @@ mod tests {
                 "/kite/blk/1.0.0",
                 "/kite/blkann/1.0.0",
                 "/kite/blkprop/1.0.0",
-                "/kite/ack/1.0.0",
+                "/kite/ack/2.0.0",
                 "/kite/discover/1.0.0",
                 "/kite/status/1.0.0",
             ]

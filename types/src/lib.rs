@@ -10,6 +10,8 @@
 //! - [`merkle`]: the tx Merkle root.
 //! - [`codec`]: size-bounded decoding with typed errors.
 //! - [`genesis`]: the chain's genesis file, validated on load.
+//! - [`promise`]: what a node promised at a height (its vote, its
+//!   proposals), the record it keeps durably across restarts.
 //!
 //! Nothing here does I/O except reading and writing key and genesis files.
 
@@ -22,6 +24,7 @@ pub mod genesis;
 pub mod hash;
 pub mod keys;
 pub mod merkle;
+pub mod promise;
 pub mod sign;
 pub mod tx;
 pub mod vote;
@@ -38,6 +41,7 @@ pub use codec::DecodeError;
 pub use genesis::{Genesis, GenesisError, Quorum, Validator, ValidatorSet};
 pub use hash::{Hash, ParseHexError};
 pub use keys::{KeyError, NodeKey, PublicKey, Signature};
+pub use promise::Promise;
 pub use tx::{MAX_KEY_LEN, MAX_VALUE_LEN, Payload, Tx, TxBody};
 pub use vote::{CommitInfo, Vote};
 

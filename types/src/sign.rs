@@ -9,7 +9,8 @@
 //! |-------|---------------|
 //! | tx    | `sha256("kite/tx" \|\| body)` |
 //! | block | `sha256("kite/block" \|\| block_hash)` (the header holds the chain id) |
-//! | vote  | `sha256("kite/vote" \|\| u8 len(chain_id) \|\| chain_id \|\| be64(height) \|\| block_hash \|\| u8 ack \|\| app_hash)`, app hash all zero on NACK |
+//! | vote (ACK) | `sha256("kite/vote" \|\| u8 len(chain_id) \|\| chain_id \|\| be64(height) \|\| block_hash \|\| u8 1 \|\| app_hash)` |
+//! | vote (NACK) | `sha256("kite/vote" \|\| u8 len(chain_id) \|\| chain_id \|\| be64(height) \|\| block_hash \|\| u8 0 \|\| 32 zero bytes \|\| u8 n \|\| n bad tx hashes)` |
 //! | reset | `sha256("kite/reset" \|\| u8 len(chain_id) \|\| chain_id \|\| be64(height) \|\| block_hash)` |
 //!
 //! The chain id is at most 50 bytes, so its length fits one byte and the
@@ -64,6 +65,29 @@ pub fn vote_digest(
         &[u8::from(ack)],
         app.as_bytes(),
     ])
+}
+
+/// The digest a NACK's signature covers: [`vote_digest`] of a NACK
+/// followed by the number of bad txs it names and their hashes, so the
+/// txs a validator blames are signed. At most 255 hashes are covered
+/// (votes carry at most [`crate::vote::MAX_BAD_TXS`]).
+pub fn nack_digest(chain_id: &str, height: u64, block_hash: &Hash, bad_txs: &[Hash]) -> Hash {
+    let bad = &bad_txs[..bad_txs.len().min(usize::from(u8::MAX))];
+    let prefix = chain_prefix(chain_id);
+    let h = height.to_be_bytes();
+    let count = [u8::try_from(bad.len()).unwrap_or(u8::MAX)];
+    let mut parts: Vec<&[u8]> = vec![
+        VOTE_DOMAIN,
+        &prefix,
+        chain_id.as_bytes(),
+        &h,
+        block_hash.as_bytes(),
+        &[0u8],
+        Hash::ZERO.as_bytes(),
+        &count,
+    ];
+    parts.extend(bad.iter().map(|t| &t.as_bytes()[..]));
+    Hash::digest_parts(&parts)
 }
 
 /// The digest a reset signature covers.

@@ -7,6 +7,9 @@ use std::collections::HashSet;
 
 /// Longest NACK reason kept, in bytes; longer ones are cut on decode.
 pub const MAX_NACK_REASON: usize = 256;
+/// Most bad tx hashes a NACK names; a vote naming more is refused on
+/// decode, and [`Vote::nack`] keeps the first ones.
+pub const MAX_BAD_TXS: usize = 16;
 
 /// A validator's verdict on a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,8 +22,11 @@ pub struct Vote {
     pub ack: bool,
     /// App hash after executing the block (ACK); zero on NACK.
     pub app_hash: Hash,
-    /// Why the block was refused (NACK); not signed.
+    /// Why the block was refused (NACK); free text for logs, not signed.
     pub nack_reason: String,
+    /// NACK: the txs that made the block invalid (signed; at most
+    /// [`MAX_BAD_TXS`]). Empty on ACK.
+    pub bad_txs: Vec<Hash>,
     /// The voter.
     pub validator: PublicKey,
     /// Signature over [`sign::vote_digest`].
@@ -43,26 +49,31 @@ impl Vote {
             ack: true,
             app_hash,
             nack_reason: String::new(),
+            bad_txs: Vec::new(),
             validator: key.public(),
             signature: key.sign_digest(&digest),
         }
     }
 
-    /// A signed NACK.
+    /// A signed NACK naming the txs that made the block invalid (the
+    /// first [`MAX_BAD_TXS`] of `bad_txs` are kept, and signed).
     pub fn nack(
         key: &NodeKey,
         chain_id: &str,
         height: u64,
         block_hash: Hash,
         reason: &str,
+        bad_txs: &[Hash],
     ) -> Vote {
-        let digest = sign::vote_digest(chain_id, height, &block_hash, false, &Hash::ZERO);
+        let bad_txs = bad_txs[..bad_txs.len().min(MAX_BAD_TXS)].to_vec();
+        let digest = sign::nack_digest(chain_id, height, &block_hash, &bad_txs);
         Vote {
             height,
             block_hash,
             ack: false,
             app_hash: Hash::ZERO,
             nack_reason: truncate(reason, MAX_NACK_REASON),
+            bad_txs,
             validator: key.public(),
             signature: key.sign_digest(&digest),
         }
@@ -70,13 +81,11 @@ impl Vote {
 
     /// The digest the signature covers.
     pub fn digest(&self, chain_id: &str) -> Hash {
-        sign::vote_digest(
-            chain_id,
-            self.height,
-            &self.block_hash,
-            self.ack,
-            &self.app_hash,
-        )
+        if self.ack {
+            sign::vote_digest(chain_id, self.height, &self.block_hash, true, &self.app_hash)
+        } else {
+            sign::nack_digest(chain_id, self.height, &self.block_hash, &self.bad_txs)
+        }
     }
 
     /// Checks the signature.
@@ -98,6 +107,7 @@ impl Vote {
             nack_reason: self.nack_reason.clone(),
             validator: self.validator.0.to_vec(),
             signature: self.signature.0.to_vec(),
+            bad_txs: self.bad_txs.iter().map(|h| h.0.to_vec()).collect(),
         }
     }
 
@@ -109,12 +119,30 @@ impl Vote {
         } else {
             Hash::ZERO
         };
+        if p.ack && !p.bad_txs.is_empty() {
+            return Err(DecodeError::invalid(W, "an ACK names bad txs"));
+        }
+        if p.bad_txs.len() > MAX_BAD_TXS {
+            return Err(DecodeError::invalid(
+                W,
+                format!(
+                    "names {} bad txs, at most {MAX_BAD_TXS} are allowed",
+                    p.bad_txs.len()
+                ),
+            ));
+        }
+        let bad_txs = p
+            .bad_txs
+            .iter()
+            .map(|b| codec::hash_field(W, "bad_txs", b))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Vote {
             height: p.height,
             block_hash: codec::hash_field(W, "block_hash", &p.block_hash)?,
             ack: p.ack,
             app_hash,
             nack_reason: truncate(&p.nack_reason, MAX_NACK_REASON),
+            bad_txs,
             validator: codec::key_field(W, "validator", &p.validator)?,
             signature: codec::sig_field(W, "signature", &p.signature)?,
         })
@@ -288,9 +316,30 @@ mod tests {
         let mut w = v.clone();
         w.app_hash = Hash::digest(b"x");
         assert!(!w.verify("c"));
-        let n = Vote::nack(&k, "c", 5, bh, &"r".repeat(1000));
+        let bad: Vec<Hash> = (0..20u8).map(|i| Hash::digest(&[i])).collect();
+        let n = Vote::nack(&k, "c", 5, bh, &"r".repeat(1000), &bad);
         assert!(n.verify("c"));
         assert_eq!(n.nack_reason.len(), MAX_NACK_REASON);
+        assert_eq!(n.bad_txs, bad[..MAX_BAD_TXS]);
+        // The reason is free text; the bad txs are signed.
+        let mut r = n.clone();
+        r.nack_reason = "other".into();
+        assert!(r.verify("c"));
+        let mut t = n.clone();
+        t.bad_txs.swap(0, 1);
+        assert!(!t.verify("c"));
+        t.bad_txs.truncate(3);
+        assert!(!t.verify("c"));
+        assert_eq!(Vote::from_proto(&n.to_proto()).unwrap(), n);
+        let mut too_many = n.to_proto();
+        too_many.bad_txs.push(vec![0; 32]);
+        assert!(Vote::from_proto(&too_many).is_err());
+        let mut short = n.to_proto();
+        short.bad_txs[0] = vec![0; 31];
+        assert!(Vote::from_proto(&short).is_err());
+        let mut ack_blames = v.to_proto();
+        ack_blames.bad_txs.push(vec![0; 32]);
+        assert!(Vote::from_proto(&ack_blames).is_err());
         // A NACK cannot be turned into an ACK.
         let mut a = n.clone();
         a.ack = true;

@@ -77,7 +77,7 @@ fn vote() -> impl Strategy<Value = Vote> {
             if ack {
                 Vote::ack(&k, "c", h, bh, ah)
             } else {
-                Vote::nack(&k, "c", h, bh, &reason)
+                Vote::nack(&k, "c", h, bh, &reason, &[])
             }
         })
 }

@@ -1,0 +1,108 @@
+//! What a node promised at one height: the record the commit engine has the
+//! node write durably *before* the message that makes the promise leaves
+//! (a validator's vote, a leader's proposal), so that a restart never makes
+//! it break the promise (vote for a second block at a height, propose again
+//! at a height it already proposed) and a store that went back in time is
+//! noticed.
+//!
+//! Node-local: it is stored in the node's block store, never sent. The
+//! encoding is the prost message `Promise` of `proto/kite/types.proto`.
+
+use crate::codec::{self, DecodeError};
+use crate::{Hash, Vote, proto};
+use prost::Message;
+
+/// Most proposed block hashes kept for one height (the leader re-proposes a
+/// height at most this many times before it stops resetting).
+pub const MAX_PROPOSED: usize = 256;
+/// Largest encoded record accepted when reading it back.
+pub const MAX_PROMISE_BYTES: usize = 64 * 1024;
+
+/// What this node promised at `height`, the highest height it promised
+/// anything at.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Promise {
+    /// The height the promises are about.
+    pub height: u64,
+    /// Validator: its latest vote at `height` (an ACK locks it on that
+    /// block until the leader's signed reset releases it).
+    pub vote: Option<Vote>,
+    /// Leader: the blocks it proposed at `height`, oldest first (at most
+    /// [`MAX_PROPOSED`]); the last one is its current proposal.
+    pub proposed: Vec<Hash>,
+}
+
+impl Promise {
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        proto::Promise {
+            height: self.height,
+            vote: self.vote.as_ref().map(Vote::to_proto),
+            proposed: self.proposed.iter().map(|h| h.0.to_vec()).collect(),
+        }
+        .encode_to_vec()
+    }
+
+    /// Reads the stored form back, checking every field.
+    pub fn decode(bytes: &[u8]) -> Result<Promise, DecodeError> {
+        const W: &str = "promise record";
+        let p: proto::Promise = codec::decode(W, bytes, MAX_PROMISE_BYTES)?;
+        if p.proposed.len() > MAX_PROPOSED {
+            return Err(DecodeError::invalid(
+                W,
+                format!(
+                    "{} proposed blocks, at most {MAX_PROPOSED}",
+                    p.proposed.len()
+                ),
+            ));
+        }
+        let vote = p.vote.as_ref().map(Vote::from_proto).transpose()?;
+        if let Some(v) = &vote
+            && v.height != p.height
+        {
+            return Err(DecodeError::invalid(
+                W,
+                format!("its vote is for height {}, not {}", v.height, p.height),
+            ));
+        }
+        Ok(Promise {
+            height: p.height,
+            vote,
+            proposed: p
+                .proposed
+                .iter()
+                .map(|b| codec::hash_field(W, "proposed", b))
+                .collect::<Result<Vec<_>, _>>()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NodeKey;
+
+    #[test]
+    fn round_trip_and_bounds() {
+        let k = NodeKey::from_seed([3; 32]);
+        let p = Promise {
+            height: 9,
+            vote: Some(Vote::ack(&k, "c", 9, Hash::digest(b"b"), Hash::digest(b"a"))),
+            proposed: vec![Hash::digest(b"x"), Hash::digest(b"y")],
+        };
+        assert_eq!(Promise::decode(&p.encode()).unwrap(), p);
+        assert_eq!(
+            Promise::decode(&Promise::default().encode()).unwrap(),
+            Promise::default()
+        );
+        let mut wrong = p.clone();
+        wrong.height = 10;
+        assert!(Promise::decode(&wrong.encode()).is_err());
+        let mut many = p.clone();
+        many.vote = None;
+        many.proposed = vec![Hash::ZERO; MAX_PROPOSED + 1];
+        assert!(Promise::decode(&many.encode()).is_err());
+        assert!(Promise::decode(&[0xff, 0xff, 0xff]).is_err());
+        assert!(Promise::decode(&vec![0u8; MAX_PROMISE_BYTES + 1]).is_err());
+    }
+}
