@@ -378,7 +378,12 @@ impl Engine {
         {
             // Every block proposed before the restart is abandoned (none
             // was committed: the store would hold it), so it is reset.
-            let proposed: Vec<Hash> = promise.proposed.iter().take(MAX_PROPOSED).copied().collect();
+            let proposed: Vec<Hash> = promise
+                .proposed
+                .iter()
+                .take(MAX_PROPOSED)
+                .copied()
+                .collect();
             for bh in &proposed {
                 let sig = key.sign_digest(&sign::reset_digest(&self.cfg.chain_id, open, bh));
                 self.h.add_reset(*bh, sig);
@@ -921,7 +926,10 @@ impl Engine {
         if self.h.blocks.len() >= MAX_BLOCKS_PER_HEIGHT {
             // Make room for the newest: drop the oldest block that is
             // neither locked nor committed.
-            let keep = [self.h.locked_on(), self.h.commit.as_ref().map(|k| k.block_hash)];
+            let keep = [
+                self.h.locked_on(),
+                self.h.commit.as_ref().map(|k| k.block_hash),
+            ];
             let oldest = self
                 .h
                 .blocks
@@ -1615,6 +1623,12 @@ impl Engine {
             return;
         }
         self.sync.peer_height(peer, height);
+        if self.is_leader() && self.behind() && self.h.proposal.is_some() {
+            // A proven height above this leader's (the node checks a status
+            // claim before it feeds it): its proposal cannot commit; catch
+            // up first.
+            self.leader_reset("behind the network: catching up", out);
+        }
         if height < self.committed.height {
             self.reannounce_to(peer, out);
         }

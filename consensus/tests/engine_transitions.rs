@@ -8,8 +8,8 @@ use kite_consensus::{
     RangeCheck, Role, Target,
 };
 use kite_types::{
-    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, Quorum, Tx, Validator,
-    ValidatorSet, Vote, sign,
+    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, Promise, Quorum, Tx,
+    Validator, ValidatorSet, Vote, sign,
 };
 
 const CHAIN: &str = "kite-test";
@@ -140,6 +140,16 @@ fn kind(o: &Output) -> Option<String> {
         }
         Output::ScheduleTimeout { .. } => return None,
         Output::Halt { .. } => "Halt".into(),
+        Output::Persist { promise } => format!(
+            "Persist(h{}{})",
+            promise.height,
+            match &promise.vote {
+                Some(v) if v.ack => " ack",
+                Some(_) => " nack",
+                None if promise.proposed.is_empty() => "",
+                None => " proposed",
+            }
+        ),
     })
 }
 
@@ -262,7 +272,11 @@ fn leader_happy_path() {
                 |_| Input::BlockBuilt {
                     txs: vec![tx(1), tx(2)],
                 },
-                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                &[
+                    "Persist(h1 proposed)",
+                    "ExecuteBlock(h1)",
+                    "SendProposal(h1,to3)",
+                ],
                 "proposed",
             ),
             row(
@@ -316,7 +330,7 @@ fn leader_happy_path() {
                         app_hash: app_of(&b),
                     }
                 },
-                &["Announce(h1,all)"],
+                &["Persist(h2)", "Announce(h1,all)"],
                 "idle",
             ),
         ],
@@ -339,10 +353,13 @@ fn leader_commit_info_holds_the_quorum() {
             })
     );
     let out = e.handle(Input::BlockBuilt { txs: vec![tx(1)] });
-    let b = match &out[0] {
-        Output::ExecuteBlock { block } => block.clone(),
-        o => panic!("{o:?}"),
-    };
+    let b = out
+        .iter()
+        .find_map(|o| match o {
+            Output::ExecuteBlock { block } => Some(block.clone()),
+            _ => None,
+        })
+        .expect("the leader executes its block");
     assert!(b.verify_leader(&key(1).public()));
     e.handle(Input::BlockExecuted {
         height: 1,
@@ -400,7 +417,11 @@ fn leader_nack_quorum_resets_drops_and_reproposes() {
                 move |_| Input::BlockBuilt {
                     txs: vec![tx(1), tx(2)],
                 },
-                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                &[
+                    "Persist(h1 proposed)",
+                    "ExecuteBlock(h1)",
+                    "SendProposal(h1,to3)",
+                ],
                 "proposed",
             ),
             row("own exec ok", executed_ok, &[], "proposed"),
@@ -428,7 +449,11 @@ fn leader_nack_quorum_resets_drops_and_reproposes() {
             row(
                 "re-proposal with the good tx only",
                 |_| Input::BlockBuilt { txs: vec![tx(1)] },
-                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                &[
+                    "Persist(h1 proposed)",
+                    "ExecuteBlock(h1)",
+                    "SendProposal(h1,to3)",
+                ],
                 "proposed",
             ),
             row(
@@ -463,7 +488,11 @@ fn leader_own_invalid_block_and_round_timeout() {
             row(
                 "built",
                 |_| Input::BlockBuilt { txs: vec![tx(1)] },
-                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                &[
+                    "Persist(h1 proposed)",
+                    "ExecuteBlock(h1)",
+                    "SendProposal(h1,to3)",
+                ],
                 "proposed",
             ),
             row(
@@ -500,7 +529,11 @@ fn leader_own_invalid_block_and_round_timeout() {
             row(
                 "built",
                 |_| Input::BlockBuilt { txs: vec![tx(3)] },
-                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                &[
+                    "Persist(h1 proposed)",
+                    "ExecuteBlock(h1)",
+                    "SendProposal(h1,to3)",
+                ],
                 "proposed",
             ),
             row("own exec", executed_ok, &[], "proposed"),
@@ -540,7 +573,11 @@ fn leader_empty_blocks_only_when_configured() {
             row(
                 "empty block",
                 |_| Input::BlockBuilt { txs: vec![] },
-                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                &[
+                    "Persist(h1 proposed)",
+                    "ExecuteBlock(h1)",
+                    "SendProposal(h1,to3)",
+                ],
                 "proposed",
             ),
         ],
@@ -566,9 +603,17 @@ fn leader_empty_blocks_only_when_configured() {
 
 #[test]
 fn leader_resets_a_block_voted_before_its_restart() {
-    let mut e = leader();
-    // A block this leader signed before a crash, which validator 2 ACKed.
+    // A block this leader signed before a crash, which validator 2 ACKed;
+    // the leader's promise record names it.
     let old = block1(5, 1);
+    let mut e = leader();
+    e.restore(&Promise {
+        height: 1,
+        vote: None,
+        proposed: vec![old.hash()],
+    })
+    .unwrap();
+    let (old_a, old_b) = (old.clone(), old.clone());
     run(
         &mut e,
         vec![
@@ -580,24 +625,46 @@ fn leader_resets_a_block_voted_before_its_restart() {
                 "idle",
             ),
             row(
-                "after the restart grace period",
-                |_| Input::Tick { now_ms: 10_600 },
+                "propose timeout",
+                |_| Input::Tick { now_ms: 10_100 },
                 &["BuildBlock"],
                 "building",
             ),
             row(
-                "built",
+                "built: the record keeps both proposals",
                 |_| Input::BlockBuilt { txs: vec![tx(1)] },
-                &["ExecuteBlock(h1)", "SendProposal(h1,to3)"],
+                &[
+                    "Persist(h1 proposed)",
+                    "ExecuteBlock(h1)",
+                    "SendProposal(h1,to3)",
+                ],
                 "proposed",
             ),
             row(
-                "validator 2 is locked on the old block",
+                "validator 2 is locked on the old block: reset it",
                 move |_| Input::VoteReceived {
-                    vote: Vote::ack(&key(2), CHAIN, 1, old.hash(), app_of(&old)),
+                    vote: Vote::ack(&key(2), CHAIN, 1, old_a.hash(), app_of(&old_a)),
                     best_header: None,
                 },
                 &["SendReset(h1)"],
+                "proposed",
+            ),
+            row(
+                "the same vote again at once: one reset per resend interval",
+                move |_| Input::VoteReceived {
+                    vote: Vote::ack(&key(2), CHAIN, 1, old_b.hash(), app_of(&old_b)),
+                    best_header: None,
+                },
+                &[],
+                "proposed",
+            ),
+            row(
+                "a vote for a block this leader never proposed: no reset signed",
+                |_| Input::VoteReceived {
+                    vote: Vote::ack(&key(3), CHAIN, 1, Hash::digest(b"never"), genesis_app()),
+                    best_header: None,
+                },
+                &[],
                 "proposed",
             ),
         ],
@@ -642,15 +709,16 @@ fn leader_restart_reannounces_and_catches_up() {
         .all(|o| kind(o).is_none())
     );
 
-    // A leader restarted from an older store: a validator NACKs its
-    // proposal with its best header; the leader syncs instead of proposing.
+    // A leader restarted from an older store (a fresh home): a validator
+    // NACKs its proposal with its best header, an unsigned hint the leader
+    // does not act on; the proven status of a peer makes it reset and sync.
     let mut e = leader();
     e.handle(Input::Tick { now_ms: 0 });
     e.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
     e.handle(Input::Tick { now_ms: 100 });
     let out = e.handle(Input::BlockBuilt { txs: vec![tx(7)] });
-    let Output::ExecuteBlock { block: mine } = &out[0] else {
-        panic!()
+    let Some(Output::ExecuteBlock { block: mine }) = out.get(1) else {
+        panic!("{out:?}")
     };
     let later = Block::new_signed(
         header(3, Hash::digest(b"x"), Hash::digest(b"y"), 50),
@@ -658,8 +726,22 @@ fn leader_restart_reannounces_and_catches_up() {
         &key(1),
     );
     let out = e.handle(Input::VoteReceived {
-        vote: Vote::nack(&key(2), CHAIN, 1, mine.hash(), "height already committed", &[]),
+        vote: Vote::nack(
+            &key(2),
+            CHAIN,
+            1,
+            mine.hash(),
+            "height already committed",
+            &[],
+        ),
         best_header: Some(later.header().clone()),
+    });
+    assert_eq!(out.iter().filter_map(kind).count(), 0, "{out:?}");
+    assert_eq!(e.status().step, "proposed");
+    let out = e.handle(Input::PeerStatus {
+        peer: key(2).public(),
+        height: 3,
+        hash: later.hash(),
     });
     assert_eq!(
         out.iter().filter_map(kind).collect::<Vec<_>>(),
@@ -697,7 +779,12 @@ fn validator_votes_locks_and_commits() {
                 &["ExecuteBlock(h1)"],
                 "idle",
             ),
-            row("executed: ACK", executed_ok, &["SendVote(ack h1)"], "voted"),
+            row(
+                "executed: ACK, recorded before it is sent",
+                executed_ok,
+                &["Persist(h1 ack)", "SendVote(ack h1)"],
+                "voted",
+            ),
             row(
                 "same proposal again: vote re-sent",
                 move |_| Input::ProposalReceived {
@@ -733,25 +820,30 @@ fn validator_votes_locks_and_commits() {
                 "voted",
             ),
             row(
-                "leader's reset of the first block: unlocked",
+                "leader's reset of the first block: unlocked, the newest proposal is taken up",
                 move |_| Input::ResetReceived {
                     height: 1,
                     block_hash: b1d.hash(),
                     leader_sig: key(1).sign_digest(&sign::reset_digest(CHAIN, 1, &b1d.hash())),
                 },
-                &[],
+                &["ExecuteBlock(h1)"],
                 "idle",
             ),
             row(
-                "second block",
+                "second block re-sent: already being executed",
                 move |_| Input::ProposalReceived {
                     from: key(1).public(),
                     block: b2b.clone(),
                 },
-                &["ExecuteBlock(h1)"],
+                &[],
                 "idle",
             ),
-            row("executed: ACK", executed_ok, &["SendVote(ack h1)"], "voted"),
+            row(
+                "executed: ACK, recorded before it is sent",
+                executed_ok,
+                &["Persist(h1 ack)", "SendVote(ack h1)"],
+                "voted",
+            ),
             row(
                 "announce with only 2 votes: ignored",
                 move |_| Input::CommitAnnounced {
@@ -820,7 +912,7 @@ fn validator_nacks_bad_blocks() {
                     from: key(1).public(),
                     block: bad_prev.clone(),
                 },
-                &["SendVote(nack h1)"],
+                &["Persist(h1 nack)", "SendVote(nack h1)"],
                 "voted",
             ),
             // The tx root is outside the signed hash? No: it is in the header,
@@ -831,7 +923,7 @@ fn validator_nacks_bad_blocks() {
                     from: key(1).public(),
                     block: bad_root.clone(),
                 },
-                &["SendVote(nack h1)"],
+                &["Persist(h1 nack)", "SendVote(nack h1)"],
                 "voted",
             ),
             row(
@@ -853,7 +945,7 @@ fn validator_nacks_bad_blocks() {
                         reason: "bad nonce".into(),
                     }),
                 },
-                &["SendVote(nack h1)"],
+                &["Persist(h1 nack)", "SendVote(nack h1)"],
                 "voted",
             ),
         ],
@@ -884,7 +976,7 @@ fn validator_halts_on_app_hash_mismatch_and_stays_halted() {
                     block_hash: c.block().hash(),
                     result: Ok(Hash::digest(b"mine")),
                 },
-                &["SendVote(ack h1)"],
+                &["Persist(h1 ack)", "SendVote(ack h1)"],
                 "voted",
             ),
             row(
@@ -1310,4 +1402,273 @@ fn sync_fast_path_halts_on_a_block_invalid_here_or_on_another_chain() {
         !e.halted().unwrap().contains("  "),
         "one line, single spaces"
     );
+}
+
+/// The leader's signed reset of `b` at height 1.
+fn reset_of(b: &Block) -> Input {
+    Input::ResetReceived {
+        height: 1,
+        block_hash: b.hash(),
+        leader_sig: key(1).sign_digest(&sign::reset_digest(CHAIN, 1, &b.hash())),
+    }
+}
+
+fn proposal(b: &Block) -> Input {
+    Input::ProposalReceived {
+        from: key(1).public(),
+        block: b.clone(),
+    }
+}
+
+fn executed(b: &Block) -> Input {
+    Input::BlockExecuted {
+        height: 1,
+        block_hash: b.hash(),
+        result: Ok(app_of(b)),
+    }
+}
+
+fn kinds(out: &[Output]) -> Vec<String> {
+    out.iter().filter_map(kind).collect()
+}
+
+/// Votes withheld from the leader for many rounds: the leader resets and
+/// re-proposes every round; a validator must keep taking the newest
+/// proposal (the per-height maps once filled up after 16 and it ignored the
+/// leader for the rest of the height).
+#[test]
+fn validator_follows_twenty_reproposals_and_commits() {
+    let mut e = validator(2);
+    e.handle(Input::Tick { now_ms: 1000 });
+    let rounds: Vec<Block> = (1..=21).map(|r| block1(100 * r, 1)).collect();
+    for (r, b) in rounds.iter().enumerate() {
+        assert_eq!(
+            kinds(&e.handle(proposal(b))),
+            ["ExecuteBlock(h1)"],
+            "round {}",
+            r + 1
+        );
+        assert_eq!(
+            kinds(&e.handle(executed(b))),
+            ["Persist(h1 ack)", "SendVote(ack h1)"],
+            "round {}",
+            r + 1
+        );
+        if r + 1 < rounds.len() {
+            // The leader heard nothing: round timeout, reset.
+            assert!(kinds(&e.handle(reset_of(b))).is_empty());
+            assert_eq!(e.status().step, "idle", "round {}: unlocked", r + 1);
+        }
+    }
+    // A replay of an abandoned proposal is ignored, reset or not.
+    assert!(kinds(&e.handle(proposal(&rounds[3]))).is_empty());
+    let last = rounds.last().unwrap();
+    let out = e.handle(Input::CommitAnnounced {
+        from: Some(key(1).public()),
+        header: last.header().clone(),
+        leader_sig: *last.leader_sig(),
+        commit_info: ci(last, &[1, 2, 3], app_of(last)),
+    });
+    assert_eq!(kinds(&out), ["Commit(h1)"]);
+}
+
+/// The same from the leader's side: 20 round timeouts with no vote, then
+/// the votes come and the height commits.
+#[test]
+fn leader_commits_after_twenty_round_timeouts() {
+    let mut e = leader();
+    e.handle(Input::Tick { now_ms: 0 });
+    e.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    let mut now = 100;
+    let mut block = None;
+    for round in 1..=21 {
+        let out = e.handle(Input::Tick { now_ms: now });
+        assert!(
+            kinds(&out).contains(&"BuildBlock".to_string()),
+            "round {round}: {out:?}"
+        );
+        let out = e.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+        let b = out
+            .iter()
+            .find_map(|o| match o {
+                Output::SendProposal { block, .. } => Some(block.clone()),
+                _ => None,
+            })
+            .expect("proposed");
+        e.handle(Input::BlockExecuted {
+            height: 1,
+            block_hash: b.hash(),
+            result: Ok(app_of(&b)),
+        });
+        block = Some(b);
+        // Nothing heard until the round times out.
+        now += 2000;
+    }
+    let b = block.unwrap();
+    for v in [2, 3] {
+        e.handle(Input::VoteReceived {
+            vote: Vote::ack(&key(v), CHAIN, 1, b.hash(), app_of(&b)),
+            best_header: None,
+        });
+    }
+    assert_eq!(e.status().step, "committing");
+    assert_eq!(e.status().round, 21);
+}
+
+/// One validator's votes cost the leader bounded work and never stop it
+/// proposing: a signed vote for a far-future height, a NACK with an
+/// unsigned far-future best header, votes for blocks it never proposed.
+#[test]
+fn a_byzantine_validator_cannot_stop_the_leader() {
+    let mut e = leader();
+    e.handle(Input::Tick { now_ms: 0 });
+    e.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    let far = Block::new_signed(
+        header(5000, Hash::digest(b"x"), Hash::digest(b"y"), 50),
+        vec![],
+        &key(1),
+    );
+    let spam = |i: u64| -> Vec<Input> {
+        let random = Hash::digest(&i.to_le_bytes());
+        vec![
+            Input::VoteReceived {
+                vote: Vote::ack(&key(4), CHAIN, 5000 + i, random, random),
+                best_header: None,
+            },
+            Input::VoteReceived {
+                vote: Vote::nack(&key(4), CHAIN, 1, random, "height already committed", &[]),
+                best_header: Some(far.header().clone()),
+            },
+            Input::VoteReceived {
+                vote: Vote::ack(&key(4), CHAIN, 1, random, random),
+                best_header: None,
+            },
+        ]
+    };
+    for i in 0..40 {
+        for input in spam(i) {
+            assert!(kinds(&e.handle(input)).is_empty(), "spam {i}");
+        }
+    }
+    assert_eq!(e.status().sync_target, 0, "no claimed height was believed");
+    let out = e.handle(Input::Tick { now_ms: 100 });
+    assert_eq!(kinds(&out), ["BuildBlock"]);
+    let out = e.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    assert!(kinds(&out).contains(&"SendProposal(h1,to3)".to_string()));
+    for i in 40..80 {
+        for input in spam(i) {
+            assert!(kinds(&e.handle(input)).is_empty(), "spam {i}");
+        }
+    }
+    assert_eq!(e.status().step, "proposed");
+}
+
+/// A validator that ACKed a block and restarted is still locked on it: it
+/// answers another proposal at that height with the same vote until the
+/// leader's reset releases it.
+#[test]
+fn validator_restarted_mid_height_does_not_vote_for_a_second_block() {
+    let b1 = block1(10, 1);
+    let b2 = block1(20, 1);
+    let mut e = validator(2);
+    e.handle(Input::Tick { now_ms: 1000 });
+    e.handle(proposal(&b1));
+    let out = e.handle(executed(&b1));
+    let promise = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Persist { promise } => Some(promise.clone()),
+            _ => None,
+        })
+        .expect("the vote is recorded");
+    let sent = out
+        .iter()
+        .find_map(|o| match o {
+            Output::SendVote { vote, .. } => Some(vote.clone()),
+            _ => None,
+        })
+        .expect("the vote is sent");
+    assert_eq!(promise.vote.as_ref(), Some(&sent));
+
+    // Restart: a new engine on the same store, given the record back.
+    let mut e = validator(2);
+    e.restore(&promise).unwrap();
+    assert_eq!(e.status().locked_on, Some(b1.hash()));
+    let out = e.handle(Input::Tick { now_ms: 5000 });
+    assert_eq!(kinds(&out), ["SendVote(ack h1)"], "the vote is re-sent");
+    let out = e.handle(proposal(&b2));
+    assert_eq!(
+        kinds(&out),
+        ["SendVote(ack h1)"],
+        "answered with the old vote"
+    );
+    let again = out.iter().find_map(|o| match o {
+        Output::SendVote { vote, .. } => Some(vote.clone()),
+        _ => None,
+    });
+    assert_eq!(again, Some(sent));
+    // The leader's reset releases it; it takes the newest proposal up.
+    assert_eq!(kinds(&e.handle(reset_of(&b1))), ["ExecuteBlock(h1)"]);
+    assert_eq!(
+        kinds(&e.handle(executed(&b2))),
+        ["Persist(h1 ack)", "SendVote(ack h1)"]
+    );
+}
+
+/// A store older than the promise record is refused, naming the way out;
+/// a record of a committed height is fulfilled; another key's record is
+/// refused.
+#[test]
+fn restore_refuses_a_store_older_than_the_promise() {
+    let mut e = leader();
+    let err = e
+        .restore(&Promise {
+            height: 7,
+            vote: None,
+            proposed: vec![Hash::digest(b"p")],
+        })
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(
+        err,
+        kite_consensus::EngineError::StoreBehind {
+            tip: 0,
+            promised: 7,
+            ..
+        }
+    ));
+    assert!(
+        msg.contains("fresh home") && msg.contains("height 7"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+
+    let b = block1(5, 1);
+    let committed = CommittedState {
+        height: 1,
+        block_hash: b.hash(),
+        app_hash: app_of(&b),
+        last: Some(LastCommit {
+            header: b.header().clone(),
+            leader_sig: *b.leader_sig(),
+            commit_info: ci(&b, &[1, 2, 3], app_of(&b)),
+        }),
+    };
+    let mut v = Engine::new(config(Role::Validator, Some(3)), committed).unwrap();
+    let fulfilled = Promise {
+        height: 1,
+        vote: Some(Vote::ack(&key(3), CHAIN, 1, b.hash(), app_of(&b))),
+        proposed: vec![],
+    };
+    v.restore(&fulfilled).unwrap();
+    assert_eq!(v.status().locked_on, None);
+    let foreign = Promise {
+        height: 2,
+        vote: Some(Vote::ack(&key(4), CHAIN, 2, b.hash(), app_of(&b))),
+        proposed: vec![],
+    };
+    assert!(matches!(
+        v.restore(&foreign),
+        Err(kite_consensus::EngineError::ForeignPromise { .. })
+    ));
 }

@@ -87,7 +87,13 @@ mod tests {
         let k = NodeKey::from_seed([3; 32]);
         let p = Promise {
             height: 9,
-            vote: Some(Vote::ack(&k, "c", 9, Hash::digest(b"b"), Hash::digest(b"a"))),
+            vote: Some(Vote::ack(
+                &k,
+                "c",
+                9,
+                Hash::digest(b"b"),
+                Hash::digest(b"a"),
+            )),
             proposed: vec![Hash::digest(b"x"), Hash::digest(b"y")],
         };
         assert_eq!(Promise::decode(&p.encode()).unwrap(), p);

@@ -82,7 +82,13 @@ impl Vote {
     /// The digest the signature covers.
     pub fn digest(&self, chain_id: &str) -> Hash {
         if self.ack {
-            sign::vote_digest(chain_id, self.height, &self.block_hash, true, &self.app_hash)
+            sign::vote_digest(
+                chain_id,
+                self.height,
+                &self.block_hash,
+                true,
+                &self.app_hash,
+            )
         } else {
             sign::nack_digest(chain_id, self.height, &self.block_hash, &self.bad_txs)
         }

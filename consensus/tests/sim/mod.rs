@@ -12,8 +12,8 @@ use kite_consensus::{
     CommittedState, Engine, EngineConfig, ExecError, Input, LastCommit, Output, Role, Target,
 };
 use kite_types::{
-    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, PublicKey, Quorum,
-    Signature, Tx, Validator, ValidatorSet, Vote, sign,
+    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, Promise, PublicKey,
+    Quorum, Signature, Tx, Validator, ValidatorSet, Vote, sign,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -70,13 +70,18 @@ pub enum Fault {
         heal_ms: u64,
     },
     /// At `at_ms`, crash `node`, cut its store back to `keep_height`, and
-    /// restart it after `down_ms`.
+    /// restart it after `down_ms`. Its promise record survives; when the
+    /// engine refuses the older store, the "operator" starts the node from a
+    /// fresh home (no record) on that store, as the error says.
     Rollback {
         node: usize,
         at_ms: u64,
         keep_height: u64,
         down_ms: u64,
     },
+    /// Every vote sent to the leader from `at_ms` to `heal_ms` is lost (the
+    /// validators see proposals and resets; the leader never hears back).
+    WithholdVotes { at_ms: u64, heal_ms: u64 },
 }
 
 /// A run's parameters.
@@ -102,6 +107,11 @@ pub struct SimConfig {
     pub byzantine_app: Option<usize>,
     /// Inject forged proposals, resets, announces and votes.
     pub forger: bool,
+    /// A validator that, besides voting, sends the leader every 10 ms a
+    /// signed vote for a far-future height, a NACK carrying a far-future
+    /// (unsigned) best header, and signed votes for random blocks at the
+    /// open height.
+    pub byzantine_voter: Option<usize>,
     pub empty_block_timeout_ms: u64,
 }
 
@@ -121,6 +131,7 @@ impl SimConfig {
             faults: Vec::new(),
             byzantine_app: None,
             forger: false,
+            byzantine_voter: None,
             empty_block_timeout_ms: 100,
         }
     }
@@ -212,6 +223,7 @@ enum Ev {
     TxGen,
     Status,
     Forge,
+    ByzVote,
     Fault(usize),
     Heal(usize),
     Restart {
@@ -254,6 +266,8 @@ struct Node {
     byzantine: bool,
     down_forever: bool,
     ticks: BTreeSet<u64>,
+    /// The last promise record written (survives crashes and rollbacks).
+    promise: Option<Promise>,
 }
 
 impl Node {
@@ -318,6 +332,12 @@ pub struct Stats {
     pub batch_applies: u64,
     /// Fetched blocks the proof checker refused.
     pub bad_ranges: u64,
+    /// Starts the engine refused (store older than the promise record).
+    pub refused: u64,
+    /// Votes lost to a [`Fault::WithholdVotes`].
+    pub withheld: u64,
+    /// Messages the byzantine voter sent.
+    pub byz_votes: u64,
 }
 
 /// What a run ended with; two runs of one seed must give equal outcomes.
@@ -365,6 +385,7 @@ pub fn out_name(o: &Output) -> &'static str {
         Output::RequestBlocks { .. } => "request",
         Output::ScheduleTimeout { .. } => "timeout",
         Output::Halt { .. } => "halt",
+        Output::Persist { .. } => "persist",
     }
 }
 
@@ -413,6 +434,7 @@ impl Sim {
                 byzantine: cfg.byzantine_app == Some(i),
                 down_forever: false,
                 ticks: BTreeSet::new(),
+                promise: None,
             })
             .collect();
         let clients = (0..8u8)
@@ -487,7 +509,21 @@ impl Sim {
         node.staged.clear();
         node.ticks.clear();
         let cs = node.committed_state(self.genesis_app);
-        node.engine = Some(Engine::new(cfg, cs).expect("engine config"));
+        let mut engine = Engine::new(cfg.clone(), cs.clone()).expect("engine config");
+        if let Some(p) = &node.promise
+            && let Err(e) = engine.restore(p)
+        {
+            assert!(
+                matches!(e, kite_consensus::EngineError::StoreBehind { .. }),
+                "seed {}: node {i}: {e}",
+                self.cfg.seed
+            );
+            // The operator's way out: a fresh home on the same store.
+            self.stats.refused += 1;
+            node.promise = None;
+            engine = Engine::new(cfg, cs).expect("engine config");
+        }
+        node.engine = Some(engine);
         self.feed(i, Input::Tick { now_ms: self.now });
         if i == 0 {
             self.mempool_status();
@@ -525,6 +561,10 @@ impl Sim {
             self.stats.dropped += 1;
             return;
         }
+        if to == 0 && matches!(msg, Msg::Vote { .. }) && self.withholding() {
+            self.stats.withheld += 1;
+            return;
+        }
         let at = self.now + self.cfg.delay_ms + self.rng.below(self.cfg.jitter_ms + 1);
         self.push(
             at,
@@ -534,6 +574,12 @@ impl Sim {
                 msg: Box::new(msg),
             },
         );
+    }
+
+    fn withholding(&self) -> bool {
+        self.cfg.faults.iter().any(|f| {
+            matches!(f, Fault::WithholdVotes { at_ms, heal_ms } if (*at_ms..*heal_ms).contains(&self.now))
+        })
     }
 
     fn targets(&self, from: usize, t: &Target) -> Vec<usize> {
@@ -642,6 +688,15 @@ impl Sim {
                     "seed {}: node {i} votes for a block the leader never proposed",
                     self.cfg.seed
                 );
+                if vote.ack && vote.height == self.nodes[i].height() + 1 {
+                    // Promised before sent.
+                    assert_eq!(
+                        self.nodes[i].promise.as_ref().and_then(|p| p.vote.as_ref()),
+                        Some(&vote),
+                        "seed {}: node {i} sends a vote it did not record",
+                        self.cfg.seed
+                    );
+                }
                 if let Some(j) = self.idx(&to) {
                     self.send(
                         i,
@@ -763,6 +818,14 @@ impl Sim {
             }
             Output::Halt { reason } => {
                 self.nodes[i].halted = Some(reason);
+            }
+            Output::Persist { promise } => {
+                assert!(
+                    self.nodes[i].role != Role::Sentry,
+                    "seed {}: a sentry promised something",
+                    self.cfg.seed
+                );
+                self.nodes[i].promise = Some(promise);
             }
         }
         // Crash faults keyed on a step of a height.
@@ -1042,6 +1105,48 @@ impl Sim {
         );
     }
 
+    /// The byzantine voter's messages to the leader (see
+    /// [`SimConfig::byzantine_voter`]).
+    fn byz_vote(&mut self) {
+        let Some(b) = self.cfg.byzantine_voter else {
+            return;
+        };
+        if !self.is_up(b) {
+            return;
+        }
+        let key = self.nodes[b].key.clone();
+        let open = self.nodes[b].height() + 1;
+        let far = open + 1_000 + self.rng.below(1_000);
+        let random = Hash::digest(&self.rng.next_u64().to_le_bytes());
+        let app = Hash::digest(b"byzantine");
+        // A signed vote for a far-future height.
+        let future = Vote::ack(&key, CHAIN, far, random, app);
+        // A NACK at the open height with a far-future best header (unsigned).
+        let mut best = self.nodes[0]
+            .store
+            .last()
+            .map(|s| s.block.header().clone())
+            .unwrap_or(BlockHeader {
+                version: BLOCK_VERSION,
+                chain_id: CHAIN.into(),
+                height: 0,
+                prev_hash: Hash::ZERO,
+                prev_app_hash: self.genesis_app,
+                timestamp_ms: 0,
+                tx_root: Hash::ZERO,
+                validator_set_hash: self.valset.hash(),
+                proposer: self.nodes[0].pk,
+            });
+        best.height = far;
+        let hint = Vote::nack(&key, CHAIN, open, random, "height already committed", &[]);
+        // Signed votes for random blocks at the open height.
+        let other = Vote::ack(&key, CHAIN, open, Hash::digest(random.as_bytes()), app);
+        for (vote, best) in [(future, None), (hint, Some(best)), (other, None)] {
+            self.stats.byz_votes += 1;
+            self.send(b, 0, Msg::Vote { vote, best });
+        }
+    }
+
     fn honest_live(&self, i: usize) -> bool {
         !self.nodes[i].byzantine && !self.nodes[i].down_forever
     }
@@ -1054,6 +1159,7 @@ impl Sim {
             Fault::CrashAtStep { height, .. } => {
                 self.fired.contains(&k) || self.nodes[0].height() > *height
             }
+            Fault::WithholdVotes { heal_ms, .. } => self.now >= *heal_ms,
         })
     }
 
@@ -1075,13 +1181,16 @@ impl Sim {
         if self.cfg.forger {
             self.push(77, Ev::Forge);
         }
+        if self.cfg.byzantine_voter.is_some() {
+            self.push(13, Ev::ByzVote);
+        }
         let faults = self.cfg.faults.clone();
         for (k, f) in faults.iter().enumerate() {
             match f {
                 Fault::Crash { at_ms, .. }
                 | Fault::Rollback { at_ms, .. }
                 | Fault::Partition { at_ms, .. } => self.push(*at_ms, Ev::Fault(k)),
-                Fault::CrashAtStep { .. } => {}
+                Fault::CrashAtStep { .. } | Fault::WithholdVotes { .. } => {}
             }
         }
         while let Some(Reverse(q)) = self.queue.pop() {
@@ -1123,6 +1232,10 @@ impl Sim {
                     self.forge();
                     self.push(self.now + 197, Ev::Forge);
                 }
+                Ev::ByzVote => {
+                    self.byz_vote();
+                    self.push(self.now + 10, Ev::ByzVote);
+                }
                 Ev::Fault(k) => match faults[k].clone() {
                     Fault::Crash { node, down_ms, .. } => {
                         self.crash(node);
@@ -1145,7 +1258,7 @@ impl Sim {
                         self.nodes[node].store.truncate(keep_height as usize);
                         self.push(self.now + down_ms, Ev::Restart { node });
                     }
-                    Fault::CrashAtStep { .. } => {}
+                    Fault::CrashAtStep { .. } | Fault::WithholdVotes { .. } => {}
                 },
                 Ev::Heal(k) => {
                     self.partitions.remove(&k);
