@@ -8,16 +8,19 @@
 //!   genesis leader signed and a commit info that reaches the quorum, that
 //!   the network committed another block at a height this node holds.
 //!
-//! Who is "the network"? The peers the operator told the node to join:
-//! those named with their peer id in `p2p.peers`. The node stops when a
-//! majority of them disagree with it and no peer has agreed with it. So a
-//! stranger met through peer exchange or dialing in, or one bad entry in a
-//! longer `p2p.peers` list, cannot stop a node, and a node from another
-//! run that dials a network node is dropped by it (banned) without
-//! stopping it. A node with no `p2p.peers` (the one others dial) never
-//! stops for these. Blocks the network commits above this node's tip are
-//! checked against its chain by block sync, which stops the node the same
-//! way when they do not extend it.
+//! Who is "the network"? For another genesis, the peers the operator told
+//! the node to join: those named with their peer id in `p2p.peers`. The
+//! node stops when a majority of them disagree with it and no peer has
+//! agreed with it; a stranger of another genesis is dropped and banned.
+//!
+//! Another commit at a height this node holds is different: it is proof
+//! (leader signature, quorum commit) that the keys signed two blocks at one
+//! height, whoever shows it, so the node always stops. When a majority of
+//! its `p2p.peers` proved it, the message says this node's store is the
+//! odd one out; otherwise it says it cannot tell which store is. Blocks the
+//! network commits above this node's tip are checked against its chain by
+//! block sync, which stops the node the same way when they do not extend
+//! it.
 
 use crate::p2p::PeerId;
 use kite_types::Hash;
@@ -96,6 +99,19 @@ pub fn genesis_message(case: &str) -> String {
 /// committed `theirs` at `height`, where this node holds `ours`.
 pub fn fork_vote(height: u64, ours: &Hash, theirs: &Hash) -> String {
     format!("proved block {theirs} at height {height}, where this node holds {ours}")
+}
+
+/// Why a node stops when `peer` proved another commit at a height it holds
+/// (`vote` from [`fork_vote`]), short of a majority of its `p2p.peers`.
+pub fn conflict_message(peer: &PeerId, vote: &str) -> String {
+    format!(
+        "two valid commits at one height: peer {peer} {vote}, each signed by the genesis leader \
+         with a quorum commit. Either one of the two stores is from another run of this chain \
+         (same genesis and keys): start that node from a fresh home (or move its data/ away) to \
+         sync the network's chain; or the leader's and a quorum of validators' keys signed two \
+         blocks at one height: stop the network and investigate the keys. This node stops rather \
+         than pick one"
+    )
 }
 
 /// Why a node stops whose bootstrap peers proved other blocks at heights
@@ -187,11 +203,17 @@ mod tests {
         assert!(vote.contains(&format!("holds {a}")), "{vote}");
         let p = peers(1);
         let mut c = ChainVotes::new(p.clone());
-        let case = c.disagree(p[0], vote).expect("1 of 1");
+        let case = c.disagree(p[0], vote.clone()).expect("1 of 1");
         for m in [fork_message(&case), genesis_message(&case)] {
             assert!(!m.contains("  ") && !m.contains('\n'), "one line: {m}");
             assert!(m.contains(&case), "{m}");
         }
+        let m = conflict_message(&p[0], &vote);
+        assert!(!m.contains("  ") && !m.contains('\n'), "one line: {m}");
+        assert!(
+            m.contains(&vote) && m.contains("fresh home") && m.contains("stops"),
+            "{m}"
+        );
         assert!(fork_message(&case).contains("fresh home"));
         assert!(genesis_message(&case).contains("genesis.json"));
     }

@@ -148,11 +148,9 @@ pub fn other_chain(ctx: &Ctx, peer: PeerId, what: String) -> bool {
 /// status (`claimed`, its best block, at `height`), or else by the block it
 /// serves there (asked once per connection). A peer that proves another
 /// block there (the genesis leader's signature and a quorum commit) casts
-/// a vote that this node's store is from another run of the chain, which
-/// stops the node when a majority of its `p2p.peers` say so (see
-/// [`crate::chaincheck`]); a peer not among them is dropped and banned
-/// instead. A forged proof is reported, and so is a status that names
-/// another block than the peer then serves.
+/// two valid commits at one height, and this node stops (see
+/// [`crate::chaincheck`] for the messages). A forged proof is reported, and
+/// so is a status that names another block than the peer then serves.
 async fn same_block_here(ctx: &Arc<Ctx>, peer: PeerId, height: u64, claimed: Option<Hash>) -> bool {
     if height < ctx.genesis.initial_height {
         return true;
@@ -197,24 +195,17 @@ async fn same_block_here(ctx: &Arc<Ctx>, peer: PeerId, height: u64, claimed: Opt
         ctx.fork_votes.lock().agree(peer);
         return true;
     }
+    // Two valid commits at one height: this node never keeps running on
+    // one of them. When most of its p2p.peers proved the other, its store
+    // is the odd one out (another run of the chain); else it cannot tell.
     let vote = crate::chaincheck::fork_vote(height, &ours, &theirs);
-    let (bootstrap, case) = {
-        let mut votes = ctx.fork_votes.lock();
-        (
-            votes.is_bootstrap(&peer),
-            votes.disagree(peer, vote.clone()),
-        )
+    let case = ctx.fork_votes.lock().disagree(peer, vote.clone());
+    let why = match case {
+        Some(case) => crate::chaincheck::fork_message(&case),
+        None => crate::chaincheck::conflict_message(&peer, &vote),
     };
-    if let Some(case) = case {
-        let why = crate::chaincheck::fork_message(&case);
-        tracing::error!(%why, "this node's store is not on the network's chain; it stops");
-        ctx.stop(format!("halted: {why}"));
-    } else if bootstrap {
-        tracing::warn!(%peer, "a peer of p2p.peers {vote}; this node stops if most of them do");
-    } else {
-        tracing::warn!(%peer, "peer {vote}: it is on another run of this chain; dropping it");
-        drop_later(ctx, peer, "another run of this chain");
-    }
+    tracing::error!(%why, "a peer proved another commit at a height this node holds; it stops");
+    ctx.stop(format!("halted: {why}"));
     false
 }
 

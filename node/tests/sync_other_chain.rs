@@ -3,9 +3,11 @@
 //! left from another run of a chain with the same genesis) stops with a
 //! clear error instead of sitting on its own chain, whether that store is
 //! behind the network's tip or ahead of it (see `kite_node::chaincheck`).
-//! The network's node it dialed does not stop; and two nodes of different
-//! runs that meet outside their `p2p.peers` drop and ban each other, and
-//! neither stops.
+//! Issue 13: two valid commits at one height are proof that the keys signed
+//! two chains, whoever shows it, so the network's node it dialed stops too
+//! (saying it cannot tell which store is the odd one out), and so do two
+//! nodes of different runs that meet outside their `p2p.peers`; none bans
+//! the other for it.
 
 mod sync_support;
 
@@ -25,18 +27,26 @@ fn other_run_txs(h: u64) -> usize {
     usize::from(h.is_multiple_of(3))
 }
 
-/// Waits until `node` stops by itself and returns why.
-async fn stops_by_itself(node: RunningNode) -> String {
-    let ctx = node.ctx().clone();
-    wait_for("the node stops by itself", DEADLINE, || {
-        let ctx = ctx.clone();
-        async move { ctx.cancel.is_cancelled().then_some(()) }
+/// Waits until one of `nodes` stops by itself, then stops the others;
+/// returns why each stopped: `Some(reason)` for a halt, `None` for a clean
+/// stop (any other error fails the test).
+async fn until_one_stops(nodes: Vec<RunningNode>) -> Vec<Option<String>> {
+    let ctxs: Vec<_> = nodes.iter().map(|n| n.ctx().clone()).collect();
+    wait_for("a node stops by itself", DEADLINE, || {
+        let stopped = ctxs.iter().any(|c| c.cancel.is_cancelled());
+        async move { stopped.then_some(()) }
     })
     .await;
-    match tokio::time::timeout(DEADLINE, node.wait()).await {
-        Ok(Err(NodeError::Halted(why))) => why,
-        other => panic!("expected a halt, got {other:?}"),
+    let mut whys = Vec::new();
+    for node in nodes {
+        node.stop();
+        whys.push(match tokio::time::timeout(DEADLINE, node.wait()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(NodeError::Halted(why))) => Some(why),
+            other => panic!("expected a clean stop or a halt, got {other:?}"),
+        });
     }
+    whys
 }
 
 /// The network's node and the other run's node, started.
@@ -93,19 +103,46 @@ async fn start_runs(seed: u8, other: u64, joins: bool) -> Runs {
     }
 }
 
-/// Starts the other run's node joining the network's node; returns why
-/// it stopped, after checking the network's node did not.
-async fn join_with_other_run(seed: u8, other: u64) -> String {
+/// Starts the other run's node joining the network's node, and checks what
+/// each says when it stops: both may find the other's proven commit at a
+/// height they hold, and whichever does first stops (the other may then
+/// not get the proof before the connection closes). The joiner, whose
+/// p2p.peers all proved another block, says its store is from another run
+/// at `height`; the network's node says it saw two valid commits. The
+/// network's chain is intact either way.
+async fn join_with_other_run(seed: u8, other: u64, height: u64) {
     let Runs {
         server, node, net, ..
     } = start_runs(seed, other, true).await;
-    let why = stops_by_itself(node).await;
-    // The server holds its chain and does not stop.
-    assert_eq!(server.height(), NETWORK);
-    assert_eq!(stored_hash(&server, NETWORK), Some(net.hash(NETWORK)));
-    assert!(server.ctx().state.read().halted.is_none());
-    stop(server).await;
-    why
+    let joiner = node.peer_id();
+    let server_ctx = server.ctx().clone();
+    let whys = until_one_stops(vec![node, server]).await;
+    assert!(
+        whys.iter().any(Option::is_some),
+        "one of them halts: {whys:?}"
+    );
+    if let Some(why) = &whys[0] {
+        assert_says_another_run(why, height);
+    }
+    if let Some(why) = &whys[1] {
+        assert_says_two_commits(why);
+        assert!(why.contains(&joiner.to_string()), "{why}");
+    }
+    assert_eq!(server_ctx.state.read().height, NETWORK);
+    assert_eq!(
+        server_ctx.store.hash_at(NETWORK).await.unwrap(),
+        Some(net.hash(NETWORK))
+    );
+}
+
+/// What a node says that cannot tell which of two commits is the odd one.
+fn assert_says_two_commits(why: &str) {
+    assert!(
+        why.starts_with("two valid commits at one height: peer "),
+        "{why}"
+    );
+    assert!(why.contains("another run of this chain"), "{why}");
+    assert!(why.contains("investigate the keys"), "{why}");
 }
 
 /// What the stopped node says, whichever side of the network's tip it is.
@@ -129,9 +166,8 @@ fn assert_says_another_run(why: &str, height: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_ahead_of_the_network_on_another_run_stops_the_node() {
     let _serial = SERIAL.lock().await;
-    let why = join_with_other_run(81, 2 * NETWORK).await;
     // The network's best block, 10, is not the node's block 10.
-    assert_says_another_run(&why, NETWORK);
+    join_with_other_run(81, 2 * NETWORK, NETWORK).await;
 }
 
 /// The node's store is behind the network (5 blocks against 10): the
@@ -139,15 +175,15 @@ async fn a_store_ahead_of_the_network_on_another_run_stops_the_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_behind_the_network_on_another_run_stops_the_node() {
     let _serial = SERIAL.lock().await;
-    let why = join_with_other_run(82, 5).await;
-    assert_says_another_run(&why, 5);
+    join_with_other_run(82, 5, 5).await;
 }
 
 /// Two nodes of different runs meet by a plain dial, neither in the
-/// other's `p2p.peers`: each finds the other's block at a height it holds
-/// is not its own, drops and bans it, and keeps running.
+/// other's `p2p.peers`: the first that finds the other's proven block at a
+/// height it holds is not its own stops (before, each banned the other and
+/// kept running on its own side of the fork).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_of_two_runs_that_meet_ban_each_other_and_keep_running() {
+async fn nodes_of_two_runs_that_meet_stop() {
     let _serial = SERIAL.lock().await;
     let Runs {
         server,
@@ -161,19 +197,23 @@ async fn nodes_of_two_runs_that_meet_ban_each_other_and_keep_running() {
         .dial(node_addr(&stranger).await)
         .await
         .unwrap();
-    for (a, b) in [(&server, &stranger), (&stranger, &server)] {
-        let (host, peer) = (a.ctx().host.clone(), b.peer_id());
-        wait_for("each bans the other", DEADLINE, || {
-            let host = host.clone();
-            async move { host.is_banned(peer).await.ok()?.then_some(()) }
-        })
-        .await;
-        assert!(!a.ctx().peers.read().contains_key(&peer));
+    let (server_ctx, stranger_ctx) = (server.ctx().clone(), stranger.ctx().clone());
+    let ids = [stranger.peer_id(), server.peer_id()];
+    let whys = until_one_stops(vec![server, stranger]).await;
+    assert!(
+        whys.iter().any(Option::is_some),
+        "one of them halts: {whys:?}"
+    );
+    for (why, other) in whys.iter().zip(ids) {
+        if let Some(why) = why {
+            assert_says_two_commits(why);
+            assert!(why.contains(&other.to_string()), "{why}");
+        }
     }
-    assert_eq!(server.height(), NETWORK);
-    assert_eq!(stored_hash(&server, NETWORK), Some(net.hash(NETWORK)));
-    assert_eq!(stranger.height(), 2 * NETWORK);
-    // stop() checks that neither halted.
-    stop(server).await;
-    stop(stranger).await;
+    assert_eq!(server_ctx.state.read().height, NETWORK);
+    assert_eq!(
+        server_ctx.store.hash_at(NETWORK).await.unwrap(),
+        Some(net.hash(NETWORK))
+    );
+    assert_eq!(stranger_ctx.state.read().height, 2 * NETWORK);
 }
