@@ -96,6 +96,11 @@ fn documented_vectors() {
         sign::vote_digest("kite-test", 1, &b.hash(), true, &app).to_string(),
         "f72c85c61ac9f665eca7d08b90879f8beddbd88cd3154ed144e0cbe561f001bb"
     );
+    // A NACK signs the bad txs it names: here the tx above.
+    assert_eq!(
+        sign::nack_digest("kite-test", 1, &b.hash(), &[b.txs()[0].hash()]).to_string(),
+        "aa4a1837df6e22f306e48d9c335f340b43bfafc4fce3045413c8cb0691cc75fc"
+    );
     assert_eq!(
         sign::reset_digest("kite-test", 1, &b.hash()).to_string(),
         "383a6052dc658152f16a389b2d333a52cf8fc91ab33ba4de084e7f229ddf211c"
