@@ -1,0 +1,611 @@
+//! The commit engine: one pure state machine for the leader, validators and
+//! sentries. See docs/CONSENSUS.md for the protocol and its safety argument.
+//!
+//! [`Engine::handle`] takes one [`Input`] and returns the [`Output`]s the node
+//! must carry out, in order. The engine reads no clock (time comes in
+//! [`Input::Tick`]), does no I/O, and trusts no input: signatures of blocks,
+//! resets, votes and commit infos are checked here.
+//!
+//! One `impl Engine` per concern: this file holds the state, construction,
+//! restore, status and the dispatch of inputs; `leader` proposes and counts
+//! votes; `validator` checks proposals, votes and keeps locks; `follower`
+//! commits what a quorum committed; `catchup` handles fetched blocks and
+//! block sync; `timers` re-sends and times out.
+
+use crate::config::{CommittedState, EngineConfig, LastCommit, Role};
+use crate::io::{ExecError, Input, Output, Target, TimeoutKind};
+use crate::sync::SyncPlanner;
+use crate::votekeeper::VoteKeeper;
+use kite_types::block::verify_header_sig;
+use kite_types::promise::MAX_PROPOSED;
+use kite_types::{
+    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, Promise, PublicKey, Signature, Tx, Vote,
+    sign,
+};
+use std::collections::{BTreeMap, VecDeque};
+
+mod catchup;
+mod follower;
+mod leader;
+mod timers;
+mod validator;
+
+/// Most distinct leader-signed blocks a validator keeps for one height. A
+/// reset block leaves at once; at the bound, the oldest block (by header
+/// time) that is neither locked nor committed makes room for the newest.
+pub const MAX_BLOCKS_PER_HEIGHT: usize = 16;
+/// Block sync: most blocks in one [`Output::ApplyBlocks`]...
+pub const APPLY_BATCH: usize = 64;
+/// ...and most txs, whichever comes first...
+pub const APPLY_BATCH_TXS: usize = 8192;
+/// ...and most blocks sent to the store and not yet reported applied (also
+/// at most the sync window).
+pub const MAX_APPLYING: usize = 256;
+/// Most resets remembered for one height: the leader proposes a height at
+/// most [`MAX_PROPOSED`] (256) times and resets only blocks it proposed, so
+/// an honest leader never signs more. At the bound a validator forgets the
+/// reset with the lowest hash to keep the newest (it still refuses any
+/// proposal older than the newest it has seen).
+pub const MAX_RESETS_PER_HEIGHT: usize = MAX_PROPOSED;
+/// Most resets re-sent with a proposal re-send.
+const RESETS_RESENT: usize = 4;
+/// Most peers whose last re-announce time is remembered.
+const MAX_ANNOUNCE_PEERS: usize = 1024;
+
+/// Why an engine could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A leader or validator without a key.
+    #[error("a {0:?} needs its node key to sign; start without a key only as a sentry")]
+    MissingKey(Role),
+    /// The leader role with a key that is not the genesis leader's.
+    #[error(
+        "this node's key {key} is not the genesis leader {leader}; start it as a validator or sentry"
+    )]
+    NotLeader {
+        /// This node's key.
+        key: PublicKey,
+        /// The genesis leader.
+        leader: PublicKey,
+    },
+    /// The validator role with a key outside the validator set.
+    #[error("this node's key {0} is not in the genesis validator set; start it as a sentry")]
+    NotValidator(PublicKey),
+    /// The configuration is inconsistent.
+    #[error("invalid consensus configuration: {0}")]
+    Config(String),
+    /// The store ends below a height this node already promised at: it
+    /// went back in time.
+    #[error(
+        "this node's store ends at height {tip}, but the node already {what} at height {promised} \
+         (its promise record says so): the store went back in time (an older copy was restored, \
+         or writes that were not durable were lost). Starting from it could make this node \
+         contradict what it signed. Start the node from a fresh home and let it sync from the \
+         network, or restore a copy of the store at height {need} or later"
+    )]
+    StoreBehind {
+        /// The store's last committed height.
+        tip: u64,
+        /// The height of the promise record.
+        promised: u64,
+        /// The lowest store height that fits the record.
+        need: u64,
+        /// "proposed" or "voted".
+        what: &'static str,
+    },
+    /// The promise record is another node's.
+    #[error(
+        "the promise record holds a vote of {voter}, not of this node's key {key}: it belongs to \
+         another node's home; move it away only if this node never signed anything at height \
+         {height}"
+    )]
+    ForeignPromise {
+        /// The voter in the record.
+        voter: PublicKey,
+        /// This node's key.
+        key: PublicKey,
+        /// The record's height.
+        height: u64,
+    },
+}
+
+/// What the engine is doing, for status RPCs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineStatus {
+    /// Last committed height.
+    pub committed_height: u64,
+    /// Last committed block.
+    pub committed_hash: Hash,
+    /// App hash after it.
+    pub app_hash: Hash,
+    /// The height being decided (`committed_height + 1`).
+    pub height: u64,
+    /// Leader: proposals made at this height.
+    pub round: u32,
+    /// "idle", "building", "proposed", "voted", "committing", "syncing" or
+    /// "halted".
+    pub step: &'static str,
+    /// Leader: the block being voted on.
+    pub proposal: Option<Hash>,
+    /// Validator: the block this node ACKed at this height and is locked on.
+    pub locked_on: Option<Hash>,
+    /// Highest height known to exist (block sync target).
+    pub sync_target: u64,
+    /// Heights block sync has requested and not received yet.
+    pub sync_in_flight: usize,
+    /// Why the engine halted, if it did.
+    pub halted: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Exec {
+    Pending,
+    Done(Result<Hash, ExecError>),
+}
+
+/// A block fetched by block sync, kept until its height comes.
+#[derive(Debug, Clone)]
+struct Fetched {
+    block: Block,
+    ci: CommitInfo,
+    from: Option<PublicKey>,
+    /// Its proofs were checked by [`crate::check::ProofChecker`].
+    checked: bool,
+}
+
+#[derive(Debug, Clone)]
+struct KnownCommit {
+    block_hash: Hash,
+    header: BlockHeader,
+    leader_sig: Signature,
+    commit_info: CommitInfo,
+}
+
+/// State of the height being decided.
+#[derive(Debug, Clone)]
+struct HeightState {
+    height: u64,
+    /// Leader-signed blocks seen at this height (verified).
+    blocks: BTreeMap<Hash, Block>,
+    exec: BTreeMap<Hash, Exec>,
+    /// Blocks the leader abandoned, with its signature.
+    resets: BTreeMap<Hash, Signature>,
+    /// Validator: its vote at this height (an ACK locks it on that block).
+    my_vote: Option<Vote>,
+    vote_sent_ms: u64,
+    /// A verified commit (announce or sync) for this height.
+    commit: Option<KnownCommit>,
+    /// Leader: the current proposal and its votes.
+    proposal: Option<Hash>,
+    keeper: Option<VoteKeeper>,
+    proposed_ms: u64,
+    resent_ms: u64,
+    /// Leader: every block it proposed at this height, oldest first (at
+    /// most [`MAX_PROPOSED`]); the only blocks it signs resets for.
+    proposed: Vec<Hash>,
+    /// Leader: when a reset was last sent to a validator that voted for a
+    /// block other than the proposal (one per resend interval each).
+    reset_sent: BTreeMap<PublicKey, u64>,
+    /// The newest header time of the leader's proposals at this height: a
+    /// validator ignores older proposals (replays); the leader proposes
+    /// strictly later.
+    newest_ts: Option<u64>,
+    /// Validator: the leader's newest proposal, held while this node is
+    /// locked on another block; taken up when a reset releases the lock.
+    waiting: Option<(PublicKey, Block)>,
+}
+
+impl HeightState {
+    fn new(height: u64) -> Self {
+        HeightState {
+            height,
+            blocks: BTreeMap::new(),
+            exec: BTreeMap::new(),
+            resets: BTreeMap::new(),
+            my_vote: None,
+            vote_sent_ms: 0,
+            commit: None,
+            proposal: None,
+            keeper: None,
+            proposed_ms: 0,
+            resent_ms: 0,
+            proposed: Vec::new(),
+            reset_sent: BTreeMap::new(),
+            newest_ts: None,
+            waiting: None,
+        }
+    }
+
+    /// What this node promised at this height, for [`Output::Persist`].
+    fn promise(&self) -> Promise {
+        Promise {
+            height: self.height,
+            vote: self.my_vote.clone(),
+            proposed: self.proposed.clone(),
+        }
+    }
+
+    /// Remembers a reset (evicting the one with the lowest hash at the
+    /// bound) and forgets the block it abandons.
+    fn add_reset(&mut self, hash: Hash, sig: Signature) {
+        if self.resets.len() >= MAX_RESETS_PER_HEIGHT
+            && !self.resets.contains_key(&hash)
+            && let Some(first) = self.resets.keys().next().copied()
+        {
+            self.resets.remove(&first);
+        }
+        self.resets.insert(hash, sig);
+        self.blocks.remove(&hash);
+        self.exec.remove(&hash);
+    }
+
+    fn locked_on(&self) -> Option<Hash> {
+        self.my_vote
+            .as_ref()
+            .filter(|v| v.ack && !self.resets.contains_key(&v.block_hash))
+            .map(|v| v.block_hash)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct LeaderState {
+    building: bool,
+    rebuild_now: bool,
+    round: u32,
+    height_open_ms: u64,
+    txs_since: Option<u64>,
+    mempool_txs: usize,
+    mempool_bytes: u64,
+    announced: BTreeMap<PublicKey, u64>,
+}
+
+/// The commit engine of one node.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    me: Option<PublicKey>,
+    valset_hash: Hash,
+    now: u64,
+    started_ms: Option<u64>,
+    halted: Option<String>,
+    committed: CommittedState,
+    committing: Option<Hash>,
+    h: HeightState,
+    ld: LeaderState,
+    pending_proposal: Option<(PublicKey, Block)>,
+    fetched: BTreeMap<u64, Fetched>,
+    /// Block sync: checked blocks sent to the store in
+    /// [`Output::ApplyBlocks`] and not yet reported applied, in height
+    /// order from the current height. While it is not empty, `committing`
+    /// is its first block.
+    applying: VecDeque<KnownCommit>,
+    sync: SyncPlanner,
+    scheduled: Option<u64>,
+}
+
+impl Engine {
+    /// An engine for `config` starting from what the store holds.
+    pub fn new(config: EngineConfig, committed: CommittedState) -> Result<Engine, EngineError> {
+        if config.validators.is_empty() {
+            return Err(EngineError::Config("the validator set is empty".into()));
+        }
+        if !config.validators.contains(&config.leader) {
+            return Err(EngineError::Config(format!(
+                "leader {} is not a validator",
+                config.leader
+            )));
+        }
+        let me = config.key.as_ref().map(|k| k.public());
+        match (config.role, me) {
+            (Role::Leader | Role::Validator, None) => {
+                return Err(EngineError::MissingKey(config.role));
+            }
+            (Role::Leader, Some(k)) if k != config.leader => {
+                return Err(EngineError::NotLeader {
+                    key: k,
+                    leader: config.leader,
+                });
+            }
+            (Role::Validator, Some(k)) if !config.validators.contains(&k) || k == config.leader => {
+                if k == config.leader {
+                    return Err(EngineError::Config(
+                        "the genesis leader must run with the leader role".into(),
+                    ));
+                }
+                return Err(EngineError::NotValidator(k));
+            }
+            _ => {}
+        }
+        let sync = SyncPlanner::new(
+            config.sync_window,
+            config.sync_per_peer,
+            config.sync_request_timeout_ms,
+        )
+        .with_buffer(config.sync_buffer_bytes);
+        let valset_hash = config.validators.hash();
+        let h = HeightState::new(committed.height.saturating_add(1));
+        Ok(Engine {
+            cfg: config,
+            me,
+            valset_hash,
+            now: 0,
+            started_ms: None,
+            halted: None,
+            committed,
+            committing: None,
+            h,
+            ld: LeaderState::default(),
+            pending_proposal: None,
+            fetched: BTreeMap::new(),
+            applying: VecDeque::new(),
+            sync,
+            scheduled: None,
+        })
+    }
+
+    /// Takes back what this node promised before a restart (the last
+    /// [`Output::Persist`] record), before the first input. A record of a
+    /// height this node has committed since is fulfilled and ignored; a
+    /// record of the open height is respected (a validator stays locked on
+    /// the block it ACKed; a leader never re-proposes a block it proposed
+    /// and resets only those); a record above the open height means the
+    /// store went back in time: [`EngineError::StoreBehind`].
+    pub fn restore(&mut self, promise: &Promise) -> Result<(), EngineError> {
+        let open = self.committed.height.saturating_add(1);
+        if promise.height > open {
+            let what = if promise.vote.is_some() {
+                "voted"
+            } else {
+                "proposed"
+            };
+            return Err(EngineError::StoreBehind {
+                tip: self.committed.height,
+                promised: promise.height,
+                need: promise.height.saturating_sub(1),
+                what,
+            });
+        }
+        if promise.height < open {
+            return Ok(());
+        }
+        if let Some(v) = &promise.vote {
+            match self.me {
+                Some(me) if me == v.validator => {}
+                _ => {
+                    return Err(EngineError::ForeignPromise {
+                        voter: v.validator,
+                        key: self.me.unwrap_or(PublicKey([0; 32])),
+                        height: promise.height,
+                    });
+                }
+            }
+            if self.is_validator() {
+                self.h.my_vote = Some(v.clone());
+                // Re-sent on the first tick.
+                self.h.vote_sent_ms = 0;
+            }
+        }
+        if self.is_leader()
+            && let Some(key) = self.cfg.key.clone()
+        {
+            // Every block proposed before the restart is abandoned (none
+            // was committed: the store would hold it), so it is reset.
+            let proposed: Vec<Hash> = promise
+                .proposed
+                .iter()
+                .take(MAX_PROPOSED)
+                .copied()
+                .collect();
+            for bh in &proposed {
+                let sig = key.sign_digest(&sign::reset_digest(&self.cfg.chain_id, open, bh));
+                self.h.add_reset(*bh, sig);
+            }
+            self.ld.round = u32::try_from(proposed.len()).unwrap_or(u32::MAX);
+            self.h.proposed = proposed;
+        }
+        Ok(())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The committed state the engine knows.
+    pub fn committed(&self) -> &CommittedState {
+        &self.committed
+    }
+
+    /// Why the engine halted, if it did.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
+    }
+
+    /// What the engine is doing.
+    pub fn status(&self) -> EngineStatus {
+        let step = if self.halted.is_some() {
+            "halted"
+        } else if self.committing.is_some() {
+            "committing"
+        } else if self.behind() {
+            "syncing"
+        } else if self.h.proposal.is_some() {
+            "proposed"
+        } else if self.ld.building {
+            "building"
+        } else if self.h.my_vote.is_some() {
+            "voted"
+        } else {
+            "idle"
+        };
+        EngineStatus {
+            committed_height: self.committed.height,
+            committed_hash: self.committed.block_hash,
+            app_hash: self.committed.app_hash,
+            height: self.h.height,
+            round: self.ld.round,
+            step,
+            proposal: self.h.proposal,
+            locked_on: self.h.locked_on(),
+            sync_target: self.sync.target(),
+            sync_in_flight: self.sync.in_flight(),
+            halted: self.halted.clone(),
+        }
+    }
+
+    /// Handles one input and returns what the node must do, in order.
+    /// After a [`Output::Halt`] the engine returns nothing, ever.
+    pub fn handle(&mut self, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.halted.is_some() {
+            return out;
+        }
+        if let Input::Tick { now_ms } = &input {
+            self.now = self.now.max(*now_ms);
+        }
+        if self.started_ms.is_none() && matches!(input, Input::Tick { .. }) {
+            // The first tick: timers start from the node's clock.
+            self.started_ms = Some(self.now);
+            self.on_start(&mut out);
+        }
+        match input {
+            Input::Tick { .. } => self.on_tick(&mut out),
+            Input::MempoolStatus { txs, bytes } => self.on_mempool(txs, bytes),
+            Input::BlockBuilt { txs } => self.on_block_built(txs, &mut out),
+            Input::ProposalReceived { from, block } => self.on_proposal(from, block, &mut out),
+            Input::ResetReceived {
+                height,
+                block_hash,
+                leader_sig,
+            } => self.on_reset(height, block_hash, leader_sig, &mut out),
+            Input::BlockExecuted {
+                height,
+                block_hash,
+                result,
+            } => self.on_executed(height, block_hash, result, &mut out),
+            Input::VoteReceived { vote, best_header } => self.on_vote(vote, best_header, &mut out),
+            Input::CommitAnnounced {
+                from,
+                header,
+                leader_sig,
+                commit_info,
+            } => self.on_announce(from, header, leader_sig, commit_info, &mut out),
+            Input::BlockFetched {
+                from,
+                block,
+                commit_info,
+            } => {
+                self.keep_fetched(from, block, commit_info, false);
+                self.process_fetched(&mut out);
+            }
+            Input::RangeFetched { from, blocks } => {
+                for (block, commit_info) in blocks {
+                    self.keep_fetched(from, block, commit_info, true);
+                }
+                self.process_fetched(&mut out);
+            }
+            Input::BlocksApplied { applied, failed } => {
+                self.on_applied(applied, failed, &mut out);
+            }
+            Input::FetchFailed { from, height } => self.sync.failed(height, from, self.now),
+            Input::Committed {
+                height,
+                block_hash,
+                app_hash,
+            } => self.on_committed(height, block_hash, app_hash, &mut out),
+            Input::PeerStatus { peer, height, .. } => self.on_peer_status(peer, height, &mut out),
+        }
+        if self.halted.is_none() {
+            self.leader_maybe_propose(&mut out);
+            self.drive_sync(&mut out);
+            self.schedule(&mut out);
+        }
+        if self.halted.is_some() {
+            // Halt is final: nothing after it.
+            if let Some(i) = out.iter().position(|o| matches!(o, Output::Halt { .. })) {
+                out.truncate(i + 1);
+            }
+        }
+        out
+    }
+
+    // ---- helpers -------------------------------------------------------
+
+    fn is_leader(&self) -> bool {
+        self.cfg.role == Role::Leader
+    }
+
+    fn is_validator(&self) -> bool {
+        self.cfg.role == Role::Validator
+    }
+
+    fn halt(&mut self, reason: String, out: &mut Vec<Output>) {
+        if self.halted.is_none() {
+            self.halted = Some(reason.clone());
+            out.push(Output::Halt { reason });
+        }
+    }
+
+    /// Validators other than this node.
+    fn others(&self) -> Vec<PublicKey> {
+        self.cfg
+            .validators
+            .validators()
+            .iter()
+            .map(|v| v.pub_key)
+            .filter(|k| Some(*k) != self.me)
+            .collect()
+    }
+
+    fn announce(&self, to: Target, out: &mut Vec<Output>) {
+        if let Some(l) = &self.committed.last {
+            out.push(Output::Announce {
+                header: l.header.clone(),
+                leader_sig: l.leader_sig,
+                commit_info: l.commit_info.clone(),
+                to,
+            });
+        }
+    }
+
+    /// Leader: re-announces the last commit to a peer that lags, at most
+    /// once per resend interval.
+    fn reannounce_to(&mut self, peer: PublicKey, out: &mut Vec<Output>) {
+        if !self.is_leader() || self.committed.last.is_none() {
+            return;
+        }
+        if let Some(t) = self.ld.announced.get(&peer)
+            && self.now < t.saturating_add(self.cfg.vote_resend_interval_ms)
+        {
+            return;
+        }
+        if self.ld.announced.len() >= MAX_ANNOUNCE_PEERS {
+            self.ld.announced.clear();
+        }
+        self.ld.announced.insert(peer, self.now);
+        self.announce(Target::Peers(vec![peer]), out);
+    }
+
+    fn behind(&self) -> bool {
+        self.sync.is_behind(self.committed.height)
+    }
+
+    // ---- inputs --------------------------------------------------------
+
+    fn on_start(&mut self, out: &mut Vec<Output>) {
+        self.ld.height_open_ms = self.now;
+        if self.is_leader() {
+            // A leader that crashed after committing but before announcing
+            // re-announces its last commit.
+            self.announce(Target::All, out);
+        }
+    }
+}
+
+fn conflict(height: u64, a: &Hash, b: &Hash) -> String {
+    format!(
+        "two blocks committed at height {height}: {a} and {b}, each with a valid quorum: the \
+         leader key is misbehaving or the validators' keys are compromised; stopping rather than \
+         fork"
+    )
+}

@@ -1,0 +1,271 @@
+//! A validator's side of a height: checking the leader's proposals
+//! (newest first, replays ignored), executing, voting (recorded first),
+//! locks and the resets that release them.
+
+use super::*;
+
+impl Engine {
+    /// Structural checks of a leader-signed block at the next height.
+    pub(super) fn check_block(&self, block: &Block) -> Result<(), String> {
+        let hd = block.header();
+        if hd.prev_hash != self.committed.block_hash {
+            return Err(format!(
+                "prev hash {} is not this node's block {} at height {}",
+                hd.prev_hash.short(),
+                self.committed.block_hash.short(),
+                self.committed.height
+            ));
+        }
+        if hd.prev_app_hash != self.committed.app_hash {
+            return Err(format!(
+                "prev app hash {} is not this node's {}",
+                hd.prev_app_hash.short(),
+                self.committed.app_hash.short()
+            ));
+        }
+        if !block.check_tx_root() {
+            return Err("tx root does not match the txs".into());
+        }
+        let bytes = block
+            .txs()
+            .iter()
+            .fold(0u64, |t, x| t.saturating_add(x.size() as u64));
+        if bytes > self.cfg.max_tx_bytes_per_block() {
+            return Err(format!(
+                "txs weigh {bytes} bytes, at most {} fit a block",
+                self.cfg.max_tx_bytes_per_block()
+            ));
+        }
+        if let Some(last) = self.committed.last_header()
+            && hd.timestamp_ms < last.timestamp_ms
+        {
+            return Err("timestamp before the previous block's".into());
+        }
+        Ok(())
+    }
+
+    /// Whether a block claims to be the leader's, for this chain and set.
+    pub(super) fn leader_signed(&self, block: &Block) -> bool {
+        let hd = block.header();
+        hd.chain_id == self.cfg.chain_id
+            && hd.validator_set_hash == self.valset_hash
+            && block.verify_leader(&self.cfg.leader)
+    }
+
+    /// Validator: votes at the open height: the vote is recorded durably
+    /// ([`Output::Persist`]) before it is sent.
+    pub(super) fn vote(&mut self, vote: Vote, out: &mut Vec<Output>) {
+        self.h.my_vote = Some(vote.clone());
+        self.h.vote_sent_ms = self.now;
+        out.push(Output::Persist {
+            promise: self.h.promise(),
+        });
+        self.send_vote(vote, None, out);
+    }
+
+    pub(super) fn send_vote(
+        &mut self,
+        vote: Vote,
+        best_header: Option<BlockHeader>,
+        out: &mut Vec<Output>,
+    ) {
+        out.push(Output::SendVote {
+            to: self.cfg.leader,
+            vote,
+            best_header,
+        });
+    }
+
+    pub(super) fn on_proposal(&mut self, from: PublicKey, block: Block, out: &mut Vec<Output>) {
+        if !self.is_validator() {
+            return;
+        }
+        let Some(key) = self.cfg.key.clone() else {
+            return;
+        };
+        let hash = block.hash();
+        let height = block.height();
+        if height == self.h.height && self.h.blocks.contains_key(&hash) {
+            // A re-send: the leader has not got our vote.
+            if let Some(v) = self.h.my_vote.clone()
+                && v.block_hash == hash
+            {
+                self.h.vote_sent_ms = self.now;
+                self.send_vote(v, None, out);
+            }
+            return;
+        }
+        if !self.leader_signed(&block) {
+            return;
+        }
+        if height <= self.committed.height {
+            // Already committed here: tell a lagging leader where we are.
+            let v = Vote::nack(
+                &key,
+                &self.cfg.chain_id,
+                height,
+                hash,
+                "height already committed",
+                &[],
+            );
+            let best = self.committed.last_header().cloned();
+            self.send_vote(v, best, out);
+            return;
+        }
+        if height > self.h.height {
+            // The leader is ahead: catch up first, keep the proposal.
+            self.sync.peer_height(from, height - 1);
+            if self
+                .pending_proposal
+                .as_ref()
+                .is_none_or(|(_, p)| p.height() <= height)
+            {
+                self.pending_proposal = Some((from, block));
+            }
+            return;
+        }
+        if self.committing.is_some() || self.h.resets.contains_key(&hash) {
+            return;
+        }
+        // The leader's proposals at a height have increasing header times:
+        // an older one is a replay of a block it abandoned.
+        let ts = block.header().timestamp_ms;
+        if self.h.newest_ts.is_some_and(|n| ts < n) {
+            return;
+        }
+        self.h.newest_ts = Some(ts);
+        if let Some(v) = self.h.my_vote.clone()
+            && v.ack
+            && !self.h.resets.contains_key(&v.block_hash)
+        {
+            // Locked on another block without a reset for it: answer with
+            // that vote; the leader resets it, and this proposal (the
+            // newest) is taken up then.
+            self.h.waiting = Some((from, block));
+            self.h.vote_sent_ms = self.now;
+            self.send_vote(v, None, out);
+            return;
+        }
+        if self.behind() {
+            self.pending_proposal = Some((from, block));
+            return;
+        }
+        if let Err(reason) = self.check_block(&block) {
+            let v = Vote::nack(&key, &self.cfg.chain_id, height, hash, &reason, &[]);
+            self.vote(v, out);
+            return;
+        }
+        if self.h.blocks.len() >= MAX_BLOCKS_PER_HEIGHT {
+            // Make room for the newest: drop the oldest block that is
+            // neither locked nor committed.
+            let keep = [
+                self.h.locked_on(),
+                self.h.commit.as_ref().map(|k| k.block_hash),
+            ];
+            let oldest = self
+                .h
+                .blocks
+                .iter()
+                .filter(|(h, _)| !keep.contains(&Some(**h)))
+                .min_by_key(|(_, b)| b.header().timestamp_ms)
+                .map(|(h, _)| *h);
+            if let Some(old) = oldest {
+                self.h.blocks.remove(&old);
+                self.h.exec.remove(&old);
+            }
+        }
+        self.h.blocks.insert(hash, block.clone());
+        self.h.exec.insert(hash, Exec::Pending);
+        out.push(Output::ExecuteBlock { block });
+    }
+
+    pub(super) fn on_reset(
+        &mut self,
+        height: u64,
+        hash: Hash,
+        sig: Signature,
+        out: &mut Vec<Output>,
+    ) {
+        if height != self.h.height || self.h.resets.contains_key(&hash) {
+            return;
+        }
+        let digest = sign::reset_digest(&self.cfg.chain_id, height, &hash);
+        if !sign::verify(&self.cfg.leader, &digest, &sig) {
+            return;
+        }
+        if self.h.commit.as_ref().is_some_and(|k| k.block_hash == hash) {
+            self.halt(
+                format!(
+                    "the leader signed a reset for block {hash} at height {height}, which a quorum \
+                     committed: the leader key is misbehaving; stop the network and investigate"
+                ),
+                out,
+            );
+            return;
+        }
+        self.h.add_reset(hash, sig);
+        if self
+            .h
+            .my_vote
+            .as_ref()
+            .is_some_and(|v| v.block_hash == hash)
+        {
+            // Released (the record keeps the old vote until the next one:
+            // after a restart the node is locked again until the leader
+            // re-sends this reset, which is only safe-side).
+            self.h.my_vote = None;
+            if let Some((from, block)) = self.h.waiting.take() {
+                self.on_proposal(from, block, out);
+            }
+        }
+    }
+
+    pub(super) fn on_executed(
+        &mut self,
+        height: u64,
+        hash: Hash,
+        result: Result<Hash, ExecError>,
+        out: &mut Vec<Output>,
+    ) {
+        if height != self.h.height || !matches!(self.h.exec.get(&hash), Some(Exec::Pending)) {
+            return;
+        }
+        self.h.exec.insert(hash, Exec::Done(result.clone()));
+        if self.is_leader() && self.h.proposal == Some(hash) {
+            match result {
+                Ok(app) => {
+                    if let Some(key) = &self.cfg.key {
+                        let own = Vote::ack(key, &self.cfg.chain_id, height, hash, app);
+                        if let Some(k) = self.h.keeper.as_mut() {
+                            k.add(own);
+                        }
+                    }
+                    self.leader_check_quorum(out);
+                }
+                Err(e) => {
+                    if !e.bad_txs.is_empty() {
+                        out.push(Output::DropTxs {
+                            hashes: e.bad_txs.clone(),
+                        });
+                    }
+                    self.leader_reset(&format!("invalid block: {}", e.reason), out);
+                }
+            }
+            return;
+        }
+        if self.is_validator()
+            && self.h.commit.is_none()
+            && !self.h.resets.contains_key(&hash)
+            && self.h.locked_on().is_none_or(|l| l == hash)
+            && self.h.my_vote.as_ref().is_none_or(|v| v.block_hash != hash)
+            && let Some(key) = &self.cfg.key
+        {
+            let vote = match &result {
+                Ok(app) => Vote::ack(key, &self.cfg.chain_id, height, hash, *app),
+                Err(e) => Vote::nack(key, &self.cfg.chain_id, height, hash, &e.reason, &e.bad_txs),
+            };
+            self.vote(vote, out);
+        }
+        self.try_commit(out);
+    }
+}
