@@ -199,7 +199,12 @@ fn run(engine: &mut Engine, rows: Vec<Row>) -> Ctx {
         }
         let kinds: Vec<String> = out.iter().filter_map(kind).collect();
         assert_eq!(kinds, r.expect, "row {i} ({}): outputs", r.what);
-        assert_eq!(engine.status().step, r.step, "row {i} ({}): step", r.what);
+        assert_eq!(
+            engine.status().step.as_str(),
+            r.step,
+            "row {i} ({}): step",
+            r.what
+        );
     }
     ctx
 }
@@ -737,7 +742,7 @@ fn leader_restart_reannounces_and_catches_up() {
         best_header: Some(later.header().clone()),
     });
     assert_eq!(out.iter().filter_map(kind).count(), 0, "{out:?}");
-    assert_eq!(e.status().step, "proposed");
+    assert_eq!(e.status().step.as_str(), "proposed");
     let out = e.handle(Input::PeerStatus {
         peer: key(2).public(),
         height: 3,
@@ -747,7 +752,7 @@ fn leader_restart_reannounces_and_catches_up() {
         out.iter().filter_map(kind).collect::<Vec<_>>(),
         ["SendReset(h1)", "RequestBlocks(1..3)"]
     );
-    assert_eq!(e.status().step, "syncing");
+    assert_eq!(e.status().step.as_str(), "syncing");
 }
 
 #[test]
@@ -1457,7 +1462,12 @@ fn validator_follows_twenty_reproposals_and_commits() {
         if r + 1 < rounds.len() {
             // The leader heard nothing: round timeout, reset.
             assert!(kinds(&e.handle(reset_of(b))).is_empty());
-            assert_eq!(e.status().step, "idle", "round {}: unlocked", r + 1);
+            assert_eq!(
+                e.status().step.as_str(),
+                "idle",
+                "round {}: unlocked",
+                r + 1
+            );
         }
     }
     // A replay of an abandoned proposal is ignored, reset or not.
@@ -1511,7 +1521,7 @@ fn leader_commits_after_twenty_round_timeouts() {
             best_header: None,
         });
     }
-    assert_eq!(e.status().step, "committing");
+    assert_eq!(e.status().step.as_str(), "committing");
     assert_eq!(e.status().round, 21);
 }
 
@@ -1560,7 +1570,7 @@ fn a_byzantine_validator_cannot_stop_the_leader() {
             assert!(kinds(&e.handle(input)).is_empty(), "spam {i}");
         }
     }
-    assert_eq!(e.status().step, "proposed");
+    assert_eq!(e.status().step.as_str(), "proposed");
 }
 
 /// A validator that ACKed a block and restarted is still locked on it: it

@@ -13,7 +13,7 @@ use crate::outbound::exchange;
 use crate::p2p::PeerId;
 use kite_app::{BlockError, Executed};
 use kite_blockstore::{ApplyOutcome, StoreError};
-use kite_consensus::{Engine, ExecError, Input, Output, Target};
+use kite_consensus::{Engine, ExecError, Input, Output, Step, Target};
 use kite_protocols::blkprop::ResetInfo;
 use kite_protocols::{ack, blk, blkann, blkprop};
 use kite_types::{Block, CommitInfo, Hash, PublicKey};
@@ -205,7 +205,7 @@ impl Driver {
     /// Mirrors the engine's status into the node state and metrics.
     fn publish(&mut self, engine: &Engine) {
         let st = engine.status();
-        let syncing = st.sync_target > st.committed_height + 1 || st.step == "syncing";
+        let syncing = st.sync_target > st.committed_height + 1 || st.step == Step::Syncing;
         {
             let mut s = self.ctx.state.write();
             s.height = st.committed_height;
@@ -213,7 +213,7 @@ impl Driver {
             s.app_hash = st.app_hash;
             s.syncing = syncing;
             s.sync_target = st.sync_target.max(st.committed_height);
-            s.step = st.step.to_owned();
+            s.step = st.step.to_string();
             s.round = st.round;
             s.proposal = st.proposal.or(st.locked_on);
             s.halted = st.halted.clone();
@@ -226,7 +226,7 @@ impl Driver {
             self.log_sync(
                 st.committed_height,
                 st.sync_target,
-                st.step,
+                st.step.as_str(),
                 st.sync_in_flight,
             );
         }

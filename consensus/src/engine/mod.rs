@@ -109,6 +109,47 @@ pub enum EngineError {
     },
 }
 
+/// What the engine is doing at the open height.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Nothing in flight (a validator waits for a proposal, the leader for
+    /// txs or its propose timeout).
+    Idle,
+    /// Leader: the mempool is building a block.
+    Building,
+    /// Leader: a proposal is out, votes are being counted.
+    Proposed,
+    /// Validator: it voted at this height.
+    Voted,
+    /// A block of this height (or a sync batch) is being committed.
+    Committing,
+    /// Behind a proven height: block sync first.
+    Syncing,
+    /// Stopped for good ([`Output::Halt`]).
+    Halted,
+}
+
+impl Step {
+    /// The lowercase name used in status RPCs, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Idle => "idle",
+            Step::Building => "building",
+            Step::Proposed => "proposed",
+            Step::Voted => "voted",
+            Step::Committing => "committing",
+            Step::Syncing => "syncing",
+            Step::Halted => "halted",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the engine is doing, for status RPCs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineStatus {
@@ -122,9 +163,8 @@ pub struct EngineStatus {
     pub height: u64,
     /// Leader: proposals made at this height.
     pub round: u32,
-    /// "idle", "building", "proposed", "voted", "committing", "syncing" or
-    /// "halted".
-    pub step: &'static str,
+    /// What it is doing.
+    pub step: Step,
     /// Leader: the block being voted on.
     pub proposal: Option<Hash>,
     /// Validator: the block this node ACKed at this height and is locked on.
@@ -424,19 +464,19 @@ impl Engine {
     /// What the engine is doing.
     pub fn status(&self) -> EngineStatus {
         let step = if self.halted.is_some() {
-            "halted"
+            Step::Halted
         } else if self.committing.is_some() {
-            "committing"
+            Step::Committing
         } else if self.behind() {
-            "syncing"
+            Step::Syncing
         } else if self.h.proposal.is_some() {
-            "proposed"
+            Step::Proposed
         } else if self.ld.building {
-            "building"
+            Step::Building
         } else if self.h.my_vote.is_some() {
-            "voted"
+            Step::Voted
         } else {
-            "idle"
+            Step::Idle
         };
         EngineStatus {
             committed_height: self.committed.height,
