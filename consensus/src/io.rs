@@ -66,6 +66,9 @@ pub enum Input {
     /// A vote (unverified), with the voter's best header when it has
     /// already committed the voted height.
     VoteReceived {
+        /// The peer that sent it, when known: validators send their own
+        /// votes, so a vote from another peer is ignored unchecked.
+        from: Option<PublicKey>,
         /// The vote.
         vote: Vote,
         /// The voter's best committed header (a hint, not signed).

@@ -228,6 +228,7 @@ fn validator(i: u8) -> Engine {
 fn vote(i: u8, c: &Ctx) -> Input {
     let b = c.block();
     Input::VoteReceived {
+        from: None,
         vote: Vote::ack(&key(i), CHAIN, 1, b.hash(), app_of(&b)),
         best_header: None,
     }
@@ -297,6 +298,7 @@ fn leader_happy_path() {
                 |c| {
                     let b = c.block();
                     Input::VoteReceived {
+                        from: None,
                         vote: Vote::ack(&key(9), CHAIN, 1, b.hash(), app_of(&b)),
                         best_header: None,
                     }
@@ -311,6 +313,7 @@ fn leader_happy_path() {
                     let mut v = Vote::ack(&key(3), CHAIN, 1, b.hash(), app_of(&b));
                     v.signature.0[0] ^= 1;
                     Input::VoteReceived {
+                        from: None,
                         vote: v,
                         best_header: None,
                     }
@@ -372,15 +375,18 @@ fn leader_commit_info_holds_the_quorum() {
         result: Ok(app_of(&b)),
     });
     e.handle(Input::VoteReceived {
+        from: None,
         vote: Vote::ack(&key(4), CHAIN, 1, b.hash(), app_of(&b)),
         best_header: None,
     });
     // A divergent ACK does not count for the leader's app hash.
     e.handle(Input::VoteReceived {
+        from: None,
         vote: Vote::ack(&key(3), CHAIN, 1, b.hash(), Hash::digest(b"wrong")),
         best_header: None,
     });
     let out = e.handle(Input::VoteReceived {
+        from: None,
         vote: Vote::ack(&key(2), CHAIN, 1, b.hash(), app_of(&b)),
         best_header: None,
     });
@@ -435,6 +441,7 @@ fn leader_nack_quorum_resets_drops_and_reproposes() {
                 move |c| {
                     let b = c.block();
                     Input::VoteReceived {
+                        from: None,
                         vote: Vote::nack(&key(2), CHAIN, 1, b.hash(), "bad nonce", &[bad_hash]),
                         best_header: None,
                     }
@@ -445,6 +452,7 @@ fn leader_nack_quorum_resets_drops_and_reproposes() {
             row(
                 "NACK from 3: 3 ACKs impossible",
                 |c| Input::VoteReceived {
+                    from: None,
                     vote: Vote::nack(&key(3), CHAIN, 1, c.block().hash(), "no", &[]),
                     best_header: None,
                 },
@@ -648,6 +656,7 @@ fn leader_resets_a_block_voted_before_its_restart() {
             row(
                 "validator 2 is locked on the old block: reset it",
                 move |_| Input::VoteReceived {
+                    from: None,
                     vote: Vote::ack(&key(2), CHAIN, 1, old_a.hash(), app_of(&old_a)),
                     best_header: None,
                 },
@@ -657,6 +666,7 @@ fn leader_resets_a_block_voted_before_its_restart() {
             row(
                 "the same vote again at once: one reset per resend interval",
                 move |_| Input::VoteReceived {
+                    from: None,
                     vote: Vote::ack(&key(2), CHAIN, 1, old_b.hash(), app_of(&old_b)),
                     best_header: None,
                 },
@@ -666,6 +676,7 @@ fn leader_resets_a_block_voted_before_its_restart() {
             row(
                 "a vote for a block this leader never proposed: no reset signed",
                 |_| Input::VoteReceived {
+                    from: None,
                     vote: Vote::ack(&key(3), CHAIN, 1, Hash::digest(b"never"), genesis_app()),
                     best_header: None,
                 },
@@ -698,6 +709,7 @@ fn leader_restart_reannounces_and_catches_up() {
     // A vote for height 1 from a lagging validator: re-announce, rate-limited.
     let v = Vote::ack(&key(3), CHAIN, 1, b.hash(), app_of(&b));
     let out = e.handle(Input::VoteReceived {
+        from: None,
         vote: v.clone(),
         best_header: None,
     });
@@ -707,6 +719,7 @@ fn leader_restart_reannounces_and_catches_up() {
     );
     assert!(
         e.handle(Input::VoteReceived {
+            from: None,
             vote: v,
             best_header: None
         })
@@ -731,6 +744,7 @@ fn leader_restart_reannounces_and_catches_up() {
         &key(1),
     );
     let out = e.handle(Input::VoteReceived {
+        from: None,
         vote: Vote::nack(
             &key(2),
             CHAIN,
@@ -1517,6 +1531,7 @@ fn leader_commits_after_twenty_round_timeouts() {
     let b = block.unwrap();
     for v in [2, 3] {
         e.handle(Input::VoteReceived {
+            from: None,
             vote: Vote::ack(&key(v), CHAIN, 1, b.hash(), app_of(&b)),
             best_header: None,
         });
@@ -1542,14 +1557,17 @@ fn a_byzantine_validator_cannot_stop_the_leader() {
         let random = Hash::digest(&i.to_le_bytes());
         vec![
             Input::VoteReceived {
+                from: None,
                 vote: Vote::ack(&key(4), CHAIN, 5000 + i, random, random),
                 best_header: None,
             },
             Input::VoteReceived {
+                from: None,
                 vote: Vote::nack(&key(4), CHAIN, 1, random, "height already committed", &[]),
                 best_header: Some(far.header().clone()),
             },
             Input::VoteReceived {
+                from: None,
                 vote: Vote::ack(&key(4), CHAIN, 1, random, random),
                 best_header: None,
             },
@@ -1681,4 +1699,45 @@ fn restore_refuses_a_store_older_than_the_promise() {
         v.restore(&foreign),
         Err(kite_consensus::EngineError::ForeignPromise { .. })
     ));
+}
+
+/// A validator's votes cost the leader bounded signature checks: a vote
+/// relayed by another peer than its signer is not checked at all, and after
+/// four bad signatures at a height a validator's votes are ignored there.
+#[test]
+fn leader_checks_a_bounded_number_of_bad_votes() {
+    let mut e = leader();
+    e.handle(Input::Tick { now_ms: 0 });
+    e.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    e.handle(Input::Tick { now_ms: 100 });
+    let out = e.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    let b = out
+        .iter()
+        .find_map(|o| match o {
+            Output::ExecuteBlock { block } => Some(block.clone()),
+            _ => None,
+        })
+        .unwrap();
+    e.handle(executed(&b));
+    let good = |i: u8| Vote::ack(&key(i), CHAIN, 1, b.hash(), app_of(&b));
+    let feed = |e: &mut Engine, from: u8, vote: Vote| {
+        e.handle(Input::VoteReceived {
+            from: Some(key(from).public()),
+            vote,
+            best_header: None,
+        })
+    };
+    // Validator 3's vote relayed by 4: ignored.
+    assert!(kinds(&feed(&mut e, 4, good(3))).is_empty());
+    for _ in 0..4 {
+        let mut forged = good(2);
+        forged.signature.0[7] ^= 1;
+        assert!(kinds(&feed(&mut e, 2, forged)).is_empty());
+    }
+    // Validator 2 used up its checks at this height: even its good vote is
+    // ignored; 3 (from itself) counts; 4 makes the quorum.
+    assert!(kinds(&feed(&mut e, 2, good(2))).is_empty());
+    assert!(kinds(&feed(&mut e, 3, good(3))).is_empty());
+    assert_eq!(e.status().step.as_str(), "proposed");
+    assert_eq!(kinds(&feed(&mut e, 4, good(4))), ["Commit(h1)"]);
 }

@@ -347,7 +347,11 @@ impl VoteSink for PeerSink {
         if self.ctx.config.role != crate::config::Role::Leader {
             return VoteReceipt::refused("this node is not the leader");
         }
-        self.ctx.feed(Input::VoteReceived { vote, best_header });
+        self.ctx.feed(Input::VoteReceived {
+            from: crate::p2p::keys::public_key_of(&self.peer),
+            vote,
+            best_header,
+        });
         VoteReceipt::accepted()
     }
 }

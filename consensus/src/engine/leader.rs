@@ -151,14 +151,21 @@ impl Engine {
     /// earlier costs one reset per resend interval (a reset is public and
     /// harmless, so it is sent without a signature check). Votes for any
     /// other block are ignored: the leader signs resets only for blocks it
-    /// proposed. The unsigned `best_header` hint is never acted on.
+    /// proposed. The unsigned `best_header` hint is never acted on. A vote
+    /// relayed by another peer than its signer is ignored unchecked, and
+    /// after [`MAX_BAD_VOTES_PER_HEIGHT`] bad signatures so are the
+    /// validator's further votes at this height.
     pub(super) fn on_vote(
         &mut self,
+        from: Option<PublicKey>,
         vote: Vote,
         _best: Option<BlockHeader>,
         out: &mut Vec<Output>,
     ) {
-        if !self.is_leader() || !self.cfg.validators.contains(&vote.validator) {
+        if !self.is_leader()
+            || !self.cfg.validators.contains(&vote.validator)
+            || from.is_some_and(|f| f != vote.validator)
+        {
             return;
         }
         let voter = vote.validator;
@@ -172,13 +179,18 @@ impl Engine {
             return;
         }
         if Some(vote.block_hash) == self.h.proposal {
-            if self
-                .h
-                .keeper
-                .as_ref()
-                .is_some_and(|k| k.voted(&vote.validator))
-                || !vote.verify(&self.cfg.chain_id)
+            let bad = self.h.bad_votes.get(&voter).copied().unwrap_or(0);
+            if bad >= MAX_BAD_VOTES_PER_HEIGHT
+                || self
+                    .h
+                    .keeper
+                    .as_ref()
+                    .is_some_and(|k| k.voted(&vote.validator))
             {
+                return;
+            }
+            if !vote.verify(&self.cfg.chain_id) {
+                self.h.bad_votes.insert(voter, bad.saturating_add(1));
                 return;
             }
             if let Some(k) = self.h.keeper.as_mut() {

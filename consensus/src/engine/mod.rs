@@ -47,6 +47,11 @@ pub const MAX_APPLYING: usize = 256;
 /// reset with the lowest hash to keep the newest (it still refuses any
 /// proposal older than the newest it has seen).
 pub const MAX_RESETS_PER_HEIGHT: usize = MAX_PROPOSED;
+/// Leader: most votes with a bad signature checked per validator per
+/// height; later votes of that validator at that height are ignored
+/// unchecked (votes come from their signer's own peer, so nobody else can
+/// use up a validator's allowance).
+pub const MAX_BAD_VOTES_PER_HEIGHT: u32 = 4;
 /// Most resets re-sent with a proposal re-send.
 const RESETS_RESENT: usize = 4;
 /// Most peers whose last re-announce time is remembered.
@@ -233,6 +238,9 @@ struct HeightState {
     /// Validator: the leader's newest proposal, held while this node is
     /// locked on another block; taken up when a reset releases the lock.
     waiting: Option<(PublicKey, Block)>,
+    /// Leader: votes with a bad signature per validator at this height
+    /// (bounded by the validator set).
+    bad_votes: BTreeMap<PublicKey, u32>,
 }
 
 impl HeightState {
@@ -253,6 +261,7 @@ impl HeightState {
             reset_sent: BTreeMap::new(),
             newest_ts: None,
             waiting: None,
+            bad_votes: BTreeMap::new(),
         }
     }
 
@@ -523,7 +532,11 @@ impl Engine {
                 block_hash,
                 result,
             } => self.on_executed(height, block_hash, result, &mut out),
-            Input::VoteReceived { vote, best_header } => self.on_vote(vote, best_header, &mut out),
+            Input::VoteReceived {
+                from,
+                vote,
+                best_header,
+            } => self.on_vote(from, vote, best_header, &mut out),
             Input::CommitAnnounced {
                 from,
                 header,

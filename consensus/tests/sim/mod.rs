@@ -940,6 +940,7 @@ impl Sim {
                 leader_sig: sig,
             },
             Msg::Vote { vote, best } => Input::VoteReceived {
+                from: Some(from_pk),
                 vote,
                 best_header: best,
             },
