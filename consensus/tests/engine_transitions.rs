@@ -624,6 +624,7 @@ fn leader_resets_a_block_voted_before_its_restart() {
         height: 1,
         vote: None,
         proposed: vec![old.hash()],
+        newest_ts: 0,
     })
     .unwrap();
     let (old_a, old_b) = (old.clone(), old.clone());
@@ -1654,6 +1655,7 @@ fn restore_refuses_a_store_older_than_the_promise() {
             height: 7,
             vote: None,
             proposed: vec![Hash::digest(b"p")],
+            newest_ts: 0,
         })
         .unwrap_err();
     let msg = err.to_string();
@@ -1687,6 +1689,7 @@ fn restore_refuses_a_store_older_than_the_promise() {
         height: 1,
         vote: Some(Vote::ack(&key(3), CHAIN, 1, b.hash(), app_of(&b))),
         proposed: vec![],
+        newest_ts: 0,
     };
     v.restore(&fulfilled).unwrap();
     assert_eq!(v.status().locked_on, None);
@@ -1694,6 +1697,7 @@ fn restore_refuses_a_store_older_than_the_promise() {
         height: 2,
         vote: Some(Vote::ack(&key(4), CHAIN, 2, b.hash(), app_of(&b))),
         proposed: vec![],
+        newest_ts: 0,
     };
     assert!(matches!(
         v.restore(&foreign),
@@ -1740,4 +1744,39 @@ fn leader_checks_a_bounded_number_of_bad_votes() {
     assert!(kinds(&feed(&mut e, 3, good(3))).is_empty());
     assert_eq!(e.status().step.as_str(), "proposed");
     assert_eq!(kinds(&feed(&mut e, 4, good(4))), ["Commit(h1)"]);
+}
+
+/// A restarted leader proposes later than its proposals before the restart,
+/// even when its clock went back: validators ignore older proposals.
+#[test]
+fn restarted_leader_proposes_later_than_before_its_restart() {
+    let mut e = leader();
+    e.restore(&Promise {
+        height: 1,
+        vote: None,
+        proposed: vec![Hash::digest(b"before")],
+        newest_ts: 50_000,
+    })
+    .unwrap();
+    e.handle(Input::Tick { now_ms: 10_000 });
+    e.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    e.handle(Input::Tick { now_ms: 10_100 });
+    let out = e.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    let (b, p) = (
+        out.iter()
+            .find_map(|o| match o {
+                Output::SendProposal { block, .. } => Some(block.clone()),
+                _ => None,
+            })
+            .unwrap(),
+        out.iter()
+            .find_map(|o| match o {
+                Output::Persist { promise } => Some(promise.clone()),
+                _ => None,
+            })
+            .unwrap(),
+    );
+    assert!(b.header().timestamp_ms > 50_000);
+    assert_eq!(p.newest_ts, b.header().timestamp_ms);
+    assert_eq!(p.proposed, vec![Hash::digest(b"before"), b.hash()]);
 }

@@ -30,6 +30,9 @@ pub struct Promise {
     /// Leader: the blocks it proposed at `height`, oldest first (at most
     /// [`MAX_PROPOSED`]); the last one is its current proposal.
     pub proposed: Vec<Hash>,
+    /// Leader: the header time of its newest proposal at `height` (its
+    /// next proposal there must be later, even if its clock went back).
+    pub newest_ts: u64,
 }
 
 impl Promise {
@@ -39,6 +42,7 @@ impl Promise {
             height: self.height,
             vote: self.vote.as_ref().map(Vote::to_proto),
             proposed: self.proposed.iter().map(|h| h.0.to_vec()).collect(),
+            newest_ts: self.newest_ts,
         }
         .encode_to_vec()
     }
@@ -73,6 +77,7 @@ impl Promise {
                 .iter()
                 .map(|b| codec::hash_field(W, "proposed", b))
                 .collect::<Result<Vec<_>, _>>()?,
+            newest_ts: p.newest_ts,
         })
     }
 }
@@ -95,6 +100,7 @@ mod tests {
                 Hash::digest(b"a"),
             )),
             proposed: vec![Hash::digest(b"x"), Hash::digest(b"y")],
+            newest_ts: 1_700_000_000_123,
         };
         assert_eq!(Promise::decode(&p.encode()).unwrap(), p);
         assert_eq!(

@@ -271,6 +271,11 @@ impl HeightState {
             height: self.height,
             vote: self.my_vote.clone(),
             proposed: self.proposed.clone(),
+            newest_ts: if self.proposed.is_empty() {
+                0
+            } else {
+                self.newest_ts.unwrap_or(0)
+            },
         }
     }
 
@@ -450,6 +455,9 @@ impl Engine {
                 self.h.add_reset(*bh, sig);
             }
             self.ld.round = u32::try_from(proposed.len()).unwrap_or(u32::MAX);
+            if !proposed.is_empty() {
+                self.h.newest_ts = Some(promise.newest_ts);
+            }
             self.h.proposed = proposed;
         }
         Ok(())
