@@ -16,7 +16,7 @@ use kite_blockstore::{ApplyOutcome, StoreError};
 use kite_consensus::{Engine, ExecError, Input, Output, Step, Target};
 use kite_protocols::blkprop::ResetInfo;
 use kite_protocols::{ack, blk, blkann, blkprop};
-use kite_types::{Block, CommitInfo, Hash, PublicKey};
+use kite_types::{Block, CommitInfo, Hash, Promise, PublicKey};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +54,10 @@ struct Driver {
     apply_tx: mpsc::Sender<Vec<(Block, CommitInfo)>>,
     /// Group flush requests for the flusher task.
     flush_tx: mpsc::Sender<()>,
+    /// A promise record could not be written: the node stops, and no
+    /// output after it is carried out (the vote or proposal it promised
+    /// must not leave).
+    broken_promise: bool,
 }
 
 /// Block sync's flusher: makes group-committed blocks durable off the
@@ -116,6 +120,7 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
         unflushed_since: None,
         apply_tx,
         flush_tx,
+        broken_promise: false,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -155,10 +160,16 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
                 Err(_) => break,
             }
         }
-        while let Some(input) = queue.pop_front() {
+        'inputs: while let Some(input) = queue.pop_front() {
             for out in engine.handle(input) {
                 d.carry_out(out, &mut queue).await;
+                if d.broken_promise {
+                    break 'inputs;
+                }
             }
+        }
+        if d.broken_promise {
+            break;
         }
         d.publish(&engine);
         if d.unflushed > 0
@@ -262,6 +273,7 @@ impl Driver {
 
     async fn carry_out(&mut self, out: Output, queue: &mut VecDeque<Input>) {
         match out {
+            Output::Persist { promise } => self.persist(promise).await,
             Output::BuildBlock { max_bytes } => {
                 let txs = match &self.ctx.mempool {
                     Some(m) => {
@@ -425,6 +437,49 @@ impl Driver {
             }
             Output::Halt { reason } => {
                 tracing::error!(%reason, "halt");
+            }
+        }
+    }
+
+    /// Writes the engine's promise record durably (on a blocking thread,
+    /// awaited: the outputs after it wait for it). If it cannot be
+    /// written, the node stops and [`Driver::broken_promise`] drops the
+    /// outputs after it.
+    async fn persist(&mut self, promise: Promise) {
+        let path = self.ctx.promise_file.clone();
+        let durable = self.ctx.config.store.durable;
+        let (height, voted, proposed) = (
+            promise.height,
+            promise.vote.is_some(),
+            promise.proposed.len(),
+        );
+        let started = Instant::now();
+        let written = tokio::task::spawn_blocking(move || {
+            crate::promise_file::save(&path, &promise, durable).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the promise write task failed: {e}")));
+        let took = started.elapsed();
+        self.ctx
+            .metrics
+            .promise_write_seconds
+            .observe(took.as_secs_f64());
+        match written {
+            Ok(()) => tracing::debug!(
+                height,
+                voted,
+                proposed,
+                us = took.as_micros() as u64,
+                "promise record written"
+            ),
+            Err(e) => {
+                let reason = format!(
+                    "{e}: the vote or proposal it records is not sent; the node stops so it \
+                     never signs what it could not record"
+                );
+                tracing::error!(%reason);
+                self.ctx.stop(format!("halted: {reason}"));
+                self.broken_promise = true;
             }
         }
     }

@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod node;
 pub mod outbound;
 pub mod p2p;
+pub mod promise_file;
 pub mod rpc;
 pub mod testkit;

@@ -48,6 +48,9 @@ pub struct Metrics {
     pub tx_indexed: Gauge,
     /// Streams by protocol, direction and outcome.
     pub streams: Family<StreamLabels, Counter>,
+    /// Time of each durable write of the promise file (one before every
+    /// vote or proposal sent), seconds; its count is the number of writes.
+    pub promise_write_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -74,6 +77,9 @@ impl Metrics {
             synced_blocks: Counter::default(),
             tx_indexed: Gauge::default(),
             streams: Family::default(),
+            promise_write_seconds: Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
             registry: Registry::default(),
         };
         registry.register("height", "Last committed height", m.height.clone());
@@ -119,6 +125,11 @@ impl Metrics {
             "Streams by protocol, direction and outcome",
             m.streams.clone(),
         );
+        registry.register(
+            "promise_write_seconds",
+            "Time of each durable write of the promise file (before a vote or proposal is sent)",
+            m.promise_write_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -153,7 +164,12 @@ mod tests {
         m.height.set(7);
         m.stream("/kite/tx/1.0.0", true, "ok");
         m.commit_round_seconds.observe(0.2);
+        m.promise_write_seconds.observe(0.0003);
         let text = m.encode();
+        assert!(
+            text.contains("kite_promise_write_seconds_count 1"),
+            "{text}"
+        );
         assert!(text.contains("kite_height 7"), "{text}");
         assert!(text.contains("kite_streams_total{protocol=\"/kite/tx/1.0.0\",direction=\"inbound\",outcome=\"ok\"} 1"), "{text}");
         assert!(text.contains("kite_commit_round_seconds_count 1"), "{text}");

@@ -17,7 +17,7 @@ use crate::chaincheck::ChainVotes;
 use crate::config::{Config, Role};
 use crate::metrics::Metrics;
 use crate::p2p::{self, HostConfig, HostHandle, Multiaddr, PeerId};
-use crate::{backend, driver, gossip, handlers, indexer};
+use crate::{backend, driver, gossip, handlers, indexer, promise_file};
 use kite_blockstore::{BlockStore, StoreConfig, StoreHandle};
 use kite_consensus::{CommittedState, Engine, EngineConfig, LastCommit};
 use kite_mempool::{AccountSource, Mempool, MempoolConfig};
@@ -64,12 +64,25 @@ pub enum NodeError {
     /// The commit engine halted.
     #[error("halted: {0}")]
     Halted(String),
+    /// The promise file cannot be read.
+    #[error(transparent)]
+    PromiseFile(#[from] crate::promise_file::PromiseFileError),
+    /// The promise record does not fit this node: its store went back in
+    /// time, or the record holds another key's vote (see
+    /// [`Engine::restore`]).
+    #[error("{error} (promise file {})", path.display())]
+    Promise {
+        /// The promise file.
+        path: PathBuf,
+        /// What the engine found.
+        error: kite_consensus::EngineError,
+    },
 }
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
-    /// The home folder (store, peer store).
+    /// The home folder (store, peer store, promise file).
     pub home: PathBuf,
     /// Configuration (file + flags).
     pub config: Config,
@@ -186,6 +199,9 @@ pub struct Ctx {
     pub genesis_votes: Mutex<ChainVotes>,
     /// What they proved of their blocks at heights this node holds.
     pub fork_votes: Mutex<ChainVotes>,
+    /// Where the engine's promise record is written before every vote or
+    /// proposal (see [`crate::promise_file`]).
+    pub promise_file: PathBuf,
 }
 
 impl Ctx {
@@ -406,7 +422,27 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     // One peer may hold half the window, so two or more peers share it.
     ec.sync_per_peer = (ec.sync_window / 2).max(kite_consensus::sync::MAX_REQUEST);
     ec.sync_buffer_bytes = cfg.sync.buffer.as_u64();
-    let engine = Engine::new(ec, committed.clone()).map_err(|e| NodeError::Role(e.to_string()))?;
+    let mut engine =
+        Engine::new(ec, committed.clone()).map_err(|e| NodeError::Role(e.to_string()))?;
+    // What this node promised before it stopped, given back to the engine
+    // before its first input (and before the host starts, so nothing is
+    // sent from a store that went back in time).
+    let promise_path = promise_file::path_in(&opts.home);
+    if let Some(promise) = promise_file::load(&promise_path)? {
+        engine
+            .restore(&promise)
+            .map_err(|error| NodeError::Promise {
+                path: promise_path.clone(),
+                error,
+            })?;
+        tracing::info!(
+            height = promise.height,
+            voted = promise.vote.is_some(),
+            proposed = promise.proposed.len(),
+            store_height = committed.height,
+            "promise record read back"
+        );
+    }
 
     let mempool = if cfg.blocks_only {
         None
@@ -474,6 +510,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         stop_reason: Mutex::new(None),
         genesis_votes: Mutex::new(ChainVotes::new(bootstrap.iter().copied())),
         fork_votes: Mutex::new(ChainVotes::new(bootstrap)),
+        promise_file: promise_path,
     });
     ctx.metrics
         .height
