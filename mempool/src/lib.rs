@@ -27,6 +27,13 @@
 //!   [`Mempool::reannounce`] (oldest unconfirmed, rate-limited per tx);
 //!   [`Mempool::contains`] and [`Mempool::get`] in O(1).
 //!
+//! Where things are: `pool.rs` (the [`Mempool`] API: lookups, block
+//! building, commit and recheck, removal, gossip, and the
+//! [`AccountSource`] it reads state through), `admission.rs` (decoding,
+//! stateless checks, batch signature verification, the `admit*` entry
+//! points), `senders.rs` (per-sender nonce queues, the global index and
+//! arrival order, and their invariant check), `error.rs` and `config.rs`.
+//!
 //! Concurrency: `Mempool` is `Send + Sync`; share it in an `Arc`. All work
 //! that does not need the pool's state (decoding, signatures, account
 //! reads) runs outside its single `parking_lot::Mutex`, which guards short
@@ -35,10 +42,13 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod config;
 mod error;
 mod pool;
+mod senders;
 
+pub use admission::{ACCOUNT_RETRIES, tx_cost};
 pub use config::{MIB, MempoolConfig};
 pub use error::MempoolError;
-pub use pool::{ACCOUNT_RETRIES, AccountSource, Mempool, MempoolStats, tx_cost};
+pub use pool::{AccountSource, Mempool, MempoolStats};
