@@ -5,7 +5,7 @@
 //! account read outside the lock and the insertion under it
 //! ([`crate::senders`] decides nonce, affordability and limits).
 
-use crate::{AccountSource, Mempool, MempoolError};
+use crate::{AccountError, AccountSource, Mempool, MempoolError};
 use kite_types::sign::KeyCache;
 use kite_types::{Account, Hash, MAX_KEY_LEN, MAX_VALUE_LEN, Payload, PublicKey, Tx};
 use std::collections::{HashMap, HashSet};
@@ -257,7 +257,8 @@ impl Mempool {
     }
 
     /// Reads the senders' accounts (outside the lock), then inserts every
-    /// signature-checked tx under one lock.
+    /// signature-checked tx under one lock. A tx whose sender's account
+    /// cannot be read is refused with [`MempoolError::StateUnavailable`].
     fn insert_verified(
         &self,
         txs: Vec<Checked>,
@@ -279,7 +280,7 @@ impl Mempool {
         let mut epoch = self.inner.lock().epoch;
         let mut attempt = 0;
         loop {
-            let accounts: HashMap<PublicKey, Account> =
+            let accounts: HashMap<PublicKey, Result<Account, AccountError>> =
                 senders.iter().map(|pk| (*pk, src.account(pk))).collect();
             let mut g = self.inner.lock();
             attempt += 1;
@@ -292,7 +293,15 @@ impl Mempool {
             return txs
                 .into_iter()
                 .map(|c| {
-                    let acct = accounts.get(&c.tx.sender()).copied().unwrap_or_default();
+                    let acct = match accounts.get(&c.tx.sender()) {
+                        Some(Ok(acct)) => *acct,
+                        // Unknown state is not an empty account: refuse
+                        // with the reason, not as a nonce or funds problem.
+                        Some(Err(e)) => {
+                            return Err(MempoolError::StateUnavailable(e.reason().to_string()));
+                        }
+                        None => Account::default(),
+                    };
                     g.insert(c, acct, fresh, &self.config, now_ms)
                 })
                 .collect();

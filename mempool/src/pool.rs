@@ -1,5 +1,5 @@
 //! The pool itself: [`Mempool`], its state under one short-held lock, and
-//! the [`AccountSource`] through which it reads committed account state.
+//! what a recheck against the committed state did ([`Recheck`]).
 //!
 //! The pool's code is in three places: this module (the [`Mempool`] API:
 //! construction, lookups, block building, commit and recheck, removal,
@@ -16,8 +16,8 @@
 //! [`Mempool::on_commit`]); an admission whose read raced a commit reads
 //! again (up to [`ACCOUNT_RETRIES`](crate::ACCOUNT_RETRIES) times).
 
-use crate::MempoolConfig;
 use crate::senders::Inner;
+use crate::{AccountError, AccountSource, MempoolConfig};
 use kite_types::sign::KeyCache;
 use kite_types::{Account, Hash, PublicKey, Tx};
 use parking_lot::Mutex;
@@ -27,18 +27,16 @@ use std::sync::Arc;
 /// Senders rechecked per lock acquisition after a commit.
 const RECHECK_CHUNK: usize = 512;
 
-/// Committed account state, as the pool needs it. The node implements it
-/// over the app's committed state.
-pub trait AccountSource: Send + Sync {
-    /// The committed balance and nonce of `who` (`Account::default()` for
-    /// an unknown account).
-    fn account(&self, who: &PublicKey) -> Account;
-}
-
-impl AccountSource for HashMap<PublicKey, Account> {
-    fn account(&self, who: &PublicKey) -> Account {
-        self.get(who).copied().unwrap_or_default()
-    }
+/// What [`Mempool::on_commit`] and [`Mempool::recheck`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recheck {
+    /// Txs dropped because they became invalid (not the committed ones).
+    pub dropped: Vec<Tx>,
+    /// Senders whose committed account could not be read, with why. Their
+    /// txs were kept as they were, not rechecked: a read error is not an
+    /// empty account. The next commit's recheck (or the admission of one
+    /// of their txs, which reads the account again) checks them.
+    pub unread: Vec<(PublicKey, AccountError)>,
 }
 
 /// Counters for metrics and status.
@@ -226,7 +224,12 @@ impl Mempool {
     ///
     /// The removal happens under one lock; the recheck reads accounts
     /// outside the lock and applies them in chunks.
-    pub fn on_commit(&self, committed: &[Tx], src: &dyn AccountSource) -> Vec<Tx> {
+    ///
+    /// A sender whose account `src` cannot read is not rechecked: its txs
+    /// stay as they are and the error is in [`Recheck::unread`] (the
+    /// block's own txs are still removed).
+    pub fn on_commit(&self, committed: &[Tx], src: &dyn AccountSource) -> Recheck {
+        let mut unread = Vec::new();
         let mut dropped = Vec::new();
         let (epoch, senders) = {
             let mut g = self.inner.lock();
@@ -251,24 +254,35 @@ impl Mempool {
             (g.epoch, g.senders.keys().copied().collect::<Vec<_>>())
         };
         for chunk in senders.chunks(RECHECK_CHUNK) {
-            let accounts: Vec<Account> = chunk.iter().map(|pk| src.account(pk)).collect();
+            let accounts: Vec<Result<Account, AccountError>> =
+                chunk.iter().map(|pk| src.account(pk)).collect();
             let mut g = self.inner.lock();
             if g.epoch != epoch {
                 // A later commit rechecks with newer state.
                 break;
             }
             for (pk, acct) in chunk.iter().zip(accounts) {
-                if g.senders.contains_key(pk) {
-                    g.resync(pk, acct.nonce, acct.balance, &self.config, &mut dropped);
+                if !g.senders.contains_key(pk) {
+                    continue;
+                }
+                match acct {
+                    Ok(acct) => g.resync(pk, acct.nonce, acct.balance, &self.config, &mut dropped),
+                    // Keep its txs: the state is unknown, not empty.
+                    Err(e) => unread.push((*pk, e)),
                 }
             }
         }
-        dropped.into_iter().map(Arc::unwrap_or_clone).collect()
+        Recheck {
+            dropped: dropped.into_iter().map(Arc::unwrap_or_clone).collect(),
+            unread,
+        }
     }
 
     /// Rechecks every sender against `src` without a commit (e.g. after a
-    /// restart or a state sync). Returns the dropped txs.
-    pub fn recheck(&self, src: &dyn AccountSource) -> Vec<Tx> {
+    /// restart or a state sync). Returns the dropped txs and the senders
+    /// whose account could not be read (kept unchecked, as in
+    /// [`Mempool::on_commit`]).
+    pub fn recheck(&self, src: &dyn AccountSource) -> Recheck {
         self.on_commit(&[], src)
     }
 
@@ -707,7 +721,7 @@ pub(crate) mod tests {
                 nonce: 2,
             },
         );
-        let dropped = mp.on_commit(&block, &src);
+        let dropped = mp.on_commit(&block, &src).dropped;
         assert_eq!(dropped, vec![b2.clone()]);
         assert!(!mp.contains(&a1.hash()));
         assert!(!mp.contains(&b1.hash()));
@@ -723,7 +737,7 @@ pub(crate) mod tests {
                 nonce: 2,
             },
         );
-        let dropped = mp.recheck(&src);
+        let dropped = mp.recheck(&src).dropped;
         assert_eq!(dropped.len(), 2, "{dropped:?}");
         assert!(mp.is_empty());
         assert_eq!(mp.stats().senders, 0);
@@ -747,7 +761,129 @@ pub(crate) mod tests {
         );
         mp.admit(transfer(&a, 2, 90), &src, 0).unwrap();
         assert!(!mp.contains(&a1.hash()));
-        assert!(mp.on_commit(std::slice::from_ref(&a1), &src).is_empty());
+        assert!(
+            mp.on_commit(std::slice::from_ref(&a1), &src)
+                .dropped
+                .is_empty()
+        );
+        assert_eq!(mp.pending_nonce(&a.public()), Some(2));
+        mp.check_invariants().unwrap();
+    }
+
+    /// Committed state whose reads fail for the senders in `down`.
+    struct Flaky {
+        state: HashMap<PublicKey, Account>,
+        down: HashSet<PublicKey>,
+    }
+
+    impl AccountSource for Flaky {
+        fn account(&self, who: &PublicKey) -> Result<Account, AccountError> {
+            if self.down.contains(who) {
+                return Err(AccountError::new("store read failed"));
+            }
+            self.state.account(who)
+        }
+    }
+
+    fn unavailable() -> MempoolError {
+        MempoolError::StateUnavailable("store read failed".into())
+    }
+
+    #[test]
+    fn admission_refuses_when_the_account_cannot_be_read() {
+        let (a, b) = (key(1), key(2));
+        let state = funded(&[&a, &b], 100);
+        let down = Flaky {
+            state: state.clone(),
+            down: HashSet::from([a.public()]),
+        };
+        let mp = pool();
+        let a1 = transfer(&a, 1, 10);
+        // Not "insufficient funds" against an empty account: the reason.
+        let e = mp.admit(a1.clone(), &down, 0).unwrap_err();
+        assert_eq!(e, unavailable());
+        assert_eq!(e.code(), "state_unavailable");
+        assert!(e.is_transient());
+        assert_eq!(mp.admit_bytes(&a1.encode(), &down, 0), Err(unavailable()));
+        let b1 = transfer(&b, 1, 10);
+        assert_eq!(
+            mp.admit_batch(vec![a1.clone(), b1.clone()], &down, 0),
+            vec![Err(unavailable()), Ok(b1.hash())]
+        );
+        assert_eq!(
+            mp.admit_bytes_batch(&[&a1.encode()], &down, 0),
+            vec![Err(unavailable())]
+        );
+        assert!(!mp.contains(&a1.hash()));
+        assert_eq!(mp.len(), 1);
+        // A sender the pool knows is refused the same way, and keeps what
+        // it has.
+        mp.admit(a1.clone(), &state, 0).unwrap();
+        assert_eq!(mp.admit(transfer(&a, 2, 10), &down, 0), Err(unavailable()));
+        assert_eq!(mp.pending_nonce(&a.public()), Some(1));
+        // Readable again: admitted.
+        mp.admit(transfer(&a, 2, 10), &state, 0).unwrap();
+        mp.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn recheck_keeps_the_txs_of_unreadable_senders() {
+        let (a, b) = (key(1), key(2));
+        let mut state = funded(&[&a, &b], 100);
+        let mp = pool();
+        let a1 = transfer(&a, 1, 30);
+        let a2 = transfer(&a, 2, 30);
+        let b1 = transfer(&b, 1, 50);
+        let b2 = transfer(&b, 2, 50);
+        for t in [&a1, &a2, &b1, &b2] {
+            mp.admit(t.clone(), &state, 0).unwrap();
+        }
+        // The block commits a1 and b1, and b's nonce 2 by another tx: b2
+        // is invalid now, but b's account cannot be read.
+        state.insert(
+            a.public(),
+            Account {
+                balance: 70,
+                nonce: 1,
+            },
+        );
+        state.insert(
+            b.public(),
+            Account {
+                balance: 0,
+                nonce: 2,
+            },
+        );
+        let b_down = Flaky {
+            state: state.clone(),
+            down: HashSet::from([b.public()]),
+        };
+        let r = mp.on_commit(&[a1.clone(), b1.clone()], &b_down);
+        assert!(r.dropped.is_empty(), "{:?}", r.dropped);
+        assert_eq!(
+            r.unread,
+            vec![(b.public(), AccountError::new("store read failed"))]
+        );
+        assert!(!mp.contains(&a1.hash()) && !mp.contains(&b1.hash()));
+        assert!(mp.contains(&a2.hash()) && mp.contains(&b2.hash()));
+        mp.check_invariants().unwrap();
+        // Nothing readable: nothing dropped, both senders reported.
+        let all_down = Flaky {
+            state: state.clone(),
+            down: HashSet::from([a.public(), b.public()]),
+        };
+        let r = mp.recheck(&all_down);
+        assert!(r.dropped.is_empty());
+        let mut unread: Vec<PublicKey> = r.unread.iter().map(|(pk, _)| *pk).collect();
+        unread.sort_by_key(|pk| pk.0);
+        let mut want = vec![a.public(), b.public()];
+        want.sort_by_key(|pk| pk.0);
+        assert_eq!(unread, want);
+        assert_eq!(mp.len(), 2);
+        // Readable again: the recheck drops b2.
+        let r = mp.recheck(&state);
+        assert_eq!(r.dropped, vec![b2]);
+        assert!(r.unread.is_empty());
         assert_eq!(mp.pending_nonce(&a.public()), Some(2));
         mp.check_invariants().unwrap();
     }
