@@ -3,10 +3,17 @@
 //!
 //! Bird's-eye view:
 //!
-//! - [`BlockStore`] (synchronous, in [`store`]): one sled database with a
-//!   tree per record kind (blocks, commit info, height <-> hash indexes, tx
-//!   index, app state, meta). It implements [`kite_app::StateReader`] over
-//!   the committed state.
+//! - [`BlockStore`] (synchronous, in [`store`]): one sled database whose
+//!   single tree holds a table per record kind as a one-byte key prefix
+//!   (blocks, commit info, height <-> hash indexes, tx index, app state,
+//!   meta). It implements [`kite_app::StateReader`] over
+//!   the committed state. The store is split by concern:
+//!   `store/mod.rs` (the struct and its config), `store/schema.rs` (table
+//!   prefixes, meta keys, record encodings, format constants: the on-disk
+//!   layout is documented there), `store/open.rs` (open, create, the
+//!   format/chain/genesis/best checks), `store/write.rs` (commit, execute,
+//!   block sync's batch apply, tx index catch-up, flush) and
+//!   `store/read.rs` (blocks, commit infos, txs, accounts, state).
 //! - [`StoreHandle`] (async, in [`handle`]): what the node and the
 //!   consensus driver use. Writes (commit, execute, block sync's batch
 //!   apply) go to one dedicated writer thread through a bounded channel;

@@ -101,6 +101,11 @@ pub enum MempoolError {
         /// The limit.
         max: usize,
     },
+    /// The sender's committed account could not be read (a storage
+    /// error): the tx is refused without judging its nonce or funds, and
+    /// may be sent again.
+    #[error("account state unavailable: {0}")]
+    StateUnavailable(String),
 }
 
 fn fmt_bytes(n: usize) -> String {
@@ -130,6 +135,7 @@ impl MempoolError {
             MempoolError::EmptyKey => "empty_key",
             MempoolError::KeyTooLong { .. } => "key_too_long",
             MempoolError::ValueTooLong { .. } => "value_too_long",
+            MempoolError::StateUnavailable(_) => "state_unavailable",
         }
     }
 
@@ -144,6 +150,7 @@ impl MempoolError {
                 | MempoolError::InsufficientFunds { .. }
                 | MempoolError::SenderFull { .. }
                 | MempoolError::Full { .. }
+                | MempoolError::StateUnavailable(_)
         )
     }
 }
@@ -172,5 +179,12 @@ mod tests {
         assert_eq!(e.to_string(), "mempool full: 3 txs / 1000 bytes");
         assert!(e.is_transient());
         assert!(!MempoolError::BadSignature.is_transient());
+        let e = MempoolError::StateUnavailable("store read failed".into());
+        assert_eq!(
+            e.to_string(),
+            "account state unavailable: store read failed"
+        );
+        assert_eq!(e.code(), "state_unavailable");
+        assert!(e.is_transient());
     }
 }

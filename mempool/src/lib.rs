@@ -6,7 +6,11 @@
 //!   nonce against the sender's committed nonce plus its pending txs,
 //!   affordability (pending transfers <= balance; incoming pending
 //!   transfers do not count) and the limits. Every refusal is a typed
-//!   [`MempoolError`] with a stable [`MempoolError::code`].
+//!   [`MempoolError`] with a stable [`MempoolError::code`]. When the
+//!   sender's account cannot be read ([`AccountSource`] returns an
+//!   [`AccountError`]), the tx is refused as
+//!   [`MempoolError::StateUnavailable`], never judged against an empty
+//!   account.
 //! - **Order**: per sender strictly by nonce; across senders by arrival.
 //! - **Gaps are queued**: a tx whose nonce is ahead of the sender's next
 //!   nonce waits as *queued* (at most [`MempoolConfig::max_queued_per_sender`]
@@ -23,9 +27,19 @@
 //!   sender's contiguous nonce prefix, within a byte and count budget.
 //! - **After a commit** ([`Mempool::on_commit`]): remove the block's txs,
 //!   recheck every sender against the new state, drop what became invalid.
+//!   A sender whose account cannot be read keeps its txs unchecked; the
+//!   [`Recheck`] result names it with the error.
 //! - **Gossip**: [`Mempool::take_announcements`] (new pending hashes) and
 //!   [`Mempool::reannounce`] (oldest unconfirmed, rate-limited per tx);
 //!   [`Mempool::contains`] and [`Mempool::get`] in O(1).
+//!
+//! Where things are: `pool.rs` (the [`Mempool`] API: lookups, block
+//! building, commit and recheck, removal, gossip), `account.rs` (the
+//! [`AccountSource`] it reads committed state through, and its
+//! [`AccountError`]), `admission.rs` (decoding,
+//! stateless checks, batch signature verification, the `admit*` entry
+//! points), `senders.rs` (per-sender nonce queues, the global index and
+//! arrival order, and their invariant check), `error.rs` and `config.rs`.
 //!
 //! Concurrency: `Mempool` is `Send + Sync`; share it in an `Arc`. All work
 //! that does not need the pool's state (decoding, signatures, account
@@ -35,10 +49,15 @@
 
 #![forbid(unsafe_code)]
 
+mod account;
+mod admission;
 mod config;
 mod error;
 mod pool;
+mod senders;
 
+pub use account::{AccountError, AccountSource};
+pub use admission::{ACCOUNT_RETRIES, tx_cost};
 pub use config::{MIB, MempoolConfig};
 pub use error::MempoolError;
-pub use pool::{ACCOUNT_RETRIES, AccountSource, Mempool, MempoolStats, tx_cost};
+pub use pool::{Mempool, MempoolStats, Recheck};

@@ -327,7 +327,7 @@ fn run(ops: Vec<Op>, keys: &[NodeKey], cov: &Coverage) -> Result<(), TestCaseErr
                     note(cov, if n > 0 { "commit" } else { "empty commit" });
                     let before = snapshot(&mp, &model);
                     model.state = st;
-                    let dropped = mp.on_commit(&part, &model.state);
+                    let dropped = mp.on_commit(&part, &model.state).dropped;
                     for t in &part {
                         assert!(!mp.contains(&t.hash()));
                     }
@@ -362,7 +362,9 @@ fn run(ops: Vec<Op>, keys: &[NodeKey], cov: &Coverage) -> Result<(), TestCaseErr
                     note(cov, "external commit overspends later pending");
                 }
                 model.state = st;
-                let dropped = mp.on_commit(std::slice::from_ref(&tx), &model.state);
+                let dropped = mp
+                    .on_commit(std::slice::from_ref(&tx), &model.state)
+                    .dropped;
                 if !dropped.is_empty() {
                     note(cov, "external commit dropped txs");
                 }
@@ -379,7 +381,7 @@ fn run(ops: Vec<Op>, keys: &[NodeKey], cov: &Coverage) -> Result<(), TestCaseErr
             }
             Op::Recheck => {
                 let before = snapshot(&mp, &model);
-                assert!(mp.recheck(&model.state).is_empty());
+                assert!(mp.recheck(&model.state).dropped.is_empty());
                 check_kept(&mp, &model, &before);
             }
             Op::Gossip { now: t } => {

@@ -248,8 +248,12 @@ impl Ctx {
 pub struct StoreAccounts(Arc<BlockStore>);
 
 impl AccountSource for StoreAccounts {
-    fn account(&self, who: &PublicKey) -> Account {
-        self.0.account(who).unwrap_or_default()
+    /// A store error is reported as such (the mempool refuses admissions
+    /// and keeps txs unchecked), never as an empty account.
+    fn account(&self, who: &PublicKey) -> Result<Account, kite_mempool::AccountError> {
+        self.0
+            .account(who)
+            .map_err(|e| kite_mempool::AccountError::new(e.to_string()))
     }
 }
 

@@ -1,0 +1,115 @@
+//! [`BlockStore`]: the synchronous store over sled.
+//!
+//! The store is one module per concern, each with its own `impl
+//! BlockStore`:
+//!
+//! - `schema`: the on-disk layout (one sled tree, a one-byte prefix per
+//!   table; the record table is documented there), the meta keys, the
+//!   encodings of [`Best`] and [`TxLocation`] records, and the format
+//!   constants ([`FORMAT`], [`MAX_STORED_BLOCK`]).
+//! - `open`: [`BlockStore::open`] / [`BlockStore::open_with`]: opening
+//!   sled, writing a new store's genesis records, checking an existing
+//!   store's format, chain, genesis and best record.
+//! - `write`: [`BlockStore::commit`] / [`BlockStore::commit_opts`],
+//!   [`BlockStore::execute_block`], [`BlockStore::apply_block`],
+//!   [`BlockStore::apply_blocks`] (block sync), [`BlockStore::index_txs`]
+//!   and [`BlockStore::flush`].
+//! - `read`: [`BlockStore::best`], blocks by height or hash and in ranges,
+//!   commit infos, the tx index, accounts, state entries, the accessors,
+//!   and the [`StateReader`](kite_app::StateReader) impl over the
+//!   committed state.
+//!
+//! This module holds the [`BlockStore`] struct, its [`StoreConfig`] and
+//! the error constructor the others share.
+//!
+//! ## The tx index may lag the chain
+//!
+//! The tx index is derived data: a commit of a single block writes its
+//! index records in the same batch when the index is caught up, but block
+//! sync's batch applies ([`BlockStore::apply_blocks`]) leave them out. The
+//! random-key inserts of the index were the largest cost of a replay, and
+//! a node should reach the chain's tip first. [`BlockStore::index_txs`]
+//! then catches the index up, a bounded step at a time, each step one
+//! atomic batch with the `tx_indexed` record, so a crash at any point
+//! leaves a consistent index that the next step resumes.
+//! [`BlockStore::tx_indexed`] says how far it is; a tx of a later block is
+//! not found by [`BlockStore::tx_location`] until the index gets there.
+
+mod open;
+mod read;
+mod schema;
+mod write;
+
+pub use read::MAX_RANGE_BLOCKS;
+pub use schema::{Best, FORMAT, MAX_STORED_BLOCK, TxLocation};
+pub use write::{ApplyOutcome, INDEX_STEP_BLOCKS, INDEX_STEP_TXS, IndexProgress};
+
+use crate::durable::Syncer;
+use crate::error::StoreError;
+use kite_app::App;
+use kite_types::Genesis;
+use parking_lot::Mutex;
+use schema::Trees;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+
+/// Store options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Make every commit durable against power loss (flush + fsync, see
+    /// the crate docs). On by default; tests may turn it off for speed
+    /// (the last ~500 ms of commits may then be lost on a crash, whole
+    /// blocks only).
+    pub durable: bool,
+    /// sled's page cache size in bytes.
+    pub cache_capacity: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            durable: true,
+            cache_capacity: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The block store: blocks, commit info, indexes and the committed app
+/// state, in one sled database. All methods block (sled does I/O): call
+/// them from a dedicated thread or `spawn_blocking`, or use
+/// [`crate::StoreHandle`].
+pub struct BlockStore {
+    path: PathBuf,
+    db: sled::Db,
+    t: Trees,
+    app: App,
+    genesis: Genesis,
+    config: StoreConfig,
+    /// Serialises commits and executions (so an execution never reads a
+    /// half-applied commit).
+    commits: Mutex<()>,
+    /// Makes commits durable; separate from `commits`, so a group flush
+    /// on another thread does not hold commits up.
+    syncer: Mutex<Option<Syncer>>,
+    /// The `tx_indexed` record's height (written under `commits`).
+    indexed: AtomicU64,
+}
+
+impl std::fmt::Debug for BlockStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockStore")
+            .field("path", &self.path)
+            .field("chain_id", &self.genesis.chain_id)
+            .finish()
+    }
+}
+
+impl BlockStore {
+    /// A [`StoreError::Corrupt`] naming this store.
+    fn corrupt(&self, detail: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: detail.into(),
+        }
+    }
+}

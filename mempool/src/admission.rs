@@ -1,0 +1,339 @@
+//! Admission: everything a tx goes through before it reaches the
+//! per-sender queues. Decoding with the size cap, the stateless checks
+//! (size, chain id, key and value lengths), signature verification (one
+//! at a time, or batched over scoped threads for bursts), then the
+//! account read outside the lock and the insertion under it
+//! ([`crate::senders`] decides nonce, affordability and limits).
+
+use crate::{AccountError, AccountSource, Mempool, MempoolError};
+use kite_types::sign::KeyCache;
+use kite_types::{Account, Hash, MAX_KEY_LEN, MAX_VALUE_LEN, Payload, PublicKey, Tx};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// How many times an admission re-reads account state when a commit
+/// happened during its read; after that it proceeds (the next commit's
+/// recheck corrects any stale decision).
+pub const ACCOUNT_RETRIES: usize = 3;
+
+/// Smallest share of a batch worth a thread of its own.
+const MIN_VERIFY_CHUNK: usize = 64;
+
+/// Batch-verifies the txs' signatures, splitting the work over up to
+/// `threads` scoped threads (the caller's thread takes one share). One
+/// verdict per tx, in order; `kite_types::sign::verify_batch` semantics.
+fn verify_parallel(txs: &[&Tx], threads: usize, cache: &KeyCache) -> Vec<bool> {
+    let shares = threads.min(txs.len() / MIN_VERIFY_CHUNK).max(1);
+    if shares == 1 {
+        return Tx::verify_batch_cached(txs, cache);
+    }
+    let chunk = txs.len().div_ceil(shares);
+    let mut parts = txs.chunks(chunk);
+    let first = parts.next().unwrap_or_default();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .map(|p| s.spawn(move || Tx::verify_batch_cached(p, cache)))
+            .collect();
+        let mut out = Tx::verify_batch_cached(first, cache);
+        for (h, len) in handles
+            .into_iter()
+            .zip(txs.chunks(chunk).skip(1).map(<[_]>::len))
+        {
+            // A panicking verifier thread counts as "not verified".
+            out.extend(h.join().unwrap_or_else(|_| vec![false; len]));
+        }
+        out
+    })
+}
+
+/// What a tx costs its sender: the amount of a transfer; Put and Delete
+/// cost nothing (this chain has no fees).
+pub fn tx_cost(tx: &Tx) -> u64 {
+    match &tx.body().payload {
+        Payload::Transfer { amount, .. } => *amount,
+        Payload::Put { .. } | Payload::Delete { .. } => 0,
+    }
+}
+
+/// A tx that passed the stateless checks, with its cost.
+pub(crate) struct Checked {
+    pub(crate) tx: Arc<Tx>,
+    pub(crate) cost: u64,
+}
+
+impl Mempool {
+    /// Checks everything that needs no pool state nor signature: size,
+    /// chain id, key and value lengths.
+    fn stateless(&self, tx: &Tx) -> Result<u64, MempoolError> {
+        if tx.size() > self.config.max_tx_bytes {
+            return Err(MempoolError::TooLarge {
+                size: tx.size(),
+                max: self.config.max_tx_bytes,
+            });
+        }
+        let body = tx.body();
+        if body.chain_id != self.chain_id {
+            return Err(MempoolError::WrongChain {
+                expected: self.chain_id.clone(),
+                got: body.chain_id.clone(),
+            });
+        }
+        let key = match &body.payload {
+            Payload::Transfer { .. } => None,
+            Payload::Put { key, value } => {
+                if value.len() > MAX_VALUE_LEN {
+                    return Err(MempoolError::ValueTooLong {
+                        len: value.len(),
+                        max: MAX_VALUE_LEN,
+                    });
+                }
+                Some(key)
+            }
+            Payload::Delete { key } => Some(key),
+        };
+        if let Some(key) = key {
+            if key.is_empty() {
+                return Err(MempoolError::EmptyKey);
+            }
+            if key.len() > MAX_KEY_LEN {
+                return Err(MempoolError::KeyTooLong {
+                    len: key.len(),
+                    max: MAX_KEY_LEN,
+                });
+            }
+        }
+        Ok(tx_cost(tx))
+    }
+
+    /// Decodes bytes (at most `max_tx_bytes`) into a tx.
+    fn decode(&self, bytes: &[u8]) -> Result<Tx, MempoolError> {
+        let max = self.config.max_tx_bytes;
+        if bytes.len() > max {
+            return Err(MempoolError::TooLarge {
+                size: bytes.len(),
+                max,
+            });
+        }
+        Tx::decode(bytes, max).map_err(|e| match e {
+            kite_types::DecodeError::TooLarge { size, max, .. } => {
+                MempoolError::TooLarge { size, max }
+            }
+            other => MempoolError::Decode(other.to_string()),
+        })
+    }
+
+    /// Admits one tx: stateless checks, signature (single verification),
+    /// then nonce, affordability and limits against `src` and the pool.
+    /// Returns the tx hash. `now_ms` is the caller's clock (for
+    /// re-announcement timing).
+    pub fn admit(
+        &self,
+        tx: Tx,
+        src: &dyn AccountSource,
+        now_ms: u64,
+    ) -> Result<Hash, MempoolError> {
+        let cost = self.stateless(&tx)?;
+        if self.contains(&tx.hash()) {
+            return Err(MempoolError::AlreadyKnown);
+        }
+        if !tx.verify_signature() {
+            return Err(MempoolError::BadSignature);
+        }
+        let checked = Checked {
+            tx: Arc::new(tx),
+            cost,
+        };
+        let mut out = self.insert_verified(vec![checked], src, now_ms);
+        out.pop().unwrap_or(Err(MempoolError::AlreadyKnown))
+    }
+
+    /// Decodes (with the `max_tx_bytes` cap) and admits one tx.
+    pub fn admit_bytes(
+        &self,
+        bytes: &[u8],
+        src: &dyn AccountSource,
+        now_ms: u64,
+    ) -> Result<Hash, MempoolError> {
+        let tx = self.decode(bytes)?;
+        self.admit(tx, src, now_ms)
+    }
+
+    /// Admits many txs at once (a burst of announced txs or RPC calls):
+    /// batch signature verification (spread over `verify_threads` scoped
+    /// threads for large batches), one account read per sender, one
+    /// lock for all insertions. One result per tx, in order. Txs are
+    /// inserted in the given order; a sender's out-of-order nonces are
+    /// queued (if queueing is on) and promoted when the gap fills.
+    pub fn admit_batch(
+        &self,
+        txs: Vec<Tx>,
+        src: &dyn AccountSource,
+        now_ms: u64,
+    ) -> Vec<Result<Hash, MempoolError>> {
+        let mut results: Vec<Option<Result<Hash, MempoolError>>> = Vec::with_capacity(txs.len());
+        let mut candidates: Vec<(usize, Checked)> = Vec::with_capacity(txs.len());
+        for (i, tx) in txs.into_iter().enumerate() {
+            match self.stateless(&tx) {
+                Err(e) => results.push(Some(Err(e))),
+                Ok(cost) => {
+                    results.push(None);
+                    candidates.push((
+                        i,
+                        Checked {
+                            tx: Arc::new(tx),
+                            cost,
+                        },
+                    ));
+                }
+            }
+        }
+        // Skip what is already known before paying for its signature.
+        {
+            let g = self.inner.lock();
+            candidates.retain(|(i, c)| {
+                let known = g.index.contains_key(&c.tx.hash());
+                if known && let Some(slot) = results.get_mut(*i) {
+                    *slot = Some(Err(MempoolError::AlreadyKnown));
+                }
+                !known
+            });
+        }
+        let verdicts = {
+            let refs: Vec<&Tx> = candidates.iter().map(|(_, c)| c.tx.as_ref()).collect();
+            verify_parallel(&refs, self.verify_threads, &self.keys)
+        };
+        let mut good_idx = Vec::with_capacity(candidates.len());
+        let mut good = Vec::with_capacity(candidates.len());
+        for ((i, c), ok) in candidates.into_iter().zip(verdicts) {
+            if ok {
+                good_idx.push(i);
+                good.push(c);
+            } else if let Some(slot) = results.get_mut(i) {
+                *slot = Some(Err(MempoolError::BadSignature));
+            }
+        }
+        let inserted = self.insert_verified(good, src, now_ms);
+        for (i, r) in good_idx.into_iter().zip(inserted) {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(MempoolError::AlreadyKnown)))
+            .collect()
+    }
+
+    /// Decodes each item (with the size cap) and admits the good ones as a
+    /// batch. One result per item, in order.
+    pub fn admit_bytes_batch(
+        &self,
+        items: &[&[u8]],
+        src: &dyn AccountSource,
+        now_ms: u64,
+    ) -> Vec<Result<Hash, MempoolError>> {
+        let mut results: Vec<Option<Result<Hash, MempoolError>>> = Vec::with_capacity(items.len());
+        let mut txs = Vec::with_capacity(items.len());
+        let mut idx = Vec::with_capacity(items.len());
+        for (i, b) in items.iter().enumerate() {
+            match self.decode(b) {
+                Ok(tx) => {
+                    results.push(None);
+                    idx.push(i);
+                    txs.push(tx);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        for (i, r) in idx.into_iter().zip(self.admit_batch(txs, src, now_ms)) {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(MempoolError::AlreadyKnown)))
+            .collect()
+    }
+
+    /// Reads the senders' accounts (outside the lock), then inserts every
+    /// signature-checked tx under one lock. A tx whose sender's account
+    /// cannot be read is refused with [`MempoolError::StateUnavailable`].
+    fn insert_verified(
+        &self,
+        txs: Vec<Checked>,
+        src: &dyn AccountSource,
+        now_ms: u64,
+    ) -> Vec<Result<Hash, MempoolError>> {
+        if txs.is_empty() {
+            return Vec::new();
+        }
+        let mut senders: Vec<PublicKey> = Vec::new();
+        {
+            let mut seen = HashSet::with_capacity(txs.len());
+            for c in &txs {
+                if seen.insert(c.tx.sender()) {
+                    senders.push(c.tx.sender());
+                }
+            }
+        }
+        let mut epoch = self.inner.lock().epoch;
+        let mut attempt = 0;
+        loop {
+            let accounts: HashMap<PublicKey, Result<Account, AccountError>> =
+                senders.iter().map(|pk| (*pk, src.account(pk))).collect();
+            let mut g = self.inner.lock();
+            attempt += 1;
+            if g.epoch != epoch && attempt < ACCOUNT_RETRIES {
+                epoch = g.epoch;
+                continue;
+            }
+            let fresh = g.epoch == epoch;
+            g.now_ms = g.now_ms.max(now_ms);
+            return txs
+                .into_iter()
+                .map(|c| {
+                    let acct = match accounts.get(&c.tx.sender()) {
+                        Some(Ok(acct)) => *acct,
+                        // Unknown state is not an empty account: refuse
+                        // with the reason, not as a nonce or funds problem.
+                        Some(Err(e)) => {
+                            return Err(MempoolError::StateUnavailable(e.reason().to_string()));
+                        }
+                        None => Account::default(),
+                    };
+                    g.insert(c, acct, fresh, &self.config, now_ms)
+                })
+                .collect();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::tests::{forged, key, transfer};
+    use kite_types::NodeKey;
+
+    #[test]
+    fn parallel_verification_keeps_order() {
+        let keys: Vec<NodeKey> = (1..=5).map(key).collect();
+        let mut txs: Vec<Tx> = (0..300)
+            .map(|i| transfer(&keys[i % 5], 1 + i as u64 / 5, 1))
+            .collect();
+        for i in [0, 77, 150, 299] {
+            txs[i] = forged(&txs[i]);
+        }
+        let refs: Vec<&Tx> = txs.iter().collect();
+        let want: Vec<bool> = (0..300).map(|i| ![0, 77, 150, 299].contains(&i)).collect();
+        for threads in [1, 2, 3, 8] {
+            let cache = KeyCache::default();
+            assert_eq!(
+                verify_parallel(&refs, threads, &cache),
+                want,
+                "{threads} threads"
+            );
+        }
+        assert!(verify_parallel(&[], 4, &KeyCache::default()).is_empty());
+    }
+}
