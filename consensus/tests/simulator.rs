@@ -179,7 +179,7 @@ fn validator_restarts_from_an_older_store() {
     let batches: u64 = outs.iter().map(|o| o.stats.batch_applies).sum();
     assert!(batches > 0, "no batch apply in {SEEDS} runs");
     // A store rolled back below the node's promise record was refused (the
-    // node then started from a fresh home, as the error says).
+    // node then started on a store synced up to its promise, keeping it).
     let refused: u64 = outs.iter().map(|o| o.stats.refused).sum();
     assert!(refused > 0, "no start was refused in {SEEDS} runs");
 }

@@ -555,7 +555,17 @@ impl Driver {
         {
             let txs: Vec<kite_types::Tx> = blocks.iter().flat_map(|b| b.txs().to_vec()).collect();
             let (m, accounts) = (m.clone(), self.ctx.accounts());
-            let _ = tokio::task::spawn_blocking(move || m.on_commit(&txs, &accounts)).await;
+            if let Ok(r) = tokio::task::spawn_blocking(move || m.on_commit(&txs, &accounts)).await
+                && let Some((who, e)) = r.unread.first()
+            {
+                // Their txs stay, unchecked, until a read works again.
+                tracing::warn!(
+                    senders = r.unread.len(),
+                    first = %who.short(),
+                    error = %e,
+                    "mempool recheck after a commit could not read some accounts"
+                );
+            }
         }
         {
             let mut waiters = self.ctx.waiters.lock();

@@ -187,6 +187,7 @@ mod tests {
                 Hash::digest(b"app"),
             )),
             proposed: Vec::new(),
+            newest_ts: 0,
         }
     }
 
@@ -208,6 +209,7 @@ mod tests {
                 height: 8,
                 vote: None,
                 proposed: vec![Hash::digest(b"a"), Hash::digest(b"b")],
+                newest_ts: 0,
             };
             save(&path, &second, durable).unwrap();
             assert_eq!(load(&path).unwrap(), Some(second));

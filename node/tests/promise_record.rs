@@ -92,6 +92,7 @@ async fn a_validator_records_its_vote_and_votes_again_after_a_restart() {
             height: h1 + 1,
             vote: None,
             proposed: Vec::new(),
+            newest_ts: 0,
         }
     );
 
@@ -168,6 +169,7 @@ async fn a_record_above_the_store_of_another_key_or_corrupt_refuses_to_start() {
         height: 5,
         vote: None,
         proposed: vec![Hash::digest(b"a block")],
+        newest_ts: 0,
     };
     promise_file::save(&file, &above, true).unwrap();
     let e = start_in(dir.path(), 0).await.unwrap_err();
@@ -193,6 +195,7 @@ async fn a_record_above_the_store_of_another_key_or_corrupt_refuses_to_start() {
         height: genesis.initial_height,
         vote: None,
         proposed: vec![Hash::digest(b"a block")],
+        newest_ts: 0,
     };
     promise_file::save(&file, &open, true).unwrap();
     start_in(dir.path(), 0).await.unwrap();
@@ -211,6 +214,7 @@ async fn a_record_above_the_store_of_another_key_or_corrupt_refuses_to_start() {
         height: genesis.initial_height,
         vote: Some(foreign),
         proposed: Vec::new(),
+        newest_ts: 0,
     };
     promise_file::save(&file, &rec, true).unwrap();
     let e = start_in(dir.path(), 1).await.unwrap_err();

@@ -5,7 +5,9 @@
 //! at a height it already proposed) and a store that went back in time is
 //! noticed.
 //!
-//! Node-local: it is stored in the node's block store, never sent. The
+//! Node-local, never sent: the node keeps it in a file of its own beside
+//! its key (`<home>/promise`), not in the block store, so that restoring an
+//! older copy of the store does not restore an older record with it. The
 //! encoding is the prost message `Promise` of `proto/kite/types.proto`.
 
 use crate::codec::{self, DecodeError};

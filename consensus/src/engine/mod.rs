@@ -85,8 +85,10 @@ pub enum EngineError {
         "this node's store ends at height {tip}, but the node already {what} at height {promised} \
          (its promise record says so): the store went back in time (an older copy was restored, \
          or writes that were not durable were lost). Starting from it could make this node \
-         contradict what it signed. Start the node from a fresh home and let it sync from the \
-         network, or restore a copy of the store at height {need} or later"
+         contradict what it signed. Give it a store at height {need} or later and keep its \
+         promise file: sync one in a fresh home started as a sentry and move that data/ here, or \
+         restore a newer copy (starting this node itself from a fresh home forgets what it signed \
+         at height {promised})"
     )]
     StoreBehind {
         /// The store's last committed height.

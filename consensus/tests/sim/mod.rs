@@ -71,8 +71,9 @@ pub enum Fault {
     },
     /// At `at_ms`, crash `node`, cut its store back to `keep_height`, and
     /// restart it after `down_ms`. Its promise record survives; when the
-    /// engine refuses the older store, the "operator" starts the node from a
-    /// fresh home (no record) on that store, as the error says.
+    /// engine refuses the older store, the "operator" gives it a store
+    /// synced up to the promised height (the leader's blocks) and the same
+    /// record, as the error says.
     Rollback {
         node: usize,
         at_ms: u64,
@@ -509,21 +510,34 @@ impl Sim {
         node.staged.clear();
         node.ticks.clear();
         let cs = node.committed_state(self.genesis_app);
-        let mut engine = Engine::new(cfg.clone(), cs.clone()).expect("engine config");
-        if let Some(p) = &node.promise
-            && let Err(e) = engine.restore(p)
+        let mut engine = Engine::new(cfg.clone(), cs).expect("engine config");
+        if let Some(p) = node.promise.clone()
+            && let Err(e) = engine.restore(&p)
         {
-            assert!(
-                matches!(e, kite_consensus::EngineError::StoreBehind { .. }),
-                "seed {}: node {i}: {e}",
-                self.cfg.seed
-            );
-            // The operator's way out: a fresh home on the same store.
+            let kite_consensus::EngineError::StoreBehind { need, .. } = e else {
+                panic!("seed {}: node {i}: {e}", self.cfg.seed);
+            };
+            // The operator's way out, as the error says: a store synced
+            // from the network up to `need` (here the leader's blocks), and
+            // the same promise record.
             self.stats.refused += 1;
-            node.promise = None;
-            engine = Engine::new(cfg, cs).expect("engine config");
+            let synced: Vec<Stored> = self.nodes[0].store[..need as usize].to_vec();
+            let node = &mut self.nodes[i];
+            node.store = synced;
+            node.app = node.store.last().map_or_else(
+                || AppState {
+                    nonces: BTreeMap::new(),
+                    app_hash: self.genesis_app,
+                },
+                |s| s.app.clone(),
+            );
+            engine =
+                Engine::new(cfg, node.committed_state(self.genesis_app)).expect("engine config");
+            engine
+                .restore(&p)
+                .expect("the store now reaches the promise");
         }
-        node.engine = Some(engine);
+        self.nodes[i].engine = Some(engine);
         self.feed(i, Input::Tick { now_ms: self.now });
         if i == 0 {
             self.mempool_status();
