@@ -66,11 +66,7 @@ pub async fn run_events(ctx: Arc<Ctx>, mut events: HostEvents) {
     }
 }
 
-/// How long a peer of another genesis (or another run of the chain) stays
-/// connected after this node found out, so that it can read this node's
-/// status answer and find out too (see [`crate::chaincheck`]); it is
-/// banned then.
-pub const OTHER_CHAIN_GRACE: Duration = Duration::from_secs(2);
+pub use crate::p2p::OTHER_CHAIN_GRACE;
 
 /// Asks one peer for its status. A peer of another genesis is dropped (and
 /// may stop this node, see [`crate::chaincheck`]); a peer that claims a

@@ -374,9 +374,9 @@ async fn peers_of_another_chain_or_genesis_are_dropped_and_the_stranger_stops() 
         assert!(why.contains(&a.peer_id(0).unwrap().to_string()), "{why}");
         assert!(why.contains(says), "{what}: {why}");
     }
-    // A drops both. (A bans a stranger when it saw the mismatch itself, at
-    // once for another chain id, after a grace for another genesis; the
-    // stranger may stop before A gets to see it.)
+    // A drops both. (A bans a stranger when it saw the mismatch itself,
+    // after a grace in which the stranger can read A's identify and status
+    // and find out too; the stranger may stop before A gets to see it.)
     let strangers = [
         other_chain.peer_id(0).unwrap(),
         other_genesis.peer_id(0).unwrap(),

@@ -20,6 +20,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// Most peers of another chain waiting out their grace; past it they are
+/// banned at once.
+const MAX_OTHER_CHAIN: usize = 256;
 /// Most misbehaviour scores tracked (connected or recently seen peers).
 const MAX_SCORES: usize = 4096;
 /// An in-flight dial with no outcome after this long is forgotten.
@@ -139,6 +142,7 @@ impl Host {
             id_less_bootstrap,
             last_bootstrap: None,
             last_decay: Instant::now(),
+            other_chain: HashMap::new(),
             saving: None,
             closed: closed_tx,
         };
@@ -282,6 +286,10 @@ struct Task {
     id_less_bootstrap: Vec<Multiaddr>,
     last_bootstrap: Option<Instant>,
     last_decay: Instant,
+    /// Peers of another chain (identify), with when this host found out:
+    /// banned once [`super::OTHER_CHAIN_GRACE`] has passed, so that they
+    /// can read this node's identify and status and find out too.
+    other_chain: HashMap<PeerId, Instant>,
     saving: Option<tokio::task::JoinHandle<()>>,
     closed: tokio::sync::watch::Sender<bool>,
 }
@@ -642,7 +650,12 @@ impl Task {
                 peer,
                 protocol_version: truncated(&info.protocol_version),
             });
-            self.ban(peer, &why);
+            if self.other_chain.len() >= MAX_OTHER_CHAIN {
+                self.ban(peer, &why);
+            } else {
+                tracing::info!(%peer, why, "peer of another chain: banned after a grace");
+                self.other_chain.entry(peer).or_insert_with(Instant::now);
+            }
             return;
         }
         let allow_private = self.config.allow_private_addrs;
@@ -681,6 +694,19 @@ impl Task {
 
     fn maintain(&mut self) {
         let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .other_chain
+            .iter()
+            .filter(|(p, t)| {
+                now.saturating_duration_since(**t) >= super::OTHER_CHAIN_GRACE
+                    || !self.peers.contains_key(p)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.other_chain.remove(&peer);
+            self.ban(peer, "identify: a node of another chain");
+        }
         let late: Vec<PeerId> = self
             .peers
             .iter()

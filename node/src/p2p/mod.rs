@@ -43,6 +43,11 @@ use std::time::Duration;
 /// Name of the peer store file in the node's home.
 pub const PEER_STORE_FILE: &str = "peers.json";
 
+/// How long a peer of another chain (or genesis, or run of the chain)
+/// stays connected after this node found out, so that it can read this
+/// node's identify and status and find out too; it is banned then.
+pub const OTHER_CHAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Configuration of the host.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -295,7 +300,7 @@ pub enum HostEvent {
         listen_addrs: Vec<Multiaddr>,
     },
     /// A peer identified itself as a node of another chain (identify
-    /// protocol version); the host has banned it.
+    /// protocol version); the host bans it after [`OTHER_CHAIN_GRACE`].
     OtherChain {
         /// The peer.
         peer: PeerId,
