@@ -9,6 +9,8 @@
 //!   `proto/kite/types.proto` by prost).
 //! - [`merkle`]: the tx Merkle root.
 //! - [`codec`]: size-bounded decoding with typed errors.
+//! - `testing` (tests and the `test-vectors` feature only): forged
+//!   signatures and txs for tests of the verification rule.
 //! - [`genesis`]: the chain's genesis file, validated on load.
 //!
 //! Nothing here does I/O except reading and writing key and genesis files.
@@ -23,6 +25,8 @@ pub mod hash;
 pub mod keys;
 pub mod merkle;
 pub mod sign;
+#[cfg(any(test, feature = "test-vectors"))]
+pub mod testing;
 pub mod tx;
 pub mod vote;
 
