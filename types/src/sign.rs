@@ -500,6 +500,18 @@ mod tests {
             assert_eq!(forged_sig(&k, f, &d), sig, "{f:?}");
             assert_eq!(f.valid(), valid, "{f:?}");
         }
+        // docs/PROTOCOL.md section 8 shows the same vectors.
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        assert!(doc.contains(VECTOR_DIGEST));
+        for (case, key, sig, valid) in VECTORS {
+            let verdict = if valid { "yes" } else { "no" };
+            let row = format!(
+                "| {verdict} | `{key}` | `{}` `{}` |",
+                &sig[..64],
+                &sig[64..]
+            );
+            assert!(doc.contains(&row), "{case}: {row}");
+        }
     }
 
     /// Honest signatures by `n` signers over digests of `tag`.
@@ -547,9 +559,8 @@ mod tests {
         // Random batch coefficients: repeat so a verdict that depends on
         // them shows.
         for round in 0..16u8 {
-            for i in 0..VECTORS.len() {
+            for (i, (case, ..)) in VECTORS.iter().enumerate() {
                 let (key, sig, valid) = vector(i);
-                let case = VECTORS[i].0;
                 check_all(&[(key, d, sig)], &[valid], case);
                 for at in [0, 31, 63] {
                     let mut all = honest(63, round);
