@@ -1,8 +1,10 @@
 //! The signature rule's cost, in one run: signatures per second of
 //! - the old rule: ed25519-dalek `verify_strict` alone, and ed25519-dalek's
 //!   cofactorless batch (batches of 64) as the old `verify_batch` ran it;
-//! - the rule now in `kite_types::sign` (ZIP-215 with the key rule, keys
-//!   cached): `sign::verify` alone and `sign::verify_batch` in batches of 64;
+//! - the rule now in `kite_types::sign` (ZIP-215 by ed25519-zebra with
+//!   the key rule, keys cached): `sign::verify` alone and `sign::verify_batch` in batches of 64;
+//! - the same ZIP-215 rule by ed25519-consensus (its own curve crate,
+//!   curve25519-dalek-ng, serial backend), single and batch;
 //! - the alternative not chosen, strict RFC 8032 batch confirmed per item:
 //!   ed25519-dalek's batch plus a torsion check of every R (the keys'
 //!   torsion check cached, as it would be).
@@ -97,11 +99,39 @@ fn main() {
         items.iter().all(|it| {
             sign::key_allowed(&it.key.0).is_some_and(|vk| {
                 vk.verify(
-                    &ed25519_consensus::Signature::from(it.sig.0),
+                    &ed25519_zebra::Signature::from_bytes(&it.sig.0),
                     it.digest.as_bytes(),
                 )
                 .is_ok()
             })
+        })
+    });
+    // The same rule by ed25519-consensus (curve25519-dalek-ng, serial
+    // backend): the crate first tried.
+    let consensus_keys: Vec<ed25519_consensus::VerificationKey> = pubs
+        .iter()
+        .map(|p| ed25519_consensus::VerificationKey::try_from(p.0).unwrap())
+        .collect();
+    let consensus_single = rate(|| {
+        items.iter().zip(&consensus_keys).all(|(it, vk)| {
+            vk.verify(
+                &ed25519_consensus::Signature::from(it.sig.0),
+                it.digest.as_bytes(),
+            )
+            .is_ok()
+        })
+    });
+    let consensus_batch = rate(|| {
+        items.chunks(BATCH).all(|c| {
+            let mut b = ed25519_consensus::batch::Verifier::new();
+            for it in c {
+                b.queue((
+                    ed25519_consensus::VerificationKeyBytes::from(it.key.0),
+                    ed25519_consensus::Signature::from(it.sig.0),
+                    &it.digest.0[..],
+                ));
+            }
+            b.verify(rand_core_06::OsRng).is_ok()
         })
     });
     let confirmed_batch = rate(|| {
@@ -170,6 +200,14 @@ fn main() {
     row(
         "(b) strict batch + torsion check of every R",
         confirmed_batch,
+    );
+    row(
+        "same rule by ed25519-consensus (dalek-ng, serial): single",
+        consensus_single,
+    );
+    row(
+        "same rule by ed25519-consensus (dalek-ng, serial): batch",
+        consensus_batch,
     );
     println!("the same {N} digests signed by 16 signers (votes), batches of {BATCH}:");
     row("old batch    (dalek cofactorless batch)", old_batch_few);

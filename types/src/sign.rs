@@ -22,7 +22,8 @@
 //! and whatever else is in the batch (docs/PROTOCOL.md section 4 states it
 //! for other implementations; section 8 has test vectors):
 //!
-//! - **Equation: ZIP-215** (as the `ed25519-consensus` crate implements it):
+//! - **Equation: ZIP-215** (as the `ed25519-zebra` crate implements it, on
+//!   the same curve25519-dalek as ed25519-dalek):
 //!   `s` (the signature's last 32 bytes, little-endian) must be below the
 //!   group order ℓ; `R` (its first 32 bytes) and the key `A` must decode to
 //!   curve points, non-canonical encodings (y ≥ p) included; with
@@ -116,9 +117,9 @@ pub fn verify(key: &PublicKey, digest: &Hash, sig: &Signature) -> bool {
 }
 
 /// The equation for one signature whose key passed the key rule.
-fn verify_one(vk: &ed25519_consensus::VerificationKey, digest: &Hash, sig: &Signature) -> bool {
+fn verify_one(vk: &ed25519_zebra::VerificationKey, digest: &Hash, sig: &Signature) -> bool {
     vk.verify(
-        &ed25519_consensus::Signature::from(sig.0),
+        &ed25519_zebra::Signature::from_bytes(&sig.0),
         digest.as_bytes(),
     )
     .is_ok()
@@ -127,13 +128,13 @@ fn verify_one(vk: &ed25519_consensus::VerificationKey, digest: &Hash, sig: &Sign
 /// The key rule: `bytes` must be the canonical encoding of a curve point
 /// of the prime-order subgroup other than the identity. Returns the key
 /// ready for verification when it passes.
-pub fn key_allowed(bytes: &[u8; 32]) -> Option<ed25519_consensus::VerificationKey> {
+pub fn key_allowed(bytes: &[u8; 32]) -> Option<ed25519_zebra::VerificationKey> {
     let point = curve25519_dalek::edwards::CompressedEdwardsY(*bytes).decompress()?;
     let canonical = point.compress().to_bytes() == *bytes;
     if !canonical || point.is_small_order() || !point.is_torsion_free() {
         return None;
     }
-    ed25519_consensus::VerificationKey::try_from(*bytes).ok()
+    ed25519_zebra::VerificationKey::try_from(*bytes).ok()
 }
 
 /// One signature to check in a batch.
@@ -161,35 +162,32 @@ pub fn verify_batch(items: &[SigItem<'_>]) -> Vec<bool> {
 
 /// The batch check behind [`KeyCache::verify_batch`]; `keys` holds each
 /// item's key after the key rule (`None`: refused), in order.
-fn batch_with(
-    items: &[SigItem<'_>],
-    keys: &[Option<ed25519_consensus::VerificationKey>],
-) -> Vec<bool> {
+fn batch_with(items: &[SigItem<'_>], keys: &[Option<ed25519_zebra::VerificationKey>]) -> Vec<bool> {
     let mut verdicts = vec![false; items.len()];
     // The items the batch equation decides: key allowed.
-    let mut queued: Vec<(usize, &ed25519_consensus::VerificationKey)> = Vec::new();
+    let mut queued: Vec<(usize, &ed25519_zebra::VerificationKey)> = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         if let Some(vk) = key {
             queued.push((i, vk));
         }
     }
-    let single = |(i, vk): &(usize, &ed25519_consensus::VerificationKey)| {
+    let single = |(i, vk): &(usize, &ed25519_zebra::VerificationKey)| {
         items
             .get(*i)
             .is_some_and(|it| verify_one(vk, &it.digest, it.sig))
     };
     let batch_ok = queued.len() >= 2 && {
-        let mut batch = ed25519_consensus::batch::Verifier::new();
+        let mut batch = ed25519_zebra::batch::Verifier::new();
         for (i, vk) in &queued {
             if let Some(it) = items.get(*i) {
                 batch.queue((
-                    ed25519_consensus::VerificationKeyBytes::from(**vk),
-                    ed25519_consensus::Signature::from(it.sig.0),
+                    ed25519_zebra::VerificationKeyBytes::from(**vk),
+                    ed25519_zebra::Signature::from_bytes(&it.sig.0),
                     &it.digest.0[..],
                 ));
             }
         }
-        batch.verify(BatchRng).is_ok()
+        batch.verify(rand::rng()).is_ok()
     };
     for q in &queued {
         if let Some(v) = verdicts.get_mut(q.0) {
@@ -199,35 +197,6 @@ fn batch_with(
     }
     verdicts
 }
-
-/// The random coefficients of batch verification: the thread-local CSPRNG
-/// of `rand`, behind the rand_core 0.6 traits `ed25519-consensus` takes.
-struct BatchRng;
-
-impl rand_core_06::RngCore for BatchRng {
-    fn next_u32(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        rand::fill(&mut b);
-        u32::from_le_bytes(b)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        rand::fill(&mut b);
-        u64::from_le_bytes(b)
-    }
-
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        rand::fill(dest);
-    }
-
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core_06::Error> {
-        rand::fill(dest);
-        Ok(())
-    }
-}
-
-impl rand_core_06::CryptoRng for BatchRng {}
 
 /// The process-wide key cache of [`verify`] and [`verify_batch`].
 fn shared_keys() -> &'static KeyCache {
@@ -244,7 +213,7 @@ fn shared_keys() -> &'static KeyCache {
 #[derive(Debug, Default)]
 pub struct KeyCache {
     keys: std::sync::Mutex<
-        std::collections::HashMap<PublicKey, Option<ed25519_consensus::VerificationKey>>,
+        std::collections::HashMap<PublicKey, Option<ed25519_zebra::VerificationKey>>,
     >,
 }
 
@@ -260,7 +229,7 @@ impl KeyCache {
     }
 
     /// `who`'s key if it passes the key rule.
-    pub fn get(&self, who: &PublicKey) -> Option<ed25519_consensus::VerificationKey> {
+    pub fn get(&self, who: &PublicKey) -> Option<ed25519_zebra::VerificationKey> {
         self.get_all(std::iter::once(who)).pop().flatten()
     }
 
@@ -269,15 +238,15 @@ impl KeyCache {
     fn get_all<'a>(
         &self,
         who: impl Iterator<Item = &'a PublicKey>,
-    ) -> Vec<Option<ed25519_consensus::VerificationKey>> {
+    ) -> Vec<Option<ed25519_zebra::VerificationKey>> {
         let who: Vec<&PublicKey> = who.collect();
-        let mut out: Vec<Option<Option<ed25519_consensus::VerificationKey>>> = {
+        let mut out: Vec<Option<Option<ed25519_zebra::VerificationKey>>> = {
             let g = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             who.iter().map(|pk| g.get(*pk).copied()).collect()
         };
         let mut fresh: std::collections::HashMap<
             PublicKey,
-            Option<ed25519_consensus::VerificationKey>,
+            Option<ed25519_zebra::VerificationKey>,
         > = std::collections::HashMap::new();
         for (slot, pk) in out.iter_mut().zip(&who) {
             if slot.is_none() {
