@@ -106,6 +106,16 @@ fn main() {
             })
         })
     });
+    // Every signer seen for the first time (a fresh cache per batch): the
+    // key rule's torsion check is paid per signer.
+    let new_batch_fresh_keys = rate(|| {
+        items.chunks(BATCH).all(|c| {
+            sign::KeyCache::default()
+                .verify_batch(c)
+                .iter()
+                .all(|ok| *ok)
+        })
+    });
     // The same rule by ed25519-consensus (curve25519-dalek-ng, serial
     // backend): the crate first tried.
     let consensus_keys: Vec<ed25519_consensus::VerificationKey> = pubs
@@ -200,6 +210,10 @@ fn main() {
     row(
         "(b) strict batch + torsion check of every R",
         confirmed_batch,
+    );
+    row(
+        "new batch, every key first seen (key rule not cached)",
+        new_batch_fresh_keys,
     );
     row(
         "same rule by ed25519-consensus (dalek-ng, serial): single",

@@ -40,6 +40,11 @@
 //!   depends on the key alone, so it is checked once per key and cached
 //!   ([`KeyCache`]; single verification uses one process-wide cache).
 //!
+//! The tests pin the rule with the vectors of docs/PROTOCOL.md section 8,
+//! alone and in many batch compositions, and cross-check them against a
+//! second ZIP-215 implementation (`ed25519-consensus`) and against strict
+//! RFC 8032.
+//!
 //! Consequences, the same on every path: an `R` with a small-order
 //! component (a "mixed-order R") is **valid** when the key's owner computed
 //! `s` for that very `R` (only the owner can: `R` enters the hash); an `R`
