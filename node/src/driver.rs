@@ -13,6 +13,7 @@ use crate::outbound::exchange;
 use crate::p2p::PeerId;
 use kite_app::{BlockError, Executed};
 use kite_blockstore::{ApplyOutcome, StoreError};
+use kite_consensus::check::Bad;
 use kite_consensus::{Engine, ExecError, Input, Output, Step, Target};
 use kite_protocols::blkprop::ResetInfo;
 use kite_protocols::{ack, blk, blkann, blkprop};
@@ -725,12 +726,28 @@ async fn fetch_blocks(
                         return;
                     }
                 }
-                if let Some(why) = bad {
-                    tracing::warn!(peer = %target, %why, "block sync: a peer served a bad block");
-                    ctx.host
-                        .report(target, kite_protocols::score::INVALID, "served a bad block");
-                    fail_range(&ctx, from_key, next, to).await;
-                    return;
+                match bad {
+                    Some(Bad::Peer(why)) => {
+                        tracing::warn!(peer = %target, %why, "block sync: a peer served a bad block");
+                        ctx.host.report(
+                            target,
+                            kite_protocols::score::INVALID,
+                            "served a bad block",
+                        );
+                        fail_range(&ctx, from_key, next, to).await;
+                        return;
+                    }
+                    Some(Bad::Committed(why)) => {
+                        // A quorum committed this block: the peer is honest
+                        // and this node's rule is not the network's. Halt
+                        // rather than refuse the chain (a fork) or ban
+                        // honest peers one after another.
+                        let reason = committed_but_refused(&why);
+                        tracing::error!(peer = %target, %reason, "block sync: halting");
+                        ctx.stop(format!("halted: {reason}"));
+                        return;
+                    }
+                    None => {}
                 }
                 if got < n {
                     // Cannot happen (the check covers every block).
@@ -752,16 +769,18 @@ async fn fetch_blocks(
 
 /// Checks the proofs of a fetched range on a blocking thread (see
 /// [`kite_consensus::ProofChecker::check_range`]): returns the good
-/// leading blocks and why the next one is bad, if one is.
+/// leading blocks and why the next one is bad, if one is. When the node
+/// is stopping or the check itself fails, returns no block and no fault
+/// (no peer is to blame).
 async fn check_range(
     ctx: &Arc<Ctx>,
     first: u64,
     mut blocks: Vec<(Block, CommitInfo)>,
-) -> (Vec<(Block, CommitInfo)>, Option<String>) {
+) -> (Vec<(Block, CommitInfo)>, Option<Bad>) {
     // At most one check per core: more would only queue on the blocking
     // pool, holding their blocks in memory.
     let Ok(_permit) = ctx.check_permits.clone().acquire_owned().await else {
-        return (Vec::new(), Some("the node is stopping".into()));
+        return (Vec::new(), None);
     };
     let checker = ctx.checker.clone();
     let checked = tokio::task::spawn_blocking(move || {
@@ -770,7 +789,20 @@ async fn check_range(
         (blocks, c.bad)
     })
     .await;
-    checked.unwrap_or_else(|e| (Vec::new(), Some(format!("check task failed: {e}"))))
+    checked.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "block sync: the proof check task failed");
+        (Vec::new(), None)
+    })
+}
+
+/// The halt message of block sync when a committed block fails this
+/// node's checks (`why` names the block and what failed).
+fn committed_but_refused(why: &str) -> String {
+    format!(
+        "{why}; the network committed it, so this node's signature verification rule or \
+         software differs from the network's, and it stops rather than fork: run the \
+         network's Kite version (docs/PROTOCOL.md section 4) and restart"
+    )
 }
 
 async fn fail_range(ctx: &Ctx, from: Option<PublicKey>, first: u64, last: u64) {

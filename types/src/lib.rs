@@ -9,6 +9,8 @@
 //!   `proto/kite/types.proto` by prost).
 //! - [`merkle`]: the tx Merkle root.
 //! - [`codec`]: size-bounded decoding with typed errors.
+//! - `testing` (tests and the `test-vectors` feature only): forged
+//!   signatures and txs for tests of the verification rule.
 //! - [`genesis`]: the chain's genesis file, validated on load.
 //! - [`promise`]: what a node promised at a height (its vote, its
 //!   proposals), the record it keeps durably across restarts.
@@ -26,6 +28,8 @@ pub mod keys;
 pub mod merkle;
 pub mod promise;
 pub mod sign;
+#[cfg(any(test, feature = "test-vectors"))]
+pub mod testing;
 pub mod tx;
 pub mod vote;
 
