@@ -326,9 +326,11 @@ impl Genesis {
             if v.power == 0 {
                 return bad(format!("validator {} has zero voting power", v.pub_key));
             }
-            if v.pub_key.verifying_key().is_none() {
+            if crate::sign::key_allowed(v.pub_key.as_bytes()).is_none() {
                 return bad(format!(
-                    "validator {} is not a valid ed25519 key",
+                    "validator {} is not a valid ed25519 key under the signature rule (a \
+                     canonical point of the prime-order subgroup, not the identity): its votes \
+                     could never verify",
                     v.pub_key
                 ));
             }
@@ -469,6 +471,18 @@ mod tests {
         let mut g = good();
         g.leader = key(5);
         assert!(err_of(&g).contains("not a validator"));
+
+        // Keys the signature rule refuses: votes under them never verify.
+        for kind in [
+            crate::testing::Forge::MixedOrderKey,
+            crate::testing::Forge::SmallOrderKey,
+            crate::testing::Forge::NonCanonicalKey,
+        ] {
+            let mut g = good();
+            let k = crate::NodeKey::from_seed([7; 32]);
+            g.validators[1].pub_key = crate::testing::forged_key(&k, kind);
+            assert!(err_of(&g).contains("signature rule"), "{kind:?}");
+        }
 
         let mut g = good();
         g.chain_id = "bad id!".into();
