@@ -167,7 +167,7 @@ pub fn run(a: &StartArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
-            stopper.stop("signal");
+            stopper.stop(kite_node::node::StopReason::Requested("signal"));
         });
         node.wait().await?;
         anyhow::Ok(())

@@ -68,7 +68,7 @@ async fn flusher(ctx: Arc<Ctx>, mut requests: mpsc::Receiver<()>) {
         if let Err(e) = ctx.store.flush().await {
             let reason = format!("cannot make synced blocks durable: {e}");
             tracing::error!(%reason);
-            ctx.stop(format!("halted: {reason}"));
+            ctx.halt(reason);
             return;
         }
     }
@@ -183,7 +183,7 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
         }
         if let Some(reason) = engine.halted() {
             tracing::error!(%reason, "the commit engine halted; the node stops so it never forks");
-            ctx.stop(format!("halted: {reason}"));
+            ctx.halt(reason);
             break;
         }
     }
@@ -357,8 +357,7 @@ impl Driver {
                 if self.apply_tx.try_send(blocks).is_err() {
                     // Cannot happen (the engine keeps fewer in flight);
                     // stopping is safer than losing a batch.
-                    self.ctx
-                        .stop("halted: block sync's apply queue is full".to_owned());
+                    self.ctx.halt("block sync's apply queue is full");
                 }
             }
             Output::Announce {
@@ -479,7 +478,7 @@ impl Driver {
                      never signs what it could not record"
                 );
                 tracing::error!(%reason);
-                self.ctx.stop(format!("halted: {reason}"));
+                self.ctx.halt(reason);
                 self.broken_promise = true;
             }
         }
@@ -519,7 +518,7 @@ impl Driver {
         if let Err(e) = result {
             let reason = format!("cannot commit block {height} ({}): {e}", hash.short());
             tracing::error!(%reason);
-            self.ctx.stop(format!("halted: {reason}"));
+            self.ctx.halt(reason);
             return;
         }
         self.staged.retain(|_, (h, _)| *h > height);
@@ -744,7 +743,7 @@ async fn fetch_blocks(
                         // honest peers one after another.
                         let reason = committed_but_refused(&why);
                         tracing::error!(peer = %target, %reason, "block sync: halting");
-                        ctx.stop(format!("halted: {reason}"));
+                        ctx.halt(reason);
                         return;
                     }
                     None => {}

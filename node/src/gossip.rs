@@ -136,7 +136,7 @@ pub fn other_chain(ctx: &Ctx, peer: PeerId, what: String) -> bool {
     };
     let why = crate::chaincheck::genesis_message(&case);
     tracing::error!(%why, "this node's genesis is not its peers'; it stops");
-    ctx.stop(format!("halted: {why}"));
+    ctx.halt(why);
     true
 }
 
@@ -201,7 +201,7 @@ async fn same_block_here(ctx: &Arc<Ctx>, peer: PeerId, height: u64, claimed: Opt
         None => crate::chaincheck::conflict_message(&peer, &vote),
     };
     tracing::error!(%why, "a peer proved another commit at a height this node holds; it stops");
-    ctx.stop(format!("halted: {why}"));
+    ctx.halt(why);
     false
 }
 

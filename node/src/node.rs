@@ -147,6 +147,16 @@ pub struct InFlight {
     pub others: Vec<PeerId>,
 }
 
+/// Why a node stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// It was asked to (`RunningNode::stop`, a signal): a clean stop.
+    Requested(&'static str),
+    /// It must not go on (the engine halted, a write failed, its chain is
+    /// not its network's...): the process exits with an error.
+    Halted(String),
+}
+
 /// State shared by the node's tasks.
 pub struct Ctx {
     /// The genesis.
@@ -192,8 +202,8 @@ pub struct Ctx {
     pub dropped_inputs: std::sync::atomic::AtomicU64,
     /// Stops every task.
     pub cancel: CancellationToken,
-    /// Why the node stopped, if it stopped by itself.
-    pub stop_reason: Mutex<Option<String>>,
+    /// Why the node stopped (the first reason given).
+    pub stop_reason: Mutex<Option<StopReason>>,
     /// What the peers of `p2p.peers` said of their genesis (see
     /// [`crate::chaincheck`]).
     pub genesis_votes: Mutex<ChainVotes>,
@@ -235,12 +245,18 @@ impl Ctx {
     }
 
     /// Stops the node, keeping the first reason given.
-    pub fn stop(&self, reason: impl Into<String>) {
+    pub fn stop(&self, reason: StopReason) {
         let mut r = self.stop_reason.lock();
         if r.is_none() {
-            *r = Some(reason.into());
+            *r = Some(reason);
         }
         self.cancel.cancel();
+    }
+
+    /// Stops the node because it must not go on (`why`, one line): the
+    /// process then exits with `error: halted: WHY`.
+    pub fn halt(&self, why: impl Into<String>) {
+        self.stop(StopReason::Halted(why.into()));
     }
 }
 
@@ -296,7 +312,7 @@ impl RunningNode {
 
     /// Asks every task to stop.
     pub fn stop(&self) {
-        self.ctx.stop("stopped");
+        self.ctx.stop(StopReason::Requested("stopped"));
     }
 
     /// Waits until the node stops (by [`RunningNode::stop`] or by itself),
@@ -311,12 +327,8 @@ impl RunningNode {
         }
         let reason = self.ctx.stop_reason.lock().clone();
         match reason {
-            // The reason reads "halted: WHY"; the error adds "halted: " itself.
-            Some(r) if r.starts_with("halted") => {
-                let why = r.strip_prefix("halted: ").unwrap_or(&r);
-                Err(NodeError::Halted(why.to_owned()))
-            }
-            _ => Ok(()),
+            Some(StopReason::Halted(why)) => Err(NodeError::Halted(why)),
+            Some(StopReason::Requested(_)) | None => Ok(()),
         }
     }
 }

@@ -362,9 +362,12 @@ async fn peers_of_another_chain_or_genesis_are_dropped_and_the_stranger_stops() 
         })
         .await
         .unwrap();
-        let why = ctx.stop_reason.lock().clone().unwrap_or_default();
+        let reason = ctx.stop_reason.lock().clone();
+        let Some(kite_node::node::StopReason::Halted(why)) = reason else {
+            panic!("{what}: expected a halt, got {reason:?}");
+        };
         assert!(
-            why.starts_with("halted: genesis mismatch: 1 of the 1 peers in p2p.peers ("),
+            why.starts_with("genesis mismatch: 1 of the 1 peers in p2p.peers ("),
             "{what}: {why}"
         );
         assert!(
