@@ -5,16 +5,7 @@ use kite_types::{
     BlockHeader, CommitInfo, Genesis, Hash, NodeKey, PublicKey, Quorum, Signature, ValidatorSet,
 };
 
-/// What this node does in consensus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The genesis leader: proposes, counts votes, commits, announces.
-    Leader,
-    /// A validator: checks and executes proposals, votes.
-    Validator,
-    /// A non-voting node (sentry, archive): follows committed announces.
-    Sentry,
-}
+pub use kite_types::Role;
 
 /// Bytes kept free in a block for the header, the signature and framing:
 /// the leader asks for at most `max_block_bytes - BLOCK_RESERVE_BYTES` of

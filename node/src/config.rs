@@ -9,50 +9,13 @@
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// Largest config file accepted.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
-/// What a node does in the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Proposes blocks and commits them on a quorum of ACKs (the genesis leader).
-    #[default]
-    Leader,
-    /// Executes proposals and votes ACK/NACK (a genesis validator).
-    Validator,
-    /// Follows committed blocks; no vote.
-    Sentry,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Leader => "leader",
-            Role::Validator => "validator",
-            Role::Sentry => "sentry",
-        })
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "leader" => Ok(Role::Leader),
-            "validator" => Ok(Role::Validator),
-            "sentry" => Ok(Role::Sentry),
-            other => Err(format!(
-                "unknown role {other:?}: expected leader, validator or sentry"
-            )),
-        }
-    }
-}
+pub use kite_types::Role;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -280,10 +280,20 @@ impl Driver {
                     Some(m) => {
                         let m = m.clone();
                         let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-                        tokio::task::spawn_blocking(move || m.build_block(max, MAX_BLOCK_TXS))
+                        match tokio::task::spawn_blocking(move || m.build_block(max, MAX_BLOCK_TXS))
                             .await
-                            .unwrap_or_default()
+                        {
+                            Ok(txs) => txs,
+                            Err(e) => {
+                                // A bug, not an empty mempool: proposing an
+                                // empty block would hide it.
+                                self.ctx
+                                    .halt(format!("the mempool could not build a block: {e}"));
+                                return;
+                            }
+                        }
                     }
+                    // Only a leader builds, and a leader always has a mempool.
                     None => Vec::new(),
                 };
                 queue.push_back(Input::BlockBuilt { txs });

@@ -390,11 +390,7 @@ pub fn status_info(ctx: &Ctx) -> StatusInfo {
         best_height: s.height,
         best_hash: s.block_hash,
         app_hash: s.app_hash,
-        role: match ctx.config.role {
-            crate::config::Role::Leader => status::Role::Leader,
-            crate::config::Role::Validator => status::Role::Validator,
-            crate::config::Role::Sentry => status::Role::Sentry,
-        },
+        role: ctx.config.role.into(),
         round: Some(RoundInfo {
             height: s.height + 1,
             round: s.round,

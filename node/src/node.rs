@@ -425,12 +425,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     .await?;
     let committed = committed_state(&store, &opts.genesis).await?;
 
-    let engine_role = match cfg.role {
-        Role::Leader => kite_consensus::Role::Leader,
-        Role::Validator => kite_consensus::Role::Validator,
-        Role::Sentry => kite_consensus::Role::Sentry,
-    };
-    let mut ec = EngineConfig::from_genesis(&opts.genesis, engine_role, Some(opts.key.clone()));
+    let mut ec = EngineConfig::from_genesis(&opts.genesis, cfg.role, Some(opts.key.clone()));
     ec.round_timeout_ms = millis(cfg.consensus.round_timeout);
     ec.vote_resend_interval_ms = millis(cfg.consensus.resend_interval);
     ec.sync_window = u64::from(cfg.sync.window.max(1));

@@ -21,7 +21,8 @@ use kite_types::codec::hash_field;
 /// The protocol id.
 pub const PROTOCOL: &str = "/kite/status/1.0.0";
 
-/// A node's role.
+/// A role as a peer states it on the wire ([`kite_types::Role`] plus
+/// `Unknown` for a role not said or not known to this build).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Role {
     /// Not said, or a role this build does not know.
@@ -33,6 +34,17 @@ pub enum Role {
     Validator,
     /// A non-voting full node (sentry, archival).
     Sentry,
+}
+
+impl From<kite_types::Role> for Role {
+    /// What a node says of its own role.
+    fn from(r: kite_types::Role) -> Role {
+        match r {
+            kite_types::Role::Leader => Role::Leader,
+            kite_types::Role::Validator => Role::Validator,
+            kite_types::Role::Sentry => Role::Sentry,
+        }
+    }
 }
 
 impl Role {

@@ -12,6 +12,7 @@
 //! - `testing` (tests and the `test-vectors` feature only): forged
 //!   signatures and txs for tests of the verification rule.
 //! - [`genesis`]: the chain's genesis file, validated on load.
+//! - [`role`]: what a node does (leader, validator, sentry).
 //! - [`promise`]: what a node promised at a height (its vote, its
 //!   proposals), the record it keeps durably across restarts.
 //!
@@ -27,6 +28,7 @@ pub mod hash;
 pub mod keys;
 pub mod merkle;
 pub mod promise;
+pub mod role;
 pub mod sign;
 #[cfg(any(test, feature = "test-vectors"))]
 pub mod testing;
@@ -46,6 +48,7 @@ pub use genesis::{Genesis, GenesisError, Quorum, Validator, ValidatorSet};
 pub use hash::{Hash, ParseHexError};
 pub use keys::{KeyError, NodeKey, PublicKey, Signature};
 pub use promise::Promise;
+pub use role::Role;
 pub use tx::{MAX_KEY_LEN, MAX_VALUE_LEN, Payload, Tx, TxBody};
 pub use vote::{CommitInfo, Vote};
 
