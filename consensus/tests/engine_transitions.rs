@@ -1780,3 +1780,40 @@ fn restarted_leader_proposes_later_than_before_its_restart() {
     assert_eq!(p.newest_ts, b.header().timestamp_ms);
     assert_eq!(p.proposed, vec![Hash::digest(b"before"), b.hash()]);
 }
+
+/// A newer proposal executed while the validator was locked on an older
+/// one (both arrived before the lock) is voted on as soon as the leader's
+/// reset releases the lock, not after the leader's next re-send.
+#[test]
+fn validator_votes_the_newer_block_executed_while_locked_once_released() {
+    let b1 = block1(10, 1);
+    let b2 = block1(20, 1);
+    let mut e = validator(3);
+    e.handle(Input::Tick { now_ms: 1000 });
+    assert_eq!(kinds(&e.handle(proposal(&b1))), ["ExecuteBlock(h1)"]);
+    assert_eq!(kinds(&e.handle(proposal(&b2))), ["ExecuteBlock(h1)"]);
+    assert_eq!(
+        kinds(&e.handle(executed(&b1))),
+        ["Persist(h1 ack)", "SendVote(ack h1)"]
+    );
+    // Locked on b1: b2's result does not make a vote.
+    assert!(kinds(&e.handle(executed(&b2))).is_empty());
+    assert_eq!(e.status().locked_on, Some(b1.hash()));
+    let out = e.handle(reset_of(&b1));
+    assert_eq!(kinds(&out), ["Persist(h1 ack)", "SendVote(ack h1)"]);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::SendVote { vote, .. } if vote.block_hash == b2.hash()))
+    );
+    // A reset of a block kept aside drops it: it is never taken up.
+    let b3 = block1(30, 1);
+    let b4 = block1(40, 1);
+    let mut e = validator(4);
+    e.handle(Input::Tick { now_ms: 1000 });
+    e.handle(proposal(&b3));
+    e.handle(executed(&b3));
+    assert_eq!(kinds(&e.handle(proposal(&b4))), ["SendVote(ack h1)"]);
+    assert!(kinds(&e.handle(reset_of(&b4))).is_empty());
+    assert!(kinds(&e.handle(reset_of(&b3))).is_empty());
+    assert_eq!(e.status().step.as_str(), "idle");
+}

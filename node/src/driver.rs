@@ -51,6 +51,10 @@ struct Driver {
     /// Sync commits not yet fsynced, and since when.
     unflushed: u32,
     unflushed_since: Option<Instant>,
+    /// Blocks were committed without an fsync (block sync's grouped
+    /// flushes) and no flush this driver waited for has finished since: a
+    /// promise record must not become durable before them.
+    not_durable: bool,
     /// Block sync's batches for the applier task, in order.
     apply_tx: mpsc::Sender<Vec<(Block, CommitInfo)>>,
     /// Group flush requests for the flusher task.
@@ -119,6 +123,7 @@ pub async fn run(ctx: Arc<Ctx>, mut engine: Engine, mut rx: mpsc::Receiver<Input
         sync: SyncProgress::default(),
         unflushed: 0,
         unflushed_since: None,
+        not_durable: false,
         apply_tx,
         flush_tx,
         broken_promise: false,
@@ -458,6 +463,22 @@ impl Driver {
     async fn persist(&mut self, promise: Promise) {
         let path = self.ctx.promise_file.clone();
         let durable = self.ctx.config.store.durable;
+        // The record says which height this node reached: the blocks below
+        // it must be durable first, or a crash could leave the record ahead
+        // of the store (and the node would refuse to start).
+        if durable && self.not_durable {
+            if let Err(e) = self.ctx.store.flush().await {
+                let reason = format!(
+                    "cannot make synced blocks durable before recording a promise: {e}; the \
+                     node stops"
+                );
+                tracing::error!(%reason);
+                self.ctx.halt(reason);
+                self.broken_promise = true;
+                return;
+            }
+            self.not_durable = false;
+        }
         let (height, voted, proposed) = (
             promise.height,
             promise.vote.is_some(),
@@ -521,6 +542,7 @@ impl Driver {
                 if syncing && r.is_ok() {
                     self.unflushed += 1;
                     self.unflushed_since.get_or_insert_with(Instant::now);
+                    self.not_durable = true;
                 }
                 r
             }
@@ -625,6 +647,7 @@ impl Driver {
                 .unflushed
                 .saturating_add(u32::try_from(blocks.len()).unwrap_or(u32::MAX));
             self.unflushed_since.get_or_insert_with(Instant::now);
+            self.not_durable = true;
         }
         self.committed_effects(&blocks).await;
         self.last_block = blocks.into_iter().last().or(self.last_block.take());

@@ -347,8 +347,13 @@ impl VoteSink for PeerSink {
         if self.ctx.config.role != crate::config::Role::Leader {
             return VoteReceipt::refused("this node is not the leader");
         }
+        // Validators send their own votes: the sender's key is what the
+        // engine checks the voter against.
+        let Some(from) = crate::p2p::keys::public_key_of(&self.peer) else {
+            return VoteReceipt::refused("votes come from their signer's own peer id");
+        };
         self.ctx.feed(Input::VoteReceived {
-            from: crate::p2p::keys::public_key_of(&self.peer),
+            from: Some(from),
             vote,
             best_header,
         });

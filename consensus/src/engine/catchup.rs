@@ -230,7 +230,11 @@ impl Engine {
             return;
         }
         self.sync.peer_height(peer, height);
-        if self.is_leader() && self.behind() && self.h.proposal.is_some() {
+        if self.is_leader()
+            && self.behind()
+            && self.h.proposal.is_some()
+            && self.committing.is_none()
+        {
             // A proven height above this leader's (the node checks a status
             // claim before it feeds it): its proposal cannot commit; catch
             // up first.

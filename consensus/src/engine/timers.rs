@@ -25,11 +25,20 @@ impl Engine {
                 };
                 if !non_voters.is_empty() {
                     let height = self.h.height;
-                    for (bh, sig) in self.h.resets.iter().rev().take(RESETS_RESENT) {
+                    // The newest resets: those of its latest proposals.
+                    let newest: Vec<(Hash, Signature)> = self
+                        .h
+                        .proposed
+                        .iter()
+                        .rev()
+                        .filter_map(|bh| self.h.resets.get(bh).map(|s| (*bh, *s)))
+                        .take(RESETS_RESENT)
+                        .collect();
+                    for (bh, sig) in newest {
                         out.push(Output::SendReset {
                             height,
-                            block_hash: *bh,
-                            leader_sig: *sig,
+                            block_hash: bh,
+                            leader_sig: sig,
                             reason: "superseded".into(),
                             to: Target::Peers(non_voters.clone()),
                         });

@@ -86,12 +86,16 @@ impl Engine {
         let hash = block.hash();
         let height = block.height();
         if height == self.h.height && self.h.blocks.contains_key(&hash) {
-            // A re-send: the leader has not got our vote.
-            if let Some(v) = self.h.my_vote.clone()
-                && v.block_hash == hash
-            {
-                self.h.vote_sent_ms = self.now;
-                self.send_vote(v, None, out);
+            match self.h.my_vote.clone() {
+                // A re-send: the leader has not got our vote.
+                Some(v) if v.block_hash == hash => {
+                    self.h.vote_sent_ms = self.now;
+                    self.send_vote(v, None, out);
+                }
+                // Executed while this node was locked on another block,
+                // since released: vote on it now.
+                None => self.vote_if_free(hash, out),
+                Some(_) => {}
             }
             return;
         }
@@ -206,17 +210,58 @@ impl Engine {
         self.h.add_reset(hash, sig);
         if self
             .h
+            .waiting
+            .as_ref()
+            .is_some_and(|(_, b)| b.hash() == hash)
+        {
+            self.h.waiting = None;
+        }
+        if self
+            .h
             .my_vote
             .as_ref()
             .is_some_and(|v| v.block_hash == hash)
         {
             // Released (the record keeps the old vote until the next one:
             // after a restart the node is locked again until the leader
-            // re-sends this reset, which is only safe-side).
+            // re-sends this reset, which is only safe-side). Take up the
+            // newest proposal: the one kept aside, or else the newest
+            // block already executed or being executed.
             self.h.my_vote = None;
             if let Some((from, block)) = self.h.waiting.take() {
                 self.on_proposal(from, block, out);
+            } else if let Some(newest) = self
+                .h
+                .blocks
+                .iter()
+                .max_by_key(|(_, b)| b.header().timestamp_ms)
+                .map(|(h, _)| *h)
+            {
+                self.vote_if_free(newest, out);
             }
+        }
+    }
+
+    /// Validator: votes on `hash` once it is executed, unless the height
+    /// has a commit, the block was reset, this node is locked on another
+    /// block or already voted for this one.
+    pub(super) fn vote_if_free(&mut self, hash: Hash, out: &mut Vec<Output>) {
+        let Some(Exec::Done(result)) = self.h.exec.get(&hash).cloned() else {
+            return;
+        };
+        let height = self.h.height;
+        if self.is_validator()
+            && self.h.commit.is_none()
+            && !self.h.resets.contains_key(&hash)
+            && self.h.locked_on().is_none_or(|l| l == hash)
+            && self.h.my_vote.as_ref().is_none_or(|v| v.block_hash != hash)
+            && let Some(key) = &self.cfg.key
+        {
+            let vote = match &result {
+                Ok(app) => Vote::ack(key, &self.cfg.chain_id, height, hash, *app),
+                Err(e) => Vote::nack(key, &self.cfg.chain_id, height, hash, &e.reason, &e.bad_txs),
+            };
+            self.vote(vote, out);
         }
     }
 
@@ -253,19 +298,7 @@ impl Engine {
             }
             return;
         }
-        if self.is_validator()
-            && self.h.commit.is_none()
-            && !self.h.resets.contains_key(&hash)
-            && self.h.locked_on().is_none_or(|l| l == hash)
-            && self.h.my_vote.as_ref().is_none_or(|v| v.block_hash != hash)
-            && let Some(key) = &self.cfg.key
-        {
-            let vote = match &result {
-                Ok(app) => Vote::ack(key, &self.cfg.chain_id, height, hash, *app),
-                Err(e) => Vote::nack(key, &self.cfg.chain_id, height, hash, &e.reason, &e.bad_txs),
-            };
-            self.vote(vote, out);
-        }
+        self.vote_if_free(hash, out);
         self.try_commit(out);
     }
 }
