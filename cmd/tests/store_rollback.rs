@@ -7,36 +7,13 @@
 //! guard, also when an assertion fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod procs;
+
 use kite_types::Promise;
+use procs::{DEADLINE, Proc, free_port, kite};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Kills and reaps its process when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kite(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kite"))
-        .args(args)
-        .env_remove("KITE_HOME")
-        .env_remove("KITE_RPC")
-        .output()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// `kite start` on loopback, RPC on `rpc_port`, its output to `log`.
 fn start(home: &Path, rpc_port: u16, log: &Path) -> Proc {

@@ -5,28 +5,16 @@
 //! by a guard, also when an assertion fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod procs;
+
+use procs::{DEADLINE, Proc, free_port};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Kills and reaps its process when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// Runs `kite`, which must succeed; returns its standard output.
 fn kite(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kite"))
-        .args(args)
-        .env_remove("KITE_HOME")
-        .output()
-        .unwrap();
+    let out = procs::kite(args);
     assert!(
         out.status.success(),
         "kite {args:?}: {}",
@@ -62,11 +50,6 @@ fn start(home: &Path, listen: &str, peers: &str, log: &Path) -> Proc {
             .spawn()
             .unwrap(),
     )
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 #[test]
