@@ -163,7 +163,7 @@ pub fn run(a: &StartArgs) -> anyhow::Result<()> {
         if let Some(addr) = node.rpc_addr {
             tracing::info!(rpc = %format!("http://{addr}"), home = %home.display(), "ready");
         }
-        let stopper = node.ctx().clone();
+        let stopper = node.stopper();
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");

@@ -168,14 +168,14 @@ async fn run(rounds: usize, collected: Rounds) {
                 .collect()
         })
         .collect();
-    let leader = net.ctx(0).unwrap().clone();
+    let leader = net.shared(0).unwrap().clone();
     let before = leader.metrics.encode();
     collected.lock().clear();
     let t = Instant::now();
     let (mut admit_ms, mut leader_ms, mut all_ms) = (Vec::new(), Vec::new(), Vec::new());
     for (r, batch) in batches.into_iter().enumerate() {
         let t0 = Instant::now();
-        kite_node::handlers::admit(&leader, batch, None).await;
+        net.admit(0, batch, None).await.unwrap();
         admit_ms.push(t0.elapsed().as_millis() as u64);
         let want = (r as u64 + 1) * per_sender;
         for i in 0..net.len() {

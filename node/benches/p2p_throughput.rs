@@ -166,9 +166,9 @@ async fn block_get(blocks: usize) {
             )
         })
         .collect();
-    let leader = net.ctx(0).unwrap().clone();
+    let leader = net.shared(0).unwrap().clone();
     for chunk in txs.chunks(500) {
-        kite_node::handlers::admit(&leader, chunk.to_vec(), None).await;
+        net.admit(0, chunk.to_vec(), None).await.unwrap();
     }
     let m = leader.mempool.clone().unwrap();
     wait_for("blocks filled", Duration::from_secs(300), || async {
@@ -189,7 +189,7 @@ async fn block_get(blocks: usize) {
             bytes_per_round += b.encode().len();
         }
     }
-    let host = net.ctx(1).unwrap().host.clone();
+    let host = net.shared(1).unwrap().host.clone();
     let peer = net.peer_id(0).unwrap();
     let max = leader.max_block_bytes();
     let fetch = |h: u64| {
@@ -244,11 +244,14 @@ async fn tx_gossip(n: usize) {
         .take(n)
         .map(|(k, nonce)| Tx::sign(k, &chain, nonce, Payload::Transfer { to, amount: 1 }))
         .collect();
-    let (a, b) = (net.ctx(1).unwrap().clone(), net.ctx(2).unwrap().clone());
+    let (a, b) = (
+        net.shared(1).unwrap().clone(),
+        net.shared(2).unwrap().clone(),
+    );
     let mb = b.mempool.clone().unwrap();
     let t = Instant::now();
     for chunk in txs.chunks(1000) {
-        kite_node::handlers::admit(&a, chunk.to_vec(), None).await;
+        net.admit(1, chunk.to_vec(), None).await.unwrap();
     }
     let admitted = t.elapsed().as_secs_f64();
     assert_eq!(a.mempool.as_ref().unwrap().len(), n);

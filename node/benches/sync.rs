@@ -274,11 +274,11 @@ async fn run_case(name: &str, seed: u8, blocks: u64, per_block: usize) -> Figure
     let cores = (cpu_secs() - cpu0) / secs;
     // Sync leaves the tx index for later: time it catching up.
     let t1 = Instant::now();
-    while node.ctx().store.tx_indexed() < blocks {
+    while node.shared().store.tx_indexed() < blocks {
         assert!(
             t1.elapsed() < SYNC_DEADLINE,
             "[{name}] tx index stuck at {} of {blocks}",
-            node.ctx().store.tx_indexed()
+            node.shared().store.tx_indexed()
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -287,12 +287,17 @@ async fn run_case(name: &str, seed: u8, blocks: u64, per_block: usize) -> Figure
     // indexed where the servers have them.
     for h in [1, (blocks / 2).max(1), blocks] {
         assert_eq!(stored_hash(&node, h), stored_hash(&servers[0], h));
-        let served = servers[0].ctx().store.store().block_by_height(h).unwrap();
+        let served = servers[0]
+            .shared()
+            .store
+            .store()
+            .block_by_height(h)
+            .unwrap();
         for tx in served.unwrap().txs().iter().take(3) {
-            let loc = node.ctx().store.store().tx_location(&tx.hash()).unwrap();
+            let loc = node.shared().store.store().tx_location(&tx.hash()).unwrap();
             assert!(loc.is_some(), "[{name}] tx {} not indexed", tx.hash());
             let served = servers[0]
-                .ctx()
+                .shared()
                 .store
                 .store()
                 .tx_location(&tx.hash())

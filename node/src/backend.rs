@@ -1,16 +1,28 @@
 //! The node side of the JSON-RPC: answers each method from the store, the
 //! mempool and the node state.
 
-use crate::node::{Ctx, MAX_COMMIT_WAITERS, now_ms};
+use crate::context::{Shared, now_ms};
+use crate::mailbox::CommitWaiters;
+use crate::peers::Peers;
 use crate::rpc::*;
+use crate::state::StateRx;
 use async_trait::async_trait;
 use kite_mempool::MempoolError;
 use kite_types::{Hash, PublicKey};
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 /// The RPC backend of a running node.
-pub struct Backend(pub Arc<Ctx>);
+#[derive(Clone)]
+pub struct Backend {
+    /// The node.
+    pub shared: Arc<Shared>,
+    /// Its published state.
+    pub state: StateRx,
+    /// The peers task.
+    pub peers: Peers,
+    /// Commit waiters, answered by the driver.
+    pub waiters: CommitWaiters,
+}
 
 fn store_err(e: kite_blockstore::StoreError) -> RpcError {
     RpcError::internal(e.to_string())
@@ -23,7 +35,7 @@ fn refused(e: &MempoolError) -> RpcError {
 #[async_trait]
 impl RpcBackend for Backend {
     async fn broadcast_tx(&self, tx: Vec<u8>, wait: WaitFor) -> Result<BroadcastResult, RpcError> {
-        let ctx = &self.0;
+        let ctx = &self.shared;
         let Some(mempool) = ctx.mempool.clone() else {
             return Err(RpcError::new(
                 UNSUPPORTED,
@@ -36,14 +48,10 @@ impl RpcBackend for Backend {
         let hash = decoded.hash();
         // Register before admitting, so a fast commit is not missed.
         let waiter = if wait == WaitFor::Commit {
-            let (tx_done, rx) = oneshot::channel();
-            let mut w = ctx.waiters.lock();
-            if w.len() >= MAX_COMMIT_WAITERS {
-                return Err(RpcError::busy(
-                    "too many broadcast_tx calls waiting for a commit",
-                ));
-            }
-            w.entry(hash).or_default().push(tx_done);
+            let rx = self
+                .waiters
+                .wait_for(hash)
+                .map_err(|e| RpcError::busy(e.to_string()))?;
             Some(rx)
         } else {
             None
@@ -58,7 +66,8 @@ impl RpcBackend for Backend {
             // Already pending: wait for it like the first caller.
             Err(MempoolError::AlreadyKnown) if mempool.contains(&hash) => {}
             Err(e) => {
-                ctx.waiters.lock().remove(&hash);
+                // Dropping the waiter cancels it.
+                drop(waiter);
                 // Already committed? Then say so rather than refuse.
                 if let Ok(Some(loc)) = ctx.store.tx_location(hash).await {
                     return Ok(BroadcastResult {
@@ -77,22 +86,23 @@ impl RpcBackend for Backend {
                 hash,
                 height: Some(height),
             }),
-            _ => {
-                ctx.waiters.lock().remove(&hash);
-                Err(RpcError::new(
-                    TIMEOUT,
-                    "commit_timeout",
-                    format!(
-                        "tx {hash} was accepted but not committed within {:?}; query it with tx_query",
-                        ctx.config.rpc.commit_timeout
-                    ),
-                ))
-            }
+            // The driver's table is full (or the node stops).
+            Ok(Err(_)) => Err(RpcError::busy(
+                "too many broadcast_tx calls waiting for a commit",
+            )),
+            Err(_) => Err(RpcError::new(
+                TIMEOUT,
+                "commit_timeout",
+                format!(
+                    "tx {hash} was accepted but not committed within {:?}; query it with tx_query",
+                    ctx.config.rpc.commit_timeout
+                ),
+            )),
         }
     }
 
     async fn tx_query(&self, hash: Hash) -> Result<TxStatus, RpcError> {
-        let ctx = &self.0;
+        let ctx = &self.shared;
         if let Some(loc) = ctx.store.tx_location(hash).await.map_err(store_err)? {
             return Ok(TxStatus {
                 status: "committed".into(),
@@ -101,7 +111,7 @@ impl RpcBackend for Backend {
             });
         }
         let pending = ctx.mempool.as_ref().is_some_and(|m| m.contains(&hash));
-        let indexing = ctx.store.tx_indexed() < ctx.state.read().height;
+        let indexing = ctx.store.tx_indexed() < self.state.borrow().height;
         Ok(TxStatus {
             status: match (pending, indexing) {
                 (true, _) => "pending",
@@ -115,7 +125,7 @@ impl RpcBackend for Backend {
     }
 
     async fn block(&self, query: BlockQuery) -> Result<BlockView, RpcError> {
-        let store = &self.0.store;
+        let store = &self.shared.store;
         let block = match query {
             BlockQuery::Height(h) => store.block_by_height(h).await,
             BlockQuery::Hash(h) => store.block_by_hash(h).await,
@@ -131,8 +141,8 @@ impl RpcBackend for Backend {
     }
 
     async fn status(&self) -> Result<StatusView, RpcError> {
-        let ctx = &self.0;
-        let s = ctx.state.read().clone();
+        let ctx = &self.shared;
+        let s = self.state.borrow().clone();
         Ok(StatusView {
             chain_id: ctx.genesis.chain_id.clone(),
             peer_id: ctx.peer_id.to_string(),
@@ -144,7 +154,7 @@ impl RpcBackend for Backend {
             syncing: s.syncing,
             sync_target: s.sync_target,
             tx_indexed: ctx.store.tx_indexed(),
-            peers: ctx.peers.read().len() as u64,
+            peers: self.peers.len() as u64,
             mempool: ctx
                 .mempool
                 .as_ref()
@@ -157,13 +167,24 @@ impl RpcBackend for Backend {
     }
 
     async fn peers(&self) -> Result<Vec<PeerView>, RpcError> {
-        let peers = self.0.peers.read();
-        let mut out: Vec<PeerView> = peers
-            .iter()
-            .map(|(id, s)| PeerView {
-                peer_id: id.to_string(),
-                addrs: s.addrs.iter().map(|a| a.to_string()).collect(),
-                height: s.height,
+        // Addresses from the host's connections, heights from the peer table.
+        let conns = self
+            .shared
+            .host
+            .peer_info()
+            .await
+            .map_err(|e| RpcError::internal(e.to_string()))?;
+        let table = self.peers.table();
+        let table = table.borrow();
+        let mut out: Vec<PeerView> = conns
+            .into_iter()
+            .filter_map(|c| {
+                let s = table.get(&c.peer)?;
+                Some(PeerView {
+                    peer_id: c.peer.to_string(),
+                    addrs: c.addrs.iter().map(|a| a.to_string()).collect(),
+                    height: s.height,
+                })
             })
             .collect();
         out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -171,7 +192,7 @@ impl RpcBackend for Backend {
     }
 
     async fn validators(&self) -> Result<ValidatorsView, RpcError> {
-        let g = &self.0.genesis;
+        let g = &self.shared.genesis;
         let set = g.validator_set();
         Ok(ValidatorsView {
             validators: set
@@ -190,7 +211,7 @@ impl RpcBackend for Backend {
     }
 
     async fn account(&self, id: PublicKey) -> Result<AccountView, RpcError> {
-        let ctx = &self.0;
+        let ctx = &self.shared;
         let a = ctx.store.account(id).await.map_err(store_err)?;
         let pending = ctx.mempool.as_ref().and_then(|m| m.pending_nonce(&id));
         Ok(AccountView {
@@ -208,7 +229,12 @@ impl RpcBackend for Backend {
                 kite_types::MAX_KEY_LEN
             )));
         }
-        let v = self.0.store.kv_get(owner, key).await.map_err(store_err)?;
+        let v = self
+            .shared
+            .store
+            .kv_get(owner, key)
+            .await
+            .map_err(store_err)?;
         Ok(match v {
             Some(v) => KvView {
                 found: true,
@@ -224,7 +250,7 @@ impl RpcBackend for Backend {
     }
 
     async fn health(&self) -> HealthView {
-        let s = self.0.state.read().clone();
+        let s = self.state.borrow().clone();
         let (healthy, reason) = if let Some(h) = &s.halted {
             (false, format!("halted: {h}"))
         } else if s.syncing {
@@ -240,12 +266,12 @@ impl RpcBackend for Backend {
     }
 
     fn metrics_text(&self) -> String {
-        let ctx = &self.0;
+        let ctx = &self.shared;
         if let Some(m) = &ctx.mempool {
             ctx.metrics.mempool_txs.set(m.len() as i64);
             ctx.metrics.mempool_bytes.set(m.bytes() as i64);
         }
-        ctx.metrics.peers.set(ctx.peers.read().len() as i64);
+        ctx.metrics.peers.set(self.peers.len() as i64);
         ctx.metrics.encode()
     }
 }

@@ -23,8 +23,119 @@
 //! it.
 
 use crate::p2p::PeerId;
+use crate::stop::Stopper;
 use kite_types::Hash;
 use std::collections::{BTreeMap, HashSet};
+use tokio::sync::mpsc;
+
+/// Capacity of the chain check's mailbox.
+pub const FINDINGS: usize = 256;
+
+/// What a peer showed of its chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// It runs this node's genesis.
+    SameGenesis(PeerId),
+    /// It runs another genesis (`what` says which).
+    OtherGenesis {
+        /// The peer.
+        peer: PeerId,
+        /// What it runs, for the message.
+        what: String,
+    },
+    /// It holds this node's block at a height this node holds.
+    SameBlock(PeerId),
+    /// It proved another commit at a height this node holds (`vote` from
+    /// [`fork_vote`]).
+    OtherBlock {
+        /// The peer.
+        peer: PeerId,
+        /// What it proved.
+        vote: String,
+    },
+}
+
+/// The owner of both questions' votes: judges each finding, and says why
+/// the node must stop when it must.
+#[derive(Debug)]
+pub struct Judge {
+    genesis: ChainVotes,
+    forks: ChainVotes,
+}
+
+impl Judge {
+    /// A judge over the peers of `p2p.peers` (their ids).
+    pub fn new(bootstrap: Vec<PeerId>) -> Judge {
+        Judge {
+            genesis: ChainVotes::new(bootstrap.iter().copied()),
+            forks: ChainVotes::new(bootstrap),
+        }
+    }
+
+    /// Takes a finding into account; returns why the node stops, if it
+    /// must.
+    pub fn judge(&mut self, finding: Finding) -> Option<String> {
+        match finding {
+            Finding::SameGenesis(peer) => {
+                self.genesis.agree(peer);
+                None
+            }
+            Finding::OtherGenesis { peer, what } => self
+                .genesis
+                .disagree(peer, what)
+                .map(|case| genesis_message(&case)),
+            Finding::SameBlock(peer) => {
+                self.forks.agree(peer);
+                None
+            }
+            // Two valid commits at one height: this node never keeps
+            // running on one of them. When most of its p2p.peers proved
+            // the other, its store is the odd one out; else it cannot tell.
+            Finding::OtherBlock { peer, vote } => {
+                Some(match self.forks.disagree(peer, vote.clone()) {
+                    Some(case) => fork_message(&case),
+                    None => conflict_message(&peer, &vote),
+                })
+            }
+        }
+    }
+}
+
+/// Reports findings to the chain check task.
+#[derive(Clone, Debug)]
+pub struct ChainCheck {
+    tx: mpsc::Sender<Finding>,
+}
+
+impl ChainCheck {
+    /// A mailbox of [`FINDINGS`].
+    pub fn new() -> (ChainCheck, mpsc::Receiver<Finding>) {
+        let (tx, rx) = mpsc::channel(FINDINGS);
+        (ChainCheck { tx }, rx)
+    }
+
+    /// Reports a finding (waits for room: a finding that stops the node
+    /// must not be lost).
+    pub async fn tell(&self, finding: Finding) {
+        let _ = self.tx.send(finding).await;
+    }
+}
+
+/// The chain check task: judges findings until the node stops, and stops
+/// it when a judgement says so.
+pub async fn run(stop: Stopper, mut judge: Judge, mut findings: mpsc::Receiver<Finding>) {
+    loop {
+        let finding = tokio::select! {
+            _ = stop.cancelled() => return,
+            f = findings.recv() => match f { Some(f) => f, None => return },
+        };
+        if let Some(why) = judge.judge(finding) {
+            tracing::error!(%why, "this node is not on its network's chain; it stops");
+            stop.halt(why);
+            return;
+        }
+    }
+}
 
 /// What the peers named in `p2p.peers` (bootstrap peers) said on one
 /// question (their genesis, or their blocks at heights this node holds),
@@ -193,6 +304,36 @@ mod tests {
             lone.disagree(PeerId::random(), "runs genesis aa".into()),
             None
         );
+    }
+
+    #[test]
+    fn the_judge_halts_on_any_other_commit_and_on_a_genesis_majority() {
+        let p = peers(2);
+        let mut j = Judge::new(p.clone());
+        let other = |peer| Finding::OtherGenesis {
+            peer,
+            what: "runs genesis aa".into(),
+        };
+        assert_eq!(j.judge(other(p[0])), None, "1 of 2 is not a majority");
+        let why = j.judge(other(p[1])).expect("2 of 2");
+        assert!(why.starts_with("genesis mismatch"), "{why}");
+        // Another commit stops the node even when a stranger proves it.
+        let vote = fork_vote(3, &Hash::digest(b"a"), &Hash::digest(b"b"));
+        let mut j = Judge::new(p.clone());
+        assert_eq!(j.judge(Finding::SameBlock(p[0])), None);
+        let why = j
+            .judge(Finding::OtherBlock {
+                peer: PeerId::random(),
+                vote: vote.clone(),
+            })
+            .expect("two commits at one height");
+        assert!(why.starts_with("two valid commits"), "{why}");
+        // A majority of p2p.peers proving it says the store is the odd one.
+        let mut j = Judge::new(vec![p[0]]);
+        let why = j
+            .judge(Finding::OtherBlock { peer: p[0], vote })
+            .expect("1 of 1");
+        assert!(why.contains("store is not the network's chain"), "{why}");
     }
 
     #[test]

@@ -4,14 +4,20 @@
 pub mod backend;
 pub mod chaincheck;
 pub mod config;
+pub mod context;
 pub mod driver;
-pub mod gossip;
 pub mod handlers;
-pub mod indexer;
+pub mod mailbox;
 pub mod metrics;
 pub mod node;
 pub mod outbound;
 pub mod p2p;
+pub mod peers;
 pub mod promise_file;
 pub mod rpc;
+pub mod state;
+pub mod stop;
+pub mod sync;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod txgossip;

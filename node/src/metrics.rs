@@ -51,6 +51,10 @@ pub struct Metrics {
     /// Time of each durable write of the promise file (one before every
     /// vote or proposal sent), seconds; its count is the number of writes.
     pub promise_write_seconds: Histogram,
+    /// Engine inputs dropped because its queue was full.
+    pub engine_inputs_dropped: Counter,
+    /// Outbound exchanges dropped because the peer's budget was spent.
+    pub outbound_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -80,6 +84,8 @@ impl Metrics {
             promise_write_seconds: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
+            engine_inputs_dropped: Counter::default(),
+            outbound_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("height", "Last committed height", m.height.clone());
@@ -129,6 +135,16 @@ impl Metrics {
             "promise_write_seconds",
             "Time of each durable write of the promise file (before a vote or proposal is sent)",
             m.promise_write_seconds.clone(),
+        );
+        registry.register(
+            "engine_inputs_dropped",
+            "Engine inputs dropped because its queue was full (the protocols re-send them)",
+            m.engine_inputs_dropped.clone(),
+        );
+        registry.register(
+            "outbound_dropped",
+            "Outbound exchanges dropped because the peer's budget of exchanges at once was spent",
+            m.outbound_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -1,55 +1,92 @@
-//! A running Kite node: opens the store, starts the libp2p host, the
-//! protocol handlers, the commit-engine driver, tx gossip, peer exchange,
-//! status polling and the JSON-RPC server, and stops them all on one
-//! cancellation token.
+//! Assembles a running Kite node: opens the store, restores the engine
+//! from its promise record, starts the libp2p host and every task, and
+//! stops them all on one [`Stopper`]. This file only wires; each task's
+//! logic lives in its own module, and nothing imports this one.
 //!
-//! Task map (every channel bounded, every wait with a deadline):
+//! Tasks and who owns what (every channel bounded; see
+//! docs/ARCHITECTURE.md for the full map):
 //!
 //! ```text
-//!  libp2p host ──accept loops──> handlers ──Input (try_send)──> driver (owns Engine)
-//!      ^                             │                              │
-//!      └──── open_stream <── gossip / fetch / send tasks <── Output ┘
-//!  store (writer thread) <── driver commits; handlers and RPC read
-//!  mempool (Arc, short locks) <── handlers, RPC, driver
+//!  host events ──> peers task (peer table, status polls, PEX) ──Finding──> chaincheck
+//!  accept loops ─> handlers ──EngineInbox──> driver (Engine, commit waiters, NodeState)
+//!            └──> txgossip (in-flight, origins, announces)   │ watch: NodeState
+//!  driver ──Outbox (per-peer budget)──> peers                 ▼
+//!  driver ──RequestBlocks──> sync::fetch ──RangeFetched──> driver ──ApplyBlocks──> sync::apply
+//!  sync::index (tx index catch-up) · RPC backend (reads; waits via CommitWaiters)
 //! ```
 
-use crate::chaincheck::ChainVotes;
+use crate::backend::Backend;
+use crate::chaincheck::{self, ChainCheck, Judge};
 use crate::config::{Config, Role};
+use crate::context::Shared;
+use crate::handlers::Handlers;
+use crate::mailbox::{CommitWaiters, EngineInbox};
 use crate::metrics::Metrics;
-use crate::p2p::{self, HostConfig, HostHandle, Multiaddr, PeerId};
-use crate::{backend, driver, gossip, handlers, indexer, promise_file};
-use kite_blockstore::{BlockStore, StoreConfig, StoreHandle};
-use kite_consensus::{CommittedState, Engine, EngineConfig, LastCommit};
-use kite_mempool::{AccountSource, Mempool, MempoolConfig};
-use kite_types::{Account, Genesis, Hash, NodeKey, PublicKey};
-use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use crate::outbound::Outbox;
+use crate::p2p::{self, HostConfig, HostError, Multiaddr, PeerId};
+use crate::peers::{self, Peers};
+use crate::state::{NodeState, StateRx};
+use crate::sync::fetch::Fetcher;
+use crate::txgossip::TxGossip;
+use crate::{driver, handlers, promise_file, sync};
+use kite_blockstore::{StoreConfig, StoreHandle};
+use kite_consensus::{CommittedState, Engine, EngineConfig, EngineError, LastCommit};
+use kite_mempool::{Mempool, MempoolConfig};
+use kite_types::{Genesis, NodeKey, PublicKey};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use std::time::Duration;
+use tokio::sync::watch;
 
-/// Capacity of the engine's input channel.
-pub const ENGINE_INPUTS: usize = 4096;
-/// Most `broadcast_tx` calls waiting for a commit at once.
-pub const MAX_COMMIT_WAITERS: usize = 100_000;
-/// Most remembered tx origins (for "never announce back to the sender").
-pub const MAX_ORIGINS: usize = 200_000;
+pub use crate::stop::{StopReason, Stopper};
+
+/// How long [`RunningNode::wait`] gives the host to close.
+pub const HOST_SHUTDOWN: Duration = Duration::from_secs(5);
+/// How long [`RunningNode::wait`] gives the tasks to finish once stopped.
+pub const TASKS_SHUTDOWN: Duration = Duration::from_secs(15);
+
+/// A role that does not fit the genesis or the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleError {
+    /// `--blocks-only` with a voting role.
+    #[error(
+        "--blocks-only runs an archival node that does not vote: start it with --role sentry, not {0}"
+    )]
+    BlocksOnlyVotes(Role),
+    /// Leader role, another key.
+    #[error("role leader, but this node's key {key} is not the genesis leader {leader}")]
+    NotLeader {
+        /// This node's key.
+        key: PublicKey,
+        /// The genesis leader.
+        leader: PublicKey,
+    },
+    /// The genesis leader's key in another role.
+    #[error("this node's key {0} is the genesis leader: start it with --role leader")]
+    IsLeader(PublicKey),
+    /// Validator role, a key outside the set.
+    #[error(
+        "role validator, but this node's key {0} is not in the genesis validator set; start it as a sentry"
+    )]
+    NotValidator(PublicKey),
+}
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The role in the config does not fit the genesis.
-    #[error("{0}")]
-    Role(String),
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    /// The engine refused its configuration or committed state.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// The block store failed.
     #[error(transparent)]
     Store(#[from] kite_blockstore::StoreError),
     /// The libp2p host failed.
     #[error("p2p: {0}")]
-    Host(String),
+    Host(#[from] HostError),
     /// The RPC server could not bind.
     #[error("rpc: cannot listen on {addr}: {source}")]
     Rpc {
@@ -59,9 +96,16 @@ pub enum NodeError {
         source: std::io::Error,
     },
     /// A bad setting.
-    #[error("config: {0}")]
-    Config(String),
-    /// The commit engine halted.
+    #[error("config: {key} {value:?}: {reason}")]
+    Config {
+        /// The config key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The node stopped because it must not go on.
     #[error("halted: {0}")]
     Halted(String),
     /// The promise file cannot be read.
@@ -75,7 +119,7 @@ pub enum NodeError {
         /// The promise file.
         path: PathBuf,
         /// What the engine found.
-        error: kite_consensus::EngineError,
+        error: EngineError,
     },
 }
 
@@ -92,241 +136,93 @@ pub struct NodeOptions {
     pub key: NodeKey,
 }
 
-/// What the RPC and status show of the node.
-#[derive(Debug, Clone, Default)]
-pub struct NodeState {
-    /// Last committed height.
-    pub height: u64,
-    /// Its block hash.
-    pub block_hash: Hash,
-    /// App hash after it.
-    pub app_hash: Hash,
-    /// Whether block sync runs.
-    pub syncing: bool,
-    /// Height sync heads for.
-    pub sync_target: u64,
-    /// Engine step ("idle", "proposed", ...).
-    pub step: String,
-    /// Leader round at this height.
-    pub round: u32,
-    /// Block being voted on.
-    pub proposal: Option<Hash>,
-    /// Why the engine halted.
-    pub halted: Option<String>,
-    /// When the last block was committed.
-    pub last_commit: Option<Instant>,
-}
-
-/// What is known of a connected peer.
-#[derive(Debug, Clone, Default)]
-pub struct PeerState {
-    /// Best height it reported.
-    pub height: Option<u64>,
-    /// Its best hash.
-    pub hash: Option<Hash>,
-    /// Whether it runs blocks-only.
-    pub blocks_only: bool,
-    /// Addresses seen.
-    pub addrs: Vec<Multiaddr>,
-    /// Highest height it proved it holds (served that block with a valid
-    /// commit); its status claims up to there are believed as they come.
-    pub proven: u64,
-    /// It served the block this node holds at some height (see
-    /// `gossip::ask_status`): it is on this node's chain.
-    pub linked: bool,
-}
-
-/// A tx being fetched after an announce, and who else announced it.
-#[derive(Debug, Clone)]
-pub struct InFlight {
-    /// The peer it is fetched from.
-    pub from: PeerId,
-    /// Since when.
-    pub since: Instant,
-    /// Other peers that announced it (fallbacks).
-    pub others: Vec<PeerId>,
-}
-
-/// Why a node stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
-    /// It was asked to (`RunningNode::stop`, a signal): a clean stop.
-    Requested(&'static str),
-    /// It must not go on (the engine halted, a write failed, its chain is
-    /// not its network's...): the process exits with an error.
-    Halted(String),
-}
-
-/// State shared by the node's tasks.
-pub struct Ctx {
-    /// The genesis.
-    pub genesis: Genesis,
-    /// Its hash.
-    pub genesis_hash: Hash,
-    /// The node key.
-    pub key: NodeKey,
-    /// Its public key.
-    pub public: PublicKey,
-    /// This node's peer id.
-    pub peer_id: PeerId,
-    /// Configuration.
-    pub config: Config,
-    /// The block store.
-    pub store: StoreHandle,
-    /// The mempool (None on a blocks-only node).
-    pub mempool: Option<Arc<Mempool>>,
-    /// The libp2p host.
-    pub host: HostHandle,
-    /// Inputs of the engine driver.
-    pub inputs: mpsc::Sender<kite_consensus::Input>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Node state for status and health.
-    pub state: RwLock<NodeState>,
-    /// Connected peers.
-    pub peers: RwLock<HashMap<PeerId, PeerState>>,
-    /// `broadcast_tx` calls waiting for their tx to commit.
-    pub waiters: Mutex<HashMap<Hash, Vec<oneshot::Sender<u64>>>>,
-    /// Txs being fetched (fetch dedup).
-    pub inflight: Mutex<HashMap<Hash, InFlight>>,
-    /// Which peer first sent us a tx.
-    pub origins: Mutex<HashMap<Hash, PeerId>>,
-    /// Checks the proofs of fetched block ranges (block sync), with its
-    /// cache of decoded keys.
-    pub checker: Arc<kite_consensus::ProofChecker>,
-    /// Block sync's range checks running at once: one per core. (Sync's
-    /// serial stage, the store's writer, is light enough to share them
-    /// since it leaves the tx index for later; see `indexer`.)
-    pub check_permits: Arc<tokio::sync::Semaphore>,
-    /// Inputs dropped because the engine queue was full.
-    pub dropped_inputs: std::sync::atomic::AtomicU64,
-    /// Stops every task.
-    pub cancel: CancellationToken,
-    /// Why the node stopped (the first reason given).
-    pub stop_reason: Mutex<Option<StopReason>>,
-    /// What the peers of `p2p.peers` said of their genesis (see
-    /// [`crate::chaincheck`]).
-    pub genesis_votes: Mutex<ChainVotes>,
-    /// What they proved of their blocks at heights this node holds.
-    pub fork_votes: Mutex<ChainVotes>,
-    /// Where the engine's promise record is written before every vote or
-    /// proposal (see [`crate::promise_file`]).
-    pub promise_file: PathBuf,
-}
-
-impl Ctx {
-    /// Feeds the engine without waiting; a full queue drops the input
-    /// (the protocols re-send votes, proposals and announces).
-    pub fn feed(&self, input: kite_consensus::Input) {
-        if self.inputs.try_send(input).is_err() {
-            self.dropped_inputs
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    /// Account lookups over the committed state, for the mempool.
-    pub fn accounts(&self) -> StoreAccounts {
-        StoreAccounts(self.store.store().clone())
-    }
-
-    /// Max block size of the chain.
-    pub fn max_block_bytes(&self) -> usize {
-        usize::try_from(self.genesis.max_block_bytes).unwrap_or(usize::MAX)
-    }
-
-    /// Connected peers, except `but`.
-    pub fn peer_ids(&self, but: Option<PeerId>) -> Vec<PeerId> {
-        self.peers
-            .read()
-            .keys()
-            .filter(|p| Some(**p) != but)
-            .copied()
-            .collect()
-    }
-
-    /// Stops the node, keeping the first reason given.
-    pub fn stop(&self, reason: StopReason) {
-        let mut r = self.stop_reason.lock();
-        if r.is_none() {
-            *r = Some(reason);
-        }
-        self.cancel.cancel();
-    }
-
-    /// Stops the node because it must not go on (`why`, one line): the
-    /// process then exits with `error: halted: WHY`.
-    pub fn halt(&self, why: impl Into<String>) {
-        self.stop(StopReason::Halted(why.into()));
-    }
-}
-
-/// Account reads of the committed state (sled; call off the executor).
-pub struct StoreAccounts(Arc<BlockStore>);
-
-impl AccountSource for StoreAccounts {
-    /// A store error is reported as such (the mempool refuses admissions
-    /// and keeps txs unchecked), never as an empty account.
-    fn account(&self, who: &PublicKey) -> Result<Account, kite_mempool::AccountError> {
-        self.0
-            .account(who)
-            .map_err(|e| kite_mempool::AccountError::new(e.to_string()))
-    }
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// A started node.
 pub struct RunningNode {
-    ctx: Arc<Ctx>,
+    shared: Arc<Shared>,
+    state: StateRx,
+    peers: Peers,
+    gossip: Option<TxGossip>,
+    backend: Backend,
     /// Where the RPC listens (None when disabled).
     pub rpc_addr: Option<SocketAddr>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
-    /// Shared state (tests).
-    pub fn ctx(&self) -> &Arc<Ctx> {
-        &self.ctx
+    /// What the node's tasks share (tests, benches).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The node's peer id.
     pub fn peer_id(&self) -> PeerId {
-        self.ctx.peer_id
+        self.shared.peer_id
     }
 
     /// The addresses the host listens on.
     pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.ctx.host.listen_addrs().await.unwrap_or_default()
+        self.shared.host.listen_addrs().await.unwrap_or_default()
+    }
+
+    /// The node state as the driver last published it.
+    pub fn state(&self) -> NodeState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver of the node state, to wait for a change.
+    pub fn watch_state(&self) -> StateRx {
+        self.state.clone()
     }
 
     /// Last committed height.
     pub fn height(&self) -> u64 {
-        self.ctx.state.read().height
+        self.state.borrow().height
+    }
+
+    /// The peers task (its table).
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Tx gossip (None on a blocks-only node).
+    pub fn gossip(&self) -> Option<&TxGossip> {
+        self.gossip.as_ref()
+    }
+
+    /// The RPC backend, to call without HTTP.
+    pub fn rpc(&self) -> Backend {
+        self.backend.clone()
+    }
+
+    /// Stops the node (from a signal handler, say).
+    pub fn stopper(&self) -> Stopper {
+        self.shared.stop.clone()
     }
 
     /// Asks every task to stop.
     pub fn stop(&self) {
-        self.ctx.stop(StopReason::Requested("stopped"));
+        self.shared.stop.stop(StopReason::Requested("stopped"));
     }
 
     /// Waits until the node stops (by [`RunningNode::stop`] or by itself),
-    /// then shuts the host and tasks down. Returns the error that stopped
-    /// it, if any.
+    /// closes the host, then waits for every task to finish (the driver's
+    /// last flush included). Returns the error that stopped it, if any.
     pub async fn wait(self) -> Result<(), NodeError> {
-        self.ctx.cancel.cancelled().await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.ctx.host.shutdown()).await;
-        for t in self.tasks {
-            t.abort();
-            let _ = t.await;
+        let stop = &self.shared.stop;
+        stop.cancelled().await;
+        if tokio::time::timeout(HOST_SHUTDOWN, self.shared.host.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the p2p host did not close within {HOST_SHUTDOWN:?}");
         }
-        let reason = self.ctx.stop_reason.lock().clone();
-        match reason {
+        let left = stop.wait_tasks(TASKS_SHUTDOWN).await;
+        if left > 0 {
+            tracing::error!(
+                tasks = left,
+                "tasks still running {TASKS_SHUTDOWN:?} after the stop; leaving them"
+            );
+        }
+        match stop.reason() {
             Some(StopReason::Halted(why)) => Err(NodeError::Halted(why)),
             Some(StopReason::Requested(_)) | None => Ok(()),
         }
@@ -334,29 +230,19 @@ impl RunningNode {
 }
 
 /// Checks that the configured role fits the genesis and the key.
-pub fn check_role(config: &Config, genesis: &Genesis, key: &PublicKey) -> Result<(), NodeError> {
+pub fn check_role(config: &Config, genesis: &Genesis, key: &PublicKey) -> Result<(), RoleError> {
     let is_leader = *key == genesis.leader;
     let is_validator = genesis.validators.iter().any(|v| v.pub_key == *key);
     if config.blocks_only && config.role != Role::Sentry {
-        return Err(NodeError::Role(format!(
-            "--blocks-only runs an archival node that does not vote: start it with --role sentry, not {}",
-            config.role
-        )));
+        return Err(RoleError::BlocksOnlyVotes(config.role));
     }
     match config.role {
-        Role::Leader if !is_leader => Err(NodeError::Role(format!(
-            "role leader, but this node's key {key} is not the genesis leader {}",
-            genesis.leader
-        ))),
-        Role::Validator if is_leader => Err(NodeError::Role(format!(
-            "this node's key {key} is the genesis leader: start it with --role leader"
-        ))),
-        Role::Validator if !is_validator => Err(NodeError::Role(format!(
-            "role validator, but this node's key {key} is not in the genesis validator set; start it as a sentry"
-        ))),
-        Role::Sentry if is_leader => Err(NodeError::Role(format!(
-            "this node's key {key} is the genesis leader: start it with --role leader"
-        ))),
+        Role::Leader if !is_leader => Err(RoleError::NotLeader {
+            key: *key,
+            leader: genesis.leader,
+        }),
+        Role::Validator | Role::Sentry if is_leader => Err(RoleError::IsLeader(*key)),
+        Role::Validator if !is_validator => Err(RoleError::NotValidator(*key)),
         _ => Ok(()),
     }
 }
@@ -374,7 +260,7 @@ fn host_config(opts: &NodeOptions) -> Result<HostConfig, NodeError> {
         validators,
         Some(opts.home.join(p2p::PEER_STORE_FILE)),
     )
-    .map_err(|e| NodeError::Config(e.to_string()))
+    .map_err(NodeError::Host)
 }
 
 /// The committed state the engine starts from.
@@ -433,8 +319,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     // One peer may hold half the window, so two or more peers share it.
     ec.sync_per_peer = (ec.sync_window / 2).max(kite_consensus::sync::MAX_REQUEST);
     ec.sync_buffer_bytes = cfg.sync.buffer.as_u64();
-    let mut engine =
-        Engine::new(ec, committed.clone()).map_err(|e| NodeError::Role(e.to_string()))?;
+    let mut engine = Engine::new(ec, committed.clone())?;
     // What this node promised before it stopped, given back to the engine
     // before its first input (and before the host starts, so nothing is
     // sent from a store that went back in time).
@@ -486,10 +371,8 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         .iter()
         .filter_map(|a| p2p::addr::split_peer_id(a).1)
         .collect();
-    let (host, events) =
-        p2p::Host::spawn(&opts.key, host_cfg).map_err(|e| NodeError::Host(e.to_string()))?;
-    let (inputs, inputs_rx) = mpsc::channel(ENGINE_INPUTS);
-    let ctx = Arc::new(Ctx {
+    let (host, events) = p2p::Host::spawn(&opts.key, host_cfg)?;
+    let shared = Arc::new(Shared {
         genesis_hash: opts.genesis.hash(),
         genesis: opts.genesis.clone(),
         public,
@@ -499,90 +382,136 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         store,
         mempool,
         host,
-        inputs,
         metrics: Arc::new(Metrics::new()),
-        state: RwLock::new(NodeState {
-            height: committed.height,
-            block_hash: committed.block_hash,
-            app_hash: committed.app_hash,
-            step: "starting".into(),
-            ..NodeState::default()
-        }),
-        peers: RwLock::new(HashMap::new()),
-        waiters: Mutex::new(HashMap::new()),
-        inflight: Mutex::new(HashMap::new()),
-        origins: Mutex::new(HashMap::new()),
-        checker: Arc::new(kite_consensus::ProofChecker::new(engine.config())),
-        check_permits: Arc::new(tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-        )),
-        dropped_inputs: std::sync::atomic::AtomicU64::new(0),
-        cancel: CancellationToken::new(),
-        stop_reason: Mutex::new(None),
-        genesis_votes: Mutex::new(ChainVotes::new(bootstrap.iter().copied())),
-        fork_votes: Mutex::new(ChainVotes::new(bootstrap)),
         promise_file: promise_path,
+        stop: Stopper::new(),
     });
-    ctx.metrics
+    let stop = &shared.stop;
+    shared
+        .metrics
         .height
-        .set(i64::try_from(committed.height).unwrap_or(i64::MAX));
+        .set(crate::context::to_i64(committed.height));
 
-    let mut tasks = handlers::spawn_accept_loops(&ctx).map_err(NodeError::Host)?;
-    tasks.push(tokio::spawn(driver::run(ctx.clone(), engine, inputs_rx)));
-    tasks.push(tokio::spawn(gossip::run_events(ctx.clone(), events)));
-    tasks.push(tokio::spawn(gossip::run_status_poll(ctx.clone())));
-    tasks.push(tokio::spawn(indexer::run(ctx.clone())));
-    if ctx.mempool.is_some() {
-        tasks.push(tokio::spawn(gossip::run_tx_gossip(ctx.clone())));
-    }
-    if cfg.p2p.pex {
-        tasks.push(tokio::spawn(gossip::run_pex(ctx.clone())));
-    }
+    // Mailboxes first, then their owners.
+    let (engine_inbox, engine_rx) = EngineInbox::new(shared.metrics.engine_inputs_dropped.clone());
+    let (waiters, waiters_rx) = CommitWaiters::new();
+    let (state_tx, state) = watch::channel(NodeState::of(&engine.status()));
+    let (peers, notes, table) = Peers::new();
+    let (chain, findings) = ChainCheck::new();
+    let outbox = Outbox::new(shared.clone(), peers.table());
 
-    let rpc_addr = if cfg.rpc.listen.trim().is_empty() {
-        None
-    } else {
-        let addr: SocketAddr = cfg.rpc.listen.parse().map_err(|e| {
-            NodeError::Config(format!(
-                "rpc.listen {:?} is not HOST:PORT: {e}",
-                cfg.rpc.listen
-            ))
-        })?;
-        let limits = crate::rpc::RpcLimits {
-            max_body_bytes: usize::try_from(cfg.rpc.max_body_size.as_u64()).unwrap_or(1 << 20),
-            max_concurrent: cfg.rpc.max_concurrent as usize,
-            request_timeout: cfg.rpc.request_timeout,
-            commit_timeout: cfg.rpc.commit_timeout,
-        };
-        let cancel = ctx.cancel.clone();
-        let (bound, task) = crate::rpc::serve(
-            addr,
-            Arc::new(backend::Backend(ctx.clone())),
-            limits,
-            async move { cancel.cancelled().await },
-        )
-        .await
-        .map_err(|source| NodeError::Rpc {
-            addr: cfg.rpc.listen.clone(),
-            source,
-        })?;
-        tasks.push(task);
-        Some(bound)
+    stop.spawn(chaincheck::run(
+        stop.clone(),
+        Judge::new(bootstrap),
+        findings,
+    ));
+    let peers_ctx = Arc::new(peers::Ctx {
+        shared: shared.clone(),
+        peers: peers.clone(),
+        chain,
+        state: state.clone(),
+        engine: engine_inbox.clone(),
+    });
+    stop.spawn(peers::run(peers_ctx, events, notes, table));
+    let gossip = shared
+        .mempool
+        .clone()
+        .map(|m| TxGossip::start(shared.clone(), m, peers.clone()));
+    let fetcher = Fetcher::new(
+        shared.clone(),
+        engine_inbox.clone(),
+        peers.clone(),
+        kite_consensus::ProofChecker::new(engine.config()),
+        cfg.sync.window as usize,
+    );
+    stop.spawn(driver::run(driver::Parts {
+        shared: shared.clone(),
+        engine,
+        inputs: engine_rx,
+        waiters: waiters_rx,
+        state: state_tx,
+        peers: peers.clone(),
+        outbox,
+        fetcher,
+    }));
+    stop.spawn(sync::index::run(shared.clone(), state.clone()));
+    handlers::spawn_accept_loops(&Arc::new(Handlers {
+        shared: shared.clone(),
+        engine: engine_inbox,
+        state: state.clone(),
+        peers: peers.clone(),
+        gossip: gossip.clone(),
+    }))?;
+
+    let backend = Backend {
+        shared: shared.clone(),
+        state: state.clone(),
+        peers: peers.clone(),
+        waiters,
+    };
+    let rpc_addr = match serve_rpc(&shared, &backend).await {
+        Ok(a) => a,
+        Err(e) => {
+            // Started tasks stop with the node.
+            stop.stop(StopReason::Requested("start failed"));
+            return Err(e);
+        }
     };
     tracing::info!(
-        chain = %ctx.genesis.chain_id,
+        chain = %shared.genesis.chain_id,
         role = %cfg.role,
         blocks_only = cfg.blocks_only,
-        peer_id = %ctx.peer_id,
+        peer_id = %shared.peer_id,
         height = committed.height,
         rpc = ?rpc_addr,
         "node started"
     );
     Ok(RunningNode {
-        ctx,
+        shared,
+        state,
+        peers,
+        gossip,
+        backend,
         rpc_addr,
-        tasks,
     })
+}
+
+/// Starts the JSON-RPC server when `rpc.listen` is set.
+async fn serve_rpc(
+    shared: &Arc<Shared>,
+    backend: &Backend,
+) -> Result<Option<SocketAddr>, NodeError> {
+    let cfg = &shared.config.rpc;
+    if cfg.listen.trim().is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr =
+        cfg.listen
+            .parse()
+            .map_err(|e: std::net::AddrParseError| NodeError::Config {
+                key: "rpc.listen",
+                value: cfg.listen.clone(),
+                reason: format!("not HOST:PORT: {e}"),
+            })?;
+    let limits = crate::rpc::RpcLimits {
+        max_body_bytes: usize::try_from(cfg.max_body_size.as_u64()).unwrap_or(1 << 20),
+        max_concurrent: cfg.max_concurrent as usize,
+        request_timeout: cfg.request_timeout,
+        commit_timeout: cfg.commit_timeout,
+    };
+    let stop = shared.stop.clone();
+    let (bound, task) = crate::rpc::serve(addr, Arc::new(backend.clone()), limits, async move {
+        stop.cancelled().await
+    })
+    .await
+    .map_err(|source| NodeError::Rpc {
+        addr: cfg.listen.clone(),
+        source,
+    })?;
+    shared.stop.spawn(async move {
+        let _ = task.await;
+    });
+    Ok(Some(bound))
 }
 
 fn millis(d: Duration) -> u64 {

@@ -16,9 +16,9 @@
 //! [`Probe`] to send raw streams to a node, and [`TestNet::stop`], which
 //! stops every node and waits for it. Every wait has a deadline.
 
-use crate::backend::Backend;
 use crate::config::{Config, Role};
-use crate::node::{Ctx, NodeError, NodeOptions, RunningNode, start as start_node};
+use crate::context::Shared;
+use crate::node::{NodeError, NodeOptions, RunningNode, start as start_node};
 use crate::p2p::{self, HostConfig, HostEvents, HostHandle, Multiaddr, PeerId};
 use crate::rpc::{BroadcastResult, RpcBackend, RpcError, WaitFor};
 use kite_types::genesis::{Allocation, Validator};
@@ -283,7 +283,7 @@ where
 /// The first listen address of a node, with `/p2p/<id>` appended.
 pub async fn dial_addr(node: &RunningNode) -> Result<Multiaddr, TestError> {
     let id = node.peer_id();
-    let ctx = node.ctx().clone();
+    let ctx = node.shared().clone();
     wait_for("a listen address", START_DEADLINE, || {
         let ctx = ctx.clone();
         async move {
@@ -401,7 +401,7 @@ impl TestNet {
         addr?;
         for j in boot {
             if let Some(other) = self.nodes.get(j).and_then(Option::as_ref) {
-                wait_identified(&other.ctx().host, me, START_DEADLINE).await?;
+                wait_identified(&other.shared().host, me, START_DEADLINE).await?;
             }
         }
         Ok(())
@@ -429,10 +429,10 @@ impl TestNet {
         self.nodes.get(i).and_then(Option::as_ref)
     }
 
-    /// The shared state of node `i`.
-    pub fn ctx(&self, i: usize) -> Result<&Arc<Ctx>, TestError> {
+    /// What the tasks of node `i` share.
+    pub fn shared(&self, i: usize) -> Result<&Arc<Shared>, TestError> {
         self.node(i)
-            .map(RunningNode::ctx)
+            .map(RunningNode::shared)
             .ok_or_else(|| TestError::Check(format!("node {i} does not run")))
     }
 
@@ -482,11 +482,10 @@ impl TestNet {
         tx: &Tx,
         wait: WaitFor,
     ) -> Result<BroadcastResult, RpcError> {
-        let ctx = self
-            .ctx(i)
-            .map_err(|e| RpcError::internal(e.to_string()))?
-            .clone();
-        Backend(ctx).broadcast_tx(tx.encode(), wait).await
+        let node = self
+            .node(i)
+            .ok_or_else(|| RpcError::internal(format!("node {i} does not run")))?;
+        node.rpc().broadcast_tx(tx.encode(), wait).await
     }
 
     /// Hands txs to node `i`'s admission path as if a peer had sent them
@@ -497,13 +496,17 @@ impl TestNet {
         txs: Vec<Tx>,
         from: Option<PeerId>,
     ) -> Result<(), TestError> {
-        crate::handlers::admit(self.ctx(i)?, txs, from).await;
+        let gossip = self
+            .node(i)
+            .and_then(RunningNode::gossip)
+            .ok_or_else(|| TestError::Check(format!("node {i} does not run or has no mempool")))?;
+        gossip.admit(txs, from).await;
         Ok(())
     }
 
     /// The hash of node `i`'s committed block at `height`.
     pub async fn block_hash(&self, i: usize, height: u64) -> Result<Option<Hash>, TestError> {
-        let ctx = self.ctx(i)?;
+        let ctx = self.shared(i)?;
         let b = ctx
             .store
             .block_by_height(height)
@@ -514,7 +517,7 @@ impl TestNet {
 
     /// Committed balance of `who` at node `i`.
     pub async fn balance(&self, i: usize, who: &PublicKey) -> Result<u64, TestError> {
-        let ctx = self.ctx(i)?;
+        let ctx = self.shared(i)?;
         ctx.store
             .account(*who)
             .await
@@ -524,7 +527,7 @@ impl TestNet {
 
     /// Committed nonce of `who` at node `i`.
     pub async fn nonce(&self, i: usize, who: &PublicKey) -> Result<u64, TestError> {
-        let ctx = self.ctx(i)?;
+        let ctx = self.shared(i)?;
         ctx.store
             .account(*who)
             .await

@@ -107,12 +107,8 @@ fn malformed() -> Vec<(&'static str, Vec<u8>, bool)> {
 /// well-behaved peer gets a status and a block from node 0.
 async fn assert_healthy(net: &TestNet, more: u64, clean_seed: u8) {
     for i in net.running() {
-        let ctx = net.ctx(i).unwrap();
-        assert!(
-            !ctx.cancel.is_cancelled(),
-            "node {i} stopped: {:?}",
-            ctx.stop_reason.lock()
-        );
+        let stop = &net.shared(i).unwrap().stop;
+        assert!(!stop.is_stopping(), "node {i} stopped: {:?}", stop.reason());
     }
     let top = *net.heights().iter().max().unwrap();
     net.wait_height(top + more, DEADLINE).await.unwrap();
@@ -130,7 +126,7 @@ async fn assert_healthy(net: &TestNet, more: u64, clean_seed: u8) {
     assert_eq!(st.genesis_hash, net.genesis.hash());
     assert!(st.best_height >= top + more);
     let s = clean.host.open_stream(peer, blk::PROTOCOL).await.unwrap();
-    let max = net.ctx(0).unwrap().max_block_bytes();
+    let max = net.shared(0).unwrap().max_block_bytes();
     let got = blk::request(s, blk::BlockQuery::Height(top), max)
         .await
         .unwrap();
@@ -162,7 +158,7 @@ async fn malformed_streams_of_every_protocol_leave_the_network_committing() {
     for i in 0..3 {
         for protocol in ALL_PROTOCOLS {
             errors += net
-                .ctx(i)
+                .shared(i)
                 .unwrap()
                 .host
                 .protocol_stats(protocol)
@@ -203,7 +199,7 @@ async fn forged_messages_leave_the_network_committing() {
     }
     let h = net.min_height();
     let top = net
-        .ctx(0)
+        .shared(0)
         .unwrap()
         .store
         .block_by_height(h)
@@ -383,7 +379,7 @@ async fn forged_messages_leave_the_network_committing() {
     let r = tx_get(&attacker, ids[0], Hash([5; 32])).await;
     assert!(r.is_none());
 
-    let m = net.ctx(0).unwrap().mempool.clone().unwrap();
+    let m = net.shared(0).unwrap().mempool.clone().unwrap();
     assert!(
         !m.contains(&bad_sig_hash),
         "a tx with a bad signature was admitted"
@@ -392,7 +388,7 @@ async fn forged_messages_leave_the_network_committing() {
     assert_healthy(&net, 3, 0x73).await;
     for i in 0..3 {
         assert!(
-            net.ctx(i).unwrap().state.read().halted.is_none(),
+            net.node(i).unwrap().state().halted.is_none(),
             "node {i} halted"
         );
     }
@@ -457,10 +453,10 @@ async fn a_peer_lying_about_its_height_does_not_stall_the_network() {
     );
     // The claim was not believed.
     for i in 0..3 {
-        let ctx = net.ctx(i).unwrap();
-        let seen = ctx.peers.read().get(&liar.peer_id()).and_then(|p| p.height);
+        let node = net.node(i).unwrap();
+        let seen = node.peers().get(&liar.peer_id()).and_then(|p| p.height);
         assert_ne!(seen, Some(1_000_000), "node {i}");
-        assert!(ctx.state.read().sync_target < 1_000_000, "node {i}");
+        assert!(node.state().sync_target < 1_000_000, "node {i}");
     }
     liar.stop().await;
     for exit in net.stop().await {
@@ -481,7 +477,7 @@ async fn idle_streams_do_not_lock_a_protocol_for_good() {
     let attacker = Probe::spawn(&chain, 0x76).unwrap();
     let peer = net.peer_id(0).unwrap();
     attacker.connect(net.addr(0).unwrap(), peer).await.unwrap();
-    let slots = net.ctx(0).unwrap().config.p2p.max_streams_per_protocol as usize;
+    let slots = net.shared(0).unwrap().config.p2p.max_streams_per_protocol as usize;
     let mut idle = Vec::new();
     for _ in 0..slots + 8 {
         if let Ok(mut s) = attacker.host.open_stream(peer, blk::PROTOCOL).await {
@@ -493,7 +489,7 @@ async fn idle_streams_do_not_lock_a_protocol_for_good() {
     }
     let clean = Probe::spawn(&chain, 0x77).unwrap();
     clean.connect(net.addr(0).unwrap(), peer).await.unwrap();
-    let max = net.ctx(0).unwrap().max_block_bytes();
+    let max = net.shared(0).unwrap().max_block_bytes();
     let t = Instant::now();
     let refused = std::sync::atomic::AtomicU32::new(0);
     wait_for("a block for the clean peer", DEADLINE, || {

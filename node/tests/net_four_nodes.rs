@@ -100,7 +100,7 @@ async fn four_nodes_commit_200_transfers_submitted_at_every_node() {
     // until every node reports the highest height seen in any store.
     let mut top = 0;
     for i in 0..net.len() {
-        top = top.max(net.ctx(i).unwrap().store.best().await.unwrap().height);
+        top = top.max(net.shared(i).unwrap().store.best().await.unwrap().height);
     }
     net.wait_height(top, DEADLINE).await.unwrap();
     let hashes = net.check_same_chain(top).await.unwrap();
@@ -109,7 +109,7 @@ async fn four_nodes_commit_200_transfers_submitted_at_every_node() {
     let mut blocks_with_txs = 0;
     for h in net.genesis.initial_height..=top {
         let b = net
-            .ctx(0)
+            .shared(0)
             .unwrap()
             .store
             .block_by_height(h)
@@ -127,7 +127,7 @@ async fn four_nodes_commit_200_transfers_submitted_at_every_node() {
     for h in &all {
         assert!(seen.contains_key(h), "tx {h} not committed");
         for i in 0..net.len() {
-            let loc = net.ctx(i).unwrap().store.tx_location(*h).await.unwrap();
+            let loc = net.shared(i).unwrap().store.tx_location(*h).await.unwrap();
             assert_eq!(loc.map(|l| l.height), seen.get(h).copied(), "node {i}");
         }
     }
@@ -144,7 +144,7 @@ async fn four_nodes_commit_200_transfers_submitted_at_every_node() {
     }
     // No tx lingers in a mempool.
     for i in 0..net.len() {
-        let m = net.ctx(i).unwrap().mempool.clone().unwrap();
+        let m = net.shared(i).unwrap().mempool.clone().unwrap();
         wait_for("empty mempool", DEADLINE, || async {
             m.is_empty().then_some(())
         })

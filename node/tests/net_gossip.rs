@@ -38,7 +38,7 @@ fn transfers(chain: &str, key: &NodeKey, first: u64, n: u64) -> Vec<Tx> {
 }
 
 async fn connected(net: &TestNet, i: usize) -> HashSet<PeerId> {
-    net.ctx(i)
+    net.shared(i)
         .unwrap()
         .host
         .connected_peers()
@@ -52,7 +52,7 @@ async fn connected(net: &TestNet, i: usize) -> HashSet<PeerId> {
 /// height, and its tx index agrees once it has caught up (blocks that came
 /// by block sync are indexed after it).
 async fn committed_once(net: &TestNet, i: usize, txs: &[Tx]) {
-    let ctx = net.ctx(i).unwrap();
+    let ctx = net.shared(i).unwrap();
     let top = ctx.store.best().await.unwrap().height;
     let t0 = std::time::Instant::now();
     while ctx.store.tx_indexed() < top {
@@ -105,29 +105,32 @@ async fn txs_cross_a_line_once_without_echo() {
     }
     let want: HashSet<Hash> = txs.iter().map(Tx::hash).collect();
     for i in [2, 3] {
-        let m = net.ctx(i).unwrap().mempool.clone().unwrap();
+        let m = net.shared(i).unwrap().mempool.clone().unwrap();
         wait_for(&format!("node {i} mempool"), DEADLINE, || async {
             want.iter().all(|h| m.contains(h)).then_some(())
         })
         .await
         .unwrap();
     }
-    // Let any stray announce or fetch land before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every fetch has ended before counting.
     for i in [1, 2, 3] {
-        let ctx = net.ctx(i).unwrap();
-        let m = ctx.mempool.clone().unwrap();
+        let gossip = net.node(i).unwrap().gossip().unwrap();
+        wait_for(&format!("node {i}: no fetch left"), DEADLINE, || async {
+            (gossip.in_flight().await == 0).then_some(())
+        })
+        .await
+        .unwrap();
+        let m = net.shared(i).unwrap().mempool.clone().unwrap();
         assert_eq!(m.len(), txs.len(), "node {i} holds each tx once");
         m.check_invariants().unwrap();
-        assert!(ctx.inflight.lock().is_empty(), "node {i}: fetches left");
     }
     // Node 1 is the origin: node 2 never announces the txs back to it.
-    let h1 = &net.ctx(1).unwrap().host;
+    let h1 = &net.shared(1).unwrap().host;
     assert_eq!(h1.protocol_stats(txann::PROTOCOL).accepted, 0);
     assert!(h1.protocol_stats(txann::PROTOCOL).opened >= 1);
     // Node 2 relays; node 3 only receives (it got the txs from node 2).
     assert!(
-        net.ctx(3)
+        net.shared(3)
             .unwrap()
             .host
             .protocol_stats(txann::PROTOCOL)
@@ -135,12 +138,12 @@ async fn txs_cross_a_line_once_without_echo() {
             >= 1
     );
     assert_eq!(
-        net.ctx(2)
+        net.shared(2)
             .unwrap()
             .host
             .protocol_stats(txann::PROTOCOL)
             .accepted,
-        net.ctx(1)
+        net.shared(1)
             .unwrap()
             .host
             .protocol_stats(txann::PROTOCOL)
@@ -192,7 +195,7 @@ async fn txs_reach_the_leader_through_a_middle_node_and_commit_once() {
     }
     let mut top = 0;
     for i in 0..3 {
-        top = top.max(net.ctx(i).unwrap().store.best().await.unwrap().height);
+        top = top.max(net.shared(i).unwrap().store.best().await.unwrap().height);
     }
     net.wait_height(top, DEADLINE).await.unwrap();
     net.check_same_chain(top).await.unwrap();
@@ -227,7 +230,7 @@ async fn blocks_are_fetched_by_height_and_by_hash() {
     .unwrap();
     net.wait_height(2, DEADLINE).await.unwrap();
     let at = net
-        .ctx(0)
+        .shared(0)
         .unwrap()
         .store
         .tx_location(txs[0].hash())
@@ -236,9 +239,9 @@ async fn blocks_are_fetched_by_height_and_by_hash() {
         .unwrap()
         .height;
 
-    let host = net.ctx(1).unwrap().host.clone();
+    let host = net.shared(1).unwrap().host.clone();
     let leader = net.peer_id(0).unwrap();
-    let max = net.ctx(1).unwrap().max_block_bytes();
+    let max = net.shared(1).unwrap().max_block_bytes();
     let s = host.open_stream(leader, blk::PROTOCOL).await.unwrap();
     let by_height = blk::request(s, blk::BlockQuery::Height(at), max)
         .await
@@ -298,7 +301,7 @@ async fn peer_exchange_connects_a_star_into_a_mesh() {
     let net = TestNet::start(spec).await.unwrap();
     let ids: Vec<PeerId> = (0..4).map(|i| net.peer_id(i).unwrap()).collect();
     for i in 0..4 {
-        let host = net.ctx(i).unwrap().host.clone();
+        let host = net.shared(i).unwrap().host.clone();
         let others: Vec<PeerId> = ids.iter().filter(|p| **p != ids[i]).copied().collect();
         wait_for(&format!("node {i} connected to all"), DEADLINE, || {
             let (host, others) = (host.clone(), others.clone());
@@ -348,21 +351,21 @@ async fn peers_of_another_chain_or_genesis_are_dropped_and_the_stranger_stops() 
     assert_eq!(other_genesis.genesis.chain_id, a.genesis.chain_id);
     assert_ne!(other_genesis.genesis.hash(), a.genesis.hash());
 
-    let host = a.ctx(0).unwrap().host.clone();
+    let host = a.shared(0).unwrap().host.clone();
     for (what, net, says) in [
         // It may see A's chain id in identify or in A's status, whichever
         // comes first.
         ("another chain id", &other_chain, "kite-a"),
         ("another genesis", &other_genesis, "of genesis"),
     ] {
-        let ctx = net.ctx(0).unwrap().clone();
+        let ctx = net.shared(0).unwrap().clone();
         wait_for(&format!("node of {what} stops"), DEADLINE, || {
             let ctx = ctx.clone();
-            async move { ctx.cancel.is_cancelled().then_some(()) }
+            async move { ctx.stop.is_stopping().then_some(()) }
         })
         .await
         .unwrap();
-        let reason = ctx.stop_reason.lock().clone();
+        let reason = ctx.stop.reason();
         let Some(kite_node::node::StopReason::Halted(why)) = reason else {
             panic!("{what}: expected a halt, got {reason:?}");
         };
@@ -393,11 +396,11 @@ async fn peers_of_another_chain_or_genesis_are_dropped_and_the_stranger_stops() 
     })
     .await
     .unwrap();
-    let ctx_a = a.ctx(0).unwrap().clone();
+    let table = a.node(0).unwrap().peers().table();
     wait_for("A's peer table without the strangers", DEADLINE, || {
-        let ctx_a = ctx_a.clone();
+        let table = table.clone();
         async move {
-            let peers = ctx_a.peers.read();
+            let peers = table.borrow();
             strangers
                 .iter()
                 .all(|p| !peers.contains_key(p))
@@ -434,7 +437,7 @@ async fn blocks_only_node_holds_no_tx_and_follows_the_chain() {
     let net = TestNet::start(spec).await.unwrap();
     let chain = net.genesis.chain_id.clone();
     let archive = 2;
-    assert!(net.ctx(archive).unwrap().mempool.is_none());
+    assert!(net.shared(archive).unwrap().mempool.is_none());
 
     let txs = transfers(&chain, &net.faucet, 1, 20);
     let err = net
@@ -475,11 +478,11 @@ async fn blocks_only_node_holds_no_tx_and_follows_the_chain() {
     committed_once(&net, archive, &txs).await;
     let mut top = 0;
     for i in 0..3 {
-        top = top.max(net.ctx(i).unwrap().store.best().await.unwrap().height);
+        top = top.max(net.shared(i).unwrap().store.best().await.unwrap().height);
     }
     net.wait_height(top, DEADLINE).await.unwrap();
     net.check_same_chain(top).await.unwrap();
-    assert!(net.ctx(archive).unwrap().mempool.is_none());
+    assert!(net.shared(archive).unwrap().mempool.is_none());
     for exit in net.stop().await {
         assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
     }
@@ -503,7 +506,7 @@ async fn a_burst_of_one_sender_crosses_without_reannounce() {
     let net = TestNet::start(spec).await.unwrap();
     let txs = transfers(&net.genesis.chain_id, &net.accounts[0], 1, 1000);
     net.admit(1, txs.clone(), None).await.unwrap();
-    let b = net.ctx(2).unwrap().mempool.clone().unwrap();
+    let b = net.shared(2).unwrap().mempool.clone().unwrap();
     wait_for("the whole burst at node 2", DEADLINE, || async {
         (b.len() == txs.len()).then_some(())
     })

@@ -52,7 +52,7 @@ async fn a_validator_records_its_vote_and_votes_again_after_a_restart() {
     spec.empty_block_timeout = Duration::ZERO;
     let mut net = TestNet::start(spec).await.unwrap();
     let files: Vec<_> = (0..2)
-        .map(|i| net.ctx(i).unwrap().promise_file.clone())
+        .map(|i| net.shared(i).unwrap().promise_file.clone())
         .collect();
 
     // Two validators of power 1: a commit needs node 1's ACK.

@@ -7,7 +7,6 @@
 
 mod sync_support;
 
-use kite_node::backend::Backend;
 use kite_node::config::Role;
 use kite_node::rpc::{RpcBackend, WaitFor};
 use kite_types::genesis::Allocation;
@@ -37,8 +36,12 @@ async fn rpc_and_announced_txs_get_the_same_signature_verdict() {
         &keys.other(1),
     )
     .await;
-    let rpc = Backend(node.ctx().clone());
-    let mempool = node.ctx().mempool.clone().expect("a sentry has a mempool");
+    let rpc = node.rpc();
+    let mempool = node
+        .shared()
+        .mempool
+        .clone()
+        .expect("a sentry has a mempool");
     let tx = |i: usize, kind: Forge| -> Tx {
         let pay = Payload::Transfer {
             to: keys.receivers[0],
@@ -67,7 +70,7 @@ async fn rpc_and_announced_txs_get_the_same_signature_verdict() {
             .collect();
         txs.insert(2, tx(i, Forge::MixedOrderR));
         txs.insert(5, tx(i, Forge::MixedOrderKey));
-        let src = node.ctx().accounts();
+        let src = node.shared().accounts();
         let m = mempool.clone();
         let got = tokio::task::spawn_blocking(move || m.admit_batch(txs, &src, 0))
             .await

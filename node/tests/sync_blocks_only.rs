@@ -6,7 +6,6 @@
 
 mod sync_support;
 
-use kite_node::backend::Backend;
 use kite_node::config::Role;
 use kite_node::p2p::{self, HostConfig, HostHandle, Multiaddr, PeerId};
 use kite_node::rpc::{RpcBackend, UNSUPPORTED, WaitFor};
@@ -67,7 +66,7 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
     cfg.blocks_only = true;
     let archive = start_node(homes[1].path(), cfg, &genesis, &keys.other(0)).await;
     assert!(
-        archive.ctx().mempool.is_none(),
+        archive.shared().mempool.is_none(),
         "a blocks-only node has a mempool"
     );
 
@@ -86,7 +85,7 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
     // Txs: refused by the archive, committed by the leader.
     let sender = &keys.senders[0];
     let first = leader
-        .ctx()
+        .shared()
         .store
         .store()
         .account(&sender.public())
@@ -106,13 +105,14 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
             )
         })
         .collect();
-    let refused = Backend(archive.ctx().clone())
+    let refused = archive
+        .rpc()
         .broadcast_tx(txs[0].encode(), WaitFor::Accept)
         .await;
     let err = refused.expect_err("a blocks-only node accepted a tx");
     assert_eq!(err.code, UNSUPPORTED);
     assert_eq!(err.kind, "blocks_only");
-    let leader_rpc = Backend(leader.ctx().clone());
+    let leader_rpc = leader.rpc();
     for t in &txs {
         leader_rpc
             .broadcast_tx(t.encode(), WaitFor::Accept)
@@ -136,7 +136,7 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
     assert_eq!(ann.wanted, 0, "a blocks-only node wanted an announced tx");
     assert_eq!(ann.sent, 0);
 
-    let best = archive.ctx().store.store().best().unwrap();
+    let best = archive.shared().store.store().best().unwrap();
     let proposal = Block::new_signed(
         BlockHeader {
             version: BLOCK_VERSION,
@@ -167,7 +167,7 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
     // holds them in its store, in the same blocks.
     wait_for("the leader to commit the txs", DEADLINE, || async {
         let n = leader
-            .ctx()
+            .shared()
             .store
             .store()
             .account(&sender.public())
@@ -178,7 +178,7 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
     .await;
     // The store's tip, not the node state's: the state follows the store
     // a moment later, and the last tx may be in that last block.
-    let tip = leader.ctx().store.store().best().unwrap().height;
+    let tip = leader.shared().store.store().best().unwrap().height;
     wait_for("the archive to follow the leader", DEADLINE, || async {
         (archive.height() >= tip).then_some(())
     })
@@ -192,12 +192,22 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
     }
     // Blocks that came by sync are indexed once sync is over.
     wait_for("the archive's tx index to catch up", DEADLINE, || async {
-        (archive.ctx().store.tx_indexed() >= tip).then_some(())
+        (archive.shared().store.tx_indexed() >= tip).then_some(())
     })
     .await;
     for t in &txs {
-        let a = archive.ctx().store.store().tx_location(&t.hash()).unwrap();
-        let l = leader.ctx().store.store().tx_location(&t.hash()).unwrap();
+        let a = archive
+            .shared()
+            .store
+            .store()
+            .tx_location(&t.hash())
+            .unwrap();
+        let l = leader
+            .shared()
+            .store
+            .store()
+            .tx_location(&t.hash())
+            .unwrap();
         assert!(a.is_some(), "the archive lacks committed tx {}", t.hash());
         assert_eq!(a, l);
     }
@@ -206,7 +216,11 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
         Some(proposal.hash()),
         "the archive committed the probe's proposal"
     );
-    let announces = archive.ctx().host.protocol_stats(blkann::PROTOCOL).accepted;
+    let announces = archive
+        .shared()
+        .host
+        .protocol_stats(blkann::PROTOCOL)
+        .accepted;
     assert!(
         announces > 0,
         "the archive received no committed-block announce"
@@ -236,8 +250,8 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
     assert!(st.best_height >= tip);
 
     // Never a mempool, never a tx in one.
-    assert!(archive.ctx().mempool.is_none());
-    assert_eq!(archive.ctx().metrics.mempool_txs.get(), 0);
+    assert!(archive.shared().mempool.is_none());
+    assert_eq!(archive.shared().metrics.mempool_txs.get(), 0);
     println!(
         "archive: synced {} blocks, followed to {tip} with {announces} announces; {TXS} txs committed and stored, none admitted",
         synced_blocks(&archive)

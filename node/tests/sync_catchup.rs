@@ -113,7 +113,7 @@ async fn joins_at_height_1000_and_syncs_while_the_network_commits() {
     })
     .await;
     wait_for("the sentry to leave sync mode", DEADLINE, || async {
-        (!sentry.ctx().state.read().syncing).then_some(())
+        (!sentry.state().syncing).then_some(())
     })
     .await;
 
@@ -128,8 +128,8 @@ async fn joins_at_height_1000_and_syncs_while_the_network_commits() {
         );
     }
     for k in &keys.senders {
-        let a = sentry.ctx().store.store().account(&k.public()).unwrap();
-        let b = leader.ctx().store.store().account(&k.public()).unwrap();
+        let a = sentry.shared().store.store().account(&k.public()).unwrap();
+        let b = leader.shared().store.store().account(&k.public()).unwrap();
         assert_eq!(a, b);
         assert!(a.nonce > 0);
     }
@@ -228,12 +228,17 @@ async fn sync_resumes_after_a_restart_in_the_middle() {
         "second run fetched {fetched} blocks to go from {resumed_at} to {TIP}"
     );
     for k in &keys.senders {
-        let a = second.ctx().store.store().account(&k.public()).unwrap();
-        let b = servers[0].ctx().store.store().account(&k.public()).unwrap();
+        let a = second.shared().store.store().account(&k.public()).unwrap();
+        let b = servers[0]
+            .shared()
+            .store
+            .store()
+            .account(&k.public())
+            .unwrap();
         assert_eq!(a, b);
     }
     wait_for("the node to leave sync mode", DEADLINE, || async {
-        (!second.ctx().state.read().syncing).then_some(())
+        (!second.state().syncing).then_some(())
     })
     .await;
     println!(

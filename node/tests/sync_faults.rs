@@ -95,7 +95,7 @@ async fn sync_survives_a_corrupt_a_lying_and_a_stalling_peer() {
         "committed {h1} blocks with no honest peer"
     );
     assert_same_chain(&node, &chain, h1);
-    assert!(node.ctx().state.read().halted.is_none(), "halted");
+    assert!(node.state().halted.is_none(), "halted");
 
     // Phase 2: an honest peer connects to the node.
     let t0 = Instant::now();
@@ -114,23 +114,23 @@ async fn sync_survives_a_corrupt_a_lying_and_a_stalling_peer() {
     let took = t0.elapsed();
     assert_eq!(node.height(), TIP);
     assert_same_chain(&node, &chain, TIP);
-    assert!(node.ctx().state.read().halted.is_none(), "halted");
+    assert!(node.state().halted.is_none(), "halted");
     for k in &keys.senders {
-        let a = node.ctx().store.store().account(&k.public()).unwrap();
-        let b = honest.ctx().store.store().account(&k.public()).unwrap();
+        let a = node.shared().store.store().account(&k.public()).unwrap();
+        let b = honest.shared().store.store().account(&k.public()).unwrap();
         assert_eq!(a, b);
     }
 
     wait_for("the node to leave sync mode", DEADLINE, || async {
-        (!node.ctx().state.read().syncing).then_some(())
+        (!node.state().syncing).then_some(())
     })
     .await;
 
     // The peer that served forged blocks is penalised by the host.
     let corrupt_id = corrupt.host.local_peer_id();
-    let penalised = node.ctx().host.is_banned(corrupt_id).await.unwrap()
+    let penalised = node.shared().host.is_banned(corrupt_id).await.unwrap()
         || node
-            .ctx()
+            .shared()
             .host
             .peer_info()
             .await

@@ -31,9 +31,9 @@ fn other_run_txs(h: u64) -> usize {
 /// returns why each stopped: `Some(reason)` for a halt, `None` for a clean
 /// stop (any other error fails the test).
 async fn until_one_stops(nodes: Vec<RunningNode>) -> Vec<Option<String>> {
-    let ctxs: Vec<_> = nodes.iter().map(|n| n.ctx().clone()).collect();
+    let ctxs: Vec<_> = nodes.iter().map(|n| n.shared().clone()).collect();
     wait_for("a node stops by itself", DEADLINE, || {
-        let stopped = ctxs.iter().any(|c| c.cancel.is_cancelled());
+        let stopped = ctxs.iter().any(|c| c.stop.is_stopping());
         async move { stopped.then_some(()) }
     })
     .await;
@@ -115,7 +115,8 @@ async fn join_with_other_run(seed: u8, other: u64, height: u64) {
         server, node, net, ..
     } = start_runs(seed, other, true).await;
     let joiner = node.peer_id();
-    let server_ctx = server.ctx().clone();
+    let server_ctx = server.shared().clone();
+    let server_state = server.watch_state();
     let whys = until_one_stops(vec![node, server]).await;
     assert!(
         whys.iter().any(Option::is_some),
@@ -128,7 +129,7 @@ async fn join_with_other_run(seed: u8, other: u64, height: u64) {
         assert_says_two_commits(why);
         assert!(why.contains(&joiner.to_string()), "{why}");
     }
-    assert_eq!(server_ctx.state.read().height, NETWORK);
+    assert_eq!(server_state.borrow().height, NETWORK);
     assert_eq!(
         server_ctx.store.hash_at(NETWORK).await.unwrap(),
         Some(net.hash(NETWORK))
@@ -192,12 +193,13 @@ async fn nodes_of_two_runs_that_meet_stop() {
         ..
     } = start_runs(83, 2 * NETWORK, false).await;
     server
-        .ctx()
+        .shared()
         .host
         .dial(node_addr(&stranger).await)
         .await
         .unwrap();
-    let (server_ctx, stranger_ctx) = (server.ctx().clone(), stranger.ctx().clone());
+    let server_ctx = server.shared().clone();
+    let (server_state, stranger_state) = (server.watch_state(), stranger.watch_state());
     let ids = [stranger.peer_id(), server.peer_id()];
     let whys = until_one_stops(vec![server, stranger]).await;
     assert!(
@@ -210,10 +212,10 @@ async fn nodes_of_two_runs_that_meet_stop() {
             assert!(why.contains(&other.to_string()), "{why}");
         }
     }
-    assert_eq!(server_ctx.state.read().height, NETWORK);
+    assert_eq!(server_state.borrow().height, NETWORK);
     assert_eq!(
         server_ctx.store.hash_at(NETWORK).await.unwrap(),
         Some(net.hash(NETWORK))
     );
-    assert_eq!(stranger_ctx.state.read().height, 2 * NETWORK);
+    assert_eq!(stranger_state.borrow().height, 2 * NETWORK);
 }

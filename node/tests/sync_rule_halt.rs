@@ -125,18 +125,21 @@ async fn a_committed_block_this_node_refuses_halts_it_and_the_peer_is_not_blamed
         &keys.other(9),
     )
     .await;
-    let ctx = node.ctx().clone();
+    let ctx = node.shared().clone();
     wait_for("the node to halt", DEADLINE, || {
         let ctx = ctx.clone();
-        async move { ctx.cancel.is_cancelled().then_some(()) }
+        async move { ctx.stop.is_stopping().then_some(()) }
     })
     .await;
     let height = node.height();
     // The halt cancels the node's tasks; its host is shut down by `wait`,
     // so it still answers here: the peer is neither banned nor scored.
     let peer_id = peer.host.local_peer_id();
-    assert!(!node.ctx().host.is_banned(peer_id).await.unwrap(), "banned");
-    let infos = node.ctx().host.peer_info().await.unwrap();
+    assert!(
+        !node.shared().host.is_banned(peer_id).await.unwrap(),
+        "banned"
+    );
+    let infos = node.shared().host.peer_info().await.unwrap();
     assert!(
         !infos.iter().any(|p| p.peer == peer_id && p.score > 0),
         "the honest peer was penalised"

@@ -352,7 +352,7 @@ pub async fn host_addr(host: &HostHandle) -> Multiaddr {
 
 /// The dial address of a node.
 pub async fn node_addr(node: &RunningNode) -> Multiaddr {
-    host_addr(&node.ctx().host).await
+    host_addr(&node.shared().host).await
 }
 
 /// Stops a node and waits for it (bounded); panics if it stopped with an
@@ -367,7 +367,7 @@ pub async fn stop(node: RunningNode) {
 
 /// The block hash a node stored at `height`.
 pub fn stored_hash(node: &RunningNode, height: u64) -> Option<Hash> {
-    node.ctx()
+    node.shared()
         .store
         .store()
         .hash_at(height)
@@ -384,7 +384,7 @@ pub fn assert_same_chain(node: &RunningNode, chain: &[Entry], height: u64) {
 
 /// Blocks this node received through block sync (metric).
 pub fn synced_blocks(node: &RunningNode) -> u64 {
-    node.ctx().metrics.synced_blocks.get()
+    node.shared().metrics.synced_blocks.get()
 }
 
 /// Logs to the test output when `KITE_TEST_LOG` is set (an env filter).

@@ -9,7 +9,8 @@
 //! nothing to do until the next sync. Progress goes to the log, the
 //! `kite_tx_indexed_height` metric and the `status` RPC (`tx_indexed`).
 
-use crate::node::Ctx;
+use crate::context::{Shared, to_i64};
+use crate::state::StateRx;
 use kite_blockstore::{INDEX_STEP_BLOCKS, INDEX_STEP_TXS, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,25 +21,25 @@ const POLL: Duration = Duration::from_millis(250);
 const RETRY: Duration = Duration::from_secs(10);
 
 /// Runs until the node stops.
-pub async fn run(ctx: Arc<Ctx>) {
+pub async fn run(ctx: Arc<Shared>, state: StateRx) {
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ctx.metrics.tx_indexed.set(to_i64(ctx.store.tx_indexed()));
         tokio::select! {
-            _ = ctx.cancel.cancelled() => return,
+            _ = ctx.stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if behind(&ctx).is_none() {
+        if behind(&ctx, &state).is_none() {
             continue;
         }
-        match catch_up(&ctx).await {
+        match catch_up(&ctx, &state).await {
             Ok(()) => {}
             Err(StoreError::Closed) => return,
             Err(e) => {
                 tracing::error!(error = %e, "cannot index txs; trying again in {RETRY:?}");
                 tokio::select! {
-                    _ = ctx.cancel.cancelled() => return,
+                    _ = ctx.stop.cancelled() => return,
                     _ = tokio::time::sleep(RETRY) => {}
                 }
             }
@@ -48,14 +49,14 @@ pub async fn run(ctx: Arc<Ctx>) {
 
 /// The committed height, when the index lags it and the node is not
 /// syncing.
-fn behind(ctx: &Ctx) -> Option<u64> {
-    let s = ctx.state.read();
+fn behind(ctx: &Shared, state: &StateRx) -> Option<u64> {
+    let s = state.borrow();
     (!s.syncing && ctx.store.tx_indexed() < s.height).then_some(s.height)
 }
 
 /// Indexes step after step until the index has caught up, the node syncs
 /// again or stops; logs progress at the sync log's pace.
-async fn catch_up(ctx: &Ctx) -> Result<(), StoreError> {
+async fn catch_up(ctx: &Shared, state: &StateRx) -> Result<(), StoreError> {
     let every = ctx.config.sync.log_interval;
     let start = Instant::now();
     let from = ctx.store.tx_indexed();
@@ -63,10 +64,10 @@ async fn catch_up(ctx: &Ctx) -> Result<(), StoreError> {
     let mut txs = 0usize;
     tracing::info!(
         indexed = from,
-        height = ctx.state.read().height,
+        height = state.borrow().height,
         "tx index catching up"
     );
-    while behind(ctx).is_some() && !ctx.cancel.is_cancelled() {
+    while behind(ctx, state).is_some() && !ctx.stop.is_stopping() {
         let p = ctx
             .store
             .index_txs(INDEX_STEP_BLOCKS, INDEX_STEP_TXS)
@@ -97,8 +98,4 @@ async fn catch_up(ctx: &Ctx) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }

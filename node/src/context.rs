@@ -1,0 +1,82 @@
+//! The small immutable context every task of a running node shares:
+//! genesis, configuration, keys, the store and host handles, the mempool,
+//! metrics and the [`Stopper`]. Nothing in it is written after start;
+//! mutable state lives in the one task that owns it (see
+//! docs/ARCHITECTURE.md for who owns what).
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::p2p::{HostHandle, PeerId};
+use crate::stop::Stopper;
+use kite_blockstore::{BlockStore, StoreHandle};
+use kite_mempool::{AccountSource, Mempool};
+use kite_types::{Account, Genesis, Hash, NodeKey, PublicKey};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Shared by every task of one node.
+pub struct Shared {
+    /// The genesis.
+    pub genesis: Genesis,
+    /// Its hash.
+    pub genesis_hash: Hash,
+    /// The node key.
+    pub key: NodeKey,
+    /// Its public key.
+    pub public: PublicKey,
+    /// This node's peer id.
+    pub peer_id: PeerId,
+    /// Configuration.
+    pub config: Config,
+    /// The block store.
+    pub store: StoreHandle,
+    /// The mempool (None on a blocks-only node).
+    pub mempool: Option<Arc<Mempool>>,
+    /// The libp2p host.
+    pub host: HostHandle,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where the engine's promise record is written before every vote or
+    /// proposal (see [`crate::promise_file`]).
+    pub promise_file: PathBuf,
+    /// Stops the node; tracks its tasks.
+    pub stop: Stopper,
+}
+
+impl Shared {
+    /// Account lookups over the committed state, for the mempool.
+    pub fn accounts(&self) -> StoreAccounts {
+        StoreAccounts(self.store.store().clone())
+    }
+
+    /// Max block size of the chain.
+    pub fn max_block_bytes(&self) -> usize {
+        usize::try_from(self.genesis.max_block_bytes).unwrap_or(usize::MAX)
+    }
+}
+
+/// Account reads of the committed state (sled; call off the executor).
+pub struct StoreAccounts(Arc<BlockStore>);
+
+impl AccountSource for StoreAccounts {
+    /// A store error is reported as such (the mempool refuses admissions
+    /// and keeps txs unchecked), never as an empty account.
+    fn account(&self, who: &PublicKey) -> Result<Account, kite_mempool::AccountError> {
+        self.0
+            .account(who)
+            .map_err(|e| kite_mempool::AccountError::new(e.to_string()))
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// `v` as a metric value.
+pub fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,414 @@
+//! Tx gossip's one home. One task owns the gossip state: which txs are
+//! being fetched from whom (with other announcers as fallbacks), and which
+//! peer first sent each tx (a tx is never announced back to its sender).
+//! It announces newly admitted txs every [`ANNOUNCE_INTERVAL`] and
+//! re-announces the oldest unconfirmed ones every
+//! `p2p.reannounce_interval`.
+//!
+//! The inbound side ([`TxPeer`]) serves `/kite/tx` (a tx by hash) and
+//! `/kite/txann` (announces: it asks the owner which hashes it wants, then
+//! admits the delivered txs in one batch verification). Nothing here runs
+//! on a blocks-only node: it has no mempool.
+
+use crate::context::{Shared, now_ms};
+use crate::outbound::exchange;
+use crate::p2p::PeerId;
+use crate::peers::Peers;
+use async_trait::async_trait;
+use kite_mempool::Mempool;
+use kite_protocols::limits::MAX_ANNOUNCE_HASHES;
+use kite_protocols::tx::{self, TxSource};
+use kite_protocols::txann::{self, TxSink};
+use kite_types::{Hash, Tx};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// How often new txs are announced.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(20);
+/// Most outbound announce streams at once.
+pub const MAX_ANNOUNCE_STREAMS: usize = 64;
+/// Most tx fetches (one stream each) at once; a fetch beyond it waits for
+/// the next announce of that tx.
+pub const MAX_FETCHES: usize = 256;
+/// After this long an in-flight tx fetch is forgotten and may be retried.
+pub const INFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most txs being fetched at once.
+pub const MAX_INFLIGHT: usize = 50_000;
+/// Most remembered tx origins (for "never announce back to the sender").
+pub const MAX_ORIGINS: usize = 200_000;
+/// Capacity of the gossip task's mailbox.
+pub const MAILBOX: usize = 1024;
+/// Most announce batches waiting for a stream.
+const BATCHES: usize = 1024;
+
+/// A tx being fetched after an announce, and who else announced it.
+#[derive(Debug, Clone)]
+struct InFlight {
+    from: PeerId,
+    since: Instant,
+    others: Vec<PeerId>,
+}
+
+enum Msg {
+    /// Which of these announced hashes to fetch from `peer`.
+    Want {
+        peer: PeerId,
+        hashes: Vec<Hash>,
+        reply: oneshot::Sender<Vec<bool>>,
+    },
+    /// `peer` delivered these txs (about to be admitted): it is their
+    /// origin.
+    Received { peer: PeerId, hashes: Vec<Hash> },
+    /// These txs went through admission (or their fetch failed): no longer
+    /// in flight.
+    Done { hashes: Vec<Hash> },
+    /// An announce stream from `peer` ended: fetch what it did not deliver
+    /// from another announcer.
+    StreamEnded { peer: PeerId },
+    /// How many txs are being fetched.
+    InFlight { reply: oneshot::Sender<usize> },
+}
+
+/// Reaches the gossip task.
+#[derive(Clone)]
+pub struct TxGossip {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    mempool: Arc<Mempool>,
+}
+
+impl TxGossip {
+    /// Starts the gossip task (a node with a mempool only).
+    pub fn start(shared: Arc<Shared>, mempool: Arc<Mempool>, peers: Peers) -> TxGossip {
+        let (tx, rx) = mpsc::channel(MAILBOX);
+        let gossip = TxGossip {
+            tx,
+            shared: shared.clone(),
+            mempool,
+        };
+        let (batch_tx, batch_rx) = mpsc::channel(BATCHES);
+        let owner = Owner {
+            gossip: gossip.clone(),
+            peers,
+            inflight: HashMap::new(),
+            origins: HashMap::new(),
+            batches: batch_tx,
+            fetches: Arc::new(Semaphore::new(MAX_FETCHES)),
+        };
+        shared.stop.spawn(owner.run(rx));
+        shared.stop.spawn(announcer(gossip.clone(), batch_rx));
+        gossip
+    }
+
+    /// Admits txs received from `from` (None: local) off the executor, in
+    /// one batch verification; the admitted ones are announced, never back
+    /// to `from`.
+    pub async fn admit(&self, txs: Vec<Tx>, from: Option<PeerId>) {
+        let hashes: Vec<Hash> = txs.iter().map(Tx::hash).collect();
+        if let Some(peer) = from {
+            // Before admission, so the announce that follows knows the
+            // origin.
+            let msg = Msg::Received {
+                peer,
+                hashes: hashes.clone(),
+            };
+            let _ = self.tx.send(msg).await;
+        }
+        let (m, accounts) = (self.mempool.clone(), self.shared.accounts());
+        let now = now_ms();
+        let _ = tokio::task::spawn_blocking(move || m.admit_batch(txs, &accounts, now)).await;
+        if from.is_some() {
+            let _ = self.tx.send(Msg::Done { hashes }).await;
+        }
+    }
+
+    /// How many announced txs are being fetched (0 once the node stops).
+    pub async fn in_flight(&self) -> usize {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Msg::InFlight { reply }).await.is_err() {
+            return 0;
+        }
+        answer.await.unwrap_or(0)
+    }
+
+    /// The inbound side for one peer.
+    pub fn peer(&self, peer: PeerId) -> TxPeer {
+        TxPeer {
+            gossip: self.clone(),
+            peer,
+        }
+    }
+}
+
+struct Owner {
+    gossip: TxGossip,
+    peers: Peers,
+    inflight: HashMap<Hash, InFlight>,
+    origins: HashMap<Hash, PeerId>,
+    batches: mpsc::Sender<(PeerId, Vec<Hash>)>,
+    fetches: Arc<Semaphore>,
+}
+
+impl Owner {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let stop = self.gossip.shared.stop.clone();
+        let mut every = tokio::time::interval(ANNOUNCE_INTERVAL);
+        let re_ms = u64::try_from(
+            self.gossip
+                .shared
+                .config
+                .p2p
+                .reannounce_interval
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX);
+        let mut next_re = now_ms() + re_ms;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                msg = rx.recv() => match msg {
+                    Some(m) => self.handle(m),
+                    None => return,
+                },
+                _ = every.tick() => {
+                    // Origins noted before admission are taken in before
+                    // the announce that may carry their txs.
+                    while let Ok(m) = rx.try_recv() {
+                        self.handle(m);
+                    }
+                    let now = now_ms();
+                    let re = now >= next_re;
+                    if re {
+                        next_re = now + re_ms;
+                    }
+                    self.announce(now, re.then_some(re_ms));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Want {
+                peer,
+                hashes,
+                reply,
+            } => {
+                let _ = reply.send(self.want(peer, &hashes));
+            }
+            Msg::Received { peer, hashes } => {
+                if self.origins.len() + hashes.len() > MAX_ORIGINS {
+                    self.origins.clear();
+                }
+                for h in hashes {
+                    self.origins.insert(h, peer);
+                }
+            }
+            Msg::Done { hashes } => {
+                for h in &hashes {
+                    self.inflight.remove(h);
+                }
+            }
+            Msg::StreamEnded { peer } => self.retry_from_others(peer),
+            Msg::InFlight { reply } => {
+                let _ = reply.send(self.inflight.len());
+            }
+        }
+    }
+
+    fn want(&mut self, peer: PeerId, hashes: &[Hash]) -> Vec<bool> {
+        let mempool = &self.gossip.mempool;
+        let now = Instant::now();
+        if self.inflight.len() > MAX_INFLIGHT {
+            self.inflight
+                .retain(|_, f| now.duration_since(f.since) < INFLIGHT_TIMEOUT);
+        }
+        hashes
+            .iter()
+            .map(|h| {
+                if mempool.contains(h) {
+                    return false;
+                }
+                if let Some(f) = self.inflight.get_mut(h)
+                    && now.duration_since(f.since) < INFLIGHT_TIMEOUT
+                {
+                    // Someone else is fetching it: remember this peer as a
+                    // fallback, do not fetch twice.
+                    if f.from != peer && f.others.len() < 8 {
+                        f.others.push(peer);
+                    }
+                    return false;
+                }
+                if self.inflight.len() >= MAX_INFLIGHT {
+                    return false;
+                }
+                self.inflight.insert(
+                    *h,
+                    InFlight {
+                        from: peer,
+                        since: now,
+                        others: Vec::new(),
+                    },
+                );
+                true
+            })
+            .collect()
+    }
+
+    /// Txs `peer` promised but did not deliver are fetched from another
+    /// peer that announced them.
+    fn retry_from_others(&mut self, peer: PeerId) {
+        let mempool = self.gossip.mempool.clone();
+        let mut retry: Vec<(Hash, PeerId)> = Vec::new();
+        self.inflight.retain(|h, f| {
+            if f.from != peer {
+                return true;
+            }
+            if mempool.contains(h) {
+                return false;
+            }
+            match f.others.pop() {
+                Some(next) => {
+                    retry.push((*h, next));
+                    f.from = next;
+                    f.since = Instant::now();
+                    true
+                }
+                None => false,
+            }
+        });
+        for (hash, from) in retry {
+            // Without a free fetch slot the entry times out and a later
+            // announce fetches it.
+            let Ok(permit) = self.fetches.clone().try_acquire_owned() else {
+                break;
+            };
+            let g = self.gossip.clone();
+            self.gossip.shared.stop.spawn(async move {
+                fetch(&g, from, hash).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Hands this round's announce batches to the announcer: fresh txs to
+    /// every peer but their origin, and, when `reannounce` is set, the
+    /// oldest unconfirmed txs to every peer.
+    fn announce(&mut self, now: u64, reannounce: Option<u64>) {
+        let peers: Vec<PeerId> = self
+            .peers
+            .table()
+            .borrow()
+            .iter()
+            .filter(|(_, s)| !s.blocks_only)
+            .map(|(p, _)| *p)
+            .collect();
+        let mempool = &self.gossip.mempool;
+        let fresh = mempool.take_announcements(MAX_ANNOUNCE_HASHES * 8);
+        let mut batches: HashMap<PeerId, Vec<Hash>> = HashMap::new();
+        for h in fresh {
+            let origin = self.origins.get(&h).copied();
+            for p in &peers {
+                if Some(*p) != origin {
+                    batches.entry(*p).or_default().push(h);
+                }
+            }
+        }
+        if let Some(older_than) = reannounce {
+            let old = mempool.reannounce(now, older_than);
+            for p in &peers {
+                batches.entry(*p).or_default().extend(old.iter().copied());
+            }
+        }
+        for (peer, hashes) in batches {
+            for chunk in hashes.chunks(MAX_ANNOUNCE_HASHES) {
+                // A full queue drops the batch: the txs are re-announced.
+                let _ = self.batches.try_send((peer, chunk.to_vec()));
+            }
+        }
+    }
+}
+
+/// Runs announce streams, at most [`MAX_ANNOUNCE_STREAMS`] at once.
+async fn announcer(g: TxGossip, mut batches: mpsc::Receiver<(PeerId, Vec<Hash>)>) {
+    let streams = Arc::new(Semaphore::new(MAX_ANNOUNCE_STREAMS));
+    let stop = g.shared.stop.clone();
+    loop {
+        let (peer, hashes) = tokio::select! {
+            _ = stop.cancelled() => return,
+            b = batches.recv() => match b { Some(b) => b, None => return },
+        };
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = streams.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let g = g.clone();
+        stop.spawn(async move {
+            let m = g.mempool.clone();
+            let _ = exchange(&g.shared, peer, txann::PROTOCOL, |s| {
+                txann::announce(s, &hashes, |h| m.get(h))
+            })
+            .await;
+            drop(permit);
+        });
+    }
+}
+
+/// Fetches one tx with `/kite/tx/1.0.0` and admits it.
+async fn fetch(g: &TxGossip, peer: PeerId, hash: Hash) {
+    let max = g.mempool.config().max_tx_bytes;
+    if let Ok(Some(t)) =
+        exchange(&g.shared, peer, tx::PROTOCOL, |s| tx::request(s, hash, max)).await
+    {
+        g.admit(vec![t], Some(peer)).await;
+    } else {
+        let _ = g.tx.send(Msg::Done { hashes: vec![hash] }).await;
+    }
+}
+
+/// One peer's view of tx gossip, for the `/kite/tx` and `/kite/txann`
+/// handlers.
+pub struct TxPeer {
+    gossip: TxGossip,
+    peer: PeerId,
+}
+
+impl TxPeer {
+    /// After an announce stream ends: what this peer promised but did not
+    /// deliver is fetched from another announcer.
+    pub fn stream_ended(&self) {
+        let _ = self
+            .gossip
+            .tx
+            .try_send(Msg::StreamEnded { peer: self.peer });
+    }
+}
+
+#[async_trait]
+impl TxSource for TxPeer {
+    async fn get_tx(&self, hash: &Hash) -> Option<Tx> {
+        self.gossip.mempool.get(hash)
+    }
+}
+
+#[async_trait]
+impl TxSink for TxPeer {
+    async fn want(&self, hashes: &[Hash]) -> Vec<bool> {
+        let (reply, answer) = oneshot::channel();
+        let msg = Msg::Want {
+            peer: self.peer,
+            hashes: hashes.to_vec(),
+            reply,
+        };
+        if self.gossip.tx.send(msg).await.is_err() {
+            return vec![false; hashes.len()];
+        }
+        answer.await.unwrap_or_else(|_| vec![false; hashes.len()])
+    }
+
+    async fn receive(&self, txs: Vec<Tx>) {
+        self.gossip.admit(txs, Some(self.peer)).await;
+    }
+}
