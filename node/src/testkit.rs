@@ -47,7 +47,7 @@ pub enum TestError {
         /// The node.
         index: usize,
         /// Why.
-        source: NodeError,
+        source: Box<NodeError>,
     },
     /// Something did not happen before its deadline.
     #[error("timed out after {after:?} waiting for {what}")]
@@ -393,7 +393,10 @@ impl TestNet {
             key: self.keys[i].clone(),
         })
         .await
-        .map_err(|source| TestError::Start { index: i, source })?;
+        .map_err(|source| TestError::Start {
+            index: i,
+            source: Box::new(source),
+        })?;
         let addr = dial_addr(&node).await;
         let me = node.peer_id();
         self.nodes.push(Some(node));
