@@ -74,10 +74,8 @@ struct Driver {
     sync: SyncWriter,
     progress: Progress,
     /// `broadcast_tx` calls waiting for their tx to commit.
-    waiters: HashMap<Hash, Vec<oneshot::Sender<u64>>>,
+    waiters: Waiters,
     waiters_rx: mpsc::Receiver<Waiter>,
-    /// When waiters of cancelled calls were last pruned.
-    pruned_at: Instant,
     state: watch::Sender<NodeState>,
     last_commit: Option<Instant>,
     peers: Peers,
@@ -111,9 +109,8 @@ pub async fn run(parts: Parts) {
         last_block: None,
         wake_at: None,
         sync,
-        waiters: HashMap::new(),
+        waiters: Waiters::default(),
         waiters_rx: waiters,
-        pruned_at: Instant::now(),
         state,
         last_commit: None,
         peers,
@@ -135,7 +132,7 @@ pub async fn run(parts: Parts) {
                 Some(i) => queue.push_back(i),
                 None => break,
             },
-            Some(w) = d.waiters_rx.recv() => d.add_waiter(w),
+            Some(w) = d.waiters_rx.recv() => d.waiters.add(w, Instant::now()),
             Some(done) = applied_rx.recv() => {
                 let input = d.applied(done).await;
                 queue.push_back(input);
@@ -213,30 +210,6 @@ impl Driver {
             );
         }
         syncing
-    }
-
-    /// Registers a commit waiter. At [`MAX_COMMIT_WAITERS`], the waiters of
-    /// calls that gave up are pruned first; when still full, the new one
-    /// is dropped (its call answers "busy").
-    fn add_waiter(&mut self, (hash, w): Waiter) {
-        let count = |m: &HashMap<Hash, Vec<oneshot::Sender<u64>>>| -> usize {
-            m.values().map(Vec::len).sum()
-        };
-        if self.waiters.len() >= MAX_COMMIT_WAITERS || self.pruned_at.elapsed() > PRUNE_EVERY {
-            self.prune_waiters();
-            if count(&self.waiters) >= MAX_COMMIT_WAITERS {
-                return;
-            }
-        }
-        self.waiters.entry(hash).or_default().push(w);
-    }
-
-    fn prune_waiters(&mut self) {
-        self.waiters.retain(|_, ws| {
-            ws.retain(|w| !w.is_closed());
-            !ws.is_empty()
-        });
-        self.pruned_at = Instant::now();
     }
 
     async fn carry_out(&mut self, out: Output, queue: &mut VecDeque<Input>) {
@@ -536,17 +509,9 @@ impl Driver {
         // Every registration queued before these txs were admitted is in
         // the mailbox by now: take them before answering.
         while let Ok(w) = self.waiters_rx.try_recv() {
-            self.add_waiter(w);
+            self.waiters.add(w, Instant::now());
         }
-        if !self.waiters.is_empty() {
-            for b in blocks {
-                for t in b.txs() {
-                    for w in self.waiters.remove(&t.hash()).unwrap_or_default() {
-                        let _ = w.send(b.height());
-                    }
-                }
-            }
-        }
+        self.waiters.committed(blocks);
         self.shared.metrics.committed_txs.inc_by(ntx);
         self.progress.txs(ntx);
         self.last_commit = Some(Instant::now());
@@ -601,6 +566,59 @@ impl Driver {
 /// How often, at most, the waiters of calls that gave up are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
+/// `broadcast_tx` calls waiting for their tx to commit, by tx hash; at
+/// most [`MAX_COMMIT_WAITERS`]. A call that gave up (dropped its
+/// receiver) leaves a closed sender, pruned every [`PRUNE_EVERY`] and
+/// whenever the table is full.
+#[derive(Default)]
+struct Waiters {
+    by_tx: HashMap<Hash, Vec<oneshot::Sender<u64>>>,
+    count: usize,
+    pruned_at: Option<Instant>,
+}
+
+impl Waiters {
+    /// Registers a waiter; when the table stays full after pruning, the
+    /// waiter is dropped (its call answers "busy").
+    fn add(&mut self, (hash, w): Waiter, now: Instant) {
+        let due = self
+            .pruned_at
+            .is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY);
+        if self.count >= MAX_COMMIT_WAITERS || due {
+            self.prune(now);
+            if self.count >= MAX_COMMIT_WAITERS {
+                return;
+            }
+        }
+        self.by_tx.entry(hash).or_default().push(w);
+        self.count += 1;
+    }
+
+    fn prune(&mut self, now: Instant) {
+        self.by_tx.retain(|_, ws| {
+            ws.retain(|w| !w.is_closed());
+            !ws.is_empty()
+        });
+        self.count = self.by_tx.values().map(Vec::len).sum();
+        self.pruned_at = Some(now);
+    }
+
+    /// Answers the waiters of these committed blocks' txs.
+    fn committed(&mut self, blocks: &[Block]) {
+        if self.by_tx.is_empty() {
+            return;
+        }
+        for b in blocks {
+            for t in b.txs() {
+                for w in self.by_tx.remove(&t.hash()).unwrap_or_default() {
+                    self.count -= 1;
+                    let _ = w.send(b.height());
+                }
+            }
+        }
+    }
+}
+
 fn exec_error(e: &BlockError) -> ExecError {
     let bad_txs = match e {
         BlockError::Tx { hash, .. } => vec![*hash],
@@ -609,5 +627,69 @@ fn exec_error(e: &BlockError) -> ExecError {
     ExecError {
         bad_txs,
         reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kite_types::block::{BLOCK_VERSION, BlockHeader};
+    use kite_types::{NodeKey, Payload, PublicKey, Tx};
+
+    fn block_with_txs(height: u64, n: u64) -> Block {
+        let user = NodeKey::from_seed([2; 32]);
+        let txs = (1..=n)
+            .map(|nonce| Tx::sign(&user, "kite-test", nonce, Payload::Delete { key: vec![1] }))
+            .collect();
+        let header = BlockHeader {
+            version: BLOCK_VERSION,
+            chain_id: "kite-test".into(),
+            height,
+            prev_hash: Hash::ZERO,
+            prev_app_hash: Hash::ZERO,
+            timestamp_ms: 0,
+            tx_root: Hash::ZERO,
+            validator_set_hash: Hash::ZERO,
+            proposer: PublicKey([0; 32]),
+        };
+        Block::new_signed(header, txs, &NodeKey::from_seed([1; 32]))
+    }
+
+    #[test]
+    fn waiters_get_the_height_and_a_full_table_refuses_after_pruning() {
+        let block = block_with_txs(7, 3);
+        let (h0, h1) = (block.txs()[0].hash(), block.txs()[1].hash());
+        let now = Instant::now();
+        let mut w = Waiters::default();
+        let (a, mut ra) = oneshot::channel();
+        let (b, mut rb) = oneshot::channel();
+        let (c, rc) = oneshot::channel();
+        w.add((h0, a), now);
+        w.add((h0, b), now);
+        w.add((h1, c), now);
+        // The call waiting on h1 gives up.
+        drop(rc);
+        w.committed(std::slice::from_ref(&block));
+        assert_eq!(ra.try_recv(), Ok(7));
+        assert_eq!(rb.try_recv(), Ok(7));
+        assert_eq!(w.count, 0);
+
+        // Fill the table; one call gives up; the next one takes its place,
+        // and the one after is refused.
+        let mut keep = Vec::new();
+        for i in 0..MAX_COMMIT_WAITERS as u64 {
+            let (tx, rx) = oneshot::channel();
+            w.add((Hash::digest(&i.to_le_bytes()), tx), now);
+            keep.push(rx);
+        }
+        assert_eq!(w.count, MAX_COMMIT_WAITERS);
+        drop(keep.pop());
+        let (tx, mut taken) = oneshot::channel();
+        w.add((h0, tx), now);
+        let (tx, mut refused) = oneshot::channel();
+        w.add((h1, tx), now);
+        assert_eq!(w.count, MAX_COMMIT_WAITERS);
+        assert!(refused.try_recv().is_err_and(|e| e == oneshot::error::TryRecvError::Closed));
+        assert!(taken.try_recv().is_err_and(|e| e == oneshot::error::TryRecvError::Empty));
     }
 }

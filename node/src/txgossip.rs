@@ -51,6 +51,106 @@ struct InFlight {
     others: Vec<PeerId>,
 }
 
+/// Which announced txs are being fetched from whom, with the other peers
+/// that announced them as fallbacks (bounded by [`MAX_INFLIGHT`]; an entry
+/// older than [`INFLIGHT_TIMEOUT`] may be fetched again).
+#[derive(Debug, Default)]
+struct Fetches {
+    inflight: HashMap<Hash, InFlight>,
+}
+
+impl Fetches {
+    /// For each announced hash: fetch it from `peer`? Not when `known`
+    /// (already in the mempool) or fetched from another peer already
+    /// (then `peer` becomes a fallback).
+    fn want(
+        &mut self,
+        peer: PeerId,
+        hashes: &[Hash],
+        now: Instant,
+        known: impl Fn(&Hash) -> bool,
+    ) -> Vec<bool> {
+        // At the bound, stale entries make room (a full table of stale
+        // entries would otherwise stop gossip for good).
+        if self.inflight.len() >= MAX_INFLIGHT {
+            self.inflight
+                .retain(|_, f| now.duration_since(f.since) < INFLIGHT_TIMEOUT);
+        }
+        hashes
+            .iter()
+            .map(|h| {
+                if known(h) {
+                    return false;
+                }
+                if let Some(f) = self.inflight.get_mut(h)
+                    && now.duration_since(f.since) < INFLIGHT_TIMEOUT
+                {
+                    if f.from != peer && f.others.len() < MAX_FALLBACKS {
+                        f.others.push(peer);
+                    }
+                    return false;
+                }
+                if self.inflight.len() >= MAX_INFLIGHT {
+                    return false;
+                }
+                self.inflight.insert(
+                    *h,
+                    InFlight {
+                        from: peer,
+                        since: now,
+                        others: Vec::new(),
+                    },
+                );
+                true
+            })
+            .collect()
+    }
+
+    /// These txs arrived (or their fetch failed).
+    fn done(&mut self, hashes: &[Hash]) {
+        for h in hashes {
+            self.inflight.remove(h);
+        }
+    }
+
+    /// `peer`'s announce stream ended: what it promised and did not
+    /// deliver moves to the next announcer, returned as (hash, peer) to
+    /// fetch; with no fallback left, the entry goes.
+    fn reassign(
+        &mut self,
+        peer: PeerId,
+        now: Instant,
+        known: impl Fn(&Hash) -> bool,
+    ) -> Vec<(Hash, PeerId)> {
+        let mut retry = Vec::new();
+        self.inflight.retain(|h, f| {
+            if f.from != peer {
+                return true;
+            }
+            if known(h) {
+                return false;
+            }
+            match f.others.pop() {
+                Some(next) => {
+                    retry.push((*h, next));
+                    f.from = next;
+                    f.since = now;
+                    true
+                }
+                None => false,
+            }
+        });
+        retry
+    }
+
+    fn len(&self) -> usize {
+        self.inflight.len()
+    }
+}
+
+/// Most fallback announcers remembered per tx.
+const MAX_FALLBACKS: usize = 8;
+
 enum Msg {
     /// Which of these announced hashes to fetch from `peer`.
     Want {
@@ -92,7 +192,7 @@ impl TxGossip {
         let owner = Owner {
             gossip: gossip.clone(),
             peers,
-            inflight: HashMap::new(),
+            fetching: Fetches::default(),
             origins: HashMap::new(),
             batches: batch_tx,
             fetches: Arc::new(Semaphore::new(MAX_FETCHES)),
@@ -145,7 +245,7 @@ impl TxGossip {
 struct Owner {
     gossip: TxGossip,
     peers: Peers,
-    inflight: HashMap<Hash, InFlight>,
+    fetching: Fetches,
     origins: HashMap<Hash, PeerId>,
     batches: mpsc::Sender<(PeerId, Vec<Hash>)>,
     fetches: Arc<Semaphore>,
@@ -196,7 +296,11 @@ impl Owner {
                 hashes,
                 reply,
             } => {
-                let _ = reply.send(self.want(peer, &hashes));
+                let m = &self.gossip.mempool;
+                let want = self
+                    .fetching
+                    .want(peer, &hashes, Instant::now(), |h| m.contains(h));
+                let _ = reply.send(want);
             }
             Msg::Received { peer, hashes } => {
                 if self.origins.len() + hashes.len() > MAX_ORIGINS {
@@ -206,79 +310,21 @@ impl Owner {
                     self.origins.insert(h, peer);
                 }
             }
-            Msg::Done { hashes } => {
-                for h in &hashes {
-                    self.inflight.remove(h);
-                }
-            }
+            Msg::Done { hashes } => self.fetching.done(&hashes),
             Msg::StreamEnded { peer } => self.retry_from_others(peer),
             Msg::InFlight { reply } => {
-                let _ = reply.send(self.inflight.len());
+                let _ = reply.send(self.fetching.len());
             }
         }
-    }
-
-    fn want(&mut self, peer: PeerId, hashes: &[Hash]) -> Vec<bool> {
-        let mempool = &self.gossip.mempool;
-        let now = Instant::now();
-        if self.inflight.len() > MAX_INFLIGHT {
-            self.inflight
-                .retain(|_, f| now.duration_since(f.since) < INFLIGHT_TIMEOUT);
-        }
-        hashes
-            .iter()
-            .map(|h| {
-                if mempool.contains(h) {
-                    return false;
-                }
-                if let Some(f) = self.inflight.get_mut(h)
-                    && now.duration_since(f.since) < INFLIGHT_TIMEOUT
-                {
-                    // Someone else is fetching it: remember this peer as a
-                    // fallback, do not fetch twice.
-                    if f.from != peer && f.others.len() < 8 {
-                        f.others.push(peer);
-                    }
-                    return false;
-                }
-                if self.inflight.len() >= MAX_INFLIGHT {
-                    return false;
-                }
-                self.inflight.insert(
-                    *h,
-                    InFlight {
-                        from: peer,
-                        since: now,
-                        others: Vec::new(),
-                    },
-                );
-                true
-            })
-            .collect()
     }
 
     /// Txs `peer` promised but did not deliver are fetched from another
     /// peer that announced them.
     fn retry_from_others(&mut self, peer: PeerId) {
-        let mempool = self.gossip.mempool.clone();
-        let mut retry: Vec<(Hash, PeerId)> = Vec::new();
-        self.inflight.retain(|h, f| {
-            if f.from != peer {
-                return true;
-            }
-            if mempool.contains(h) {
-                return false;
-            }
-            match f.others.pop() {
-                Some(next) => {
-                    retry.push((*h, next));
-                    f.from = next;
-                    f.since = Instant::now();
-                    true
-                }
-                None => false,
-            }
-        });
+        let m = self.gossip.mempool.clone();
+        let retry = self
+            .fetching
+            .reassign(peer, Instant::now(), |h| m.contains(h));
         for (hash, from) in retry {
             // Without a free fetch slot the entry times out and a later
             // announce fetches it.
@@ -410,5 +456,58 @@ impl TxSink for TxPeer {
 
     async fn receive(&self, txs: Vec<Tx>) {
         self.gossip.admit(txs, Some(self.peer)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hashes(n: u8) -> Vec<Hash> {
+        (0..n).map(|i| Hash::digest(&[i])).collect()
+    }
+
+    #[test]
+    fn a_tx_is_fetched_once_and_other_announcers_are_fallbacks() {
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let hs = hashes(3);
+        let now = Instant::now();
+        let mut f = Fetches::default();
+        // hs[2] is in the mempool already.
+        let known = |h: &Hash| *h == hs[2];
+        assert_eq!(f.want(a, &hs, now, known), [true, true, false]);
+        assert_eq!(f.want(b, &hs, now, known), [false, false, false]);
+        assert_eq!(f.want(c, &hs[..1], now, known), [false]);
+        assert_eq!(f.len(), 2);
+        // a delivered hs[1] only; its stream ended: hs[0] moves to the last
+        // announcer, then to the one before.
+        f.done(&hs[1..2]);
+        assert_eq!(f.reassign(a, now, known), [(hs[0], c)]);
+        assert_eq!(f.reassign(c, now, known), [(hs[0], b)]);
+        // No fallback left: the entry goes, and a new announce fetches it.
+        assert_eq!(f.reassign(b, now, known), []);
+        assert_eq!(f.len(), 0);
+        assert_eq!(f.want(c, &hs[..1], now, known), [true]);
+    }
+
+    #[test]
+    fn a_stale_fetch_is_retried_and_the_table_is_bounded() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let now = Instant::now();
+        let mut f = Fetches::default();
+        let h = hashes(1);
+        assert_eq!(f.want(a, &h, now, |_| false), [true]);
+        let later = now + INFLIGHT_TIMEOUT;
+        assert_eq!(f.want(b, &h, later, |_| false), [true], "timed out");
+        // At the bound, nothing more is fetched until entries time out.
+        let many: Vec<Hash> = (0..MAX_INFLIGHT as u32 + 10)
+            .map(|i| Hash::digest(&i.to_le_bytes()))
+            .collect();
+        let got = f.want(a, &many, later, |_| false);
+        assert_eq!(f.len(), MAX_INFLIGHT);
+        assert_eq!(got.iter().filter(|w| **w).count(), MAX_INFLIGHT - 1);
+        let much_later = later + INFLIGHT_TIMEOUT;
+        assert_eq!(f.want(b, &h, much_later, |_| false), [true]);
+        assert_eq!(f.len(), 1, "the stale entries were dropped");
     }
 }
