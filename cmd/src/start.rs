@@ -9,6 +9,8 @@ use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 use kite_node::config::{Config, KEYS, LogFormat};
 use kite_node::node::{NodeOptions, start};
 use kite_types::{Genesis, NodeKey};
+use std::ffi::OsStr;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Arguments of `kite start`.
@@ -201,12 +203,27 @@ async fn shutdown_signal() {
 fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .with_context(|| format!("log.level {:?} is not a valid filter", config.log.level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let colour = use_colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_ansi(colour)
+        .with_env_filter(filter);
     let r = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
     r.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Whether the log (written to standard output) is coloured: only when that
+/// output is a terminal, so a log redirected to a file or a pipe has no
+/// escape codes, and never when `NO_COLOR` is set to a non-empty value
+/// (the NO_COLOR convention).
+fn use_colour(is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
 /// A temporary home removed when dropped.
@@ -238,5 +255,25 @@ mod tempdir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        // A terminal, NO_COLOR unset or empty: coloured.
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        // A terminal, NO_COLOR set to anything non-empty: plain.
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(true, Some(OsStr::new("0"))));
+        // A file or a pipe: plain, whatever NO_COLOR says.
+        assert!(!use_colour(false, None));
+        assert!(!use_colour(false, Some(OsStr::new(""))));
+        assert!(!use_colour(false, Some(OsStr::new("1"))));
     }
 }

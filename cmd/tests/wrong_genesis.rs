@@ -1,7 +1,8 @@
 //! With real processes on 127.0.0.1: a node started with another genesis
 //! than the peer it is told to join (`--p2p.peers`) exits by itself with
 //! a failure status and one clear line that names the mismatch and what to
-//! check; the peer keeps running. Every process the test starts is killed
+//! check; the peer keeps running. Its log, written to a file, has no
+//! colour codes. Every process the test starts is killed
 //! by a guard, also when an assertion fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -44,6 +45,8 @@ fn start(home: &Path, listen: &str, peers: &str, log: &Path) -> Proc {
         Command::new(env!("CARGO_BIN_EXE_kite"))
             .args(&args)
             .env_remove("KITE_HOME")
+            // Colour or not must follow from the output being a file alone.
+            .env_remove("NO_COLOR")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -114,6 +117,12 @@ fn a_node_with_another_genesis_than_its_peers_exits_with_a_clear_error() {
     assert!(line.contains(&a_id), "{line}");
     assert!(line.contains("genesis.json"), "{line}");
     assert!(!log.contains("panicked"), "{log}");
+    // A log written to a file carries no ANSI colour codes.
+    assert!(log.contains("INFO"), "no log lines: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log file: {log:?}"
+    );
     // The node it tried to join is unharmed.
     assert!(node_a.0.try_wait().unwrap().is_none(), "node a stopped too");
 }

@@ -2,7 +2,9 @@
 //! The libp2p host in one process on 127.0.0.1: connections, custom
 //! protocols through open_stream / accept loops, chain separation, bans,
 //! discovery toward the peer target, the per-protocol stream bound and the
-//! persisted peer store. Every wait is bounded.
+//! persisted peer store. Every wait is bounded, and a check that something
+//! did not happen (a refused peer is not connected) comes after an event that
+//! shows the attempt is over, never after a fixed sleep.
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 use kite_node::p2p::{
@@ -143,6 +145,32 @@ async fn next_event(ev: &mut HostEvents, want: impl Fn(&HostEvent) -> bool) -> H
         .expect("no such event")
 }
 
+fn is_connected(e: &HostEvent, to: PeerId) -> bool {
+    matches!(e, HostEvent::PeerConnected { peer, .. } if *peer == to)
+}
+
+fn is_disconnected(e: &HostEvent, from: PeerId) -> bool {
+    matches!(e, HostEvent::PeerDisconnected { peer } if *peer == from)
+}
+
+/// Waits, within [`WAIT`], until a dial toward `to` is over with the
+/// connection refused by `to` once it knew who dialed (its gate or its
+/// connection limit): the dialer sees the connection come up, then `to`
+/// closes it. The dialer's events must hold nothing older about `to`.
+async fn wait_refused_by(dialer: &mut HostEvents, to: PeerId) {
+    next_event(dialer, |e| is_connected(e, to)).await;
+    next_event(dialer, |e| is_disconnected(e, to)).await;
+}
+
+/// Takes the events received so far (the channel is empty afterwards).
+fn drain(ev: &mut HostEvents) -> Vec<HostEvent> {
+    let mut out = Vec::new();
+    while let Ok(e) = ev.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_connect_and_echo_both_ways() {
     let mut a = start(1, config(CHAIN)).await;
@@ -223,29 +251,54 @@ async fn three_hosts_connect_and_echo_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_of_another_chain_is_dropped() {
-    let a = start(10, config(CHAIN)).await;
+    let mut a = start(10, config(CHAIN)).await;
     let mut x = start(11, config("some-other-chain")).await;
     x.handle.dial(a.addr.clone()).await.unwrap();
     // The connection comes up, identify tells the chains apart, both drop it.
-    next_event(&mut x.events, |e| {
-        matches!(e, HostEvent::PeerConnected { .. })
-    })
-    .await;
-    next_event(&mut x.events, |e| {
-        matches!(e, HostEvent::PeerDisconnected { .. })
-    })
-    .await;
+    next_event(&mut x.events, |e| is_connected(e, a.id)).await;
+    let mut x_read_a = false;
+    loop {
+        match next_event(&mut x.events, |_| true).await {
+            HostEvent::OtherChain { peer, .. } if peer == a.id => x_read_a = true,
+            e if is_disconnected(&e, a.id) => break,
+            _ => {}
+        }
+    }
     wait_disconnected(&a.handle, x.id).await;
+    let a_read_x = drain(&mut a.events)
+        .iter()
+        .any(|e| matches!(e, HostEvent::OtherChain { peer, .. } if *peer == x.id));
+    // A side that read the other's identify bans it, at the latest on its
+    // first maintenance tick after the disconnection.
+    if a_read_x {
+        wait_for("A bans X", || async {
+            a.handle.is_banned(x.id).await.unwrap().then_some(())
+        })
+        .await;
+    }
+    if x_read_a {
+        wait_for("X bans A", || async {
+            x.handle.is_banned(a.id).await.unwrap().then_some(())
+        })
+        .await;
+    }
     // Whichever side read the other's identify first banned it (usually both).
     let banned = [
         a.handle.is_banned(x.id).await.unwrap(),
         x.handle.is_banned(a.id).await.unwrap(),
     ];
     assert!(banned.contains(&true), "{banned:?}");
-    // X cannot come back.
-    x.handle.dial(a.addr.clone()).await.ok();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // X cannot come back: either X refuses to dial A at all, or the
+    // connection comes up on X's side and A closes it as soon as it knows X.
+    drain(&mut x.events);
+    if x.handle.dial(a.addr.clone()).await.is_ok() {
+        wait_refused_by(&mut x.events, a.id).await;
+    }
     assert!(!a.handle.connected_peers().await.unwrap().contains(&x.id));
+    assert!(
+        !drain(&mut a.events).iter().any(|e| is_connected(e, x.id)),
+        "X connected to A again"
+    );
     // Banned peers are never handed out.
     assert!(
         a.handle
@@ -262,33 +315,38 @@ async fn misbehaving_peer_is_banned_and_cannot_reconnect() {
     let mut cfg = config(CHAIN);
     cfg.ban_threshold = 100;
     let mut a = start(20, cfg).await;
-    let b = start(21, config(CHAIN)).await;
+    let mut b = start(21, config(CHAIN)).await;
     b.handle.dial(a.addr.clone()).await.unwrap();
     wait_connected(&a.handle, b.id).await;
 
     a.handle.report(b.id, 60, "sent garbage");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let score = a.handle.peer_info().await.unwrap()[0].score;
+    // Once A counted the report, below the threshold B stays connected.
+    let score = wait_for("the report counted", || async {
+        let info = a.handle.peer_info().await.unwrap();
+        let score = info.iter().find(|p| p.peer == b.id).map_or(0, |p| p.score);
+        (score > 0).then_some(score)
+    })
+    .await;
     assert_eq!(score, 60);
     assert!(a.handle.connected_peers().await.unwrap().contains(&b.id));
+    assert!(!a.handle.is_banned(b.id).await.unwrap());
 
     a.handle.report(b.id, 60, "sent garbage again");
     wait_disconnected(&a.handle, b.id).await;
     wait_disconnected(&b.handle, a.id).await;
     assert!(a.handle.is_banned(b.id).await.unwrap());
 
-    // Drain what A said so far, then B tries again: A refuses at once.
-    while a.events.try_recv().is_ok() {}
+    // Drain what A and B said so far, then B tries again: each time the
+    // connection reaches A, and A closes it as soon as it knows B.
+    drain(&mut a.events);
+    drain(&mut b.events);
     for _ in 0..3 {
         b.handle.dial(a.addr.clone()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        wait_refused_by(&mut b.events, a.id).await;
     }
     assert!(!a.handle.connected_peers().await.unwrap().contains(&b.id));
-    while let Ok(e) = a.events.try_recv() {
-        assert!(
-            !matches!(e, HostEvent::PeerConnected { peer, .. } if peer == b.id),
-            "banned peer connected again"
-        );
+    for e in drain(&mut a.events) {
+        assert!(!is_connected(&e, b.id), "banned peer connected again");
     }
     // A cannot reach B either.
     let err = a.handle.open_stream(b.id, ECHO).await.unwrap_err();
@@ -449,15 +507,22 @@ async fn private_mode_accepts_only_allowed_peers() {
     let mut pc = config(CHAIN);
     pc.private_mode = true;
     pc.whitelist = vec![friend_id];
-    let p = start(60, pc).await;
+    let mut p = start(60, pc).await;
     let friend = start(61, config(CHAIN)).await;
-    let stranger = start(62, config(CHAIN)).await;
+    let mut stranger = start(62, config(CHAIN)).await;
     assert_eq!(friend.id, friend_id);
     friend.handle.dial(p.addr.clone()).await.unwrap();
     stranger.handle.dial(p.addr.clone()).await.unwrap();
     wait_connected(&p.handle, friend.id).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stranger's connection reaches P, which closes it once it knows who.
+    wait_refused_by(&mut stranger.events, p.id).await;
     assert_eq!(p.handle.connected_peers().await.unwrap(), vec![friend.id]);
+    assert!(
+        !drain(&mut p.events)
+            .iter()
+            .any(|e| is_connected(e, stranger.id)),
+        "the stranger connected"
+    );
     assert!(p.handle.known_peers(10, true).await.unwrap().is_empty());
 }
 
@@ -497,14 +562,19 @@ async fn quic_transport_connects() {
 async fn connection_limit_is_enforced() {
     let mut lc = config(CHAIN);
     lc.max_connections = 1;
-    let a = start(80, lc).await;
+    let mut a = start(80, lc).await;
     let b = start(81, config(CHAIN)).await;
-    let c = start(82, config(CHAIN)).await;
+    let mut c = start(82, config(CHAIN)).await;
     b.handle.dial(a.addr.clone()).await.unwrap();
     wait_connected(&a.handle, b.id).await;
     c.handle.dial(a.addr.clone()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // C's connection reaches A, which closes it: A is at its limit.
+    wait_refused_by(&mut c.events, a.id).await;
     assert_eq!(a.handle.connected_peers().await.unwrap(), vec![b.id]);
+    assert!(
+        !drain(&mut a.events).iter().any(|e| is_connected(e, c.id)),
+        "C connected to A"
+    );
 }
 
 /// One peer holding idle streams gets at most its share of a protocol's
