@@ -689,7 +689,15 @@ mod tests {
         let (tx, mut refused) = oneshot::channel();
         w.add((h1, tx), now);
         assert_eq!(w.count, MAX_COMMIT_WAITERS);
-        assert!(refused.try_recv().is_err_and(|e| e == oneshot::error::TryRecvError::Closed));
-        assert!(taken.try_recv().is_err_and(|e| e == oneshot::error::TryRecvError::Empty));
+        assert!(
+            refused
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
+        );
+        assert!(
+            taken
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Empty)
+        );
     }
 }

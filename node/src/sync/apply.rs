@@ -58,8 +58,10 @@ impl SyncWriter {
         let (apply_tx, apply_rx) = mpsc::channel(APPLY_QUEUE);
         let (done_tx, done_rx) = mpsc::channel(APPLY_QUEUE);
         let (flush_tx, flush_rx) = mpsc::channel(1);
-        let applier = tokio::spawn(applier(shared.clone(), apply_rx, done_tx));
-        let flusher = tokio::spawn(flusher(shared.clone(), flush_rx));
+        let applier = shared
+            .stop
+            .spawn(applier(shared.clone(), apply_rx, done_tx));
+        let flusher = shared.stop.spawn(flusher(shared.clone(), flush_rx));
         let w = SyncWriter {
             shared,
             apply_tx,
