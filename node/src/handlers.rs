@@ -134,6 +134,33 @@ impl PeerSink {
     fn peer_key(&self) -> Option<kite_types::PublicKey> {
         p2p::keys::public_key_of(&self.peer)
     }
+
+    /// Whether an announce carries the genesis leader's signature over its
+    /// hash and a commit info that reaches the quorum for it (checked on a
+    /// blocking thread).
+    async fn verify_announce(&self, info: &AnnounceInfo) -> bool {
+        let g = self.h.shared.genesis.clone();
+        let info = info.clone();
+        tokio::task::spawn_blocking(move || {
+            kite_types::block::verify_header_sig(
+                &info.header.proposer,
+                &info.hash,
+                &info.leader_sig,
+                &g.leader,
+            ) && info
+                .commit_info
+                .verify(
+                    &g.chain_id,
+                    info.height,
+                    &info.hash,
+                    &g.validator_set(),
+                    g.quorum,
+                )
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
 }
 
 #[async_trait]
@@ -186,6 +213,17 @@ impl AnnounceSink for PeerSink {
             hash: Some(info.hash),
         });
         if info.height <= height {
+            return false;
+        }
+        // Checked before anything is wanted or queued (PROTOCOL.md 5.4): a
+        // peer without the keys cannot make this node buffer a block or
+        // spend the engine's time; the forger is reported.
+        if !self.verify_announce(info).await {
+            self.h.shared.host.report(
+                self.peer,
+                kite_protocols::score::INVALID,
+                "blkann: forged leader signature or commit info",
+            );
             return false;
         }
         // Let the engine see the announce: it commits a staged block,

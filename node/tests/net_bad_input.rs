@@ -269,7 +269,7 @@ async fn forged_messages_leave_the_network_committing() {
 
     // Commit announces: the next block and a far one, signed by the
     // attacker, with votes it signed in the validators' names.
-    for height in [h + 1, h + 1000] {
+    let forged_announce = |height: u64| {
         let b = Block::new_signed(next_header(height, net.genesis.leader), Vec::new(), &evil);
         let ci = CommitInfo {
             app_hash: Hash([9; 32]),
@@ -283,11 +283,28 @@ async fn forged_messages_leave_the_network_committing() {
                 })
                 .collect(),
         };
+        (b, ci)
+    };
+    for height in [h + 1, h + 1000] {
+        let (b, ci) = forged_announce(height);
         for id in &ids {
             if let Ok(s) = attacker.host.open_stream(*id, blkann::PROTOCOL).await {
                 let _ = blkann::announce(s, &b, &ci).await;
             }
         }
+    }
+    // A forged announce of each node's next block is checked before the
+    // block is asked for: the node never wants it (PROTOCOL.md 5.4), so a
+    // peer without keys cannot make it buffer blocks.
+    for (i, id) in ids.iter().enumerate() {
+        let (b, ci) = forged_announce(net.node(i).unwrap().height() + 1);
+        let s = attacker
+            .host
+            .open_stream(*id, blkann::PROTOCOL)
+            .await
+            .unwrap();
+        let out = blkann::announce(s, &b, &ci).await.unwrap();
+        assert_eq!(out, blkann::AnnounceOutcome::NotWanted, "node {i}");
     }
 
     // Tx announces: more hashes than allowed, a hash twice, a short hash,
