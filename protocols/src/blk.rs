@@ -10,8 +10,8 @@
 //! Range variant (block sync): `BlockRequest{height, count}` is answered
 //! with up to `count` (at most [`MAX_RANGE`]) `BlockResponse`s for
 //! consecutive heights, one message each, ending early with `found = false`
-//! at a height the handler lacks or after [`RANGE_BYTES`]; see
-//! [`request_range`].
+//! at a height the handler lacks or after [`RANGE_BYTES`] (the requester
+//! reads no further than that either); see [`request_range`].
 //!
 //! Checked here: the block decodes, is at most `max_block_bytes`, is the one
 //! asked for (height or hash), its tx root matches its txs, and the commit
@@ -121,7 +121,14 @@ where
         blocks: Vec::new(),
         best_height: 0,
     };
+    // What the answers weigh: a handler ends its answer once they reach
+    // RANGE_BYTES, so nothing past that is read (a peer that ignores the cap
+    // cannot make this node hold more than RANGE_BYTES plus one block).
+    let mut received = 0usize;
     for i in 0..u64::from(count) {
+        if received >= RANGE_BYTES {
+            break;
+        }
         let resp: proto::BlockResponse =
             match read_msg(&mut stream, max, transfer_deadline(max)).await {
                 Ok(r) => r,
@@ -129,6 +136,7 @@ where
                 Err(ProtocolError::Closed { .. }) if i > 0 => break,
                 Err(e) => return Err(e),
             };
+        received = received.saturating_add(resp.encoded_len());
         out.best_height = out.best_height.max(resp.best_height);
         if !resp.found {
             break;
@@ -351,6 +359,7 @@ where
 mod tests {
     use super::*;
     use crate::testutil::*;
+    use kite_types::{Payload, Tx};
 
     const MAX_BLOCK: usize = 1 << 20;
 
@@ -449,6 +458,43 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(r.blocks.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_range_reply_past_the_byte_cap_is_not_read() {
+        // A peer that ignores RANGE_BYTES and sends 24 blocks of ~0.9 MiB
+        // (22 MiB): the requester keeps what reaches the cap and stops
+        // reading, so a ~100-byte request never costs more than the cap
+        // plus one block.
+        let txs: Vec<Tx> = (1..=55)
+            .map(|n| {
+                Tx::sign(
+                    &key(200),
+                    CHAIN,
+                    n,
+                    Payload::Put {
+                        key: n.to_be_bytes().to_vec(),
+                        value: vec![7; kite_types::MAX_VALUE_LEN],
+                    },
+                )
+            })
+            .collect();
+        let mut script = Vec::new();
+        for h in 2..26 {
+            let b = Block::new_signed(header(h), txs.clone(), &leader());
+            script.extend(response(&b, 30));
+        }
+        let r = with_script(script, true, |s| request_range(s, 2, 24, MAX_BLOCK))
+            .await
+            .unwrap();
+        let took: usize = r
+            .blocks
+            .iter()
+            .map(|(b, _)| b.to_proto().encoded_len())
+            .sum();
+        assert!(r.blocks.len() < 24, "read all {} blocks", r.blocks.len());
+        assert!(took >= RANGE_BYTES, "stopped early at {took}");
+        assert!(took < RANGE_BYTES + MAX_BLOCK, "read {took} bytes");
     }
 
     fn response(b: &Block, best: u64) -> Vec<u8> {
