@@ -86,7 +86,14 @@ impl RpcBackend for Backend {
                 hash,
                 height: Some(height),
             }),
-            // The driver's table is full (or the node stops).
+            Ok(Err(_)) if ctx.stop.is_stopping() => Err(RpcError::new(
+                BUSY,
+                "stopping",
+                format!(
+                    "tx {hash} was accepted, but the node is stopping; query it with tx_query later"
+                ),
+            )),
+            // The driver's table is full.
             Ok(Err(_)) => Err(RpcError::busy(
                 "too many broadcast_tx calls waiting for a commit",
             )),
@@ -167,24 +174,14 @@ impl RpcBackend for Backend {
     }
 
     async fn peers(&self) -> Result<Vec<PeerView>, RpcError> {
-        // Addresses from the host's connections, heights from the peer table.
-        let conns = self
-            .shared
-            .host
-            .peer_info()
-            .await
-            .map_err(|e| RpcError::internal(e.to_string()))?;
         let table = self.peers.table();
         let table = table.borrow();
-        let mut out: Vec<PeerView> = conns
-            .into_iter()
-            .filter_map(|c| {
-                let s = table.get(&c.peer)?;
-                Some(PeerView {
-                    peer_id: c.peer.to_string(),
-                    addrs: c.addrs.iter().map(|a| a.to_string()).collect(),
-                    height: s.height,
-                })
+        let mut out: Vec<PeerView> = table
+            .iter()
+            .map(|(id, s)| PeerView {
+                peer_id: id.to_string(),
+                addrs: s.listen_addrs.iter().map(|a| a.to_string()).collect(),
+                height: s.height,
             })
             .collect();
         out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));

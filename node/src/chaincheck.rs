@@ -125,9 +125,12 @@ impl ChainCheck {
 /// it when a judgement says so.
 pub async fn run(stop: Stopper, mut judge: Judge, mut findings: mpsc::Receiver<Finding>) {
     loop {
+        // Findings first: one that was sent before a stop still counts
+        // (a node that proved two commits exits halted, not cleanly).
         let finding = tokio::select! {
-            _ = stop.cancelled() => return,
+            biased;
             f = findings.recv() => match f { Some(f) => f, None => return },
+            _ = stop.cancelled() => return,
         };
         if let Some(why) = judge.judge(finding) {
             tracing::error!(%why, "this node is not on its network's chain; it stops");

@@ -94,7 +94,7 @@ pub fn spawn_accept_loops(h: &Arc<Handlers>) -> Result<(), p2p::HostError> {
             Some(g) => {
                 let p = g.peer(s.peer);
                 let r = txann::serve(st, &p).await;
-                p.stream_ended();
+                p.stream_ended().await;
                 r
             }
             None => txann::serve(st, &NoTxs).await,

@@ -43,6 +43,9 @@ pub use crate::stop::{StopReason, Stopper};
 
 /// How long [`RunningNode::wait`] gives the host to close.
 pub const HOST_SHUTDOWN: Duration = Duration::from_secs(5);
+/// How long the RPC server may finish its requests in flight once the
+/// node stops.
+pub const RPC_DRAIN: Duration = Duration::from_secs(2);
 /// How long [`RunningNode::wait`] gives the tasks to finish once stopped.
 pub const TASKS_SHUTDOWN: Duration = Duration::from_secs(15);
 
@@ -435,13 +438,18 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         fetcher,
     }));
     stop.spawn(sync::index::run(shared.clone(), state.clone()));
-    handlers::spawn_accept_loops(&Arc::new(Handlers {
+    let accepting = handlers::spawn_accept_loops(&Arc::new(Handlers {
         shared: shared.clone(),
         engine: engine_inbox,
         state: state.clone(),
         peers: peers.clone(),
         gossip: gossip.clone(),
-    }))?;
+    }));
+    if let Err(e) = accepting {
+        // The tasks started above stop with the node.
+        stop.stop(StopReason::Requested("start failed"));
+        return Err(e.into());
+    }
 
     let backend = Backend {
         shared: shared.clone(),
@@ -508,8 +516,18 @@ async fn serve_rpc(
         addr: cfg.listen.clone(),
         source,
     })?;
+    // The server finishes the requests in flight when the node stops, for
+    // at most RPC_DRAIN (a client trickling a body cannot hold the stop).
+    let stop = shared.stop.clone();
     shared.stop.spawn(async move {
-        let _ = task.await;
+        let mut task = task;
+        tokio::select! {
+            _ = &mut task => {}
+            _ = async {
+                stop.cancelled().await;
+                tokio::time::sleep(RPC_DRAIN).await;
+            } => task.abort(),
+        }
     });
     Ok(Some(bound))
 }

@@ -12,6 +12,7 @@ use crate::context::Shared;
 use crate::p2p::{PeerId, Stream};
 use crate::peers::table::{MAX_OUTBOUND_PER_PEER, PeerTable};
 use kite_protocols::ProtocolError;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,23 +75,35 @@ where
 }
 
 /// Runs exchanges in the background, each as a tracked task, at most
-/// [`MAX_OUTBOUND_PER_PEER`] at once toward one peer (the budget lives in
-/// the peer table; a peer not in the table yet shares one budget with the
-/// others like it). A send beyond the budget is dropped and counted.
+/// [`MAX_OUTBOUND_PER_PEER`] at once toward one peer. The genesis
+/// validators have budgets of their own for the node's lifetime (a
+/// validator that is down and being dialed never takes another's); other
+/// peers' budgets live in the peer table, and peers not in it yet share
+/// one. A send beyond the budget is dropped and counted.
 #[derive(Clone)]
 pub struct Outbox {
     shared: Arc<Shared>,
     table: watch::Receiver<PeerTable>,
+    validators: Arc<HashMap<PeerId, Arc<Semaphore>>>,
     unknown: Arc<Semaphore>,
 }
 
 impl Outbox {
     /// An outbox over the peers task's table.
     pub fn new(shared: Arc<Shared>, table: watch::Receiver<PeerTable>) -> Outbox {
+        let budget = || Arc::new(Semaphore::new(MAX_OUTBOUND_PER_PEER));
+        let validators = shared
+            .genesis
+            .validators
+            .iter()
+            .filter_map(|v| crate::p2p::keys::peer_id_of(&v.pub_key))
+            .map(|p| (p, budget()))
+            .collect();
         Outbox {
             shared,
             table,
-            unknown: Arc::new(Semaphore::new(MAX_OUTBOUND_PER_PEER)),
+            validators: Arc::new(validators),
+            unknown: budget(),
         }
     }
 
@@ -102,11 +115,14 @@ impl Outbox {
         F: Fn(Stream) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, ProtocolError>> + Send + 'static,
     {
-        let budget = self
-            .table
-            .borrow()
-            .get(&peer)
-            .map_or_else(|| self.unknown.clone(), |p| p.outbound.clone());
+        let budget = match self.validators.get(&peer) {
+            Some(b) => b.clone(),
+            None => self
+                .table
+                .borrow()
+                .get(&peer)
+                .map_or_else(|| self.unknown.clone(), |p| p.outbound.clone()),
+        };
         let Ok(permit) = budget.try_acquire_owned() else {
             self.shared.metrics.outbound_dropped.inc();
             tracing::debug!(%peer, protocol, "outbound budget spent; send dropped");

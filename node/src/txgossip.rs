@@ -114,12 +114,14 @@ impl Fetches {
     }
 
     /// `peer`'s announce stream ended: what it promised and did not
-    /// deliver moves to the next announcer, returned as (hash, peer) to
-    /// fetch; with no fallback left, the entry goes.
+    /// deliver moves to the next announcer, at most `room` of them,
+    /// returned as (hash, peer) to fetch. The others (no fallback left, or
+    /// beyond `room`) leave the table, so the next announce fetches them.
     fn reassign(
         &mut self,
         peer: PeerId,
         now: Instant,
+        room: usize,
         known: impl Fn(&Hash) -> bool,
     ) -> Vec<(Hash, PeerId)> {
         let mut retry = Vec::new();
@@ -127,7 +129,7 @@ impl Fetches {
             if f.from != peer {
                 return true;
             }
-            if known(h) {
+            if known(h) || retry.len() >= room {
                 return false;
             }
             match f.others.pop() {
@@ -322,13 +324,14 @@ impl Owner {
     /// peer that announced them.
     fn retry_from_others(&mut self, peer: PeerId) {
         let m = self.gossip.mempool.clone();
+        let room = self.fetches.available_permits();
         let retry = self
             .fetching
-            .reassign(peer, Instant::now(), |h| m.contains(h));
+            .reassign(peer, Instant::now(), room, |h| m.contains(h));
         for (hash, from) in retry {
-            // Without a free fetch slot the entry times out and a later
-            // announce fetches it.
             let Ok(permit) = self.fetches.clone().try_acquire_owned() else {
+                // Cannot happen (`room` permits were free); the entry times
+                // out and a later announce fetches it.
                 break;
             };
             let g = self.gossip.clone();
@@ -352,6 +355,11 @@ impl Owner {
             .map(|(p, _)| *p)
             .collect();
         let mempool = &self.gossip.mempool;
+        // Backpressure: while the announcer is behind, fresh txs wait in the
+        // mempool for a later round rather than be taken and dropped.
+        if self.batches.capacity() < BATCHES / 2 {
+            return;
+        }
         let fresh = mempool.take_announcements(MAX_ANNOUNCE_HASHES * 8);
         let mut batches: HashMap<PeerId, Vec<Hash>> = HashMap::new();
         for h in fresh {
@@ -424,11 +432,12 @@ pub struct TxPeer {
 impl TxPeer {
     /// After an announce stream ends: what this peer promised but did not
     /// deliver is fetched from another announcer.
-    pub fn stream_ended(&self) {
+    pub async fn stream_ended(&self) {
         let _ = self
             .gossip
             .tx
-            .try_send(Msg::StreamEnded { peer: self.peer });
+            .send(Msg::StreamEnded { peer: self.peer })
+            .await;
     }
 }
 
@@ -482,12 +491,17 @@ mod tests {
         // a delivered hs[1] only; its stream ended: hs[0] moves to the last
         // announcer, then to the one before.
         f.done(&hs[1..2]);
-        assert_eq!(f.reassign(a, now, known), [(hs[0], c)]);
-        assert_eq!(f.reassign(c, now, known), [(hs[0], b)]);
+        assert_eq!(f.reassign(a, now, 10, known), [(hs[0], c)]);
+        assert_eq!(f.reassign(c, now, 10, known), [(hs[0], b)]);
         // No fallback left: the entry goes, and a new announce fetches it.
-        assert_eq!(f.reassign(b, now, known), []);
+        assert_eq!(f.reassign(b, now, 10, known), []);
         assert_eq!(f.len(), 0);
         assert_eq!(f.want(c, &hs[..1], now, known), [true]);
+        // Without room to fetch from the fallback, the entry goes too, so
+        // the next announce fetches it at once.
+        assert_eq!(f.want(b, &hs[..1], now, known), [false]);
+        assert_eq!(f.reassign(c, now, 0, known), []);
+        assert_eq!(f.want(a, &hs[..1], now, known), [true]);
     }
 
     #[test]

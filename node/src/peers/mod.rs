@@ -83,11 +83,17 @@ impl Peers {
         (Peers { notes, table }, rx, table_tx)
     }
 
-    /// Tells the peers task something without waiting; when its mailbox is
-    /// full the note is dropped (every note is refreshed by the next status
-    /// poll).
+    /// Tells the peers task something without waiting (for handlers); when
+    /// its mailbox is full the note is dropped (heights are refreshed by
+    /// the next status poll).
     pub fn note(&self, note: Note) {
         let _ = self.notes.try_send(note);
+    }
+
+    /// Tells the peers task something, waiting for room: for what must
+    /// not be lost (a status that counts, a proof, forgetting a peer).
+    pub async fn tell(&self, note: Note) {
+        let _ = self.notes.send(note).await;
     }
 
     /// The table, as the peers task last published it.
@@ -239,7 +245,14 @@ async fn on_event(ctx: &Arc<Ctx>, table: &watch::Sender<PeerTable>, ev: HostEven
                 })
                 .await;
         }
-        HostEvent::PeerIdentified { peer, .. } => {
+        HostEvent::PeerIdentified {
+            peer, listen_addrs, ..
+        } => {
+            table.send_modify(|t| {
+                if let Some(p) = t.get_mut(&peer) {
+                    p.listen_addrs = listen_addrs;
+                }
+            });
             if ctx.shared.config.p2p.pex {
                 let c = ctx.clone();
                 stop.spawn(async move { pex::ask(&c, peer).await });

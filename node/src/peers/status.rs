@@ -57,7 +57,7 @@ pub async fn ask(ctx: &Arc<Ctx>, peer: PeerId) {
             info.genesis_hash.short()
         );
         ctx.chain.tell(Finding::OtherGenesis { peer, what }).await;
-        drop_later(ctx, peer, "another genesis");
+        drop_later(ctx, peer, "another genesis").await;
         return;
     }
     ctx.chain.tell(Finding::SameGenesis(peer)).await;
@@ -78,12 +78,16 @@ pub async fn ask(ctx: &Arc<Ctx>, peer: PeerId) {
     if !same_block_here(ctx, peer, at, claimed).await {
         return;
     }
-    ctx.peers.note(Note::Status {
-        peer,
-        height: info.best_height,
-        hash: info.best_hash,
-        blocks_only: info.blocks_only,
-    });
+    // In the table before the engine hears of it: block sync picks its
+    // peers there.
+    ctx.peers
+        .tell(Note::Status {
+            peer,
+            height: info.best_height,
+            hash: info.best_hash,
+            blocks_only: info.blocks_only,
+        })
+        .await;
     if let Some(key) = crate::p2p::keys::public_key_of(&peer) {
         ctx.engine.feed(Input::PeerStatus {
             peer: key,
@@ -139,7 +143,7 @@ async fn same_block_here(ctx: &Arc<Ctx>, peer: PeerId, height: u64, claimed: Opt
             );
             return false;
         }
-        ctx.peers.note(Note::Linked(peer));
+        ctx.peers.tell(Note::Linked(peer)).await;
         ctx.chain.tell(Finding::SameBlock(peer)).await;
         return true;
     }
@@ -151,8 +155,8 @@ async fn same_block_here(ctx: &Arc<Ctx>, peer: PeerId, height: u64, claimed: Opt
 
 /// Forgets `peer` now and bans it after [`OTHER_CHAIN_GRACE`], so that it
 /// can still read this node's status and find out what is wrong too.
-fn drop_later(ctx: &Arc<Ctx>, peer: PeerId, why: &'static str) {
-    ctx.peers.note(Note::Forget(peer));
+async fn drop_later(ctx: &Arc<Ctx>, peer: PeerId, why: &'static str) {
+    ctx.peers.tell(Note::Forget(peer)).await;
     let shared = ctx.shared.clone();
     ctx.shared.stop.spawn(async move {
         tokio::select! {
@@ -207,6 +211,6 @@ async fn proved_block(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> Option<Hash>
         );
         return None;
     };
-    ctx.peers.note(Note::Proven { peer, height });
+    ctx.peers.tell(Note::Proven { peer, height }).await;
     Some(hash)
 }

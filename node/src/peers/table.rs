@@ -2,7 +2,7 @@
 //! chain. Written only by the peers task ([`super::run`]); everyone else
 //! reads the snapshot it publishes ([`super::Peers::table`]).
 
-use crate::p2p::PeerId;
+use crate::p2p::{Multiaddr, PeerId};
 use kite_types::Hash;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub struct PeerState {
     /// It served the block this node holds at some height: it is on this
     /// node's chain.
     pub linked: bool,
+    /// The addresses it listens on, as it said in identify.
+    pub listen_addrs: Vec<Multiaddr>,
     /// Outbound exchanges toward it ([`MAX_OUTBOUND_PER_PEER`]).
     pub outbound: Arc<Semaphore>,
 }
@@ -41,6 +43,7 @@ impl Default for PeerState {
             blocks_only: false,
             proven: 0,
             linked: false,
+            listen_addrs: Vec::new(),
             outbound: Arc::new(Semaphore::new(MAX_OUTBOUND_PER_PEER)),
         }
     }
