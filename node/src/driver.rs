@@ -12,7 +12,7 @@
 
 use crate::config::Role;
 use crate::context::{Shared, now_ms, to_i64};
-use crate::mailbox::{MAX_COMMIT_WAITERS, Waiter};
+use crate::mailbox::{EngineInputs, MAX_COMMIT_WAITERS, Waiter};
 use crate::outbound::Outbox;
 use crate::p2p::PeerId;
 use crate::peers::Peers;
@@ -46,8 +46,8 @@ pub struct Parts {
     pub shared: Arc<Shared>,
     /// The engine, restored from its promise record.
     pub engine: Engine,
-    /// The engine's input queue.
-    pub inputs: mpsc::Receiver<Input>,
+    /// The engine's input queues.
+    pub inputs: EngineInputs,
     /// Commit-waiter registrations.
     pub waiters: mpsc::Receiver<Waiter>,
     /// Where the node state is published.
@@ -151,8 +151,8 @@ pub async fn run(parts: Parts) {
         // Take what else is waiting, so a burst is handled in one go.
         while queue.len() < ROUND_INPUTS {
             match rx.try_recv() {
-                Ok(i) => queue.push_back(i),
-                Err(_) => break,
+                Some(i) => queue.push_back(i),
+                None => break,
             }
         }
         'inputs: while let Some(input) = queue.pop_front() {

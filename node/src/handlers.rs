@@ -228,23 +228,29 @@ impl AnnounceSink for PeerSink {
         }
         // Let the engine see the announce: it commits a staged block,
         // or starts block sync when the announce is ahead of it.
-        self.h.engine.feed(Input::CommitAnnounced {
-            from: self.peer_key(),
-            header: info.header.clone(),
-            leader_sig: info.leader_sig,
-            commit_info: info.commit_info.clone(),
-        });
+        self.h.engine.feed_from(
+            self.peer,
+            Input::CommitAnnounced {
+                from: self.peer_key(),
+                header: info.header.clone(),
+                leader_sig: info.leader_sig,
+                commit_info: info.commit_info.clone(),
+            },
+        );
         // Fetch the block only when it is the next one and this node did
         // not execute it as a proposal.
         info.height == height + 1 && !staged
     }
 
     async fn receive(&self, info: AnnounceInfo, block: kite_types::Block) {
-        self.h.engine.feed(Input::BlockFetched {
-            from: self.peer_key(),
-            block,
-            commit_info: info.commit_info,
-        });
+        self.h.engine.feed_from(
+            self.peer,
+            Input::BlockFetched {
+                from: self.peer_key(),
+                block,
+                commit_info: info.commit_info,
+            },
+        );
     }
 }
 
@@ -273,19 +279,43 @@ impl ProposalSink for PeerSink {
 
     async fn receive(&self, _p: ProposalInfo, block: kite_types::Block) {
         if let Some(from) = self.peer_key() {
-            self.h.engine.feed(Input::ProposalReceived { from, block });
+            self.h
+                .engine
+                .feed_from(self.peer, Input::ProposalReceived { from, block });
         }
     }
 
     async fn reset(&self, r: ResetInfo) -> VoteReceipt {
-        if self.h.shared.config.role != Role::Validator {
+        let shared = &self.h.shared;
+        if shared.config.role != Role::Validator {
             return VoteReceipt::refused("this node does not vote");
         }
-        self.h.engine.feed(Input::ResetReceived {
-            height: r.height,
-            block_hash: r.block_hash,
-            leader_sig: r.leader_sig,
-        });
+        // Only the genesis leader resets its proposals; a forgery costs the
+        // sender (checked here, off the engine's task).
+        let (info, chain, leader) = (
+            r.clone(),
+            shared.genesis.chain_id.clone(),
+            shared.genesis.leader,
+        );
+        let valid = tokio::task::spawn_blocking(move || info.verify(&chain, &leader))
+            .await
+            .unwrap_or(false);
+        if !valid {
+            shared.host.report(
+                self.peer,
+                kite_protocols::score::INVALID,
+                "blkprop: reset not signed by the genesis leader",
+            );
+            return VoteReceipt::refused("the reset is not signed by the genesis leader");
+        }
+        self.h.engine.feed_from(
+            self.peer,
+            Input::ResetReceived {
+                height: r.height,
+                block_hash: r.block_hash,
+                leader_sig: r.leader_sig,
+            },
+        );
         VoteReceipt::accepted()
     }
 }
@@ -297,15 +327,43 @@ impl VoteSink for PeerSink {
             return VoteReceipt::refused("this node is not the leader");
         }
         // Validators send their own votes: the sender's key is what the
-        // engine checks the voter against.
-        let Some(from) = self.peer_key() else {
-            return VoteReceipt::refused("votes come from their signer's own peer id");
+        // engine checks the voter against. A vote that is not the sender's
+        // own, from a peer outside the validator set, or with a bad
+        // signature costs the sender (checked here, off the engine's task).
+        let shared = &self.h.shared;
+        let from = self.peer_key();
+        let why = if from != Some(vote.validator) {
+            Some("votes come from their signer's own peer id")
+        } else if !shared
+            .genesis
+            .validators
+            .iter()
+            .any(|v| v.pub_key == vote.validator)
+        {
+            Some("the voter is not in the validator set")
+        } else {
+            let (v, chain) = (vote.clone(), shared.genesis.chain_id.clone());
+            let valid = tokio::task::spawn_blocking(move || v.verify(&chain))
+                .await
+                .unwrap_or(false);
+            (!valid).then_some("the vote's signature does not verify")
         };
-        self.h.engine.feed(Input::VoteReceived {
-            from: Some(from),
-            vote,
-            best_header,
-        });
+        if let Some(why) = why {
+            shared.host.report(
+                self.peer,
+                kite_protocols::score::INVALID,
+                &format!("ack: {why}"),
+            );
+            return VoteReceipt::refused(why);
+        }
+        self.h.engine.feed_from(
+            self.peer,
+            Input::VoteReceived {
+                from,
+                vote,
+                best_header,
+            },
+        );
         VoteReceipt::accepted()
     }
 }

@@ -2,17 +2,21 @@
 //! tasks reach the one task that owns the commit engine (see
 //! [`crate::driver`]).
 //!
-//! - [`EngineInbox`]: inputs for the engine. Handlers never wait on it:
-//!   [`EngineInbox::feed`] drops an input when the queue is full (the
-//!   protocols re-send votes, proposals and announces) and counts the drop.
+//! - [`EngineInbox`]: inputs for the engine, in two queues (the genesis
+//!   signers' first). Handlers never wait on it: [`EngineInbox::feed_from`]
+//!   drops an input when its queue is full (the protocols re-send votes,
+//!   proposals and announces) and counts the drop.
 //!   Block sync, which must not lose a fetched range, waits for room with
 //!   [`EngineInbox::send`].
 //! - [`CommitWaiters`]: `broadcast_tx` calls that wait for their tx to
 //!   commit register here; the driver answers them when it commits.
 
+use crate::p2p::PeerId;
 use kite_consensus::Input;
 use kite_types::Hash;
 use prometheus_client::metrics::counter::Counter;
+use std::collections::HashSet;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Capacity of the engine's input queue.
@@ -23,11 +27,46 @@ pub const WAITER_QUEUE: usize = 4096;
 /// table; a registration beyond it is refused).
 pub const MAX_COMMIT_WAITERS: usize = 100_000;
 
-/// The sending side of the engine's input queue.
+/// The sending side of the engine's input queues. There are two, of
+/// [`ENGINE_INPUTS`] each: one for what the genesis leader and validators
+/// send (proposals, votes, resets, announces), one for everything else.
+/// The driver empties the first before it reads the second, so a flood
+/// from other peers never crowds out the consensus messages of the
+/// validators.
 #[derive(Clone, Debug)]
 pub struct EngineInbox {
-    tx: mpsc::Sender<Input>,
+    priority: mpsc::Sender<Input>,
+    general: mpsc::Sender<Input>,
+    signers: Arc<HashSet<PeerId>>,
     dropped: Counter,
+}
+
+/// The driver's side of the engine's input queues.
+#[derive(Debug)]
+pub struct EngineInputs {
+    priority: mpsc::Receiver<Input>,
+    general: mpsc::Receiver<Input>,
+}
+
+impl EngineInputs {
+    /// The next input, the priority queue first; None once every sender
+    /// is gone.
+    pub async fn recv(&mut self) -> Option<Input> {
+        tokio::select! {
+            biased;
+            Some(i) = self.priority.recv() => Some(i),
+            Some(i) = self.general.recv() => Some(i),
+            else => None,
+        }
+    }
+
+    /// An input that is waiting, the priority queue first.
+    pub fn try_recv(&mut self) -> Option<Input> {
+        self.priority
+            .try_recv()
+            .or_else(|_| self.general.try_recv())
+            .ok()
+    }
 }
 
 /// The engine's queue is closed: the driver stopped.
@@ -36,26 +75,53 @@ pub struct EngineInbox {
 pub struct DriverGone;
 
 impl EngineInbox {
-    /// A new queue of [`ENGINE_INPUTS`] inputs; drops are counted in
-    /// `dropped` (the `kite_engine_inputs_dropped_total` metric).
-    pub fn new(dropped: Counter) -> (EngineInbox, mpsc::Receiver<Input>) {
-        let (tx, rx) = mpsc::channel(ENGINE_INPUTS);
-        (EngineInbox { tx, dropped }, rx)
+    /// New queues; `signers` are the peers whose inputs go first (the
+    /// genesis leader and validators); drops are counted in `dropped`
+    /// (the `kite_engine_inputs_dropped_total` metric).
+    pub fn new(signers: HashSet<PeerId>, dropped: Counter) -> (EngineInbox, EngineInputs) {
+        let (ptx, prx) = mpsc::channel(ENGINE_INPUTS);
+        let (gtx, grx) = mpsc::channel(ENGINE_INPUTS);
+        (
+            EngineInbox {
+                priority: ptx,
+                general: gtx,
+                signers: Arc::new(signers),
+                dropped,
+            },
+            EngineInputs {
+                priority: prx,
+                general: grx,
+            },
+        )
     }
 
-    /// Feeds the engine without waiting; a full queue drops the input.
+    /// Feeds the engine what `peer` sent, without waiting; a full queue
+    /// drops the input.
+    pub fn feed_from(&self, peer: PeerId, input: Input) {
+        let queue = if self.signers.contains(&peer) {
+            &self.priority
+        } else {
+            &self.general
+        };
+        if queue.try_send(input).is_err() {
+            self.dropped.inc();
+        }
+    }
+
+    /// Feeds the engine this node's own input (a status result) without
+    /// waiting; a full queue drops it.
     pub fn feed(&self, input: Input) {
-        if self.tx.try_send(input).is_err() {
+        if self.general.try_send(input).is_err() {
             self.dropped.inc();
         }
     }
 
     /// Feeds the engine, waiting for room (backpressure for block sync).
     pub async fn send(&self, input: Input) -> Result<(), DriverGone> {
-        self.tx.send(input).await.map_err(|_| DriverGone)
+        self.general.send(input).await.map_err(|_| DriverGone)
     }
 
-    /// Inputs dropped so far because the queue was full.
+    /// Inputs dropped so far because a queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.get()
     }
@@ -91,5 +157,30 @@ impl CommitWaiters {
         let (tx, rx) = oneshot::channel();
         self.tx.try_send((hash, tx)).map_err(|_| TooManyWaiters)?;
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_flood_from_strangers_never_crowds_out_a_validator() {
+        let validator = PeerId::random();
+        let dropped = Counter::default();
+        let (inbox, mut inputs) = EngineInbox::new([validator].into(), dropped.clone());
+        let stranger = PeerId::random();
+        for t in 0..ENGINE_INPUTS as u64 + 100 {
+            inbox.feed_from(stranger, Input::Tick { now_ms: t });
+        }
+        assert_eq!(dropped.get(), 100, "the stranger's queue is full");
+        inbox.feed_from(validator, Input::Tick { now_ms: u64::MAX });
+        assert_eq!(dropped.get(), 100, "the validator's input got in");
+        // And it is read first.
+        assert!(matches!(
+            inputs.recv().await,
+            Some(Input::Tick { now_ms: u64::MAX })
+        ));
+        assert!(matches!(inputs.try_recv(), Some(Input::Tick { now_ms: 0 })));
     }
 }

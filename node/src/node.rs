@@ -396,7 +396,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         .set(crate::context::to_i64(committed.height));
 
     // Mailboxes first, then their owners.
-    let (engine_inbox, engine_rx) = EngineInbox::new(shared.metrics.engine_inputs_dropped.clone());
+    // The genesis signers' messages go first.
+    let signers = std::iter::once(&shared.genesis.leader)
+        .chain(shared.genesis.validators.iter().map(|v| &v.pub_key))
+        .filter_map(p2p::keys::peer_id_of)
+        .collect();
+    let (engine_inbox, engine_rx) =
+        EngineInbox::new(signers, shared.metrics.engine_inputs_dropped.clone());
     let (waiters, waiters_rx) = CommitWaiters::new();
     let (state_tx, state) = watch::channel(NodeState::of(&engine.status()));
     let (peers, notes, table) = Peers::new();

@@ -266,6 +266,21 @@ async fn forged_messages_leave_the_network_committing() {
             .unwrap();
         let _ = ack::send_vote(s, &vote, hint).await;
     }
+    // Each forged vote cost the forger: the leader scored it.
+    let score = net
+        .shared(0)
+        .unwrap()
+        .host
+        .peer_info()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.peer == attacker.peer_id())
+        .map(|p| p.score);
+    assert!(
+        score.is_some_and(|s| s >= kite_protocols::score::INVALID),
+        "the leader's score of the vote forger: {score:?}"
+    );
 
     // Commit announces: the next block and a far one, signed by the
     // attacker, with votes it signed in the validators' names.
