@@ -76,6 +76,8 @@ pub struct P2pConfig {
     pub max_connections_per_peer: u32,
     /// Most connections being set up at once.
     pub max_pending_connections: u32,
+    /// Connections only this node's own dials may take.
+    pub outbound_slots: u32,
     /// Connections the node tries to keep by dialing known peers.
     pub target_peers: u32,
     /// Most concurrent inbound streams per protocol.
@@ -103,6 +105,7 @@ impl Default for P2pConfig {
             max_connections: 64,
             max_connections_per_peer: 2,
             max_pending_connections: 16,
+            outbound_slots: 16,
             target_peers: 16,
             max_streams_per_protocol: 64,
             ban_threshold: 100,
@@ -311,6 +314,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "p2p",
         "max_pending_connections",
         "Most connections being set up at once.",
+    ),
+    (
+        "p2p",
+        "outbound_slots",
+        "Of max_connections, how many only this node's own dials may take (inbound peers cannot fill them).",
     ),
     (
         "p2p",

@@ -577,6 +577,36 @@ async fn connection_limit_is_enforced() {
     );
 }
 
+/// Inbound peers cannot take the slots kept for this host's own dials: with
+/// 3 connections of which 1 is outbound-only, a third inbound peer is
+/// refused, and the host still dials out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_peers_cannot_take_the_outbound_slots() {
+    let mut lc = config(CHAIN);
+    lc.max_connections = 3;
+    lc.outbound_slots = 1;
+    let a = start(90, lc).await;
+    let (b, c) = (
+        start(91, config(CHAIN)).await,
+        start(92, config(CHAIN)).await,
+    );
+    let mut d = start(93, config(CHAIN)).await;
+    let e = start(94, config(CHAIN)).await;
+    for x in [&b, &c] {
+        x.handle.dial(a.addr.clone()).await.unwrap();
+        wait_connected(&a.handle, x.id).await;
+    }
+    d.handle.dial(a.addr.clone()).await.unwrap();
+    wait_refused_by(&mut d.events, a.id).await;
+    a.handle.dial(e.addr.clone()).await.unwrap();
+    wait_connected(&a.handle, e.id).await;
+    let mut up = a.handle.connected_peers().await.unwrap();
+    up.sort();
+    let mut want = vec![b.id, c.id, e.id];
+    want.sort();
+    assert_eq!(up, want);
+}
+
 /// One peer holding idle streams gets at most its share of a protocol's
 /// handlers; another peer is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,6 +85,12 @@ impl Host {
 
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(config.max_connections))
+            .with_max_established_incoming(Some(
+                config
+                    .max_connections
+                    .saturating_sub(config.outbound_slots)
+                    .max(1),
+            ))
             .with_max_established_per_peer(Some(config.max_per_peer.max(1)))
             .with_max_pending_incoming(Some(config.max_pending.max(1)))
             .with_max_pending_outgoing(Some(config.max_pending.max(1)));

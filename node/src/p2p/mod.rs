@@ -62,6 +62,9 @@ pub struct HostConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Most established connections.
     pub max_connections: u32,
+    /// Of those, how many only this host's own dials may take (inbound
+    /// peers get at most `max_connections - outbound_slots`, at least 1).
+    pub outbound_slots: u32,
     /// Most established connections with one peer.
     pub max_per_peer: u32,
     /// Most connections being set up at once, each way.
@@ -123,6 +126,7 @@ impl HostConfig {
             listen: Vec::new(),
             bootstrap: Vec::new(),
             max_connections: 64,
+            outbound_slots: 16,
             max_per_peer: 2,
             max_pending: 16,
             target_peers: 16,
@@ -190,6 +194,7 @@ impl HostConfig {
         c.validators = validators;
         c.enable_quic = p2p.quic;
         c.max_connections = p2p.max_connections;
+        c.outbound_slots = p2p.outbound_slots;
         c.max_per_peer = p2p.max_connections_per_peer;
         c.max_pending = p2p.max_pending_connections;
         c.target_peers = p2p.target_peers;
