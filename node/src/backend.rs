@@ -265,6 +265,14 @@ impl RpcBackend for Backend {
         }
     }
 
+    fn access(&self) -> RpcAccess {
+        let rpc = &self.shared.config.rpc;
+        RpcAccess {
+            allowed_hosts: rpc.allowed_hosts.clone(),
+            cors_origins: rpc.cors_origins.clone(),
+        }
+    }
+
     fn metrics_text(&self) -> String {
         let ctx = &self.shared;
         if let Some(m) = &ctx.mempool {
