@@ -5,6 +5,9 @@
 //! the archival (blocks-only) nodes. One genesis is shared; a faucet key
 //! holding the funds is written to `DIR/faucet.key`; `DIR/testnet.json`
 //! lists every node for scripts.
+//!
+//! With `--hosts` the nodes listen on 0.0.0.0 and are reachable from the
+//! network: `init` says so loudly on stderr ([`exposure_warning`]).
 
 use anyhow::{Context, bail};
 use kite_node::config::{Config, Role};
@@ -43,7 +46,8 @@ pub struct TestnetInitArgs {
     /// Spread the nodes over these hosts (comma-separated DNS names; node i
     /// goes to host i mod n): nodes listen on 0.0.0.0, peers and RPC URLs
     /// use the host names, and DIR/docker-compose.yml runs one container
-    /// per node (hostname = its host).
+    /// per node (hostname = its host). The nodes are then reachable from
+    /// the network: run them on a private network or behind a firewall.
     #[arg(long, value_delimiter = ',')]
     pub hosts: Vec<String>,
 }
@@ -183,6 +187,11 @@ pub fn init(a: &TestnetInitArgs) -> anyhow::Result<()> {
             c.p2p.peers = (0..total).filter(|j| *j != i).map(p2p_addr).collect();
             c.p2p.allow_private_addrs = true;
             c.rpc.listen = format!("{bind_ip}:{}", port(i, 1));
+            // testnet.json gives the RPC URL by host name: let it pass
+            // the Host check.
+            if let Some(h) = host_of(i) {
+                c.rpc.allowed_hosts = vec![h.to_owned()];
+            }
         })?;
         nodes.push(NodeEntry {
             name: format!("node{i}"),
@@ -208,6 +217,9 @@ pub fn init(a: &TestnetInitArgs) -> anyhow::Result<()> {
     if !a.hosts.is_empty() {
         std::fs::write(out.join("docker-compose.yml"), compose(&file, a.base_port))?;
     }
+    if let Some(w) = exposure_warning(&a.hosts, a.base_port, total) {
+        eprintln!("{w}");
+    }
     println!(
         "testnet {} in {}: {} validators (node0 leads), {} sentries, {} archival; faucet key {}",
         a.chain_id,
@@ -218,6 +230,23 @@ pub fn init(a: &TestnetInitArgs) -> anyhow::Result<()> {
         out.join("faucet.key").display()
     );
     Ok(())
+}
+
+/// The warning `init` prints on stderr when `--hosts` makes the nodes
+/// listen on every interface; `None` for a testnet on 127.0.0.1.
+pub fn exposure_warning(hosts: &[String], base_port: u16, total: usize) -> Option<String> {
+    if hosts.is_empty() {
+        return None;
+    }
+    let last = u32::from(base_port) + 2 * total as u32 - 1;
+    Some(format!(
+        "WARNING: with --hosts every node listens on 0.0.0.0, all network interfaces: p2p \
+         and JSON-RPC on TCP ports {base_port}-{last}, and docker-compose.yml publishes \
+         them on every interface of each host. Anyone who can reach these hosts can call \
+         the RPC (submit txs, read all state) and connect to the nodes. Run this testnet \
+         on a private network only, or firewall ports {base_port}-{last} to the machines \
+         that need them (docs/OPERATING.md, \"Across machines\")."
+    ))
 }
 
 /// Writes one home: node_key, genesis.json, config.toml (defaults changed by `edit`).
@@ -393,4 +422,24 @@ pub fn compose(net: &TestnetFile, base_port: u16) -> String {
     }
     y.push_str("networks:\n  kite: {}\n");
     y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_warn_that_the_nodes_are_reachable_from_the_network() {
+        assert_eq!(exposure_warning(&[], 26600, 6), None);
+        let w = exposure_warning(&["alpha".into(), "beta".into()], 26600, 2).unwrap_or_default();
+        for needed in [
+            "WARNING",
+            "0.0.0.0",
+            "26600-26603",
+            "firewall",
+            "private network",
+        ] {
+            assert!(w.contains(needed), "{needed:?} missing from: {w}");
+        }
+    }
 }

@@ -131,6 +131,32 @@ pub struct RpcConfig {
     /// Longest `broadcast_tx` with `wait: "commit"` waits.
     #[serde(with = "humantime_serde")]
     pub commit_timeout: Duration,
+    /// More `Host` values the server answers to (`name`, `name:port`), or
+    /// `["*"]` for any; see [`crate::rpc::access`].
+    #[serde(deserialize_with = "host_list")]
+    pub allowed_hosts: Vec<String>,
+    /// Origins of the web pages allowed to call the server
+    /// (`scheme://host[:port]`, or `"*"`); empty: none.
+    #[serde(deserialize_with = "origin_list")]
+    pub cors_origins: Vec<String>,
+}
+
+/// `rpc.allowed_hosts`, each entry checked.
+fn host_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for entry in &list {
+        crate::rpc::access::check_host_entry(entry).map_err(serde::de::Error::custom)?;
+    }
+    Ok(list)
+}
+
+/// `rpc.cors_origins`, each entry checked.
+fn origin_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for entry in &list {
+        crate::rpc::access::check_origin_entry(entry).map_err(serde::de::Error::custom)?;
+    }
+    Ok(list)
 }
 
 impl Default for RpcConfig {
@@ -141,6 +167,8 @@ impl Default for RpcConfig {
             max_concurrent: 256,
             request_timeout: Duration::from_secs(10),
             commit_timeout: Duration::from_secs(30),
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -351,12 +379,30 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "HOST:PORT of the JSON-RPC server (POST /rpc/v1, GET /health, GET /metrics); empty disables it.",
     ),
     ("rpc", "max_body_size", "Largest request body."),
-    ("rpc", "max_concurrent", "Most requests served at once."),
-    ("rpc", "request_timeout", "Longest a request may take."),
+    (
+        "rpc",
+        "max_concurrent",
+        "Most requests served at once, /health and /metrics included; more get HTTP 503.",
+    ),
+    (
+        "rpc",
+        "request_timeout",
+        "Longest a request may take, counted from its start: reading its body, /health, /metrics, and every call of a batch.",
+    ),
     (
         "rpc",
         "commit_timeout",
-        "Longest broadcast_tx with wait \"commit\" waits for the commit.",
+        "Longest broadcast_tx with wait \"commit\" waits for the commit, counted from the start of the request (the batch too).",
+    ),
+    (
+        "rpc",
+        "allowed_hosts",
+        "Host header values answered besides localhost, 127.0.0.1, [::1] and the listen address (any IP when listening on 0.0.0.0): \"name\" (any port) or \"name:port\"; [\"*\"] turns the check against DNS rebinding off.",
+    ),
+    (
+        "rpc",
+        "cors_origins",
+        "Web page origins (\"https://wallet.example\") allowed to call the RPC from a browser; requests from any other origin get 403. \"*\" allows every page.",
     ),
     (
         "mempool",
@@ -662,6 +708,38 @@ mod tests {
         assert_eq!(c.mempool.max_bytes, ByteSize::mib(10));
         assert_eq!(c.rpc.request_timeout, Duration::from_millis(250));
         assert!(Config::parse("[rpc]\nrequest_timeout = \"soon\"\n").is_err());
+    }
+
+    #[test]
+    fn rpc_access_keys() {
+        let c = Config::parse(
+            "[rpc]\nallowed_hosts = [\"node.example\", \"10.0.0.5:26657\", \"[::1]:9\"]\ncors_origins = [\"https://wallet.example\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.rpc.allowed_hosts.len(), 3);
+        assert_eq!(c.rpc.cors_origins, ["https://wallet.example"]);
+        let e = Config::parse("[rpc]\nallowed_hosts = [\"http://node.example\"]\n").unwrap_err();
+        assert!(
+            e.contains("rpc.allowed_hosts") && e.contains("http://node.example"),
+            "{e}"
+        );
+        let e = Config::parse("[rpc]\ncors_origins = [\"wallet.example\"]\n").unwrap_err();
+        assert!(
+            e.contains("rpc.cors_origins") && e.contains("scheme://"),
+            "{e}"
+        );
+
+        let mut c = Config::default();
+        c.set("rpc.allowed_hosts", "*").unwrap();
+        assert_eq!(c.rpc.allowed_hosts, ["*"]);
+        c.set("rpc.allowed_hosts", "a.example, b.example:80")
+            .unwrap();
+        assert_eq!(c.rpc.allowed_hosts, ["a.example", "b.example:80"]);
+        c.set("rpc.cors_origins", "http://localhost:3000").unwrap();
+        assert_eq!(c.rpc.cors_origins, ["http://localhost:3000"]);
+        let e = c.set("rpc.allowed_hosts", "a b").unwrap_err().to_string();
+        assert!(e.contains("rpc.allowed_hosts"), "{e}");
+        assert_eq!(Config::parse(&c.to_documented_toml()).unwrap(), c);
     }
 
     #[test]

@@ -512,6 +512,10 @@ async fn serve_rpc(
         max_concurrent: cfg.max_concurrent as usize,
         request_timeout: cfg.request_timeout,
         commit_timeout: cfg.commit_timeout,
+        access: crate::rpc::RpcAccess {
+            allowed_hosts: cfg.allowed_hosts.clone(),
+            cors_origins: cfg.cors_origins.clone(),
+        },
     };
     let stop = shared.stop.clone();
     let (bound, task) = crate::rpc::serve(addr, Arc::new(backend.clone()), limits, async move {

@@ -24,6 +24,9 @@ pub const UNSUPPORTED: i64 = -32005;
 pub const TIMEOUT: i64 = -32006;
 /// Kite: too busy.
 pub const BUSY: i64 = -32007;
+/// Kite: the caller may not use this node (its Host or Origin is not
+/// allowed; HTTP 403).
+pub const FORBIDDEN: i64 = -32008;
 
 /// An error as the RPC returns it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
