@@ -78,6 +78,8 @@ pub struct P2pConfig {
     pub max_pending_connections: u32,
     /// Connections only this node's own dials may take.
     pub outbound_slots: u32,
+    /// Most inbound connections from one IP address (0: no limit).
+    pub max_inbound_per_ip: u32,
     /// Connections the node tries to keep by dialing known peers.
     pub target_peers: u32,
     /// Most concurrent inbound streams per protocol.
@@ -106,6 +108,7 @@ impl Default for P2pConfig {
             max_connections_per_peer: 2,
             max_pending_connections: 16,
             outbound_slots: 16,
+            max_inbound_per_ip: 8,
             target_peers: 16,
             max_streams_per_protocol: 64,
             ban_threshold: 100,
@@ -342,6 +345,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "p2p",
         "max_pending_connections",
         "Most connections being set up at once.",
+    ),
+    (
+        "p2p",
+        "max_inbound_per_ip",
+        "Most inbound connections from one IP address, 0 for no limit (validators, p2p.peers and the whitelist are not counted).",
     ),
     (
         "p2p",

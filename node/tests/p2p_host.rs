@@ -607,6 +607,40 @@ async fn inbound_peers_cannot_take_the_outbound_slots() {
     assert_eq!(up, want);
 }
 
+/// One address cannot take every inbound slot: with 2 inbound
+/// connections per IP, a third stranger from 127.0.0.1 is refused, while
+/// a validator of the genesis from the same address is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_inbound_slot() {
+    let validator_seed = 104;
+    let mut lc = config(CHAIN);
+    lc.max_inbound_per_ip = 2;
+    lc.validators = vec![
+        kite_node::p2p::keys::peer_id_of(&NodeKey::from_seed([validator_seed; 32]).public())
+            .unwrap(),
+    ];
+    let a = start(100, lc).await;
+    let (b, c) = (
+        start(101, config(CHAIN)).await,
+        start(102, config(CHAIN)).await,
+    );
+    let mut d = start(103, config(CHAIN)).await;
+    let v = start(validator_seed, config(CHAIN)).await;
+    for x in [&b, &c] {
+        x.handle.dial(a.addr.clone()).await.unwrap();
+        wait_connected(&a.handle, x.id).await;
+    }
+    d.handle.dial(a.addr.clone()).await.unwrap();
+    wait_refused_by(&mut d.events, a.id).await;
+    v.handle.dial(a.addr.clone()).await.unwrap();
+    wait_connected(&a.handle, v.id).await;
+    let mut up = a.handle.connected_peers().await.unwrap();
+    up.sort();
+    let mut want = vec![b.id, c.id, v.id];
+    want.sort();
+    assert_eq!(up, want);
+}
+
 /// One peer holding idle streams gets at most its share of a protocol's
 /// handlers; another peer is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

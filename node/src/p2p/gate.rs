@@ -1,14 +1,16 @@
-//! The gate: a small behaviour that refuses connections with banned peers
-//! and, in private mode, with peers outside the allowed set, and that
-//! supplies stored addresses when the swarm dials a peer by id.
+//! The gate: a small behaviour that refuses connections with banned peers,
+//! in private mode with peers outside the allowed set, and inbound
+//! connections past the per-IP limit; and that supplies stored addresses
+//! when the swarm dials a peer by id.
 //!
 //! It owns the [`PeerStore`]; the swarm task reaches it through
 //! `swarm.behaviour_mut().gate`. Its connection handler is the dummy one:
 //! it adds no protocol.
 
 use super::store::{PeerStore, now_ms};
-use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
+use libp2p::core::{ConnectedPoint, Endpoint};
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm, dummy,
@@ -16,6 +18,7 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId};
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -31,6 +34,14 @@ pub enum Refused {
     /// Private mode and the peer is neither whitelisted nor a validator.
     #[error("private mode: peer is not whitelisted")]
     NotAllowed,
+    /// Its address already has as many inbound connections as allowed.
+    #[error("{ip} already has {max} inbound connections (p2p.max_inbound_per_ip)")]
+    TooManyFromIp {
+        /// The address.
+        ip: IpAddr,
+        /// The limit.
+        max: u32,
+    },
 }
 
 /// Connection gate and address book.
@@ -39,6 +50,13 @@ pub struct Gate {
     pub store: PeerStore,
     bans: HashMap<PeerId, Instant>,
     allowed: Option<HashSet<PeerId>>,
+    /// Most inbound connections per IP (0: no limit), and the peers not
+    /// counted.
+    per_ip_max: u32,
+    trusted: HashSet<PeerId>,
+    /// Inbound connections counted, by connection and by address.
+    inbound: HashMap<ConnectionId, IpAddr>,
+    per_ip: HashMap<IpAddr, u32>,
 }
 
 impl Gate {
@@ -48,7 +66,32 @@ impl Gate {
             store,
             bans: HashMap::new(),
             allowed,
+            per_ip_max: 0,
+            trusted: HashSet::new(),
+            inbound: HashMap::new(),
+            per_ip: HashMap::new(),
         }
+    }
+
+    /// Limits inbound connections per IP address to `max` (0: no limit),
+    /// not counting `trusted` peers.
+    pub fn with_inbound_per_ip(mut self, max: u32, trusted: HashSet<PeerId>) -> Gate {
+        self.per_ip_max = max;
+        self.trusted = trusted;
+        self
+    }
+
+    /// The address of an inbound connection that counts toward the per-IP
+    /// limit (None: no limit, a trusted peer, or no IP in the address).
+    fn counted_ip(&self, peer: &PeerId, remote: &Multiaddr) -> Option<IpAddr> {
+        if self.per_ip_max == 0 || self.trusted.contains(peer) {
+            return None;
+        }
+        remote.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+            Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+            _ => None,
+        })
     }
 
     /// Whether `peer` may connect in private mode (always true otherwise).
@@ -101,9 +144,17 @@ impl NetworkBehaviour for Gate {
         _connection_id: ConnectionId,
         peer: PeerId,
         _local_addr: &Multiaddr,
-        _remote_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.check(&peer)?;
+        if let Some(ip) = self.counted_ip(&peer, remote_addr)
+            && self.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip_max
+        {
+            return Err(ConnectionDenied::new(Refused::TooManyFromIp {
+                ip,
+                max: self.per_ip_max,
+            }));
+        }
         Ok(dummy::ConnectionHandler)
     }
 
@@ -133,7 +184,29 @@ impl NetworkBehaviour for Gate {
         Ok(dummy::ConnectionHandler)
     }
 
-    fn on_swarm_event(&mut self, _event: FromSwarm) {}
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(c) => {
+                if let ConnectedPoint::Listener { send_back_addr, .. } = c.endpoint
+                    && let Some(ip) = self.counted_ip(&c.peer_id, send_back_addr)
+                {
+                    self.inbound.insert(c.connection_id, ip);
+                    *self.per_ip.entry(ip).or_default() += 1;
+                }
+            }
+            FromSwarm::ConnectionClosed(c) => {
+                if let Some(ip) = self.inbound.remove(&c.connection_id)
+                    && let Some(n) = self.per_ip.get_mut(&ip)
+                {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.per_ip.remove(&ip);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 
     fn on_connection_handler_event(
         &mut self,

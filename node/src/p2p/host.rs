@@ -73,15 +73,14 @@ impl Host {
                 (base, None) => id_less_bootstrap.push(base),
             }
         }
-        let allowed = config.private_mode.then(|| {
-            config
-                .whitelist
-                .iter()
-                .chain(config.validators.iter())
-                .chain(bootstrap_ids.iter())
-                .copied()
-                .collect::<HashSet<PeerId>>()
-        });
+        let trusted: HashSet<PeerId> = config
+            .whitelist
+            .iter()
+            .chain(config.validators.iter())
+            .chain(bootstrap_ids.iter())
+            .copied()
+            .collect();
+        let allowed = config.private_mode.then(|| trusted.clone());
 
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(config.max_connections))
@@ -100,7 +99,7 @@ impl Host {
         );
         let behaviour = Behaviour {
             limits: connection_limits::Behaviour::new(limits),
-            gate: Gate::new(store, allowed),
+            gate: Gate::new(store, allowed).with_inbound_per_ip(config.max_inbound_per_ip, trusted),
             identify,
             ping: ping::Behaviour::new(ping::Config::new()),
             stream: libp2p_stream::Behaviour::new(),

@@ -65,6 +65,10 @@ pub struct HostConfig {
     /// Of those, how many only this host's own dials may take (inbound
     /// peers get at most `max_connections - outbound_slots`, at least 1).
     pub outbound_slots: u32,
+    /// Most inbound connections from one IP address (0: no limit); the
+    /// genesis validators, bootstrap peers and whitelisted peers are not
+    /// counted.
+    pub max_inbound_per_ip: u32,
     /// Most established connections with one peer.
     pub max_per_peer: u32,
     /// Most connections being set up at once, each way.
@@ -127,6 +131,7 @@ impl HostConfig {
             bootstrap: Vec::new(),
             max_connections: 64,
             outbound_slots: 16,
+            max_inbound_per_ip: 8,
             max_per_peer: 2,
             max_pending: 16,
             target_peers: 16,
@@ -195,6 +200,7 @@ impl HostConfig {
         c.enable_quic = p2p.quic;
         c.max_connections = p2p.max_connections;
         c.outbound_slots = p2p.outbound_slots;
+        c.max_inbound_per_ip = p2p.max_inbound_per_ip;
         c.max_per_peer = p2p.max_connections_per_peer;
         c.max_pending = p2p.max_pending_connections;
         c.target_peers = p2p.target_peers;
