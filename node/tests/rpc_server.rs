@@ -29,12 +29,15 @@ struct Fake {
     hang_health: AtomicBool,
     peers_delay: Duration,
     access: RpcAccess,
+    /// Notified when a stuck commit wait has started (holds its permit).
+    stuck: tokio::sync::Notify,
 }
 
 #[async_trait]
 impl RpcBackend for Fake {
     async fn broadcast_tx(&self, tx: Vec<u8>, wait: WaitFor) -> Result<BroadcastResult, RpcError> {
         if tx == b"stuck" && wait == WaitFor::Commit {
+            self.stuck.notify_one();
             std::future::pending::<()>().await;
         }
         if tx == b"bad" {
@@ -481,7 +484,7 @@ async fn health_and_metrics_share_the_concurrency_limit() {
     let fake = Arc::new(Fake::default());
     fake.healthy.store(true, Ordering::Relaxed);
     let a = router(
-        fake,
+        fake.clone(),
         RpcLimits {
             max_concurrent: 1,
             ..RpcLimits::default()
@@ -495,7 +498,8 @@ async fn health_and_metrics_share_the_concurrency_limit() {
             call(&a, &body.to_string()).await
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The commit wait holds the one permit.
+    fake.stuck.notified().await;
     for path in ["/health", "/metrics"] {
         let (status, _, v) = send(&a, get(path)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
