@@ -80,6 +80,9 @@ pub struct P2pConfig {
     pub outbound_slots: u32,
     /// Most inbound connections from one IP address (0: no limit).
     pub max_inbound_per_ip: u32,
+    /// Process memory above which no new connection is taken or made
+    /// (0: 90% of the machine's memory).
+    pub max_memory: ByteSize,
     /// Connections the node tries to keep by dialing known peers.
     pub target_peers: u32,
     /// Most concurrent inbound streams per protocol.
@@ -109,6 +112,7 @@ impl Default for P2pConfig {
             max_pending_connections: 16,
             outbound_slots: 16,
             max_inbound_per_ip: 8,
+            max_memory: ByteSize::b(0),
             target_peers: 16,
             max_streams_per_protocol: 64,
             ban_threshold: 100,
@@ -350,6 +354,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "p2p",
         "max_inbound_per_ip",
         "Most inbound connections from one IP address, 0 for no limit (validators, p2p.peers and the whitelist are not counted).",
+    ),
+    (
+        "p2p",
+        "max_memory",
+        "Process memory above which the node takes and makes no new connection (existing ones stay); \"0\" means 90% of the machine's memory.",
     ),
     (
         "p2p",

@@ -634,6 +634,24 @@ async fn one_address_cannot_take_every_inbound_slot() {
     assert_eq!(a.handle.connected_peers().await.unwrap().len(), 3);
 }
 
+/// Over its memory limit, a host makes no new connection (its dial is
+/// refused at once) and takes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_its_memory_limit_a_host_makes_and_takes_no_connection() {
+    let mut lc = config(CHAIN);
+    // Any process is over one byte.
+    lc.max_memory = Some(1);
+    let a = start(110, lc).await;
+    let b = start(111, config(CHAIN)).await;
+    let e = a.handle.dial(b.addr.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("memory"), "{e}");
+    // The same host without the limit dials fine.
+    let c = start(112, config(CHAIN)).await;
+    c.handle.dial(b.addr.clone()).await.unwrap();
+    wait_connected(&b.handle, c.id).await;
+    assert_eq!(b.handle.connected_peers().await.unwrap(), vec![c.id]);
+}
+
 /// One peer holding idle streams gets at most its share of a protocol's
 /// handlers; another peer is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

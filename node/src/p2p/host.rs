@@ -13,7 +13,9 @@ use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, connection_limits, identify, ping};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, connection_limits, identify, memory_connection_limits, ping,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -35,6 +37,7 @@ const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(30);
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     limits: connection_limits::Behaviour,
+    memory: memory_connection_limits::Behaviour,
     gate: Gate,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -99,6 +102,12 @@ impl Host {
         );
         let behaviour = Behaviour {
             limits: connection_limits::Behaviour::new(limits),
+            memory: match config.max_memory {
+                Some(bytes) => memory_connection_limits::Behaviour::with_max_bytes(
+                    usize::try_from(bytes).unwrap_or(usize::MAX),
+                ),
+                None => memory_connection_limits::Behaviour::with_max_percentage(0.9),
+            },
             gate: Gate::new(store, allowed).with_inbound_per_ip(config.max_inbound_per_ip, trusted),
             identify,
             ping: ping::Behaviour::new(ping::Config::new()),
@@ -272,6 +281,18 @@ const MAX_IDENTIFY_STRING: usize = 128;
 /// Most listen addresses tracked.
 const MAX_LISTEN_ADDRS: usize = 64;
 
+/// Why a dial failed at once, with the cause when this host refused it
+/// (its own limits: memory, connections).
+fn dial_reason(e: &DialError) -> String {
+    match e {
+        DialError::Denied { cause } => match std::error::Error::source(cause) {
+            Some(why) => format!("refused by this host: {why}"),
+            None => format!("refused by this host: {cause}"),
+        },
+        e => e.to_string(),
+    }
+}
+
 fn truncated(s: &str) -> String {
     s.chars().take(MAX_IDENTIFY_STRING).collect()
 }
@@ -417,13 +438,13 @@ impl Task {
                         Ok(())
                     }
                     Err(DialError::DialPeerConditionFalse(_)) => Ok(()),
-                    Err(e) => Err(dial_err(&addr, e.to_string())),
+                    Err(e) => Err(dial_err(&addr, dial_reason(&e))),
                 }
             }
             (base, None) => self
                 .swarm
                 .dial(base)
-                .map_err(|e| dial_err(&addr, e.to_string())),
+                .map_err(|e| dial_err(&addr, dial_reason(&e))),
         }
     }
 

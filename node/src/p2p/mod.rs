@@ -65,6 +65,9 @@ pub struct HostConfig {
     /// Of those, how many only this host's own dials may take (inbound
     /// peers get at most `max_connections - outbound_slots`, at least 1).
     pub outbound_slots: u32,
+    /// Process memory (resident bytes) above which no new connection is
+    /// taken or made; None: 90% of the machine's memory.
+    pub max_memory: Option<u64>,
     /// Most inbound connections from one IP address (0: no limit); the
     /// genesis validators, bootstrap peers and whitelisted peers are not
     /// counted.
@@ -132,6 +135,7 @@ impl HostConfig {
             max_connections: 64,
             outbound_slots: 16,
             max_inbound_per_ip: 8,
+            max_memory: None,
             max_per_peer: 2,
             max_pending: 16,
             target_peers: 16,
@@ -201,6 +205,7 @@ impl HostConfig {
         c.max_connections = p2p.max_connections;
         c.outbound_slots = p2p.outbound_slots;
         c.max_inbound_per_ip = p2p.max_inbound_per_ip;
+        c.max_memory = (p2p.max_memory.as_u64() > 0).then(|| p2p.max_memory.as_u64());
         c.max_per_peer = p2p.max_connections_per_peer;
         c.max_pending = p2p.max_pending_connections;
         c.target_peers = p2p.target_peers;
