@@ -652,6 +652,29 @@ async fn over_its_memory_limit_a_host_makes_and_takes_no_connection() {
     assert_eq!(b.handle.connected_peers().await.unwrap(), vec![c.id]);
 }
 
+/// A peer of `p2p.peers` is dialed again when it goes, even while the host
+/// has all the connections it wants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_peer_is_always_dialed_again() {
+    let b = start(121, config(CHAIN)).await;
+    let c = start(122, config(CHAIN)).await;
+    let mut lc = config(CHAIN);
+    lc.bootstrap = vec![b.addr.clone()];
+    lc.target_peers = 1;
+    let a = start(120, lc).await;
+    wait_connected(&a.handle, b.id).await;
+    a.handle.dial(c.addr.clone()).await.unwrap();
+    wait_connected(&a.handle, c.id).await;
+    // B drops A; A, at its target with C, dials B again.
+    b.handle.disconnect(a.id).await.unwrap();
+    wait_for("A without B", || {
+        let h = a.handle.clone();
+        async move { (!h.connected_peers().await.unwrap().contains(&b.id)).then_some(()) }
+    })
+    .await;
+    wait_connected(&a.handle, b.id).await;
+}
+
 /// One peer holding idle streams gets at most its share of a protocol's
 /// handlers; another peer is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

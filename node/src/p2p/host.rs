@@ -31,6 +31,9 @@ const MAX_SCORES: usize = 4096;
 const DIAL_EXPIRY: Duration = Duration::from_secs(60);
 /// Id-less bootstrap addresses are re-dialed at most this often.
 const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(30);
+/// While the host has other connections, its bootstrap peers named by id
+/// are dialed again every this many `dial_backoff`s (10 s by default).
+const BOOTSTRAP_REDIAL_EVERY: u32 = 5;
 
 /// The composed behaviour. Order matters: limits and gate refuse a
 /// connection before the others set anything up for it.
@@ -759,7 +762,25 @@ impl Task {
         self.dial_toward_target();
         if self.peers.is_empty() {
             self.dial_bootstrap();
+        } else {
+            self.redial_bootstrap_ids();
         }
+    }
+
+    /// Dials again the bootstrap peers named by id (`p2p.peers`) that are
+    /// not connected, whatever the number of connections, every
+    /// [`BOOTSTRAP_REDIAL_EVERY`] dial backoffs.
+    fn redial_bootstrap_ids(&mut self) {
+        let now = Instant::now();
+        let every = self.config.dial_backoff * BOOTSTRAP_REDIAL_EVERY;
+        if self
+            .last_bootstrap
+            .is_some_and(|t| now.saturating_duration_since(t) < every)
+        {
+            return;
+        }
+        self.last_bootstrap = Some(now);
+        self.dial_bootstrap_ids(now);
     }
 
     /// Dials the bootstrap peers (rate-limited).
@@ -777,6 +798,10 @@ impl Task {
                 tracing::debug!(%addr, error = %e, "bootstrap dial failed");
             }
         }
+        self.dial_bootstrap_ids(now);
+    }
+
+    fn dial_bootstrap_ids(&mut self, now: Instant) {
         for peer in self.bootstrap_ids.clone() {
             if self.peers.contains_key(&peer) || self.dialing.contains_key(&peer) {
                 continue;
