@@ -121,10 +121,6 @@ impl EngineInbox {
         self.general.send(input).await.map_err(|_| DriverGone)
     }
 
-    /// Inputs dropped so far because a queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.get()
-    }
 }
 
 /// One `broadcast_tx` waiting for its tx: the driver sends the height.

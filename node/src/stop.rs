@@ -75,11 +75,6 @@ impl Stopper {
         self.tasks.spawn(task)
     }
 
-    /// Tasks still running.
-    pub fn running(&self) -> usize {
-        self.tasks.len()
-    }
-
     /// Waits up to `deadline` for every tracked task to finish (no task
     /// can be spawned after this is called). Returns how many were still
     /// running at the deadline.
