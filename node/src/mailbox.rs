@@ -120,7 +120,6 @@ impl EngineInbox {
     pub async fn send(&self, input: Input) -> Result<(), DriverGone> {
         self.general.send(input).await.map_err(|_| DriverGone)
     }
-
 }
 
 /// One `broadcast_tx` waiting for its tx: the driver sends the height.
