@@ -8,23 +8,13 @@
 
 use kite_app::{App, BlockError, MemState, TxError};
 use kite_types::genesis::Allocation;
-use kite_types::testing::{Forge, forged_key, forged_tx};
-use kite_types::{BLOCK_VERSION, Block, BlockHeader, Genesis, Hash, NodeKey, Payload, Tx};
+use kite_types::testing::{Forge, forged_key, put_by, signer as key};
+use kite_types::{BLOCK_VERSION, Block, BlockHeader, Genesis, Hash, Tx};
 
 const CHAIN: &str = "kite-sigrule";
 
-fn key(i: u32) -> NodeKey {
-    let mut seed = [0x44u8; 32];
-    seed[..4].copy_from_slice(&i.to_le_bytes());
-    NodeKey::from_seed(seed)
-}
-
 fn tx(signer: u32, kind: Forge) -> Tx {
-    let payload = Payload::Put {
-        key: b"k".to_vec(),
-        value: signer.to_le_bytes().to_vec(),
-    };
-    forged_tx(&key(signer), kind, CHAIN, 1, payload)
+    put_by(signer, kind, CHAIN)
 }
 
 /// Signers 0..400 funded under every forged key of theirs.

@@ -8,24 +8,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use kite_mempool::{Mempool, MempoolConfig, MempoolError};
-use kite_types::testing::{Forge, forged_tx};
-use kite_types::{Account, Hash, NodeKey, Payload, PublicKey, Tx};
+use kite_types::testing::{Forge, put_by};
+use kite_types::{Account, Hash, PublicKey, Tx};
 use std::collections::HashMap;
 
 const CHAIN: &str = "kite-sigrule";
 
-fn key(i: u32) -> NodeKey {
-    let mut seed = [0x33u8; 32];
-    seed[..4].copy_from_slice(&i.to_le_bytes());
-    NodeKey::from_seed(seed)
-}
-
 fn tx(signer: u32, kind: Forge) -> Tx {
-    let payload = Payload::Put {
-        key: b"k".to_vec(),
-        value: signer.to_le_bytes().to_vec(),
-    };
-    forged_tx(&key(signer), kind, CHAIN, 1, payload)
+    put_by(signer, kind, CHAIN)
 }
 
 /// Every sender of `txs` funded, so only the signature decides.

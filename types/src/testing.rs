@@ -166,6 +166,23 @@ pub fn forged_sig(key: &NodeKey, kind: Forge, digest: &Hash) -> Signature {
     }
 }
 
+/// Test signer number `i`: a key of its own for each `i`.
+pub fn signer(i: u32) -> NodeKey {
+    let mut seed = [0x33u8; 32];
+    seed[..4].copy_from_slice(&i.to_le_bytes());
+    NodeKey::from_seed(seed)
+}
+
+/// A put of signer `i` (nonce 1) on `chain_id`, signed as `kind` says
+/// (see [`forged_tx`]).
+pub fn put_by(i: u32, kind: Forge, chain_id: &str) -> Tx {
+    let payload = Payload::Put {
+        key: b"k".to_vec(),
+        value: i.to_le_bytes().to_vec(),
+    };
+    forged_tx(&signer(i), kind, chain_id, 1, payload)
+}
+
 /// A tx signed as `kind` says: sender [`forged_key`]`(key, kind)`, the
 /// signature [`forged_sig`] over its digest.
 pub fn forged_tx(key: &NodeKey, kind: Forge, chain_id: &str, nonce: u64, payload: Payload) -> Tx {
