@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod bench;
 mod client;
 mod home;
@@ -46,8 +47,8 @@ enum Command {
     Status(query::RpcArgs),
     /// Show a block by height or hash.
     Block(query::BlockArgs),
-    /// Show a node's peers.
-    Peers(query::RpcArgs),
+    /// Show a node's peers; ban, unban, add or remove one (admin listener).
+    Peers(PeersArgs),
     /// Benchmarks against a running network.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -118,6 +119,17 @@ enum TxCommand {
     },
 }
 
+/// `kite peers`: with no subcommand, lists the connected peers (public
+/// RPC); with one, asks the admin listener.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct PeersArgs {
+    #[command(subcommand)]
+    op: Option<admin::PeersOp>,
+    #[command(flatten)]
+    list: query::RpcArgs,
+}
+
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Drive signed transfers and report tx/s and latency.
@@ -146,7 +158,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Start(a) => start::run(&a),
         Command::Status(a) => block_on(query::status(&a)),
         Command::Block(a) => block_on(query::block(&a)),
-        Command::Peers(a) => block_on(query::peers(&a)),
+        Command::Peers(PeersArgs { op: None, list }) => block_on(query::peers(&list)),
+        Command::Peers(PeersArgs { op: Some(op), .. }) => block_on(admin::run(&op)),
         Command::Tx(TxCommand::Transfer { to, amount, tx }) => {
             block_on(query::submit(&tx, Payload::Transfer { to, amount }))
         }

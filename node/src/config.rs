@@ -40,6 +40,8 @@ pub struct Config {
     pub p2p: P2pConfig,
     /// JSON-RPC server.
     pub rpc: RpcConfig,
+    /// Operator-only listener.
+    pub admin: AdminConfig,
     /// Mempool limits.
     pub mempool: MempoolConfig,
     /// Commit engine timing.
@@ -178,6 +180,16 @@ impl Default for RpcConfig {
             cors_origins: Vec::new(),
         }
     }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where the operator-only JSON-RPC methods listen: `unix:PATH`
+    /// (relative to the home), a loopback `IP:PORT`, or empty (off, the
+    /// default). See [`crate::admin`].
+    pub listen: String,
 }
 
 /// `[mempool]`
@@ -420,6 +432,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "rpc",
         "cors_origins",
         "Web page origins (\"https://wallet.example\") allowed to call the RPC from a browser; requests from any other origin get 403. \"*\" allows every page.",
+    ),
+    (
+        "admin",
+        "listen",
+        "Where the operator-only methods (kite peers ban|unban|add|remove) listen: unix:PATH (relative to the home, mode 0600) or a loopback IP:PORT such as 127.0.0.1:26659; empty (the default) turns them off. Never reachable from other machines.",
     ),
     (
         "mempool",

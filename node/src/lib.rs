@@ -1,6 +1,7 @@
 //! Kite node: libp2p host, stream handlers, task wiring, block sync, peer exchange, JSON-RPC, metrics, config.
 
 #![forbid(unsafe_code)]
+pub mod admin;
 pub mod backend;
 pub mod chaincheck;
 pub mod config;

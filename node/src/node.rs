@@ -15,6 +15,7 @@
 //!  sync::index (tx index catch-up) · RPC backend (reads; waits via CommitWaiters)
 //! ```
 
+use crate::admin::AdminListen;
 use crate::backend::Backend;
 use crate::chaincheck::{self, ChainCheck, Judge};
 use crate::config::{Config, Role};
@@ -98,6 +99,14 @@ pub enum NodeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The admin listener could not bind.
+    #[error("admin: cannot listen on {addr}: {source}")]
+    Admin {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A bad setting.
     #[error("config: {key} {value:?}: {reason}")]
     Config {
@@ -148,6 +157,8 @@ pub struct RunningNode {
     backend: Backend,
     /// Where the RPC listens (None when disabled).
     pub rpc_addr: Option<SocketAddr>,
+    /// Where the admin listener listens (None when off).
+    pub admin_addr: Option<AdminListen>,
 }
 
 impl RunningNode {
@@ -301,6 +312,12 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let public = opts.key.public();
     check_role(&opts.config, &opts.genesis, &public)?;
     let cfg = opts.config.clone();
+    let admin_listen =
+        AdminListen::parse(&cfg.admin.listen, &opts.home).map_err(|reason| NodeError::Config {
+            key: "admin.listen",
+            value: cfg.admin.listen.clone(),
+            reason,
+        })?;
 
     let store_dir = opts.home.join(&cfg.store.dir);
     let store = StoreHandle::open(
@@ -463,7 +480,15 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         peers: peers.clone(),
         waiters,
     };
-    let rpc_addr = match serve_rpc(&shared, &backend).await {
+    let listeners = async {
+        let rpc = serve_rpc(&shared, &backend).await?;
+        let admin = match &admin_listen {
+            Some(at) => Some(serve_admin(&shared, at).await?),
+            None => None,
+        };
+        Ok::<_, NodeError>((rpc, admin))
+    };
+    let (rpc_addr, admin_addr) = match listeners.await {
         Ok(a) => a,
         Err(e) => {
             // Started tasks stop with the node.
@@ -478,6 +503,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         peer_id = %shared.peer_id,
         height = committed.height,
         rpc = ?rpc_addr,
+        admin = ?admin_addr.as_ref().map(ToString::to_string),
         "node started"
     );
     Ok(RunningNode {
@@ -487,7 +513,43 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         gossip,
         backend,
         rpc_addr,
+        admin_addr,
     })
+}
+
+/// Starts the admin listener (`admin.listen`).
+async fn serve_admin(shared: &Arc<Shared>, at: &AdminListen) -> Result<AdminListen, NodeError> {
+    let stop = shared.stop.clone();
+    let (bound, task) =
+        crate::admin::serve(
+            at,
+            shared.host.clone(),
+            async move { stop.cancelled().await },
+        )
+        .await
+        .map_err(|source| NodeError::Admin {
+            addr: at.to_string(),
+            source,
+        })?;
+    if let AdminListen::Tcp(_) = at {
+        tracing::warn!(
+            admin = %bound,
+            "admin listener on loopback TCP: every local user can ban and add peers; \
+             unix:PATH limits it to the node's user"
+        );
+    }
+    let stop = shared.stop.clone();
+    shared.stop.spawn(async move {
+        let mut task = task;
+        tokio::select! {
+            _ = &mut task => {}
+            _ = async {
+                stop.cancelled().await;
+                tokio::time::sleep(RPC_DRAIN).await;
+            } => task.abort(),
+        }
+    });
+    Ok(bound)
 }
 
 /// Starts the JSON-RPC server when `rpc.listen` is set.

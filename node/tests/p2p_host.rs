@@ -725,3 +725,163 @@ async fn one_peer_cannot_take_every_handler() {
     assert_eq!(out, vec![7]);
     drop(held);
 }
+
+/// An operator bans, unbans, adds and removes peers through the admin
+/// listener on a unix socket, as `kite peers ...` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_bans_unbans_adds_and_removes_peers() {
+    use kite_node::admin::{AddParams, AdminClient, AdminListen, BanParams, PeerParams};
+    let mut a = start(91, config(CHAIN)).await;
+    let b = start(92, config(CHAIN)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let at = AdminListen::Unix(dir.path().join("admin.sock"));
+    let (bound, _server) = kite_node::admin::serve(&at, a.handle.clone(), std::future::pending())
+        .await
+        .unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("admin.sock"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "only the node's user may use the socket"
+    );
+    let admin = AdminClient::new(bound, WAIT);
+    let peer = |p: PeerId| PeerParams {
+        peer: p.to_string(),
+    };
+
+    // Add: A dials B and keeps it.
+    let add = AddParams {
+        addr: b.addr.to_string(),
+    };
+    let r = admin.call("peers_add", &add).await.unwrap();
+    assert!(r.changed && !r.was_connected, "{r:?}");
+    next_event(&mut a.events, |e| is_connected(e, b.id)).await;
+
+    // Ban: B is cut off and cannot be dialed again.
+    let ban = BanParams {
+        peer: b.id.to_string(),
+        duration: Some("1h".into()),
+    };
+    let r = admin.call("peers_ban", &ban).await.unwrap();
+    assert!(r.changed && r.was_connected, "{r:?}");
+    next_event(&mut a.events, |e| is_disconnected(e, b.id)).await;
+    assert!(a.handle.is_banned(b.id).await.unwrap());
+    let e = admin.call("peers_add", &add).await.unwrap_err().to_string();
+    assert!(e.contains("banned"), "{e}");
+
+    // Unban: once, then nothing to change.
+    assert!(admin.call("peers_unban", peer(b.id)).await.unwrap().changed);
+    assert!(!a.handle.is_banned(b.id).await.unwrap());
+    assert!(!admin.call("peers_unban", peer(b.id)).await.unwrap().changed);
+
+    // Add again, then remove: disconnected and forgotten.
+    admin.call("peers_add", &add).await.unwrap();
+    next_event(&mut a.events, |e| is_connected(e, b.id)).await;
+    let r = admin.call("peers_remove", peer(b.id)).await.unwrap();
+    assert!(r.changed && r.was_connected, "{r:?}");
+    next_event(&mut a.events, |e| is_disconnected(e, b.id)).await;
+    let known = a.handle.known_peers(100, true).await.unwrap();
+    assert!(known.iter().all(|(p, _)| *p != b.id), "{known:?}");
+    assert!(
+        !admin
+            .call("peers_remove", peer(b.id))
+            .await
+            .unwrap()
+            .changed
+    );
+
+    // Bad input gets a clear error, and the node keeps serving.
+    let bad = |s: &str| PeerParams { peer: s.into() };
+    let e = admin
+        .call("peers_ban", bad("nope"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a peer id"), "{e}");
+    let forever = BanParams {
+        peer: b.id.to_string(),
+        duration: Some("100years".into()),
+    };
+    let e = admin
+        .call("peers_ban", &forever)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at most 10 years"), "{e}");
+    let no_id = AddParams {
+        addr: "/ip4/127.0.0.1/tcp/1".into(),
+    };
+    let e = admin
+        .call("peers_add", &no_id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/p2p/"), "{e}");
+    let e = admin
+        .call("peers_ban", peer(a.id))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("this node"), "{e}");
+    let e = admin
+        .call("shutdown", peer(b.id))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no admin method"), "{e}");
+    b.handle.shutdown().await.unwrap();
+    a.handle.shutdown().await.unwrap();
+}
+
+/// Over TCP the admin listener answers only JSON posted to a localhost
+/// `Host` (no browser page, no DNS rebinding), and only on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_refuses_foreign_hosts_and_non_json() {
+    use kite_node::admin::{AdminListen, router};
+    use tower::ServiceExt;
+    let a = start(93, config(CHAIN)).await;
+    let app = router(a.handle.clone(), true);
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"peers_unban","params":{"peer":"x"}}"#;
+    let post = |host: &str, ctype: &str| {
+        axum::http::Request::post("/")
+            .header("host", host)
+            .header("content-type", ctype)
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    };
+    let status = |r: axum::response::Response| r.status().as_u16();
+    let r = app
+        .clone()
+        .oneshot(post("evil.example:26659", "application/json"));
+    assert_eq!(status(r.await.unwrap()), 403);
+    let r = app.clone().oneshot(post("127.0.0.1:26659", "text/plain"));
+    assert_eq!(status(r.await.unwrap()), 415);
+    let r = app
+        .clone()
+        .oneshot(post("localhost:26659", "application/json"));
+    assert_eq!(status(r.await.unwrap()), 200);
+
+    let home = std::path::Path::new("/home");
+    for addr in [
+        "0.0.0.0:26659",
+        "10.0.0.5:26659",
+        "[::]:26659",
+        "example.com:1",
+    ] {
+        assert!(AdminListen::parse(addr, home).is_err(), "{addr} accepted");
+    }
+    assert_eq!(AdminListen::parse("", home).unwrap(), None);
+    assert_eq!(
+        AdminListen::parse("unix:admin.sock", home).unwrap(),
+        Some(AdminListen::Unix("/home/admin.sock".into()))
+    );
+    assert_eq!(
+        AdminListen::parse("127.0.0.1:26659", home).unwrap(),
+        Some(AdminListen::Tcp("127.0.0.1:26659".parse().unwrap()))
+    );
+    a.handle.shutdown().await.unwrap();
+}

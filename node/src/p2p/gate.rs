@@ -124,6 +124,21 @@ impl Gate {
         self.store.ban(peer, until_ms);
     }
 
+    /// Exempts `peer` from the per-IP inbound limit (a peer the operator
+    /// added).
+    pub fn trust(&mut self, peer: PeerId) {
+        self.trusted.insert(peer);
+    }
+
+    /// Lifts a ban (in memory and in the store); returns whether `peer`
+    /// was banned.
+    pub fn unban(&mut self, peer: &PeerId) -> bool {
+        let was = self.is_banned(peer);
+        self.bans.remove(peer);
+        self.store.unban(peer, now_ms());
+        was
+    }
+
     fn check(&self, peer: &PeerId) -> Result<(), ConnectionDenied> {
         if self.is_banned(peer) {
             return Err(ConnectionDenied::new(Refused::Banned));

@@ -54,9 +54,54 @@ pub(crate) enum Command {
     Disconnect {
         peer: PeerId,
     },
+    Operator {
+        op: OperatorOp,
+        reply: oneshot::Sender<Result<OperatorOutcome, HostError>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+}
+
+/// What an operator asks of the host (the admin listener's `peers_*`
+/// methods).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorOp {
+    /// Disconnect `peer` and refuse it for `duration`.
+    Ban {
+        /// The peer.
+        peer: PeerId,
+        /// How long.
+        duration: Duration,
+    },
+    /// Lift a ban.
+    Unban {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Remember `addr` (which names its peer with `/p2p/<id>`) as a peer
+    /// to keep connected, like an entry of `p2p.peers`, and dial it now.
+    /// Until the node restarts: to keep it, add it to `p2p.peers`.
+    Add {
+        /// The address, ending in `/p2p/<id>`.
+        addr: Multiaddr,
+    },
+    /// Stop keeping `peer` connected, forget what the peer store knows of
+    /// it and disconnect it (it may connect again; ban it to refuse it).
+    Remove {
+        /// The peer.
+        peer: PeerId,
+    },
+}
+
+/// What an [`OperatorOp`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperatorOutcome {
+    /// Whether the op changed anything (`false`: unban of a peer that was
+    /// not banned, remove of an unknown peer, add of a peer already kept).
+    pub changed: bool,
+    /// Whether the peer was connected when the op ran.
+    pub was_connected: bool,
 }
 
 /// Counters of one protocol.
@@ -329,6 +374,12 @@ impl HostHandle {
         peers.truncate(MAX_DISCOVERED_PER_CALL);
         self.request(|reply| Command::AddDiscovered { peers, reply })
             .await
+    }
+
+    /// Runs an operator's request (ban, unban, add, remove a peer).
+    pub async fn operator(&self, op: OperatorOp) -> Result<OperatorOutcome, HostError> {
+        self.request(|reply| Command::Operator { op, reply })
+            .await?
     }
 
     /// Stops the host: saves the peer store, closes every connection and

@@ -5,7 +5,7 @@
 
 use super::addr::{is_acceptable, split_peer_id};
 use super::gate::Gate;
-use super::handle::{Command, HostHandle, Shared};
+use super::handle::{Command, HostHandle, OperatorOp, OperatorOutcome, Shared};
 use super::store::{PeerStore, now_ms};
 use super::{Direction, HostConfig, HostError, HostEvent, HostEvents, PeerInfo, keys};
 use futures::StreamExt;
@@ -406,11 +406,76 @@ impl Task {
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
+            Command::Operator { op, reply } => {
+                let _ = reply.send(self.operator(op));
+            }
             Command::Shutdown { reply } => {
                 // Handled by the loop; unreachable here but harmless.
                 let _ = reply.send(());
             }
         }
+    }
+
+    /// An operator's request (admin listener).
+    fn operator(&mut self, op: OperatorOp) -> Result<OperatorOutcome, HostError> {
+        let invalid = |reason: &str| HostError::InvalidConfig(reason.to_owned());
+        let peer = match &op {
+            OperatorOp::Ban { peer, .. }
+            | OperatorOp::Unban { peer }
+            | OperatorOp::Remove { peer } => *peer,
+            OperatorOp::Add { addr } => match split_peer_id(addr) {
+                (_, Some(peer)) => peer,
+                (_, None) => return Err(invalid("the address must end in /p2p/<peer id>")),
+            },
+        };
+        if peer == self.local {
+            return Err(invalid("that is this node"));
+        }
+        let was_connected = self.peers.contains_key(&peer);
+        let changed = match op {
+            OperatorOp::Ban { duration, .. } => {
+                let until = Instant::now() + duration;
+                let until_ms = now_ms()
+                    .saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+                tracing::warn!(%peer, ?duration, "peer banned by the operator");
+                self.gate().ban(peer, until, until_ms);
+                self.scores.remove(&peer);
+                self.dialing.remove(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+                true
+            }
+            OperatorOp::Unban { .. } => {
+                let was = self.gate().unban(&peer);
+                self.scores.remove(&peer);
+                tracing::info!(%peer, was_banned = was, "peer unbanned by the operator");
+                was
+            }
+            OperatorOp::Add { addr } => {
+                let new = !self.bootstrap_ids.contains(&peer);
+                if new {
+                    self.bootstrap_ids.push(peer);
+                }
+                let gate = self.gate();
+                gate.trust(peer);
+                gate.store.set_persistent(peer);
+                tracing::info!(%addr, "peer added by the operator");
+                self.dial(addr)?;
+                new
+            }
+            OperatorOp::Remove { .. } => {
+                let kept = self.bootstrap_ids.len();
+                self.bootstrap_ids.retain(|p| *p != peer);
+                let known = self.gate().store.forget(&peer);
+                self.dialing.remove(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+                tracing::info!(%peer, "peer removed by the operator");
+                known || kept != self.bootstrap_ids.len() || was_connected
+            }
+        };
+        Ok(OperatorOutcome {
+            changed,
+            was_connected,
+        })
     }
 
     fn dial(&mut self, addr: Multiaddr) -> Result<(), HostError> {

@@ -33,7 +33,7 @@ pub mod keys;
 pub mod store;
 
 pub use accept::spawn_accept_loop;
-pub use handle::{HostHandle, StreamStats};
+pub use handle::{HostHandle, OperatorOp, OperatorOutcome, StreamStats};
 pub use host::Host;
 pub use libp2p::{Multiaddr, PeerId, Stream};
 

@@ -249,6 +249,28 @@ impl PeerStore {
         }
     }
 
+    /// Lifts a ban on `peer`; returns whether it was banned at `now_ms`.
+    pub fn unban(&mut self, peer: &PeerId, now_ms: u64) -> bool {
+        match self.peers.get_mut(peer) {
+            Some(rec) if rec.banned_until_ms > now_ms => {
+                rec.banned_until_ms = 0;
+                rec.failures = 0;
+                rec.next_dial_ms = 0;
+                self.dirty = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets `peer` (addresses, history, ban); returns whether it was
+    /// known.
+    pub fn forget(&mut self, peer: &PeerId) -> bool {
+        let known = self.peers.remove(peer).is_some();
+        self.dirty |= known;
+        known
+    }
+
     /// Whether `peer` is banned at `now_ms`.
     pub fn is_banned(&self, peer: &PeerId, now_ms: u64) -> bool {
         self.peers
