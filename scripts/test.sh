@@ -22,3 +22,12 @@ else
   echo "== cargo test (cargo-nextest not installed)"
   cargo test --workspace --locked --no-fail-fast
 fi
+
+# The fuzz targets (fuzz/, nightly + cargo-fuzz): built and run a few
+# seconds each so they cannot rot. Long runs: scripts/fuzz.sh.
+if cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "== fuzz targets (smoke)"
+  scripts/fuzz.sh --smoke
+else
+  echo "== fuzz targets: skipped (needs the nightly toolchain and cargo-fuzz; .ci/run installs cargo-fuzz)"
+fi

@@ -269,6 +269,14 @@ impl RpcBackend for Backend {
             ctx.metrics.mempool_bytes.set(m.bytes() as i64);
         }
         ctx.metrics.peers.set(self.peers.len() as i64);
+        let budget = ctx.budgets.all();
+        let m = &ctx.metrics;
+        m.peer_buffer_bytes
+            .set(crate::context::to_i64(budget.in_use() as u64));
+        m.peer_buffer_peak_bytes
+            .set(crate::context::to_i64(budget.peak() as u64));
+        m.peer_buffer_refused
+            .set(crate::context::to_i64(budget.refused()));
         ctx.metrics.encode()
     }
 }

@@ -85,6 +85,9 @@ pub struct P2pConfig {
     /// Process memory above which no new connection is taken or made
     /// (0: 90% of the machine's memory).
     pub max_memory: ByteSize,
+    /// Bytes held for peers at once (served blocks, received tx batches);
+    /// one peer may hold a quarter. See [`crate::budget`].
+    pub peer_buffer: ByteSize,
     /// Connections the node tries to keep by dialing known peers.
     pub target_peers: u32,
     /// Most concurrent inbound streams per protocol.
@@ -115,6 +118,7 @@ impl Default for P2pConfig {
             outbound_slots: 16,
             max_inbound_per_ip: 8,
             max_memory: ByteSize::b(0),
+            peer_buffer: ByteSize::mib(64),
             target_peers: 16,
             max_streams_per_protocol: 64,
             ban_threshold: 100,
@@ -371,6 +375,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "p2p",
         "max_memory",
         "Process memory above which the node takes and makes no new connection (existing ones stay); \"0\" means 90% of the machine's memory.",
+    ),
+    (
+        "p2p",
+        "peer_buffer",
+        "Bytes the node holds for its peers at once: blocks it serves until they are written, tx batches it receives until the mempool has them. One peer may hold a quarter. Beyond it, block answers end early and tx batches are declined (no penalty: the peer retries).",
     ),
     (
         "p2p",

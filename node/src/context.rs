@@ -4,6 +4,7 @@
 //! mutable state lives in the one task that owns it (see
 //! docs/ARCHITECTURE.md for who owns what).
 
+use crate::budget::PeerBudgets;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::p2p::{HostHandle, PeerId};
@@ -36,6 +37,8 @@ pub struct Shared {
     pub host: HostHandle,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The bytes held for peers (`p2p.peer_buffer`).
+    pub budgets: PeerBudgets,
     /// Where the engine's promise record is written before every vote or
     /// proposal (see [`crate::promise_file`]).
     pub promise_file: PathBuf,

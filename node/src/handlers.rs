@@ -25,6 +25,7 @@ use kite_protocols::ack::{self, VoteReceipt, VoteSink};
 use kite_protocols::blk::{self, BlockQuery, BlockReply, BlockSource, RangeReply};
 use kite_protocols::blkann::{self, AnnounceInfo, AnnounceSink};
 use kite_protocols::blkprop::{self, ProposalInfo, ProposalSink, ResetInfo};
+use kite_protocols::budget::ByteBudget;
 use kite_protocols::discover::{self, PeerEntry, PeerSource};
 use kite_protocols::status::{self, StatusInfo, StatusSource};
 use kite_protocols::{tx, txann};
@@ -165,6 +166,10 @@ impl PeerSink {
 
 #[async_trait]
 impl BlockSource for PeerSink {
+    fn budget(&self) -> Option<ByteBudget> {
+        Some(self.h.shared.budgets.for_peer(self.peer))
+    }
+
     async fn block(&self, query: BlockQuery) -> BlockReply {
         let store = &self.h.shared.store;
         let best_height = self.h.state.borrow().height;

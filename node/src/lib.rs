@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 pub mod admin;
 pub mod backend;
+pub mod budget;
 pub mod chaincheck;
 pub mod config;
 pub mod context;

@@ -55,6 +55,12 @@ pub struct Metrics {
     pub engine_inputs_dropped: Counter,
     /// Outbound exchanges dropped because the peer's budget was spent.
     pub outbound_dropped: Counter,
+    /// Bytes held for peers now (`p2p.peer_buffer`).
+    pub peer_buffer_bytes: Gauge,
+    /// Most bytes ever held for peers at once.
+    pub peer_buffer_peak_bytes: Gauge,
+    /// Served blocks and received tx batches declined for want of room.
+    pub peer_buffer_refused: Gauge,
 }
 
 impl Default for Metrics {
@@ -86,6 +92,9 @@ impl Metrics {
             ]),
             engine_inputs_dropped: Counter::default(),
             outbound_dropped: Counter::default(),
+            peer_buffer_bytes: Gauge::default(),
+            peer_buffer_peak_bytes: Gauge::default(),
+            peer_buffer_refused: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("height", "Last committed height", m.height.clone());
@@ -145,6 +154,21 @@ impl Metrics {
             "outbound_dropped",
             "Outbound exchanges dropped because the peer's budget of exchanges at once was spent",
             m.outbound_dropped.clone(),
+        );
+        registry.register(
+            "peer_buffer_bytes",
+            "Bytes held for peers now: served blocks not yet written, received tx batches not yet admitted (p2p.peer_buffer bounds it)",
+            m.peer_buffer_bytes.clone(),
+        );
+        registry.register(
+            "peer_buffer_peak_bytes",
+            "Most bytes held for peers at once since the node started",
+            m.peer_buffer_peak_bytes.clone(),
+        );
+        registry.register(
+            "peer_buffer_refused",
+            "Block answers cut short and tx batches declined because p2p.peer_buffer (or the peer's quarter of it) was spent",
+            m.peer_buffer_refused.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -17,6 +17,7 @@
 
 use crate::admin::AdminListen;
 use crate::backend::Backend;
+use crate::budget::PeerBudgets;
 use crate::chaincheck::{self, ChainCheck, Judge};
 use crate::config::{Config, Role};
 use crate::context::Shared;
@@ -403,6 +404,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         mempool,
         host,
         metrics: Arc::new(Metrics::new()),
+        budgets: PeerBudgets::new(
+            usize::try_from(cfg.p2p.peer_buffer.as_u64()).unwrap_or(usize::MAX),
+        ),
         promise_file: promise_path,
         stop: Stopper::new(),
     });

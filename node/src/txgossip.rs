@@ -16,6 +16,7 @@ use crate::p2p::PeerId;
 use crate::peers::Peers;
 use async_trait::async_trait;
 use kite_mempool::Mempool;
+use kite_protocols::budget::ByteBudget;
 use kite_protocols::limits::MAX_ANNOUNCE_HASHES;
 use kite_protocols::tx::{self, TxSource};
 use kite_protocols::txann::{self, TxSink};
@@ -465,6 +466,10 @@ impl TxSink for TxPeer {
 
     async fn receive(&self, txs: Vec<Tx>) {
         self.gossip.admit(txs, Some(self.peer)).await;
+    }
+
+    fn budget(&self) -> Option<ByteBudget> {
+        Some(self.gossip.shared.budgets.for_peer(self.peer))
     }
 }
 

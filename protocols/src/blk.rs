@@ -19,6 +19,7 @@
 //! leader signature, the commit info (quorum of valid ACKs for this block),
 //! the prev-hash chain, and execution.
 
+use crate::budget::ByteBudget;
 use crate::framing::{close, read_msg, write_msg};
 use crate::limits::{CONTROL_DEADLINE, CONTROL_MAX, block_response_max, transfer_deadline};
 use crate::{ProtocolError, proto};
@@ -56,6 +57,12 @@ pub trait BlockSource: Send + Sync {
     /// The committed block matching `query`, and the best height.
     async fn block(&self, query: BlockQuery) -> BlockReply;
 
+    /// The bytes served blocks may take while they wait to be written (see
+    /// [`serve`]). `None`: only [`RANGE_BYTES`] bounds a range answer.
+    fn budget(&self) -> Option<ByteBudget> {
+        None
+    }
+
     /// The committed blocks from height `from` on, consecutive, at most
     /// `count`, stopping at the first missing one and once they weigh
     /// `max_bytes` or more; and the best height. The default asks
@@ -87,6 +94,9 @@ pub trait BlockSource: Send + Sync {
 pub const MAX_RANGE: u32 = 64;
 /// Bytes after which a handler ends a range answer.
 pub const RANGE_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of blocks a handler reads (and holds) at a time while it answers
+/// a range: a piece is written before the next is read.
+pub const RANGE_PIECE_BYTES: usize = 1024 * 1024;
 
 /// The answer to a range request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,7 +232,12 @@ where
     })
 }
 
-/// Answers one block request.
+/// Answers one block request: a block by hash, a block by height, or a
+/// range by height. A range is read and written a piece
+/// ([`RANGE_PIECE_BYTES`]) at a time, each piece held under the source's
+/// [`BlockSource::budget`] until it is written: when the budget is spent
+/// the answer ends there (or, before anything was sent, the request is
+/// declined with [`ProtocolError::Refused`]).
 pub async fn serve<S>(mut stream: S, source: &impl BlockSource) -> Result<(), ProtocolError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -239,55 +254,66 @@ where
         BlockQuery::Height(_) => req.count.clamp(1, MAX_RANGE),
         BlockQuery::Hash(_) => 1,
     };
-    if let (BlockQuery::Height(from), true) = (query, count > 1) {
-        // One read of the whole range; each block in a message of its own,
-        // then "not found" if the range ended before `count`.
-        let range = source.range(from, count, RANGE_BYTES).await;
-        let n = range.blocks.len();
-        let mut sent = 0usize;
-        for (b, ci) in range.blocks {
-            let resp = proto::BlockResponse {
+    let budget = source.budget();
+    let mut left = count;
+    let mut sent = 0usize;
+    loop {
+        // The next piece: the one block asked for, or consecutive blocks
+        // up to RANGE_PIECE_BYTES.
+        let (blocks, best_height) = match query {
+            BlockQuery::Height(from) if count > 1 => {
+                let next = from.saturating_add(u64::from(count - left));
+                let want = RANGE_PIECE_BYTES.min(RANGE_BYTES - sent);
+                let r = source.range(next, left, want).await;
+                (r.blocks, r.best_height)
+            }
+            q => {
+                let r = source.block(q).await;
+                (r.block.into_iter().collect(), r.best_height)
+            }
+        };
+        let found = blocks.len().min(left as usize);
+        let piece: Vec<proto::BlockResponse> = blocks
+            .into_iter()
+            .take(found)
+            .map(|(b, ci)| proto::BlockResponse {
                 found: true,
                 block: Some(b.to_proto()),
                 commit_info: Some(ci.to_proto()),
-                best_height: range.best_height,
-            };
+                best_height,
+            })
+            .collect();
+        let bytes: usize = piece.iter().map(Message::encoded_len).sum();
+        let _held = match &budget {
+            Some(b) => match b.try_reserve(bytes) {
+                Some(r) => Some(r),
+                None if sent == 0 => {
+                    return Err(ProtocolError::Refused(format!(
+                        "busy: no room to serve {bytes} bytes of blocks"
+                    )));
+                }
+                None => break,
+            },
+            None => None,
+        };
+        for resp in piece {
             let len = resp.encoded_len();
             write_msg(&mut stream, &resp, transfer_deadline(len)).await?;
             sent += len;
         }
-        if n < count as usize && sent < RANGE_BYTES {
+        left -= found as u32;
+        if left == 0 || sent >= RANGE_BYTES {
+            break;
+        }
+        if found == 0 {
+            // The range (or the one block) ends here.
             let resp = proto::BlockResponse {
                 found: false,
                 block: None,
                 commit_info: None,
-                best_height: range.best_height,
+                best_height,
             };
             write_msg(&mut stream, &resp, CONTROL_DEADLINE).await?;
-        }
-        return close(&mut stream, CONTROL_DEADLINE).await;
-    }
-    let mut sent = 0usize;
-    for i in 0..count {
-        let q = match query {
-            BlockQuery::Height(h) => BlockQuery::Height(h.saturating_add(u64::from(i))),
-            other => other,
-        };
-        let reply = source.block(q).await;
-        let (block, commit_info) = match reply.block {
-            Some((b, ci)) => (Some(b.to_proto()), Some(ci.to_proto())),
-            None => (None, None),
-        };
-        let resp = proto::BlockResponse {
-            found: block.is_some(),
-            block,
-            commit_info,
-            best_height: reply.best_height,
-        };
-        let len = resp.encoded_len();
-        write_msg(&mut stream, &resp, transfer_deadline(len)).await?;
-        sent += len;
-        if !resp.found || sent >= RANGE_BYTES {
             break;
         }
     }
@@ -359,6 +385,7 @@ where
 mod tests {
     use super::*;
     use crate::testutil::*;
+    use futures::io::AsyncWriteExt;
     use kite_types::{Payload, Tx};
 
     const MAX_BLOCK: usize = 1 << 20;
@@ -378,6 +405,84 @@ mod tests {
                 best_height: self.0.len() as u64,
             }
         }
+    }
+
+    /// A chain whose answers are held under a budget.
+    struct Budgeted(Chain, ByteBudget);
+
+    #[async_trait]
+    impl BlockSource for Budgeted {
+        async fn block(&self, query: BlockQuery) -> BlockReply {
+            self.0.block(query).await
+        }
+        fn budget(&self) -> Option<ByteBudget> {
+            Some(self.1.clone())
+        }
+    }
+
+    /// Blocks 1..=3 of about 420 KB each.
+    fn big_chain() -> Chain {
+        let key = key(201);
+        Chain(
+            (1..=3u64)
+                .map(|h| {
+                    let txs = (0..7u64)
+                        .map(|i| {
+                            let payload = Payload::Put {
+                                key: i.to_be_bytes().to_vec(),
+                                value: vec![7; 60_000],
+                            };
+                            Tx::sign(&key, CHAIN, h * 10 + i, payload)
+                        })
+                        .collect();
+                    let b = Block::new_signed(header(h), txs, &leader());
+                    let ci = commit_info(&b);
+                    (b, ci)
+                })
+                .collect(),
+        )
+    }
+
+    /// Peers that ask for ranges and never read the answers make the
+    /// handlers hold at most the budget: a request that does not fit is
+    /// declined (no penalty), and the bytes come back when the stream goes.
+    #[tokio::test]
+    async fn a_peer_that_never_reads_holds_at_most_the_budget() {
+        let budget = ByteBudget::new(2 * 1024 * 1024);
+        let src = std::sync::Arc::new(Budgeted(big_chain(), budget.clone()));
+        let ask = frame(&proto::BlockRequest {
+            query: Some(proto::block_request::Query::Height(1)),
+            count: 3,
+        });
+        // The first asker never reads: its handler holds the whole range.
+        let (mut a1, b1) = pipe_with_buffer(64 * 1024);
+        a1.write_all(&ask).await.unwrap();
+        let s = src.clone();
+        let first = tokio::spawn(async move { serve(b1, s.as_ref()).await });
+        while budget.in_use() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let held = budget.in_use();
+        assert!(held > 1024 * 1024, "the range is held: {held}");
+        // The second one does not fit: declined at once, without blame.
+        let (mut a2, b2) = pipe_with_buffer(64 * 1024);
+        a2.write_all(&ask).await.unwrap();
+        let e = serve(b2, src.as_ref()).await.unwrap_err();
+        assert!(matches!(e, ProtocolError::Refused(_)), "{e:?}");
+        assert_eq!(e.misbehaviour(), None);
+        assert_eq!((budget.in_use(), budget.refused()), (held, 1));
+        assert!(budget.peak() <= budget.total());
+        // The first asker goes away: its bytes come back.
+        drop(a1);
+        assert!(first.await.unwrap().is_err());
+        assert_eq!(budget.in_use(), 0);
+        // With room again, a reader gets the whole range.
+        let (a3, b3) = pipe_with_buffer(1 << 20);
+        let (got, served) =
+            tokio::join!(request_range(a3, 1, 3, MAX_BLOCK), serve(b3, src.as_ref()));
+        served.unwrap();
+        assert_eq!(got.unwrap().blocks.len(), 3);
+        assert_eq!(budget.in_use(), 0);
     }
 
     fn chain() -> Chain {

@@ -9,6 +9,7 @@
 //! deadline, so a peer that drip-feeds bytes still hits it.
 
 use crate::ProtocolError;
+use crate::budget::{ByteBudget, Reservation};
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use kite_types::DecodeError;
 use prost::Message;
@@ -53,6 +54,41 @@ where
     Ok(kite_types::codec::decode(what, &body, max_bytes)?)
 }
 
+/// Like [`read_msg`], but first reserves from `budget` twice the length
+/// the prefix announces (the bytes and their decoded copy), before reading
+/// the body; the reservation is returned with the message, to be held while
+/// the message is. A spent budget gives [`ProtocolError::Refused`].
+pub async fn read_msg_reserved<M, S>(
+    stream: &mut S,
+    max_bytes: usize,
+    deadline: Duration,
+    budget: &ByteBudget,
+) -> Result<(M, Reservation), ProtocolError>
+where
+    M: Message + Default,
+    S: AsyncRead + Unpin + ?Sized,
+{
+    let what = msg_name::<M>();
+    let read = async {
+        let len = checked_prefix(stream, max_bytes, what).await?;
+        let reservation = budget.try_reserve(len.saturating_mul(2)).ok_or_else(|| {
+            ProtocolError::Refused(format!(
+                "busy: no room for a {len}-byte {what} (budget of {} bytes in use)",
+                budget.total()
+            ))
+        })?;
+        Ok::<_, ProtocolError>((read_body(stream, len, what).await?, reservation))
+    };
+    let (body, reservation) = match tokio::time::timeout(deadline, read).await {
+        Ok(r) => r?,
+        Err(_) => return Err(ProtocolError::Timeout { what, deadline }),
+    };
+    Ok((
+        kite_types::codec::decode(what, &body, max_bytes)?,
+        reservation,
+    ))
+}
+
 /// Reads one frame's body (prefix checked against `max_bytes`).
 pub async fn read_frame<S>(
     stream: &mut S,
@@ -62,14 +98,39 @@ pub async fn read_frame<S>(
 where
     S: AsyncRead + Unpin + ?Sized,
 {
+    let len = checked_prefix(stream, max_bytes, what).await?;
+    read_body(stream, len, what).await
+}
+
+/// Reads a length prefix of at most `max_bytes`.
+async fn checked_prefix<S>(
+    stream: &mut S,
+    max_bytes: usize,
+    what: &'static str,
+) -> Result<usize, ProtocolError>
+where
+    S: AsyncRead + Unpin + ?Sized,
+{
     let len = read_prefix(stream, what).await?;
-    let Some(len) = usize::try_from(len).ok().filter(|&l| l <= max_bytes) else {
-        return Err(ProtocolError::TooLarge {
+    usize::try_from(len)
+        .ok()
+        .filter(|&l| l <= max_bytes)
+        .ok_or(ProtocolError::TooLarge {
             what,
             size: len,
             max: max_bytes,
-        });
-    };
+        })
+}
+
+/// Reads a body of exactly `len` bytes.
+async fn read_body<S>(
+    stream: &mut S,
+    len: usize,
+    what: &'static str,
+) -> Result<Vec<u8>, ProtocolError>
+where
+    S: AsyncRead + Unpin + ?Sized,
+{
     let mut body = Vec::with_capacity(len.min(INITIAL_CAPACITY));
     (&mut *stream)
         .take(len as u64)

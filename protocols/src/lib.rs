@@ -45,6 +45,7 @@ pub mod ack;
 pub mod blk;
 pub mod blkann;
 pub mod blkprop;
+pub mod budget;
 pub mod discover;
 mod error;
 pub mod framing;

@@ -17,7 +17,8 @@
 //! wanted txs in order. Checked by the node: tx signatures and admission.
 //! A blocks-only node does not serve this protocol (or wants nothing).
 
-use crate::framing::{close, read_msg, write_msg};
+use crate::budget::ByteBudget;
+use crate::framing::{close, read_msg, read_msg_reserved, write_msg};
 use crate::limits::{
     CONTROL_DEADLINE, CONTROL_MAX, MAX_ANNOUNCE_HASHES, TX_ANNOUNCE_MAX, TX_BATCH_MAX,
     transfer_deadline,
@@ -55,6 +56,12 @@ pub trait TxSink: Send + Sync {
     async fn want(&self, hashes: &[Hash]) -> Vec<bool>;
     /// The wanted txs that arrived (hashes checked, signatures not).
     async fn receive(&self, txs: Vec<Tx>);
+    /// The bytes a batch may take while it is received and handed on
+    /// (a batch that does not fit is declined, no penalty). `None`: only
+    /// the message cap bounds it.
+    fn budget(&self) -> Option<ByteBudget> {
+        None
+    }
 }
 
 /// Announces `hashes` (duplicates dropped, then at most
@@ -156,8 +163,14 @@ where
     if wanted.is_empty() {
         return close(&mut stream, CONTROL_DEADLINE).await;
     }
-    let batch: proto::TxBatch =
-        read_msg(&mut stream, TX_BATCH_MAX, transfer_deadline(TX_BATCH_MAX)).await?;
+    let deadline = transfer_deadline(TX_BATCH_MAX);
+    let (batch, _held): (proto::TxBatch, _) = match sink.budget() {
+        Some(b) => {
+            let (m, r) = read_msg_reserved(&mut stream, TX_BATCH_MAX, deadline, &b).await?;
+            (m, Some(r))
+        }
+        None => (read_msg(&mut stream, TX_BATCH_MAX, deadline).await?, None),
+    };
     let _ = close(&mut stream, CONTROL_DEADLINE).await;
     if batch.txs.len() > wanted.len() {
         return Err(ProtocolError::invalid(
@@ -199,6 +212,7 @@ mod tests {
     struct Sink {
         have: HashSet<Hash>,
         got: Mutex<Vec<Tx>>,
+        budget: Option<ByteBudget>,
     }
 
     #[async_trait]
@@ -208,6 +222,9 @@ mod tests {
         }
         async fn receive(&self, txs: Vec<Tx>) {
             self.got.lock().unwrap().extend(txs);
+        }
+        fn budget(&self) -> Option<ByteBudget> {
+            self.budget.clone()
         }
     }
 
@@ -316,6 +333,39 @@ mod tests {
         let sink = Sink::default();
         with_script(script, close, |s| async { serve(s, &sink).await }).await?;
         Ok(sink.got.into_inner().unwrap())
+    }
+
+    /// A batch is read only when the budget has room for it (twice its
+    /// announced length: the bytes and the decoded txs); otherwise it is
+    /// declined before its body is read, without blame.
+    #[tokio::test]
+    async fn a_batch_waits_for_no_budget_and_takes_none_when_declined() {
+        let all = txs(3);
+        let script = frames(&[ann(&all), batch(&all)]);
+        let budget = ByteBudget::new(4096);
+        let sink = Sink {
+            budget: Some(budget.clone()),
+            ..Sink::default()
+        };
+        with_script(script.clone(), true, |s| async { serve(s, &sink).await })
+            .await
+            .unwrap();
+        assert_eq!(sink.got.lock().unwrap().len(), 3);
+        assert_eq!(budget.in_use(), 0, "given back once handed on");
+        assert!(budget.peak() > 0);
+
+        let full = ByteBudget::new(100);
+        let sink = Sink {
+            budget: Some(full.clone()),
+            ..Sink::default()
+        };
+        let e = with_script(script, true, |s| async { serve(s, &sink).await })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProtocolError::Refused(_)), "{e:?}");
+        assert_eq!(e.misbehaviour(), None);
+        assert!(sink.got.lock().unwrap().is_empty());
+        assert_eq!((full.in_use(), full.refused()), (0, 1));
     }
 
     #[tokio::test]
