@@ -82,6 +82,8 @@ pub struct P2pConfig {
     pub outbound_slots: u32,
     /// Most inbound connections from one IP address (0: no limit).
     pub max_inbound_per_ip: u32,
+    /// Most inbound connections from one /24 or /48 network (0: no limit).
+    pub max_inbound_per_subnet: u32,
     /// Process memory above which no new connection is taken or made
     /// (0: 90% of the machine's memory).
     pub max_memory: ByteSize,
@@ -117,6 +119,7 @@ impl Default for P2pConfig {
             max_pending_connections: 16,
             outbound_slots: 16,
             max_inbound_per_ip: 8,
+            max_inbound_per_subnet: 16,
             max_memory: ByteSize::b(0),
             peer_buffer: ByteSize::mib(64),
             target_peers: 16,
@@ -370,6 +373,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "p2p",
         "max_inbound_per_ip",
         "Most inbound connections from one IP address, 0 for no limit (validators, p2p.peers and the whitelist are not counted).",
+    ),
+    (
+        "p2p",
+        "max_inbound_per_subnet",
+        "Most inbound connections from one /24 (IPv4) or /48 (IPv6) network, 0 for no limit (validators, p2p.peers and the whitelist are not counted).",
     ),
     (
         "p2p",

@@ -885,3 +885,15 @@ async fn admin_listener_refuses_foreign_hosts_and_non_json() {
     );
     a.handle.shutdown().await.unwrap();
 }
+
+/// One network cannot take every inbound slot either: with no per-IP
+/// limit but 2 inbound connections per /24, a third stranger from
+/// 127.0.0.0/24 is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_subnet_cannot_take_every_inbound_slot() {
+    let mut lc = config(CHAIN);
+    lc.max_inbound_per_ip = 0;
+    lc.max_inbound_per_subnet = 2;
+    let a = start(110, lc).await;
+    let _strangers = two_inbound_then_refused(&a, 111).await;
+}

@@ -7,7 +7,40 @@
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The /24 (IPv4) or /48 (IPv6) network of `ip`: what the per-subnet
+/// inbound limit counts.
+pub fn subnet_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], 0))
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+    }
+}
+
+/// The network group of an address, for spreading dials and peer-exchange
+/// answers: its /16 (IPv4) or /32 (IPv6), or its DNS name; one operator
+/// (or one attacker) rarely holds addresses in many of them.
+pub fn netgroup(addr: &Multiaddr) -> String {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => {
+            let o = ip.octets();
+            format!("{}.{}", o[0], o[1])
+        }
+        Some(Protocol::Ip6(ip)) => {
+            let s = ip.segments();
+            format!("{:x}:{:x}", s[0], s[1])
+        }
+        Some(Protocol::Dns(n) | Protocol::Dns4(n) | Protocol::Dns6(n)) => n.to_ascii_lowercase(),
+        _ => String::new(),
+    }
+}
 
 /// Whether `addr` points at a publicly routable host.
 ///

@@ -7,6 +7,7 @@
 //! `swarm.behaviour_mut().gate`. Its connection handler is the dummy one:
 //! it adds no protocol.
 
+use super::addr::subnet_of;
 use super::store::{PeerStore, now_ms};
 use libp2p::core::transport::PortUse;
 use libp2p::core::{ConnectedPoint, Endpoint};
@@ -42,6 +43,17 @@ pub enum Refused {
         /// The limit.
         max: u32,
     },
+    /// Its /24 (or /48) network already has as many inbound connections
+    /// as allowed.
+    #[error(
+        "{subnet}/24 (or /48) already has {max} inbound connections (p2p.max_inbound_per_subnet)"
+    )]
+    TooManyFromSubnet {
+        /// The network.
+        subnet: IpAddr,
+        /// The limit.
+        max: u32,
+    },
 }
 
 /// Connection gate and address book.
@@ -53,10 +65,13 @@ pub struct Gate {
     /// Most inbound connections per IP (0: no limit), and the peers not
     /// counted.
     per_ip_max: u32,
+    /// Most inbound connections per /24 or /48 (0: no limit).
+    per_subnet_max: u32,
     trusted: HashSet<PeerId>,
     /// Inbound connections counted, by connection and by address.
     inbound: HashMap<ConnectionId, IpAddr>,
     per_ip: HashMap<IpAddr, u32>,
+    per_subnet: HashMap<IpAddr, u32>,
 }
 
 impl Gate {
@@ -67,9 +82,11 @@ impl Gate {
             bans: HashMap::new(),
             allowed,
             per_ip_max: 0,
+            per_subnet_max: 0,
             trusted: HashSet::new(),
             inbound: HashMap::new(),
             per_ip: HashMap::new(),
+            per_subnet: HashMap::new(),
         }
     }
 
@@ -81,10 +98,18 @@ impl Gate {
         self
     }
 
+    /// Limits inbound connections per /24 (IPv4) or /48 (IPv6) network to
+    /// `max` (0: no limit), not counting the trusted peers.
+    pub fn with_inbound_per_subnet(mut self, max: u32) -> Gate {
+        self.per_subnet_max = max;
+        self
+    }
+
     /// The address of an inbound connection that counts toward the per-IP
-    /// limit (None: no limit, a trusted peer, or no IP in the address).
+    /// and per-subnet limits (None: no limit, a trusted peer, or no IP in
+    /// the address).
     fn counted_ip(&self, peer: &PeerId, remote: &Multiaddr) -> Option<IpAddr> {
-        if self.per_ip_max == 0 || self.trusted.contains(peer) {
+        if (self.per_ip_max == 0 && self.per_subnet_max == 0) || self.trusted.contains(peer) {
             return None;
         }
         remote.iter().find_map(|p| match p {
@@ -162,13 +187,21 @@ impl NetworkBehaviour for Gate {
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.check(&peer)?;
-        if let Some(ip) = self.counted_ip(&peer, remote_addr)
-            && self.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip_max
-        {
-            return Err(ConnectionDenied::new(Refused::TooManyFromIp {
-                ip,
-                max: self.per_ip_max,
-            }));
+        if let Some(ip) = self.counted_ip(&peer, remote_addr) {
+            let full = |max: u32, n: Option<&u32>| max > 0 && n.copied().unwrap_or(0) >= max;
+            if full(self.per_ip_max, self.per_ip.get(&ip)) {
+                return Err(ConnectionDenied::new(Refused::TooManyFromIp {
+                    ip,
+                    max: self.per_ip_max,
+                }));
+            }
+            let subnet = subnet_of(ip);
+            if full(self.per_subnet_max, self.per_subnet.get(&subnet)) {
+                return Err(ConnectionDenied::new(Refused::TooManyFromSubnet {
+                    subnet,
+                    max: self.per_subnet_max,
+                }));
+            }
         }
         Ok(dummy::ConnectionHandler)
     }
@@ -207,16 +240,13 @@ impl NetworkBehaviour for Gate {
                 {
                     self.inbound.insert(c.connection_id, ip);
                     *self.per_ip.entry(ip).or_default() += 1;
+                    *self.per_subnet.entry(subnet_of(ip)).or_default() += 1;
                 }
             }
             FromSwarm::ConnectionClosed(c) => {
-                if let Some(ip) = self.inbound.remove(&c.connection_id)
-                    && let Some(n) = self.per_ip.get_mut(&ip)
-                {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.per_ip.remove(&ip);
-                    }
+                if let Some(ip) = self.inbound.remove(&c.connection_id) {
+                    release(&mut self.per_ip, ip);
+                    release(&mut self.per_subnet, subnet_of(ip));
                 }
             }
             _ => {}
@@ -237,5 +267,15 @@ impl NetworkBehaviour for Gate {
         _cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         Poll::Pending
+    }
+}
+
+/// Counts one connection less for `key`.
+fn release(counts: &mut HashMap<IpAddr, u32>, key: IpAddr) {
+    if let Some(n) = counts.get_mut(&key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&key);
+        }
     }
 }

@@ -79,6 +79,13 @@ impl Host {
                 (base, None) => id_less_bootstrap.push(base),
             }
         }
+        // The genesis validators are re-dialed like p2p.peers whenever the
+        // store knows an address of theirs (from peer exchange or identify).
+        for v in &config.validators {
+            if *v != local {
+                bootstrap_ids.insert(*v);
+            }
+        }
         let trusted: HashSet<PeerId> = config
             .whitelist
             .iter()
@@ -111,7 +118,9 @@ impl Host {
                 ),
                 None => memory_connection_limits::Behaviour::with_max_percentage(0.9),
             },
-            gate: Gate::new(store, allowed).with_inbound_per_ip(config.max_inbound_per_ip, trusted),
+            gate: Gate::new(store, allowed)
+                .with_inbound_per_ip(config.max_inbound_per_ip, trusted)
+                .with_inbound_per_subnet(config.max_inbound_per_subnet),
             identify,
             ping: ping::Behaviour::new(ping::Config::new()),
             stream: libp2p_stream::Behaviour::new(),
@@ -721,13 +730,16 @@ impl Task {
         let now = now_ms();
         let gate = self.gate();
         if direction == Direction::Outbound {
-            // An address we dialed successfully is worth keeping.
+            // An address we dialed successfully is worth keeping, and the
+            // peer counts as seen. An inbound connection proves nothing
+            // about the addresses a peer claims: it does not make the peer
+            // rank first in dials and peer-exchange answers.
             let (base, _) = split_peer_id(&addr);
             if is_acceptable(&base, allow_private) {
                 gate.store.add_addrs(peer, [base]);
             }
+            gate.store.on_connected(peer, now);
         }
-        gate.store.on_connected(peer, now);
         if num_established == 1 {
             self.emit(HostEvent::PeerConnected { peer, addr });
         }
@@ -767,6 +779,7 @@ impl Task {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
+        let dialed = state.conns.iter().any(|c| c.2 == Direction::Outbound);
         let first = !state.identified;
         state.identified = true;
         state.agent = Some(truncated(&info.agent_version));
@@ -775,7 +788,9 @@ impl Task {
         let gate = self.gate();
         if gate.is_allowed(&peer) && !addrs.is_empty() {
             gate.store.add_addrs(peer, addrs.clone());
-            gate.store.on_connected(peer, now);
+            if dialed {
+                gate.store.on_connected(peer, now);
+            }
         }
         if first {
             self.emit(HostEvent::PeerIdentified {

@@ -72,6 +72,9 @@ pub struct HostConfig {
     /// genesis validators, bootstrap peers and whitelisted peers are not
     /// counted.
     pub max_inbound_per_ip: u32,
+    /// Most inbound connections from one /24 (IPv4) or /48 (IPv6) network
+    /// (0: no limit); the same peers are not counted.
+    pub max_inbound_per_subnet: u32,
     /// Most established connections with one peer.
     pub max_per_peer: u32,
     /// Most connections being set up at once, each way.
@@ -135,6 +138,7 @@ impl HostConfig {
             max_connections: 64,
             outbound_slots: 16,
             max_inbound_per_ip: 8,
+            max_inbound_per_subnet: 16,
             max_memory: None,
             max_per_peer: 2,
             max_pending: 16,
@@ -205,6 +209,7 @@ impl HostConfig {
         c.max_connections = p2p.max_connections;
         c.outbound_slots = p2p.outbound_slots;
         c.max_inbound_per_ip = p2p.max_inbound_per_ip;
+        c.max_inbound_per_subnet = p2p.max_inbound_per_subnet;
         c.max_memory = (p2p.max_memory.as_u64() > 0).then(|| p2p.max_memory.as_u64());
         c.max_per_peer = p2p.max_connections_per_peer;
         c.max_pending = p2p.max_pending_connections;

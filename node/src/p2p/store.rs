@@ -43,10 +43,44 @@ pub struct PeerRecord {
     pub persistent: bool,
 }
 
+/// A peer not connected for this long (unix ms) is no longer "good": it
+/// can be evicted, and it ranks after the peers seen since.
+pub const STALE_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Most peers of one network group (/16, /32 or DNS name, see
+/// [`super::addr::netgroup`]) in the first picks of a ranking: a peer
+/// exchange answer or a round of dials reaches other groups before a
+/// second pair from the same one.
+pub const PER_GROUP_FIRST: usize = 2;
+
 impl PeerRecord {
-    fn is_good(&self) -> bool {
-        self.last_seen_ms > 0 && self.failures == 0
+    /// Connected recently (by this node's own dial), no failure since.
+    fn is_good(&self, now_ms: u64) -> bool {
+        self.last_seen_ms > 0
+            && self.failures == 0
+            && now_ms.saturating_sub(self.last_seen_ms) < STALE_MS
     }
+}
+
+/// The first `max` of `ranked` (best first), taking at most
+/// [`PER_GROUP_FIRST`] peers of a network group before every group had its
+/// turn: a group full of sybils cannot push the other groups out.
+fn spread(ranked: Vec<(PeerId, Vec<Multiaddr>)>, max: usize) -> Vec<(PeerId, Vec<Multiaddr>)> {
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    let (mut first, mut later) = (Vec::new(), Vec::new());
+    for (id, addrs) in ranked {
+        let group = addrs.first().map(super::addr::netgroup).unwrap_or_default();
+        let n = taken.entry(group).or_default();
+        *n += 1;
+        if *n <= PER_GROUP_FIRST {
+            first.push((id, addrs));
+        } else {
+            later.push((id, addrs));
+        }
+    }
+    first.extend(later);
+    first.truncate(max);
+    first
 }
 
 /// Errors reading or writing the peer store file.
@@ -176,10 +210,11 @@ impl PeerStore {
 
     /// Drops the least useful entry; false when every entry is worth keeping.
     fn evict_one(&mut self) -> bool {
+        let now = now_ms();
         let victim = self
             .peers
             .iter()
-            .filter(|(_, r)| !r.persistent && !r.is_good())
+            .filter(|(_, r)| !r.persistent && !r.is_good(now))
             .min_by_key(|(id, r)| (std::cmp::Reverse(r.failures), r.last_seen_ms, id.to_bytes()))
             .map(|(id, _)| *id);
         match victim {
@@ -311,13 +346,14 @@ impl PeerStore {
             .filter(|(id, r)| r.banned_until_ms <= now_ms && !skip(id, r))
             .collect();
         list.sort_by_key(|(id, r)| (r.failures, std::cmp::Reverse(r.last_seen_ms), id.to_bytes()));
-        list.into_iter()
+        let ranked: Vec<(PeerId, Vec<Multiaddr>)> = list
+            .into_iter()
             .filter_map(|(id, r)| {
                 let addrs: Vec<Multiaddr> = r.addrs.iter().filter(|a| keep(a)).cloned().collect();
                 (!addrs.is_empty()).then_some((*id, addrs))
             })
-            .take(max.min(MAX_PEERS))
-            .collect()
+            .collect();
+        spread(ranked, max.min(MAX_PEERS))
     }
 
     /// Peers to hand out to others: never banned ones, best first, with the
@@ -490,6 +526,54 @@ mod tests {
         PeerStore::new(cap, Duration::from_secs(1), Duration::from_secs(60))
     }
 
+    fn public_addr(a: u8, b: u8, n: u8) -> Multiaddr {
+        format!("/ip4/{a}.{b}.0.{n}/tcp/26656").parse().unwrap()
+    }
+
+    /// Sybils of one /16 seen most recently do not push the other groups
+    /// out of a peer-exchange answer or a round of dials.
+    #[test]
+    fn answers_and_dials_reach_every_group_first() {
+        let mut s = store(100);
+        let now = now_ms();
+        // Ten sybils in 45.1.0.0/16, seen just now.
+        for n in 0..10 {
+            s.add_addrs(pid(n + 1), [public_addr(45, 1, n)]);
+            s.on_connected(pid(n + 1), now);
+        }
+        // Two peers of other groups, seen an hour ago.
+        s.add_addrs(pid(50), [public_addr(80, 7, 1)]);
+        s.on_connected(pid(50), now - 3_600_000);
+        s.add_addrs(pid(51), [public_addr(91, 3, 1)]);
+        s.on_connected(pid(51), now - 3_600_000);
+        for list in [
+            s.known_peers(4, false, now),
+            s.dial_candidates(now, 4, |_| false),
+        ] {
+            let ids: Vec<PeerId> = list.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids.len(), 4);
+            assert!(ids.contains(&pid(50)) && ids.contains(&pid(51)), "{ids:?}");
+        }
+        // Asked for everything, nobody is left out.
+        assert_eq!(s.known_peers(100, false, now).len(), 12);
+    }
+
+    /// A peer not seen for a week is no longer worth keeping over a new one.
+    #[test]
+    fn stale_peers_can_be_evicted() {
+        let mut s = store(2);
+        let now = now_ms();
+        s.add_addrs(pid(1), [addr(1)]);
+        s.on_connected(pid(1), now - STALE_MS - 1);
+        s.add_addrs(pid(2), [addr(2)]);
+        s.on_connected(pid(2), now);
+        assert!(s.add_addrs(pid(3), [addr(3)]), "the stale peer makes room");
+        assert!(s.get(&pid(1)).is_none());
+        assert!(s.get(&pid(2)).is_some(), "a fresh good peer stays");
+        s.on_connected(pid(3), now);
+        assert!(!s.add_addrs(pid(4), [addr(4)]), "two fresh good peers stay");
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
         let mut s = store(10);
@@ -543,19 +627,20 @@ mod tests {
     #[test]
     fn full_store_evicts_worst_and_keeps_good_and_persistent() {
         let mut s = store(3);
+        let now = now_ms();
         s.add_addrs(pid(1), [addr(1)]);
-        s.on_connected(pid(1), 10); // good
+        s.on_connected(pid(1), now); // good
         s.set_persistent(pid(2));
         s.add_addrs(pid(2), [addr(2)]);
         s.add_addrs(pid(3), [addr(3)]);
-        s.on_dial_failure(pid(3), 10); // worst
+        s.on_dial_failure(pid(3), now); // worst
         assert!(s.add_addrs(pid(4), [addr(4)]));
         assert_eq!(s.len(), 3);
         assert!(s.get(&pid(3)).is_none());
         // 4 (never seen) is evictable, 1 and 2 are not.
         assert!(s.add_addrs(pid(5), [addr(5)]));
         assert!(s.get(&pid(4)).is_none());
-        s.on_connected(pid(5), 11);
+        s.on_connected(pid(5), now + 1);
         // Everything is worth keeping now: the newcomer is refused.
         assert!(!s.add_addrs(pid(6), [addr(6)]));
         assert_eq!(s.len(), 3);
