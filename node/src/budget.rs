@@ -1,3 +1,6 @@
+//! What peers may cost the node: bytes it holds for them, and signature
+//! checks it runs for them.
+//!
 //! The bytes the node holds for its peers: one node-wide budget
 //! (`p2p.peer_buffer`) and, inside it, a share per peer (a quarter of it),
 //! so one peer cannot take it all. The block handler holds served blocks
@@ -6,10 +9,13 @@
 //! [`kite_protocols::budget`]). What does not fit is declined without
 //! blame: the asker tries again later or elsewhere.
 
+use governor::{DefaultKeyedRateLimiter, Quota};
 use kite_protocols::budget::ByteBudget;
 use libp2p::PeerId;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Peers tracked before the idle ones are dropped.
 const TRACKED: usize = 1024;
@@ -51,6 +57,61 @@ impl PeerBudgets {
     }
 }
 
+/// A per-peer rate of signature checks (`p2p.max_sig_checks_per_peer`
+/// per second, the same as a burst): a commit announce costs one check per
+/// signature it carries, a proposal, a reset or a vote one. What is over
+/// the rate is dropped before it is checked, without blame (an honest peer
+/// re-sends), and counted.
+pub struct SigChecks {
+    limiter: DefaultKeyedRateLimiter<PeerId>,
+    calls: AtomicU64,
+    limited: AtomicU64,
+}
+
+impl std::fmt::Debug for SigChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigChecks")
+            .field("limited", &self.limited())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigChecks {
+    /// `per_second` checks per peer (at least 1).
+    pub fn new(per_second: u32) -> SigChecks {
+        let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        Self::with_quota(Quota::per_second(rate))
+    }
+
+    fn with_quota(quota: Quota) -> SigChecks {
+        SigChecks {
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            calls: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether `peer` may have `n` more signatures checked now (taken from
+    /// its allowance when it may).
+    pub fn allow(&self, peer: PeerId, n: usize) -> bool {
+        // Peers idle for a whole second hold nothing worth keeping.
+        if self.calls.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            self.limiter.retain_recent();
+        }
+        let n = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        let ok = matches!(self.limiter.check_key_n(&peer, n), Ok(Ok(())));
+        if !ok {
+            self.limited.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Inputs dropped so far for going over the rate.
+    pub fn limited(&self) -> u64 {
+        self.limited.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +133,22 @@ mod tests {
             .filter_map(|_| b.for_peer(PeerId::random()).try_reserve(100))
             .collect();
         assert_eq!(held.len(), 3, "the node-wide budget caps them all");
+    }
+
+    #[test]
+    fn signature_checks_are_rate_limited_per_peer() {
+        // Ten an hour: nothing comes back while the test runs, however slow.
+        let checks = SigChecks::with_quota(Quota::per_hour(NonZeroU32::new(10).unwrap()));
+        let (p1, p2) = (PeerId::random(), PeerId::random());
+        assert!(checks.allow(p1, 4));
+        assert!(checks.allow(p1, 6));
+        assert!(!checks.allow(p1, 1), "p1 spent its second");
+        assert!(checks.allow(p2, 10), "p2 has its own allowance");
+        assert!(
+            !checks.allow(p2, 11) && !checks.allow(p1, 100),
+            "more than a burst never passes"
+        );
+        assert_eq!(checks.limited(), 3);
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub struct P2pConfig {
     /// Bytes held for peers at once (served blocks, received tx batches);
     /// one peer may hold a quarter. See [`crate::budget`].
     pub peer_buffer: ByteSize,
+    /// Signature checks per second one peer may cost the node.
+    pub max_sig_checks_per_peer: u32,
     /// Connections the node tries to keep by dialing known peers.
     pub target_peers: u32,
     /// Most concurrent inbound streams per protocol.
@@ -122,6 +124,7 @@ impl Default for P2pConfig {
             max_inbound_per_subnet: 16,
             max_memory: ByteSize::b(0),
             peer_buffer: ByteSize::mib(64),
+            max_sig_checks_per_peer: 5000,
             target_peers: 16,
             max_streams_per_protocol: 64,
             ban_threshold: 100,
@@ -388,6 +391,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "p2p",
         "peer_buffer",
         "Bytes the node holds for its peers at once: blocks it serves until they are written, tx batches it receives until the mempool has them. One peer may hold a quarter. Beyond it, block answers end early and tx batches are declined (no penalty: the peer retries).",
+    ),
+    (
+        "p2p",
+        "max_sig_checks_per_peer",
+        "Signature checks per second (and at once) one peer may cost the node: a commit announce costs one per signature, a proposal, reset or vote one. Beyond it they are dropped unchecked, without penalty (honest peers re-send).",
     ),
     (
         "p2p",

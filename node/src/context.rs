@@ -4,7 +4,7 @@
 //! mutable state lives in the one task that owns it (see
 //! docs/ARCHITECTURE.md for who owns what).
 
-use crate::budget::PeerBudgets;
+use crate::budget::{PeerBudgets, SigChecks};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::p2p::{HostHandle, PeerId};
@@ -39,6 +39,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The bytes held for peers (`p2p.peer_buffer`).
     pub budgets: PeerBudgets,
+    /// Signature checks run for peers (`p2p.max_sig_checks_per_peer`).
+    pub sig_checks: SigChecks,
     /// Where the engine's promise record is written before every vote or
     /// proposal (see [`crate::promise_file`]).
     pub promise_file: PathBuf,

@@ -136,6 +136,17 @@ impl PeerSink {
         p2p::keys::public_key_of(&self.peer)
     }
 
+    /// Whether this peer may cost `n` more signature checks now
+    /// (`p2p.max_sig_checks_per_peer`); over its rate the input is dropped
+    /// unchecked, without blame.
+    fn may_check(&self, n: usize) -> bool {
+        let ok = self.h.shared.sig_checks.allow(self.peer, n);
+        if !ok {
+            tracing::debug!(peer = %self.peer, n, "over its rate of signature checks: input dropped");
+        }
+        ok
+    }
+
     /// Whether an announce carries the genesis leader's signature over its
     /// hash and a commit info that reaches the quorum for it (checked on a
     /// blocking thread).
@@ -222,7 +233,11 @@ impl AnnounceSink for PeerSink {
         }
         // Checked before anything is wanted or queued (PROTOCOL.md 5.4): a
         // peer without the keys cannot make this node buffer a block or
-        // spend the engine's time; the forger is reported.
+        // spend the engine's time; the forger is reported. The checks
+        // count against the peer's rate first.
+        if !self.may_check(1 + info.commit_info.votes.len()) {
+            return false;
+        }
         if !self.verify_announce(info).await {
             self.h.shared.host.report(
                 self.peer,
@@ -274,6 +289,7 @@ impl ProposalSink for PeerSink {
         // the engine keeps such a proposal until then), signed by the
         // genesis leader. The engine checks everything again.
         (p.height == height + 1 || p.height == height + 2)
+            && self.may_check(1)
             && kite_types::block::verify_header_sig(
                 &p.header.proposer,
                 &p.hash,
@@ -294,6 +310,9 @@ impl ProposalSink for PeerSink {
         let shared = &self.h.shared;
         if shared.config.role != Role::Validator {
             return VoteReceipt::refused("this node does not vote");
+        }
+        if !self.may_check(1) {
+            return VoteReceipt::refused("busy: too many signature checks from this peer");
         }
         // Only the genesis leader resets its proposals; a forgery costs the
         // sender (checked here, off the engine's task).
@@ -346,6 +365,8 @@ impl VoteSink for PeerSink {
             .any(|v| v.pub_key == vote.validator)
         {
             Some("the voter is not in the validator set")
+        } else if !self.may_check(1) {
+            return VoteReceipt::refused("busy: too many signature checks from this peer");
         } else {
             let (v, chain) = (vote.clone(), shared.genesis.chain_id.clone());
             let valid = tokio::task::spawn_blocking(move || v.verify(&chain))

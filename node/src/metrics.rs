@@ -61,6 +61,9 @@ pub struct Metrics {
     pub peer_buffer_peak_bytes: Gauge,
     /// Served blocks and received tx batches declined for want of room.
     pub peer_buffer_refused: Gauge,
+    /// Inputs dropped unchecked: their sender was over its rate of
+    /// signature checks.
+    pub sig_checks_limited: Gauge,
 }
 
 impl Default for Metrics {
@@ -95,6 +98,7 @@ impl Metrics {
             peer_buffer_bytes: Gauge::default(),
             peer_buffer_peak_bytes: Gauge::default(),
             peer_buffer_refused: Gauge::default(),
+            sig_checks_limited: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("height", "Last committed height", m.height.clone());
@@ -169,6 +173,11 @@ impl Metrics {
             "peer_buffer_refused",
             "Block answers cut short and tx batches declined because p2p.peer_buffer (or the peer's quarter of it) was spent",
             m.peer_buffer_refused.clone(),
+        );
+        registry.register(
+            "sig_checks_limited",
+            "Announces, proposals, resets and votes dropped unchecked because their sender was over p2p.max_sig_checks_per_peer",
+            m.sig_checks_limited.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -17,7 +17,7 @@
 
 use crate::admin::AdminListen;
 use crate::backend::Backend;
-use crate::budget::PeerBudgets;
+use crate::budget::{PeerBudgets, SigChecks};
 use crate::chaincheck::{self, ChainCheck, Judge};
 use crate::config::{Config, Role};
 use crate::context::Shared;
@@ -407,6 +407,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         budgets: PeerBudgets::new(
             usize::try_from(cfg.p2p.peer_buffer.as_u64()).unwrap_or(usize::MAX),
         ),
+        sig_checks: SigChecks::new(cfg.p2p.max_sig_checks_per_peer),
         promise_file: promise_path,
         stop: Stopper::new(),
     });

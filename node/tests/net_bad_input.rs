@@ -184,6 +184,17 @@ impl StatusSource for LyingStatus {
     }
 }
 
+/// Serves no block, at any height, while its status claims a far one.
+#[async_trait::async_trait]
+impl blk::BlockSource for LyingStatus {
+    async fn block(&self, _query: blk::BlockQuery) -> blk::BlockReply {
+        blk::BlockReply {
+            block: None,
+            best_height: self.0.best_height,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_messages_leave_the_network_committing() {
     let _serial = SERIAL.lock().await;
@@ -461,9 +472,15 @@ async fn a_peer_lying_about_its_height_does_not_stall_the_network() {
         sync_target: 0,
     };
     let source = Arc::new(LyingStatus(info));
+    let blocks = source.clone();
     let _serve = p2p::spawn_accept_loop(&liar.host, status::PROTOCOL, 16, move |_, s| {
         let source = source.clone();
         async move { status::serve(s, &*source).await }
+    })
+    .unwrap();
+    let _serve_blocks = p2p::spawn_accept_loop(&liar.host, blk::PROTOCOL, 16, move |_, s| {
+        let blocks = blocks.clone();
+        async move { blk::serve(s, &*blocks).await }
     })
     .unwrap();
     for i in 0..3 {
@@ -482,6 +499,18 @@ async fn a_peer_lying_about_its_height_does_not_stall_the_network() {
     println!(
         "3 blocks committed {:.0} ms after a peer claimed height 1000000",
         t.elapsed().as_secs_f64() * 1000.0
+    );
+    // Checking the claim costs the nodes one block request each, then
+    // nothing for a while (UNPROVEN_BACKOFF), however often they poll.
+    wait_for("more status polls of the liar", DEADLINE, || async {
+        (liar.host.protocol_stats(status::PROTOCOL).accepted >= 15).then_some(())
+    })
+    .await
+    .unwrap();
+    let asked = liar.host.protocol_stats(blk::PROTOCOL).accepted;
+    assert!(
+        asked <= 3,
+        "{asked} block requests to check one claim on 3 nodes"
     );
     // The claim was not believed.
     for i in 0..3 {

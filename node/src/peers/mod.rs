@@ -62,6 +62,14 @@ pub enum Note {
         /// The height.
         height: u64,
     },
+    /// The peer claimed a height it did not prove: its claims above this
+    /// node's height are not checked again before `until`.
+    Unproven {
+        /// The peer.
+        peer: PeerId,
+        /// Until when.
+        until: std::time::Instant,
+    },
     /// The peer served the block this node holds at some height.
     Linked(PeerId),
     /// Forget the peer (it runs another chain; the host bans it later).
@@ -168,6 +176,11 @@ fn apply(table: &mut PeerTable, note: Note) {
         Note::Proven { peer, height } => {
             if let Some(p) = table.get_mut(&peer) {
                 p.proven = p.proven.max(height);
+            }
+        }
+        Note::Unproven { peer, until } => {
+            if let Some(p) = table.get_mut(&peer) {
+                p.unproven_until = Some(until);
             }
         }
         Note::Linked(peer) => {

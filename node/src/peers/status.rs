@@ -16,6 +16,7 @@ use kite_protocols::status::{self, RoundInfo, StatusInfo};
 use kite_protocols::{blk, score};
 use kite_types::Hash;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// This node's status as the status protocol sends it.
 pub fn info(shared: &Shared, s: &NodeState) -> StatusInfo {
@@ -168,14 +169,64 @@ async fn drop_later(ctx: &Arc<Ctx>, peer: PeerId, why: &'static str) {
     });
 }
 
+/// After a peer failed to prove a height it claimed, how long its claims
+/// above this node's height are ignored (not fetched).
+pub const UNPROVEN_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What a claimed height the peer then does not serve costs it: a few such
+/// lies in a row get it banned (scores decay over time).
+pub const UNPROVEN_PENALTY: u32 = 25;
+
 /// Whether `peer` holds `height`: it has proved it before, or it serves
 /// that block now, signed by the leader with a commit info that reaches the
-/// quorum. A forged proof is reported.
+/// quorum. A forged proof is reported. A claim is checked at most once per
+/// [`UNPROVEN_BACKOFF`] after one that failed, and a claimed best block the
+/// peer then does not serve costs it [`UNPROVEN_PENALTY`]: claiming costs
+/// the claimer, not only this node.
 async fn proves_height(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> bool {
-    if ctx.peers.get(&peer).is_some_and(|p| p.proven >= height) {
+    let state = ctx.peers.get(&peer);
+    if state.as_ref().is_some_and(|p| p.proven >= height) {
         return true;
     }
-    proved_block(ctx, peer, height).await.is_some()
+    let now = Instant::now();
+    if state
+        .and_then(|p| p.unproven_until)
+        .is_some_and(|t| now < t)
+    {
+        return false;
+    }
+    let proof = proved_block_or_missing(ctx, peer, height).await;
+    if proof != Proof::Valid {
+        if proof == Proof::Missing {
+            ctx.shared.host.report(
+                peer,
+                UNPROVEN_PENALTY,
+                "status: does not serve the best block it claims",
+            );
+        }
+        let until = now + UNPROVEN_BACKOFF;
+        ctx.peers.tell(Note::Unproven { peer, until }).await;
+    }
+    proof == Proof::Valid
+}
+
+/// How a proof went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    /// The block came, signed and committed.
+    Valid,
+    /// The peer answered that it does not hold the block.
+    Missing,
+    /// The exchange failed, or the proof was forged (and reported).
+    Failed,
+}
+
+async fn proved_block_or_missing(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> Proof {
+    match fetch_proof(ctx, peer, height).await {
+        Ok(Some(_)) => Proof::Valid,
+        Ok(None) => Proof::Missing,
+        Err(()) => Proof::Failed,
+    }
 }
 
 /// The hash of the block `peer` serves at `height`, when the genesis
@@ -183,13 +234,21 @@ async fn proves_height(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> bool {
 /// peer does not serve it (or the exchange fails). A forged proof is
 /// reported.
 async fn proved_block(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> Option<Hash> {
+    fetch_proof(ctx, peer, height).await.ok().flatten()
+}
+
+/// [`proved_block`], telling apart a peer that says it lacks the block
+/// (`Ok(None)`) from a failed exchange or a forged proof (`Err`).
+async fn fetch_proof(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> Result<Option<Hash>, ()> {
     let shared = &ctx.shared;
     let max = shared.max_block_bytes();
     let query = blk::BlockQuery::Height(height);
     let reply = exchange(shared, peer, blk::PROTOCOL, |s| blk::request(s, query, max))
         .await
-        .ok()?;
-    let (block, ci) = reply.block?;
+        .map_err(|_| ())?;
+    let Some((block, ci)) = reply.block else {
+        return Ok(None);
+    };
     let g = shared.genesis.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let hash = block.hash();
@@ -209,8 +268,8 @@ async fn proved_block(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> Option<Hash>
             score::INVALID,
             "status: forged block for its claimed height",
         );
-        return None;
+        return Err(());
     };
     ctx.peers.tell(Note::Proven { peer, height }).await;
-    Some(hash)
+    Ok(Some(hash))
 }

@@ -29,6 +29,9 @@ pub struct PeerState {
     /// It served the block this node holds at some height: it is on this
     /// node's chain.
     pub linked: bool,
+    /// It claimed a height it did not prove: its claims above this node's
+    /// height are ignored (not fetched) until then.
+    pub unproven_until: Option<std::time::Instant>,
     /// The addresses it listens on, as it said in identify.
     pub listen_addrs: Vec<Multiaddr>,
     /// Outbound exchanges toward it ([`MAX_OUTBOUND_PER_PEER`]).
@@ -43,6 +46,7 @@ impl Default for PeerState {
             blocks_only: false,
             proven: 0,
             linked: false,
+            unproven_until: None,
             listen_addrs: Vec::new(),
             outbound: Arc::new(Semaphore::new(MAX_OUTBOUND_PER_PEER)),
         }
