@@ -29,11 +29,15 @@ pub struct PeerBudgets {
 }
 
 impl PeerBudgets {
-    /// A budget of `total` bytes; each peer may hold a quarter of it.
-    pub fn new(total: usize) -> PeerBudgets {
+    /// A budget of `total` bytes; each peer may hold a quarter of it, and
+    /// never less than `one_answer` (the largest single answer, a block
+    /// with its commit: block sync must always get a block through), the
+    /// whole budget growing to that if it is smaller.
+    pub fn new(total: usize, one_answer: usize) -> PeerBudgets {
+        let per_peer = (total / 4).max(one_answer).max(1);
         PeerBudgets {
-            all: ByteBudget::new(total),
-            per_peer: (total / 4).max(1),
+            all: ByteBudget::new(total.max(per_peer)),
+            per_peer,
             peers: Mutex::new(HashMap::new()),
         }
     }
@@ -118,7 +122,7 @@ mod tests {
 
     #[test]
     fn one_peer_gets_a_quarter_and_all_peers_the_whole() {
-        let b = PeerBudgets::new(400);
+        let b = PeerBudgets::new(400, 10);
         let (p1, p2) = (PeerId::random(), PeerId::random());
         let r1 = b.for_peer(p1).try_reserve(100).unwrap();
         assert!(
@@ -133,6 +137,15 @@ mod tests {
             .filter_map(|_| b.for_peer(PeerId::random()).try_reserve(100))
             .collect();
         assert_eq!(held.len(), 3, "the node-wide budget caps them all");
+    }
+
+    #[test]
+    fn one_answer_always_fits() {
+        let b = PeerBudgets::new(400, 300);
+        assert!(b.for_peer(PeerId::random()).try_reserve(300).is_some());
+        let tiny = PeerBudgets::new(100, 300);
+        assert_eq!(tiny.all().total(), 300);
+        assert!(tiny.for_peer(PeerId::random()).try_reserve(300).is_some());
     }
 
     #[test]
@@ -153,7 +166,7 @@ mod tests {
 
     #[test]
     fn idle_shares_are_dropped_past_the_tracked_peers() {
-        let b = PeerBudgets::new(4000);
+        let b = PeerBudgets::new(4000, 10);
         let busy = PeerId::random();
         let _held = b.for_peer(busy).try_reserve(10).unwrap();
         for _ in 0..TRACKED + 10 {

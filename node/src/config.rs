@@ -390,7 +390,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "p2p",
         "peer_buffer",
-        "Bytes the node holds for its peers at once: blocks it serves until they are written, tx batches it receives until the mempool has them. One peer may hold a quarter. Beyond it, block answers end early and tx batches are declined (no penalty: the peer retries).",
+        "Bytes the node holds for its peers at once: blocks it serves until they are written, tx batches it receives until the mempool has them. One peer may hold a quarter, and always at least one block (the budget grows to one block if it is smaller). Beyond it, block answers end early and tx batches are declined (no penalty: the peer retries).",
     ),
     (
         "p2p",

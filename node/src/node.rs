@@ -406,6 +406,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         metrics: Arc::new(Metrics::new()),
         budgets: PeerBudgets::new(
             usize::try_from(cfg.p2p.peer_buffer.as_u64()).unwrap_or(usize::MAX),
+            kite_protocols::limits::block_response_max(
+                usize::try_from(opts.genesis.max_block_bytes).unwrap_or(usize::MAX),
+            ),
         ),
         sig_checks: SigChecks::new(cfg.p2p.max_sig_checks_per_peer),
         promise_file: promise_path,

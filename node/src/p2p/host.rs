@@ -677,8 +677,20 @@ impl Task {
                     self.gate().store.on_dial_failure(peer, now);
                 }
             }
-            SwarmEvent::IncomingConnectionError { peer_id, error, .. } => {
-                tracing::debug!(peer = ?peer_id, error = %error, "inbound connection refused or failed");
+            SwarmEvent::IncomingConnectionError {
+                peer_id,
+                error,
+                send_back_addr,
+                ..
+            } => {
+                let why = match &error {
+                    libp2p::swarm::ListenError::Denied { cause } => {
+                        std::error::Error::source(cause)
+                            .map_or(cause.to_string(), |w| w.to_string())
+                    }
+                    e => e.to_string(),
+                };
+                tracing::debug!(peer = ?peer_id, from = %send_back_addr, why, "inbound connection refused or failed");
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "p2p listening");
