@@ -185,47 +185,77 @@ pub async fn serve(
         AdminListen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let bound = AdminListen::Tcp(listener.local_addr()?);
-            let app = router(host, true);
-            let task = tokio::spawn(async move {
-                let r = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await;
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "admin listener stopped");
-                }
-            });
+            let task = spawn_server(listener, router(host, true), shutdown, || ());
             Ok((bound, task))
         }
         AdminListen::Unix(path) => {
-            use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-            // A socket left by a node that was killed: replace it. Anything
-            // else at that path is the operator's: refuse.
-            match std::fs::symlink_metadata(path) {
-                Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
-                Ok(_) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        format!("{} exists and is not a socket", path.display()),
-                    ));
-                }
-                Err(_) => {}
-            }
-            let listener = tokio::net::UnixListener::bind(path)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-            let app = router(host, false);
+            let listener = bind_private_socket(path)?;
             let owned = path.clone();
-            let task = tokio::spawn(async move {
-                let r = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await;
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "admin listener stopped");
-                }
+            let cleanup = move || {
                 let _ = std::fs::remove_file(&owned);
-            });
+            };
+            let task = spawn_server(listener, router(host, false), shutdown, cleanup);
             Ok((AdminListen::Unix(path.clone()), task))
         }
     }
+}
+
+/// Serves `app` on `listener` until `shutdown`, then runs `cleanup`.
+fn spawn_server<L>(
+    listener: L,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    cleanup: impl FnOnce() + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "admin listener stopped");
+        }
+        cleanup();
+    })
+}
+
+/// Binds a unix socket at `path` that only this user can connect to: it
+/// is created inside a fresh directory of mode 0700, set to mode 0600, and
+/// only then moved to `path`, so no other user can connect in between. A
+/// socket left at `path` by a node that was killed is replaced; anything
+/// else there is the operator's, and is refused.
+fn bind_private_socket(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        Err(_) => {}
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let private = dir.join(format!(
+        ".admin-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("admin.sock");
+    let bound = (|| {
+        let listener = tokio::net::UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 fn refuse(status: StatusCode, message: String) -> Response {

@@ -546,9 +546,16 @@ async fn serve_admin(shared: &Arc<Shared>, at: &AdminListen) -> Result<AdminList
              unix:PATH limits it to the node's user"
         );
     }
+    drain_on_stop(shared, task);
+    Ok(bound)
+}
+
+/// Tracks a server task: once the node stops, the server finishes the
+/// requests in flight for at most [`RPC_DRAIN`] (a client trickling a body
+/// cannot hold the stop), then it is aborted.
+fn drain_on_stop(shared: &Arc<Shared>, mut task: tokio::task::JoinHandle<()>) {
     let stop = shared.stop.clone();
     shared.stop.spawn(async move {
-        let mut task = task;
         tokio::select! {
             _ = &mut task => {}
             _ = async {
@@ -557,7 +564,6 @@ async fn serve_admin(shared: &Arc<Shared>, at: &AdminListen) -> Result<AdminList
             } => task.abort(),
         }
     });
-    Ok(bound)
 }
 
 /// Starts the JSON-RPC server when `rpc.listen` is set.
@@ -596,19 +602,7 @@ async fn serve_rpc(
         addr: cfg.listen.clone(),
         source,
     })?;
-    // The server finishes the requests in flight when the node stops, for
-    // at most RPC_DRAIN (a client trickling a body cannot hold the stop).
-    let stop = shared.stop.clone();
-    shared.stop.spawn(async move {
-        let mut task = task;
-        tokio::select! {
-            _ = &mut task => {}
-            _ = async {
-                stop.cancelled().await;
-                tokio::time::sleep(RPC_DRAIN).await;
-            } => task.abort(),
-        }
-    });
+    drain_on_stop(shared, task);
     Ok(Some(bound))
 }
 

@@ -243,6 +243,17 @@ pub fn test_config(role: Role, blocks_only: bool, pex: bool, rpc: bool) -> Confi
 
 static HOMES: AtomicU64 = AtomicU64::new(0);
 
+/// Logs to the test output when `KITE_TEST_LOG` holds a filter (e.g.
+/// `debug` or `kite_node::p2p=debug`); once per process.
+pub fn init_log() {
+    if let Ok(filter) = std::env::var("KITE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A fresh, empty folder under the system temp dir.
 pub fn temp_home(tag: &str) -> Result<PathBuf, TestError> {
     let n = HOMES.fetch_add(1, Ordering::Relaxed);

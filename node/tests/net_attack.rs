@@ -22,15 +22,6 @@ const BUFFER: u64 = 8 * 1024 * 1024;
 const ATTACKERS: u8 = 12;
 const STREAMS_PER_ATTACKER: usize = 16;
 
-fn init_log() {
-    if let Ok(filter) = std::env::var("KITE_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
-}
-
 /// Resident memory of this process, MiB (for the printed figures only).
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -81,7 +72,7 @@ async fn honest_sync(probe: &Probe, peer: PeerId, to: u64, max_block: usize) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attack_from_many_ids_leaves_memory_bounded_and_the_chain_committing() {
-    init_log();
+    kite_node::testkit::init_log();
     let mut spec = NetSpec::new(3);
     spec.chain_id = "kite-attack".into();
     spec.seed = 81;

@@ -22,15 +22,6 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(60);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn init_log() {
-    if let Ok(filter) = std::env::var("KITE_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
-}
-
 /// Leader + 2 validators; the ban threshold is raised on every node so one
 /// attacker can deliver every bad message (bans are tested elsewhere).
 async fn start_net(seed: u64) -> TestNet {
@@ -138,7 +129,7 @@ async fn assert_healthy(net: &TestNet, more: u64, clean_seed: u8) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_streams_of_every_protocol_leave_the_network_committing() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let net = start_net(70).await;
     net.wait_height(1, DEADLINE).await.unwrap();
     let attacker = Probe::spawn(&net.genesis.chain_id, 0x70).unwrap();
@@ -198,7 +189,7 @@ impl blk::BlockSource for LyingStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_messages_leave_the_network_committing() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let net = start_net(71).await;
     net.wait_height(2, DEADLINE).await.unwrap();
     let chain = net.genesis.chain_id.clone();
@@ -455,7 +446,7 @@ async fn tx_get(probe: &Probe, peer: PeerId, hash: Hash) -> Option<Tx> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_lying_about_its_height_does_not_stall_the_network() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let net = start_net(72).await;
     net.wait_height(1, DEADLINE).await.unwrap();
     let liar = Probe::spawn(&net.genesis.chain_id, 0x74).unwrap();
@@ -531,7 +522,7 @@ async fn a_peer_lying_about_its_height_does_not_stall_the_network() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_streams_do_not_lock_a_protocol_for_good() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let net = start_net(73).await;
     net.wait_height(1, DEADLINE).await.unwrap();
     let chain = net.genesis.chain_id.clone();

@@ -16,18 +16,9 @@ const PER_SENDER: u64 = 50;
 const ROUNDS: u64 = 5;
 const DEADLINE: Duration = Duration::from_secs(90);
 
-fn init_log() {
-    if let Ok(filter) = std::env::var("KITE_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_nodes_commit_200_transfers_submitted_at_every_node() {
-    init_log();
+    kite_node::testkit::init_log();
     let mut spec = NetSpec::new(4);
     spec.chain_id = "kite-net4".into();
     spec.seed = 6;

@@ -20,15 +20,6 @@ use std::time::Duration;
 const DEADLINE: Duration = Duration::from_secs(60);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn init_log() {
-    if let Ok(filter) = std::env::var("KITE_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
-}
-
 /// `n` transfers of `key` with nonces `first..`, to a fixed receiver.
 fn transfers(chain: &str, key: &NodeKey, first: u64, n: u64) -> Vec<Tx> {
     let to = NodeKey::from_seed([0xee; 32]).public();
@@ -85,7 +76,7 @@ async fn committed_once(net: &TestNet, i: usize, txs: &[Tx]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn txs_cross_a_line_once_without_echo() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let mut spec = NetSpec::new(4);
     spec.chain_id = "kite-line".into();
     spec.seed = 51;
@@ -165,7 +156,7 @@ async fn txs_cross_a_line_once_without_echo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn txs_reach_the_leader_through_a_middle_node_and_commit_once() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let mut spec = NetSpec::new(3);
     spec.chain_id = "kite-middle".into();
     spec.seed = 52;
@@ -213,7 +204,7 @@ async fn txs_reach_the_leader_through_a_middle_node_and_commit_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_are_fetched_by_height_and_by_hash() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let mut spec = NetSpec::new(2);
     spec.chain_id = "kite-blk".into();
     spec.seed = 53;
@@ -292,7 +283,7 @@ async fn blocks_are_fetched_by_height_and_by_hash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_exchange_connects_a_star_into_a_mesh() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let mut spec = NetSpec::new(4);
     spec.chain_id = "kite-pex".into();
     spec.seed = 54;
@@ -329,7 +320,7 @@ async fn peer_exchange_connects_a_star_into_a_mesh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_of_another_chain_or_genesis_are_dropped_and_the_stranger_stops() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let mut spec = NetSpec::new(1);
     spec.chain_id = "kite-a".into();
     spec.seed = 55;
@@ -429,7 +420,7 @@ async fn peers_of_another_chain_or_genesis_are_dropped_and_the_stranger_stops() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_only_node_holds_no_tx_and_follows_the_chain() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let mut spec = NetSpec::new(2);
     spec.chain_id = "kite-archive".into();
     spec.seed = 58;
@@ -494,7 +485,7 @@ async fn blocks_only_node_holds_no_tx_and_follows_the_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_one_sender_crosses_without_reannounce() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let mut spec = NetSpec::new(3);
     spec.chain_id = "kite-burst".into();
     spec.seed = 59;
@@ -526,7 +517,7 @@ async fn a_burst_of_one_sender_crosses_without_reannounce() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validator_wants_proposals_one_height_ahead_only() {
     let _serial = SERIAL.lock().await;
-    init_log();
+    kite_node::testkit::init_log();
     let mut spec = NetSpec::new(2);
     spec.chain_id = "kite-ahead".into();
     spec.seed = 60;

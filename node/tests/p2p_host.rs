@@ -40,18 +40,8 @@ struct Node {
     id: PeerId,
 }
 
-/// Logs to the test output when `KITE_TEST_LOG` holds a filter (e.g. `debug`).
-fn init_log() {
-    if let Ok(filter) = std::env::var("KITE_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
-}
-
 async fn start(seed: u8, cfg: HostConfig) -> Node {
-    init_log();
+    kite_node::testkit::init_log();
     let key = NodeKey::from_seed([seed; 32]);
     let (handle, events) = Host::spawn(&key, cfg).unwrap();
     let id = handle.local_peer_id();
