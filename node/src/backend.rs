@@ -269,14 +269,16 @@ impl RpcBackend for Backend {
             ctx.metrics.mempool_bytes.set(m.bytes() as i64);
         }
         ctx.metrics.peers.set(self.peers.len() as i64);
-        let budget = ctx.budgets.all();
+        let (blocks, txs) = (ctx.budgets.all(), ctx.tx_budgets.all());
         let m = &ctx.metrics;
-        m.peer_buffer_bytes
-            .set(crate::context::to_i64(budget.in_use() as u64));
-        m.peer_buffer_peak_bytes
-            .set(crate::context::to_i64(budget.peak() as u64));
-        m.peer_buffer_refused
-            .set(crate::context::to_i64(budget.refused()));
+        let sum = |f: fn(&kite_protocols::budget::ByteBudget) -> u64| {
+            crate::context::to_i64(f(blocks).saturating_add(f(txs)))
+        };
+        m.peer_buffer_bytes.set(sum(|b| b.in_use() as u64));
+        m.peer_buffer_peak_bytes.set(sum(|b| b.peak() as u64));
+        m.peer_buffer_refused.set(sum(|b| b.refused()));
+        m.sig_checks_limited
+            .set(crate::context::to_i64(ctx.sig_checks.limited()));
         ctx.metrics.encode()
     }
 }

@@ -87,8 +87,9 @@ pub struct P2pConfig {
     /// Process memory above which no new connection is taken or made
     /// (0: 90% of the machine's memory).
     pub max_memory: ByteSize,
-    /// Bytes held for peers at once (served blocks, received tx batches);
-    /// one peer may hold a quarter. See [`crate::budget`].
+    /// Bytes of served blocks held for peers at once (received tx batches
+    /// get half as much again); one peer may hold a quarter. See
+    /// [`crate::budget`].
     pub peer_buffer: ByteSize,
     /// Signature checks per second one peer may cost the node.
     pub max_sig_checks_per_peer: u32,
@@ -390,7 +391,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "p2p",
         "peer_buffer",
-        "Bytes the node holds for its peers at once: blocks it serves until they are written, tx batches it receives until the mempool has them. One peer may hold a quarter, and always at least one block (the budget grows to one block if it is smaller). Beyond it, block answers end early and tx batches are declined (no penalty: the peer retries).",
+        "Bytes of blocks the node holds for its peers at once, until they are written (tx batches it receives get a separate pool of half this). One peer may hold a quarter, and always at least one block (the budget grows to one block if it is smaller). Beyond it, block answers end early and tx batches are declined (no penalty: the peer retries).",
     ),
     (
         "p2p",

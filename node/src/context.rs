@@ -37,8 +37,10 @@ pub struct Shared {
     pub host: HostHandle,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The bytes held for peers (`p2p.peer_buffer`).
+    /// The bytes of blocks served to peers (`p2p.peer_buffer`).
     pub budgets: PeerBudgets,
+    /// The bytes of tx batches received from peers (half as much).
+    pub tx_budgets: PeerBudgets,
     /// Signature checks run for peers (`p2p.max_sig_checks_per_peer`).
     pub sig_checks: SigChecks,
     /// Where the engine's promise record is written before every vote or

@@ -393,6 +393,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         .filter_map(|a| p2p::addr::split_peer_id(a).1)
         .collect();
     let (host, events) = p2p::Host::spawn(&opts.key, host_cfg)?;
+    let peer_buffer = usize::try_from(cfg.p2p.peer_buffer.as_u64()).unwrap_or(usize::MAX);
     let shared = Arc::new(Shared {
         genesis_hash: opts.genesis.hash(),
         genesis: opts.genesis.clone(),
@@ -405,11 +406,12 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         host,
         metrics: Arc::new(Metrics::new()),
         budgets: PeerBudgets::new(
-            usize::try_from(cfg.p2p.peer_buffer.as_u64()).unwrap_or(usize::MAX),
+            peer_buffer,
             kite_protocols::limits::block_response_max(
                 usize::try_from(opts.genesis.max_block_bytes).unwrap_or(usize::MAX),
             ),
         ),
+        tx_budgets: PeerBudgets::new(peer_buffer / 2, 2 * kite_protocols::limits::TX_BATCH_MAX),
         sig_checks: SigChecks::new(cfg.p2p.max_sig_checks_per_peer),
         promise_file: promise_path,
         stop: Stopper::new(),

@@ -469,7 +469,11 @@ impl TxSink for TxPeer {
     }
 
     fn budget(&self) -> Option<ByteBudget> {
-        Some(self.gossip.shared.budgets.for_peer(self.peer))
+        Some(self.gossip.shared.tx_budgets.for_peer(self.peer))
+    }
+
+    fn max_tx_bytes(&self) -> usize {
+        self.gossip.mempool.config().max_tx_bytes
     }
 }
 

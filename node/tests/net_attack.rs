@@ -160,8 +160,12 @@ async fn an_attack_from_many_ids_leaves_memory_bounded_and_the_chain_committing(
     // inbound slot of 127.0.0.1 is taken: the node reaches it by its own
     // dial (outbound slots are the node's, whatever inbound peers do).
     let honest = Probe::spawn(&net.genesis.chain_id, 0x9f).unwrap();
-    let listen = honest.host.listen_addrs().await.unwrap();
-    let at = format!("{}/p2p/{}", listen[0], honest.peer_id())
+    let listen = wait_for("the honest peer's listen address", DEADLINE, || async {
+        honest.host.listen_addrs().await.ok()?.into_iter().next()
+    })
+    .await
+    .unwrap();
+    let at = format!("{listen}/p2p/{}", honest.peer_id())
         .parse()
         .unwrap();
     net.shared(0).unwrap().host.dial(at).await.unwrap();

@@ -272,8 +272,8 @@ where
                 (r.block.into_iter().collect(), r.best_height)
             }
         };
-        let found = blocks.len().min(left as usize);
-        let piece: Vec<proto::BlockResponse> = blocks
+        let mut found = blocks.len().min(left as usize);
+        let mut piece: Vec<proto::BlockResponse> = blocks
             .into_iter()
             .take(found)
             .map(|(b, ci)| proto::BlockResponse {
@@ -283,17 +283,33 @@ where
                 best_height,
             })
             .collect();
-        let bytes: usize = piece.iter().map(Message::encoded_len).sum();
+        // The whole piece, or else as many of its first blocks as fit
+        // (halving), at least one; the answer ends after a cut piece.
+        let mut cut = false;
         let _held = match &budget {
-            Some(b) => match b.try_reserve(bytes) {
-                Some(r) => Some(r),
-                None if sent == 0 => {
-                    return Err(ProtocolError::Refused(format!(
-                        "busy: no room to serve {bytes} bytes of blocks"
-                    )));
+            Some(b) => {
+                let mut held = None;
+                let mut fit = piece.len();
+                while fit > 0 && held.is_none() {
+                    let bytes: usize = piece[..fit].iter().map(Message::encoded_len).sum();
+                    held = b.try_reserve(bytes);
+                    if held.is_none() {
+                        fit /= 2;
+                    }
                 }
-                None => break,
-            },
+                if held.is_none() && !piece.is_empty() {
+                    if sent == 0 {
+                        return Err(ProtocolError::Refused(
+                            "busy: no room to serve blocks".into(),
+                        ));
+                    }
+                    break;
+                }
+                cut = fit < piece.len();
+                piece.truncate(fit);
+                found = found.min(fit);
+                held
+            }
             None => None,
         };
         for resp in piece {
@@ -302,7 +318,7 @@ where
             sent += len;
         }
         left -= found as u32;
-        if left == 0 || sent >= RANGE_BYTES {
+        if left == 0 || sent >= RANGE_BYTES || cut {
             break;
         }
         if found == 0 {
@@ -443,12 +459,32 @@ mod tests {
         )
     }
 
+    /// A budget with room for one block but not the whole piece: the
+    /// answer is cut to what fits, never refused outright.
+    #[tokio::test]
+    async fn a_piece_too_large_for_the_budget_is_cut_not_refused() {
+        let budget = ByteBudget::new(1024 * 1024);
+        let src = Budgeted(big_chain(), budget.clone());
+        let (a, b) = pipe_with_buffer(4 << 20);
+        let (got, served) = tokio::join!(request_range(a, 1, 3, MAX_BLOCK), serve(b, &src));
+        served.unwrap();
+        let got = got.unwrap();
+        assert_eq!(
+            got.blocks.len(),
+            1,
+            "the first block fits, the piece does not"
+        );
+        assert_eq!(got.blocks[0].0.height(), 1);
+        assert_eq!(budget.in_use(), 0);
+    }
+
     /// Peers that ask for ranges and never read the answers make the
     /// handlers hold at most the budget: a request that does not fit is
     /// declined (no penalty), and the bytes come back when the stream goes.
     #[tokio::test]
     async fn a_peer_that_never_reads_holds_at_most_the_budget() {
-        let budget = ByteBudget::new(2 * 1024 * 1024);
+        // Room for the whole range once, not for one more block.
+        let budget = ByteBudget::new(1_500_000);
         let src = std::sync::Arc::new(Budgeted(big_chain(), budget.clone()));
         let ask = frame(&proto::BlockRequest {
             query: Some(proto::block_request::Query::Height(1)),
@@ -470,7 +506,11 @@ mod tests {
         let e = serve(b2, src.as_ref()).await.unwrap_err();
         assert!(matches!(e, ProtocolError::Refused(_)), "{e:?}");
         assert_eq!(e.misbehaviour(), None);
-        assert_eq!((budget.in_use(), budget.refused()), (held, 1));
+        assert_eq!(budget.in_use(), held);
+        assert!(
+            budget.refused() >= 1,
+            "the whole piece, then its first block, were refused"
+        );
         assert!(budget.peak() <= budget.total());
         // The first asker goes away: its bytes come back.
         drop(a1);

@@ -21,7 +21,7 @@ use crate::budget::ByteBudget;
 use crate::framing::{close, read_msg, read_msg_reserved, write_msg};
 use crate::limits::{
     CONTROL_DEADLINE, CONTROL_MAX, MAX_ANNOUNCE_HASHES, TX_ANNOUNCE_MAX, TX_BATCH_MAX,
-    transfer_deadline,
+    TX_RESPONSE_OVERHEAD, transfer_deadline,
 };
 use crate::{ProtocolError, proto};
 use async_trait::async_trait;
@@ -61,6 +61,12 @@ pub trait TxSink: Send + Sync {
     /// the message cap bounds it.
     fn budget(&self) -> Option<ByteBudget> {
         None
+    }
+    /// The largest tx this node accepts: a batch is at most this (plus its
+    /// framing) per wanted tx, and a longer one is refused before it is
+    /// read.
+    fn max_tx_bytes(&self) -> usize {
+        TX_BATCH_MAX
     }
 }
 
@@ -163,13 +169,16 @@ where
     if wanted.is_empty() {
         return close(&mut stream, CONTROL_DEADLINE).await;
     }
-    let deadline = transfer_deadline(TX_BATCH_MAX);
+    // At most the wanted txs at their largest, each with its framing.
+    let per_tx = sink.max_tx_bytes().saturating_add(TX_RESPONSE_OVERHEAD);
+    let max = TX_BATCH_MAX.min(wanted.len().saturating_mul(per_tx));
+    let deadline = transfer_deadline(max);
     let (batch, _held): (proto::TxBatch, _) = match sink.budget() {
         Some(b) => {
-            let (m, r) = read_msg_reserved(&mut stream, TX_BATCH_MAX, deadline, &b).await?;
+            let (m, r) = read_msg_reserved(&mut stream, max, deadline, &b).await?;
             (m, Some(r))
         }
-        None => (read_msg(&mut stream, TX_BATCH_MAX, deadline).await?, None),
+        None => (read_msg(&mut stream, max, deadline).await?, None),
     };
     let _ = close(&mut stream, CONTROL_DEADLINE).await;
     if batch.txs.len() > wanted.len() {
@@ -213,6 +222,7 @@ mod tests {
         have: HashSet<Hash>,
         got: Mutex<Vec<Tx>>,
         budget: Option<ByteBudget>,
+        max_tx: Option<usize>,
     }
 
     #[async_trait]
@@ -225,6 +235,9 @@ mod tests {
         }
         fn budget(&self) -> Option<ByteBudget> {
             self.budget.clone()
+        }
+        fn max_tx_bytes(&self) -> usize {
+            self.max_tx.unwrap_or(TX_BATCH_MAX)
         }
     }
 
@@ -366,6 +379,24 @@ mod tests {
         assert_eq!(e.misbehaviour(), None);
         assert!(sink.got.lock().unwrap().is_empty());
         assert_eq!((full.in_use(), full.refused()), (0, 1));
+    }
+
+    /// A batch longer than the wanted txs at their largest is refused from
+    /// its length prefix, before its body is read or reserved.
+    #[tokio::test]
+    async fn a_batch_longer_than_its_wanted_txs_can_be_is_too_large() {
+        let all = txs(2);
+        let sink = Sink {
+            max_tx: Some(all[0].size() - 100),
+            budget: Some(ByteBudget::new(1 << 20)),
+            ..Sink::default()
+        };
+        let script = frames(&[ann(&all), batch(&all)]);
+        let e = with_script(script, true, |s| async { serve(s, &sink).await })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProtocolError::TooLarge { .. }), "{e:?}");
+        assert_eq!(sink.budget.as_ref().unwrap().peak(), 0);
     }
 
     #[tokio::test]

@@ -83,6 +83,7 @@ impl Host {
         // store knows an address of theirs (from peer exchange or identify).
         for v in &config.validators {
             if *v != local {
+                store.set_persistent(*v);
                 bootstrap_ids.insert(*v);
             }
         }
@@ -281,6 +282,9 @@ fn build_swarm(
 /// What the task knows about a connected peer.
 struct PeerState {
     conns: Vec<(ConnectionId, Multiaddr, Direction)>,
+    /// This node dialed it (an outbound connection came up) since it
+    /// connected: only then does the peer store count it as seen.
+    dialed: bool,
     connected_at: Instant,
     identified: bool,
     agent: Option<String>,
@@ -460,6 +464,9 @@ impl Task {
                 was
             }
             OperatorOp::Add { addr } => {
+                // Nothing is kept unless the dial could start (not banned,
+                // allowed in private mode).
+                self.dial(addr.clone())?;
                 let new = !self.bootstrap_ids.contains(&peer);
                 if new {
                     self.bootstrap_ids.push(peer);
@@ -468,7 +475,6 @@ impl Task {
                 gate.trust(peer);
                 gate.store.set_persistent(peer);
                 tracing::info!(%addr, "peer added by the operator");
-                self.dial(addr)?;
                 new
             }
             OperatorOp::Remove { .. } => {
@@ -593,6 +599,16 @@ impl Task {
             if peer == local || gate.is_banned(&peer) || !gate.is_allowed(&peer) {
                 continue;
             }
+            // What peer exchange says of a configured peer or a validator
+            // never replaces addresses the node already has for it (from
+            // its config, its own dial or the peer's own identify).
+            let kept = gate
+                .store
+                .get(&peer)
+                .is_some_and(|r| r.persistent && !r.addrs.is_empty());
+            if kept {
+                continue;
+            }
             let addrs: Vec<Multiaddr> = addrs
                 .iter()
                 .take(super::store::MAX_ADDRS_PER_PEER * 2)
@@ -652,9 +668,11 @@ impl Task {
                     s.conns.retain(|c| c.0 != connection_id);
                 }
                 if num_established == 0 {
-                    self.peers.remove(&peer_id);
-                    let now = now_ms();
-                    self.gate().store.on_connected(peer_id, now);
+                    let dialed = self.peers.remove(&peer_id).is_some_and(|s| s.dialed);
+                    if dialed {
+                        let now = now_ms();
+                        self.gate().store.on_connected(peer_id, now);
+                    }
                     self.emit(HostEvent::PeerDisconnected { peer: peer_id });
                 }
             }
@@ -731,12 +749,14 @@ impl Task {
         tracing::debug!(%peer, %addr, ?direction, "connection established");
         let state = self.peers.entry(peer).or_insert_with(|| PeerState {
             conns: Vec::new(),
+            dialed: false,
             connected_at: Instant::now(),
             identified: false,
             agent: None,
             protocol_version: None,
             rtt: None,
         });
+        state.dialed |= direction == Direction::Outbound;
         state.conns.push((conn, addr.clone(), direction));
         let allow_private = self.config.allow_private_addrs;
         let now = now_ms();
@@ -791,7 +811,7 @@ impl Task {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
-        let dialed = state.conns.iter().any(|c| c.2 == Direction::Outbound);
+        let dialed = state.dialed;
         let first = !state.identified;
         state.identified = true;
         state.agent = Some(truncated(&info.agent_version));

@@ -214,7 +214,7 @@ impl PeerStore {
         let victim = self
             .peers
             .iter()
-            .filter(|(_, r)| !r.persistent && !r.is_good(now))
+            .filter(|(_, r)| !r.persistent && !r.is_good(now) && r.banned_until_ms <= now)
             .min_by_key(|(id, r)| (std::cmp::Reverse(r.failures), r.last_seen_ms, id.to_bytes()))
             .map(|(id, _)| *id);
         match victim {
@@ -298,10 +298,22 @@ impl PeerStore {
         }
     }
 
-    /// Forgets `peer` (addresses, history, ban); returns whether it was
+    /// Forgets what is known of `peer` (addresses, history), but not a ban
+    /// still running: that stays until it ends. Returns whether it was
     /// known.
     pub fn forget(&mut self, peer: &PeerId) -> bool {
-        let known = self.peers.remove(peer).is_some();
+        let now = now_ms();
+        let known = match self.peers.get_mut(peer) {
+            Some(r) if r.banned_until_ms > now => {
+                *r = PeerRecord {
+                    banned_until_ms: r.banned_until_ms,
+                    ..PeerRecord::default()
+                };
+                true
+            }
+            Some(_) => self.peers.remove(peer).is_some(),
+            None => false,
+        };
         self.dirty |= known;
         known
     }
@@ -556,6 +568,21 @@ mod tests {
         }
         // Asked for everything, nobody is left out.
         assert_eq!(s.known_peers(100, false, now).len(), 12);
+    }
+
+    /// A running ban outlives eviction and `forget`.
+    #[test]
+    fn bans_are_kept_until_they_end() {
+        let mut s = store(2);
+        let now = now_ms();
+        s.add_addrs(pid(1), [addr(1)]);
+        s.ban(pid(1), now + 60_000);
+        assert!(s.forget(&pid(1)));
+        assert!(s.is_banned(&pid(1), now), "forget keeps a running ban");
+        assert!(s.addrs(&pid(1)).is_empty());
+        s.add_addrs(pid(2), [addr(2)]);
+        assert!(!s.add_addrs(pid(3), [addr(3)]) || s.is_banned(&pid(1), now));
+        assert!(s.is_banned(&pid(1), now), "a banned record is not evicted");
     }
 
     /// A peer not seen for a week is no longer worth keeping over a new one.

@@ -196,14 +196,14 @@ async fn proves_height(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> bool {
         return false;
     }
     let proof = proved_block_or_missing(ctx, peer, height).await;
-    if proof != Proof::Valid {
-        if proof == Proof::Missing {
-            ctx.shared.host.report(
-                peer,
-                UNPROVEN_PENALTY,
-                "status: does not serve the best block it claims",
-            );
-        }
+    if proof == Proof::Missing {
+        // A failed exchange (a busy or slow peer) is tried again at the
+        // next poll; a forged proof got the peer banned.
+        ctx.shared.host.report(
+            peer,
+            UNPROVEN_PENALTY,
+            "status: does not serve the best block it claims",
+        );
         let until = now + UNPROVEN_BACKOFF;
         ctx.peers.tell(Note::Unproven { peer, until }).await;
     }
