@@ -4,7 +4,8 @@
 #
 # Usage:
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   each target for SECONDS (default 600)
-#   scripts/fuzz.sh --smoke                 build every target, run each 5 s (CI)
+#   scripts/fuzz.sh --smoke                 build every target (debug, no sanitizer),
+#                                           run each 5 s (scripts/test.sh, CI)
 #   scripts/fuzz.sh --list                  the targets
 #
 # Needs the nightly toolchain (`cargo +nightly`) and cargo-fuzz
@@ -64,8 +65,16 @@ for t in "${targets[@]}"; do
 done
 
 echo "fuzz: building ${#targets[@]} targets"
-cargo +nightly fuzz build
-bin=target/x86_64-unknown-linux-gnu/release
+triple=$(rustc +nightly -vV | sed -n 's/^host: //p')
+if [ $smoke = 1 ]; then
+  # Quick to build (no optimisation, no sanitizer): the smoke run only
+  # shows that every target builds, starts and reads its corpus.
+  cargo +nightly fuzz build --dev --sanitizer none
+  bin=target/$triple/debug
+else
+  cargo +nightly fuzz build
+  bin=target/$triple/release
+fi
 
 failed=()
 summary=()
