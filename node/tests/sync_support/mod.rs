@@ -387,15 +387,7 @@ pub fn synced_blocks(node: &RunningNode) -> u64 {
     node.shared().metrics.synced_blocks.get()
 }
 
-/// Logs to the test output when `KITE_TEST_LOG` is set (an env filter).
-pub fn init_log() {
-    if let Ok(filter) = std::env::var("KITE_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
-}
+pub use kite_node::testkit::init_log;
 
 /// How a fake peer misbehaves on `/kite/blk/1.0.0`. Every fake claims the
 /// real tip in its status and serves that one block honestly (nodes ask
