@@ -387,6 +387,8 @@ pub fn synced_blocks(node: &RunningNode) -> u64 {
     node.shared().metrics.synced_blocks.get()
 }
 
+// The sync bench includes this module too and logs nothing.
+#[allow(unused_imports)]
 pub use kite_node::testkit::init_log;
 
 /// How a fake peer misbehaves on `/kite/blk/1.0.0`. Every fake claims the
