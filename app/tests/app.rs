@@ -40,6 +40,7 @@ fn block(height: u64, prev_app_hash: Hash, txs: Vec<Tx>) -> Block {
         tx_root: Hash::ZERO,
         validator_set_hash: Hash::ZERO,
         proposer: key(100).public(),
+        term: 0,
     };
     Block::new_signed(header, txs, &key(100))
 }

@@ -47,6 +47,7 @@ fn block(prev_app_hash: Hash, txs: Vec<Tx>) -> Block {
         tx_root: Hash::ZERO,
         validator_set_hash: Hash::ZERO,
         proposer: key(9999).public(),
+        term: 0,
     };
     Block::new_signed(header, txs, &key(9999))
 }

@@ -20,14 +20,14 @@
 //! rather than fork.
 
 use kite_types::sign::{KeyCache, SigItem};
-use kite_types::{Block, CommitInfo, Hash, PublicKey, Quorum, ValidatorSet};
+use kite_types::{Block, CommitInfo, Hash, LeaderSchedule, PublicKey, Quorum, ValidatorSet};
 
 /// Checks fetched ranges for one chain; holds a cache of decoded keys
 /// (validators and recent tx senders), so share one per node.
 #[derive(Debug)]
 pub struct ProofChecker {
     chain_id: String,
-    leader: PublicKey,
+    schedule: LeaderSchedule,
     validators: ValidatorSet,
     valset_hash: Hash,
     quorum: Quorum,
@@ -76,7 +76,7 @@ impl ProofChecker {
     pub fn new(cfg: &crate::EngineConfig) -> ProofChecker {
         ProofChecker {
             chain_id: cfg.chain_id.clone(),
-            leader: cfg.leader,
+            schedule: cfg.schedule.clone(),
             validators: cfg.validators.clone(),
             valset_hash: cfg.validators.hash(),
             quorum: cfg.quorum,
@@ -102,6 +102,15 @@ impl ProofChecker {
                     bad = Some(Bad::Peer(e));
                     break;
                 }
+            }
+            if ci.term() < block.header().term {
+                bad = Some(Bad::Peer(format!(
+                    "block {}: committed in term {}, before its own term {}",
+                    block.height(),
+                    ci.term(),
+                    block.header().term
+                )));
+                break;
             }
             let votes = match ci.sig_items(
                 &self.chain_id,
@@ -185,8 +194,11 @@ impl ProofChecker {
         if hd.validator_set_hash != self.valset_hash {
             return Err(format!("block {height} names another validator set"));
         }
-        if hd.proposer != self.leader {
-            return Err(format!("block {height} was not proposed by the leader"));
+        if hd.proposer != self.schedule.leader(hd.term) {
+            return Err(format!(
+                "block {height} was not proposed by the leader of its term {}",
+                hd.term
+            ));
         }
         if !block.check_tx_root() {
             return Err(format!("block {height}: tx root does not match its txs"));
@@ -263,6 +275,7 @@ mod tests {
                 tx_root: Hash::ZERO,
                 validator_set_hash: checker.valset_hash,
                 proposer: key(1).public(),
+                term: 0,
             };
             let b = Block::new_signed(header, txs, &key(1));
             let app = Hash::digest_parts(&[b"app", b.hash().as_bytes()]);

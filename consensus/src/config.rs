@@ -2,7 +2,8 @@
 //! committed state an engine starts from.
 
 use kite_types::{
-    BlockHeader, CommitInfo, Genesis, Hash, NodeKey, PublicKey, Quorum, Signature, ValidatorSet,
+    BlockHeader, CommitInfo, Genesis, Hash, LeaderSchedule, NodeKey, PublicKey, Quorum, Signature,
+    ValidatorSet,
 };
 
 pub use kite_types::Role;
@@ -22,10 +23,12 @@ pub struct EngineConfig {
     pub role: Role,
     /// The signing key; `None` for a non-validator (sentry, archive).
     pub key: Option<NodeKey>,
-    /// The genesis leader: the only key whose proposals and resets count.
+    /// The genesis leader: the leader of term 0.
     pub leader: PublicKey,
     /// The validators and their voting power.
     pub validators: ValidatorSet,
+    /// Who leads each term (term 0: `leader`).
+    pub schedule: LeaderSchedule,
     /// Share of voting power that commits a block.
     pub quorum: Quorum,
     /// Largest encoded block.
@@ -39,6 +42,14 @@ pub struct EngineConfig {
     /// Leader: how long a proposal may stay uncommitted before it is reset
     /// and the height re-proposed.
     pub round_timeout_ms: u64,
+    /// Validator: how long it waits for progress from the leader of its
+    /// term (a proposal, a re-send, a reset, a commit) before it moves to
+    /// the next term; counted after the empty-block timeout, and doubled
+    /// for each term in a row without a commit, up to
+    /// [`EngineConfig::leader_timeout_max_ms`].
+    pub leader_timeout_ms: u64,
+    /// The most the doubled leader timeout grows to.
+    pub leader_timeout_max_ms: u64,
     /// Validator: how often its vote is re-sent while the height is open.
     /// Leader: how often the proposal is re-sent to validators that have not
     /// voted, and the least time between two re-announces to one peer.
@@ -58,8 +69,9 @@ pub struct EngineConfig {
 
 impl EngineConfig {
     /// The configuration of `genesis` for a node of `role` holding `key`,
-    /// with default local timeouts (round 2 s, resend 250 ms, sync window
-    /// 512 heights, 256 per peer, buffer 256 MiB, request timeout 2 s).
+    /// with default local timeouts (round 2 s, leader 2 s doubling up to
+    /// 16 s, resend 250 ms, sync window 512 heights, 256 per peer, buffer
+    /// 256 MiB, request timeout 2 s).
     pub fn from_genesis(genesis: &Genesis, role: Role, key: Option<NodeKey>) -> EngineConfig {
         EngineConfig {
             chain_id: genesis.chain_id.clone(),
@@ -67,11 +79,14 @@ impl EngineConfig {
             key,
             leader: genesis.leader,
             validators: genesis.validator_set(),
+            schedule: LeaderSchedule::new(&genesis.validator_set(), genesis.leader),
             quorum: genesis.quorum,
             max_block_bytes: genesis.max_block_bytes,
             propose_timeout_ms: millis(genesis.propose_timeout),
             empty_block_timeout_ms: millis(genesis.empty_block_timeout),
             round_timeout_ms: 2_000,
+            leader_timeout_ms: 2_000,
+            leader_timeout_max_ms: 16_000,
             vote_resend_interval_ms: 250,
             sync_window: 512,
             sync_per_peer: 256,

@@ -3,7 +3,10 @@
 //! Peers are named by their ed25519 public key (a Kite node's libp2p
 //! identity is its node key).
 
-use kite_types::{Block, BlockHeader, CommitInfo, Hash, Promise, PublicKey, Signature, Tx, Vote};
+use kite_types::{
+    Block, BlockHeader, CommitInfo, Credential, Hash, Promise, PublicKey, Signature, TermChange, Tx,
+    Vote,
+};
 
 /// Why a block failed to execute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +27,9 @@ pub enum Input {
         /// Now.
         now_ms: u64,
     },
-    /// Leader: what the mempool holds (after admissions and commits).
+    /// What the mempool holds (after admissions and commits). The leader
+    /// builds blocks from it; a validator that holds txs expects the
+    /// leader to propose them.
     MempoolStatus {
         /// Number of txs waiting.
         txs: usize,
@@ -42,9 +47,28 @@ pub enum Input {
         from: PublicKey,
         /// The proposed block (unverified).
         block: Block,
+        /// The term it is proposed in: the block's own term, or a later
+        /// one when the leader of that term proposes a block its
+        /// credential carries.
+        term: u64,
+        /// Above term 0: the quorum of term changes that lets the leader
+        /// of `term` lead (unverified).
+        credential: Option<Credential>,
     },
-    /// A reset from the leader (unverified).
+    /// A validator's term change (unverified), with the block it ACKed
+    /// when it is sent to the leader of the new term.
+    TermChangeReceived {
+        /// The peer that sent it, when known: validators send their own.
+        from: Option<PublicKey>,
+        /// The change.
+        change: TermChange,
+        /// The block of `change.acked` (unverified), if attached.
+        block: Option<Block>,
+    },
+    /// A reset from the leader of `term` (unverified).
     ResetReceived {
+        /// The term of the reset.
+        term: u64,
         /// Height of the abandoned block.
         height: u64,
         /// The abandoned block.
@@ -162,6 +186,10 @@ pub enum TimeoutKind {
     Round,
     /// Validator: re-send the vote.
     ResendVote,
+    /// Validator: no progress from the leader; move to the next term.
+    Leader,
+    /// Validator: re-send its term change while no leader has a quorum.
+    ResendTermChange,
     /// Block sync: a request is overdue.
     Sync,
 }
@@ -192,6 +220,20 @@ pub enum Output {
         to: Vec<PublicKey>,
         /// The signed block.
         block: Block,
+        /// The term it is proposed in.
+        term: u64,
+        /// Above term 0: the credential of `term`.
+        credential: Option<Credential>,
+    },
+    /// Validator: send this term change to these validators (the block
+    /// of its ACK goes only to the leader of the new term).
+    SendTermChange {
+        /// The validators.
+        to: Vec<PublicKey>,
+        /// The signed change.
+        change: TermChange,
+        /// The block of `change.acked`, if attached.
+        block: Option<Block>,
     },
     /// Execute the block on a staged state above the committed state and
     /// answer with [`Input::BlockExecuted`].
@@ -199,7 +241,7 @@ pub enum Output {
         /// The block.
         block: Block,
     },
-    /// Validator: send this vote to the leader.
+    /// Validator: send this vote to the leader of its term.
     SendVote {
         /// The leader.
         to: PublicKey,
@@ -240,6 +282,8 @@ pub enum Output {
     },
     /// Leader: send a signed reset (the block is abandoned).
     SendReset {
+        /// The term of the leader that signed it.
+        term: u64,
         /// Height of the block.
         height: u64,
         /// The abandoned block.

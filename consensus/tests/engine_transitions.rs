@@ -77,6 +77,7 @@ fn header(height: u64, prev: Hash, prev_app: Hash, ts: u64) -> BlockHeader {
         tx_root: Hash::ZERO,
         validator_set_hash: valset().hash(),
         proposer: key(1).public(),
+        term: 0,
     }
 }
 
@@ -625,6 +626,8 @@ fn leader_resets_a_block_voted_before_its_restart() {
         vote: None,
         proposed: vec![old.hash()],
         newest_ts: 0,
+        term: 0,
+        block: None,
     })
     .unwrap();
     let (old_a, old_b) = (old.clone(), old.clone());
@@ -834,7 +837,7 @@ fn validator_votes_locks_and_commits() {
                 move |_| Input::ResetReceived {
                     height: 1,
                     block_hash: b1c.hash(),
-                    leader_sig: key(3).sign_digest(&sign::reset_digest(CHAIN, 1, &b1c.hash())),
+                    leader_sig: key(3).sign_digest(&sign::reset_digest(CHAIN, 0, 1, &b1c.hash())),
                 },
                 &[],
                 "voted",
@@ -844,7 +847,7 @@ fn validator_votes_locks_and_commits() {
                 move |_| Input::ResetReceived {
                     height: 1,
                     block_hash: b1d.hash(),
-                    leader_sig: key(1).sign_digest(&sign::reset_digest(CHAIN, 1, &b1d.hash())),
+                    leader_sig: key(1).sign_digest(&sign::reset_digest(CHAIN, 0, 1, &b1d.hash())),
                 },
                 &["ExecuteBlock(h1)"],
                 "idle",
@@ -1429,7 +1432,7 @@ fn reset_of(b: &Block) -> Input {
     Input::ResetReceived {
         height: 1,
         block_hash: b.hash(),
-        leader_sig: key(1).sign_digest(&sign::reset_digest(CHAIN, 1, &b.hash())),
+        leader_sig: key(1).sign_digest(&sign::reset_digest(CHAIN, 0, 1, &b.hash())),
     }
 }
 
@@ -1656,6 +1659,8 @@ fn restore_refuses_a_store_older_than_the_promise() {
             vote: None,
             proposed: vec![Hash::digest(b"p")],
             newest_ts: 0,
+            term: 0,
+            block: None,
         })
         .unwrap_err();
     let msg = err.to_string();
@@ -1690,6 +1695,8 @@ fn restore_refuses_a_store_older_than_the_promise() {
         vote: Some(Vote::ack(&key(3), CHAIN, 1, b.hash(), app_of(&b))),
         proposed: vec![],
         newest_ts: 0,
+        term: 0,
+        block: None,
     };
     v.restore(&fulfilled).unwrap();
     assert_eq!(v.status().locked_on, None);
@@ -1698,6 +1705,8 @@ fn restore_refuses_a_store_older_than_the_promise() {
         vote: Some(Vote::ack(&key(4), CHAIN, 2, b.hash(), app_of(&b))),
         proposed: vec![],
         newest_ts: 0,
+        term: 0,
+        block: None,
     };
     assert!(matches!(
         v.restore(&foreign),

@@ -127,6 +127,7 @@ pub fn header(height: u64) -> BlockHeader {
         tx_root: Hash::ZERO,
         validator_set_hash: Hash::digest(b"vals"),
         proposer: leader().public(),
+        term: 0,
     }
 }
 

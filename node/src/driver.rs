@@ -651,6 +651,7 @@ mod tests {
             tx_root: Hash::ZERO,
             validator_set_hash: Hash::ZERO,
             proposer: PublicKey([0; 32]),
+            term: 0,
         };
         Block::new_signed(header, txs, &NodeKey::from_seed([1; 32]))
     }

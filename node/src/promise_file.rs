@@ -188,6 +188,8 @@ mod tests {
             )),
             proposed: Vec::new(),
             newest_ts: 0,
+            term: 0,
+            block: None,
         }
     }
 
@@ -210,6 +212,8 @@ mod tests {
                 vote: None,
                 proposed: vec![Hash::digest(b"a"), Hash::digest(b"b")],
                 newest_ts: 0,
+                term: 0,
+                block: None,
             };
             save(&path, &second, durable).unwrap();
             assert_eq!(load(&path).unwrap(), Some(second));

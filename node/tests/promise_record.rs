@@ -93,6 +93,8 @@ async fn a_validator_records_its_vote_and_votes_again_after_a_restart() {
             vote: None,
             proposed: Vec::new(),
             newest_ts: 0,
+            term: 0,
+            block: None,
         }
     );
 
@@ -170,6 +172,8 @@ async fn a_record_above_the_store_of_another_key_or_corrupt_refuses_to_start() {
         vote: None,
         proposed: vec![Hash::digest(b"a block")],
         newest_ts: 0,
+        term: 0,
+        block: None,
     };
     promise_file::save(&file, &above, true).unwrap();
     let e = start_in(dir.path(), 0).await.unwrap_err();
@@ -196,6 +200,8 @@ async fn a_record_above_the_store_of_another_key_or_corrupt_refuses_to_start() {
         vote: None,
         proposed: vec![Hash::digest(b"a block")],
         newest_ts: 0,
+        term: 0,
+        block: None,
     };
     promise_file::save(&file, &open, true).unwrap();
     start_in(dir.path(), 0).await.unwrap();
@@ -215,6 +221,8 @@ async fn a_record_above_the_store_of_another_key_or_corrupt_refuses_to_start() {
         vote: Some(foreign),
         proposed: Vec::new(),
         newest_ts: 0,
+        term: 0,
+        block: None,
     };
     promise_file::save(&file, &rec, true).unwrap();
     let e = start_in(dir.path(), 1).await.unwrap_err();

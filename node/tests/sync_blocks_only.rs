@@ -148,6 +148,7 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
             tx_root: Hash::ZERO,
             validator_set_hash: genesis.validator_set().hash(),
             proposer: keys.leader().public(),
+            term: 0,
         },
         txs[..1].to_vec(),
         keys.leader(),

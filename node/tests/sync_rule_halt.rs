@@ -88,6 +88,7 @@ async fn a_committed_block_this_node_refuses_halts_it_and_the_peer_is_not_blamed
                 tx_root: Hash::ZERO,
                 validator_set_hash: genesis.validator_set().hash(),
                 proposer: keys.leader().public(),
+                term: 0,
             };
             let block = Block::new_signed(header, txs, keys.leader());
             // As a node of the other rule did: signatures taken as checked.

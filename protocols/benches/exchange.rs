@@ -44,6 +44,7 @@ fn block(n: u64) -> (Block, CommitInfo) {
         tx_root: Hash::ZERO,
         validator_set_hash: Hash::ZERO,
         proposer: k.public(),
+        term: 0,
     };
     let b = Block::new_signed(h, txs(n), &k);
     let app = Hash::digest(b"app");

@@ -64,6 +64,7 @@ fn documented_vectors() {
         tx_root: Hash::ZERO,
         validator_set_hash: Hash::ZERO,
         proposer: k.public(),
+        term: 0,
     };
     let b = Block::new_signed(header, vec![tx], &k);
     assert_eq!(
@@ -102,7 +103,7 @@ fn documented_vectors() {
         "aa4a1837df6e22f306e48d9c335f340b43bfafc4fce3045413c8cb0691cc75fc"
     );
     assert_eq!(
-        sign::reset_digest("kite-test", 1, &b.hash()).to_string(),
+        sign::reset_digest("kite-test", 0, 1, &b.hash()).to_string(),
         "383a6052dc658152f16a389b2d333a52cf8fc91ab33ba4de084e7f229ddf211c"
     );
 }

@@ -157,6 +157,7 @@ fn node() -> Node {
         tx_root: Hash::ZERO,
         validator_set_hash: Hash::ZERO,
         proposer: key.public(),
+        term: 0,
     };
     let block = Block::new_signed(header, vec![tx.clone()], &key);
     let ci = CommitInfo {

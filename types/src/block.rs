@@ -30,8 +30,12 @@ pub struct BlockHeader {
     pub tx_root: Hash,
     /// Hash of the validator set that votes on this block.
     pub validator_set_hash: Hash,
-    /// The leader's public key.
+    /// The key of the leader that proposed it: the schedule's leader of
+    /// `term` ([`crate::term::LeaderSchedule`]).
     pub proposer: PublicKey,
+    /// The term the block was first proposed in. A later leader that
+    /// re-proposes it keeps it (and so the hash).
+    pub term: u64,
 }
 
 impl BlockHeader {
@@ -47,6 +51,7 @@ impl BlockHeader {
             tx_root: self.tx_root.0.to_vec(),
             validator_set_hash: self.validator_set_hash.0.to_vec(),
             proposer: self.proposer.0.to_vec(),
+            term: self.term,
         }
     }
 
@@ -72,6 +77,7 @@ impl BlockHeader {
             tx_root: codec::hash_field(W, "tx_root", &p.tx_root)?,
             validator_set_hash: codec::hash_field(W, "validator_set_hash", &p.validator_set_hash)?,
             proposer: codec::key_field(W, "proposer", &p.proposer)?,
+            term: p.term,
         })
     }
 
@@ -234,6 +240,7 @@ pub(crate) mod tests {
             tx_root: Hash::ZERO,
             validator_set_hash: Hash::digest(b"vals"),
             proposer: PublicKey([0; 32]),
+            term: 0,
         }
     }
 

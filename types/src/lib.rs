@@ -14,7 +14,9 @@
 //! - [`genesis`]: the chain's genesis file, validated on load.
 //! - [`role`]: what a node does (leader, validator, sentry).
 //! - [`promise`]: what a node promised at a height (its vote, its
-//!   proposals), the record it keeps durably across restarts.
+//!   proposals, its term), the record it keeps durably across restarts.
+//! - [`term`]: the leader schedule, term changes and the credential that
+//!   lets a new leader lead.
 //!
 //! Nothing here does I/O except reading and writing key and genesis files.
 
@@ -30,6 +32,7 @@ pub mod merkle;
 pub mod promise;
 pub mod role;
 pub mod sign;
+pub mod term;
 #[cfg(any(test, feature = "test-vectors"))]
 pub mod testing;
 pub mod tx;
@@ -49,6 +52,7 @@ pub use hash::{Hash, ParseHexError};
 pub use keys::{KeyError, NodeKey, PublicKey, Signature};
 pub use promise::Promise;
 pub use role::Role;
+pub use term::{Acked, Credential, LeaderSchedule, TermChange};
 pub use tx::{MAX_KEY_LEN, MAX_VALUE_LEN, Payload, Tx, TxBody};
 pub use vote::{CommitInfo, Vote};
 

@@ -11,14 +11,15 @@
 //! encoding is the prost message `Promise` of `proto/kite/types.proto`.
 
 use crate::codec::{self, DecodeError};
-use crate::{Hash, Vote, proto};
+use crate::{Block, Hash, Vote, proto};
 use prost::Message;
 
 /// Most proposed block hashes kept for one height (the leader re-proposes a
 /// height at most this many times before it stops resetting).
 pub const MAX_PROPOSED: usize = 256;
-/// Largest encoded record accepted when reading it back.
-pub const MAX_PROMISE_BYTES: usize = 64 * 1024;
+/// Largest encoded record accepted when reading it back: the largest
+/// block the protocol allows (64 MiB) and 64 KiB for the rest.
+pub const MAX_PROMISE_BYTES: usize = 64 * 1024 * 1024 + 64 * 1024;
 
 /// What this node promised at `height`, the highest height it promised
 /// anything at.
@@ -35,6 +36,13 @@ pub struct Promise {
     /// Leader: the header time of its newest proposal at `height` (its
     /// next proposal there must be later, even if its clock went back).
     pub newest_ts: u64,
+    /// The highest term this node joined, at any height: it never votes,
+    /// proposes or resets in a lower term again.
+    pub term: u64,
+    /// Validator: the block its ACK at `height` is for, so that after a
+    /// restart it can still hand that block to the leader of a later term
+    /// (which must propose it again: it may have committed).
+    pub block: Option<Block>,
 }
 
 impl Promise {
@@ -45,6 +53,8 @@ impl Promise {
             vote: self.vote.as_ref().map(Vote::to_proto),
             proposed: self.proposed.iter().map(|h| h.0.to_vec()).collect(),
             newest_ts: self.newest_ts,
+            term: self.term,
+            block: self.block.as_ref().map(Block::to_proto),
         }
         .encode_to_vec()
     }
@@ -64,11 +74,28 @@ impl Promise {
         }
         let vote = p.vote.as_ref().map(Vote::from_proto).transpose()?;
         if let Some(v) = &vote
+            && v.term > p.term
+        {
+            return Err(DecodeError::invalid(
+                W,
+                format!("its vote is of term {}, above its term {}", v.term, p.term),
+            ));
+        }
+        if let Some(v) = &vote
             && v.height != p.height
         {
             return Err(DecodeError::invalid(
                 W,
                 format!("its vote is for height {}, not {}", v.height, p.height),
+            ));
+        }
+        let block = p.block.map(Block::from_proto).transpose()?;
+        if let Some(b) = &block
+            && vote.as_ref().is_none_or(|v| !v.ack || v.block_hash != b.hash())
+        {
+            return Err(DecodeError::invalid(
+                W,
+                "it keeps a block that is not the one its ACK is for",
             ));
         }
         Ok(Promise {
@@ -80,6 +107,8 @@ impl Promise {
                 .map(|b| codec::hash_field(W, "proposed", b))
                 .collect::<Result<Vec<_>, _>>()?,
             newest_ts: p.newest_ts,
+            term: p.term,
+            block,
         })
     }
 }
@@ -103,6 +132,8 @@ mod tests {
             )),
             proposed: vec![Hash::digest(b"x"), Hash::digest(b"y")],
             newest_ts: 1_700_000_000_123,
+            term: 2,
+            block: None,
         };
         assert_eq!(Promise::decode(&p.encode()).unwrap(), p);
         assert_eq!(
@@ -111,6 +142,12 @@ mod tests {
         );
         let mut wrong = p.clone();
         wrong.height = 10;
+        assert!(Promise::decode(&wrong.encode()).is_err());
+        let mut wrong = p.clone();
+        wrong.vote = wrong.vote.map(|mut v| {
+            v.term = 3;
+            v
+        });
         assert!(Promise::decode(&wrong.encode()).is_err());
         let mut many = p.clone();
         many.vote = None;

@@ -12,6 +12,13 @@
 //! | vote (ACK) | `sha256("kite/vote" \|\| u8 len(chain_id) \|\| chain_id \|\| be64(height) \|\| block_hash \|\| u8 1 \|\| app_hash)` |
 //! | vote (NACK) | `sha256("kite/vote" \|\| u8 len(chain_id) \|\| chain_id \|\| be64(height) \|\| block_hash \|\| u8 0 \|\| 32 zero bytes \|\| u8 n \|\| n bad tx hashes)` |
 //! | reset | `sha256("kite/reset" \|\| u8 len(chain_id) \|\| chain_id \|\| be64(height) \|\| block_hash)` |
+//! | term change | `sha256("kite/term" \|\| u8 len(chain_id) \|\| chain_id \|\| be64(term) \|\| be64(height) \|\| u8 0)`, or with an ACK: `... \|\| u8 1 \|\| block_hash \|\| be64(ack term) \|\| be64(header time))` |
+//!
+//! Votes and resets of a term above 0 append `be64(term)` to the digest
+//! above; in term 0 (the genesis leader's) the digest is the one shown, so a
+//! chain whose leader never changed signs what it always signed. The
+//! fixed-length tail keeps the two forms apart (a NACK's tail is a multiple
+//! of 32 bytes; with a term, 8 more).
 //!
 //! The chain id is at most 50 bytes, so its length fits one byte and the
 //! concatenation is unambiguous.
@@ -65,6 +72,8 @@ pub const BLOCK_DOMAIN: &[u8] = b"kite/block";
 pub const VOTE_DOMAIN: &[u8] = b"kite/vote";
 /// Domain tag of reset signatures.
 pub const RESET_DOMAIN: &[u8] = b"kite/reset";
+/// Domain tag of term-change signatures.
+pub const TERM_DOMAIN: &[u8] = b"kite/term";
 
 /// The digest a tx signature covers.
 pub fn tx_digest(body: &[u8]) -> Hash {
@@ -81,9 +90,32 @@ fn chain_prefix(chain_id: &str) -> [u8; 1] {
     [u8::try_from(chain_id.len()).unwrap_or(u8::MAX)]
 }
 
-/// The digest a vote signature covers. `app_hash` is ignored for a NACK.
+/// `be64(term)` when `term` is above 0, else nothing.
+fn term_tail(term: u64) -> Vec<u8> {
+    if term == 0 {
+        Vec::new()
+    } else {
+        term.to_be_bytes().to_vec()
+    }
+}
+
+/// The digest a vote signature covers, in term 0. `app_hash` is ignored
+/// for a NACK.
 pub fn vote_digest(
     chain_id: &str,
+    height: u64,
+    block_hash: &Hash,
+    ack: bool,
+    app_hash: &Hash,
+) -> Hash {
+    vote_digest_in(chain_id, 0, height, block_hash, ack, app_hash)
+}
+
+/// The digest a vote signature covers in `term`. `app_hash` is ignored for
+/// a NACK.
+pub fn vote_digest_in(
+    chain_id: &str,
+    term: u64,
     height: u64,
     block_hash: &Hash,
     ack: bool,
@@ -98,6 +130,7 @@ pub fn vote_digest(
         block_hash.as_bytes(),
         &[u8::from(ack)],
         app.as_bytes(),
+        &term_tail(term),
     ])
 }
 
@@ -106,6 +139,17 @@ pub fn vote_digest(
 /// txs a validator blames are signed. At most 255 hashes are covered
 /// (votes carry at most [`crate::vote::MAX_BAD_TXS`]).
 pub fn nack_digest(chain_id: &str, height: u64, block_hash: &Hash, bad_txs: &[Hash]) -> Hash {
+    nack_digest_in(chain_id, 0, height, block_hash, bad_txs)
+}
+
+/// [`nack_digest`] of a NACK cast in `term`.
+pub fn nack_digest_in(
+    chain_id: &str,
+    term: u64,
+    height: u64,
+    block_hash: &Hash,
+    bad_txs: &[Hash],
+) -> Hash {
     let bad = &bad_txs[..bad_txs.len().min(usize::from(u8::MAX))];
     let prefix = chain_prefix(chain_id);
     let h = height.to_be_bytes();
@@ -121,18 +165,53 @@ pub fn nack_digest(chain_id: &str, height: u64, block_hash: &Hash, bad_txs: &[Ha
         &count,
     ];
     parts.extend(bad.iter().map(|t| &t.as_bytes()[..]));
+    let tail = term_tail(term);
+    parts.push(&tail);
     Hash::digest_parts(&parts)
 }
 
-/// The digest a reset signature covers.
-pub fn reset_digest(chain_id: &str, height: u64, block_hash: &Hash) -> Hash {
+/// The digest a reset signature covers: the leader of `term` abandons its
+/// block `block_hash` at `height`.
+pub fn reset_digest(chain_id: &str, term: u64, height: u64, block_hash: &Hash) -> Hash {
     Hash::digest_parts(&[
         RESET_DOMAIN,
         &chain_prefix(chain_id),
         chain_id.as_bytes(),
         &height.to_be_bytes(),
         block_hash.as_bytes(),
+        &term_tail(term),
     ])
+}
+
+/// The digest a term change's signature covers: `acked` is the signer's
+/// ACK at `height` (block hash, the term of the ACK, the block's header
+/// time), if any.
+pub fn term_change_digest(
+    chain_id: &str,
+    term: u64,
+    height: u64,
+    acked: Option<(&Hash, u64, u64)>,
+) -> Hash {
+    let head = [
+        TERM_DOMAIN,
+        &chain_prefix(chain_id),
+        chain_id.as_bytes(),
+        &term.to_be_bytes(),
+        &height.to_be_bytes(),
+    ];
+    match acked {
+        None => {
+            let mut parts = head.to_vec();
+            parts.push(&[0u8]);
+            Hash::digest_parts(&parts)
+        }
+        Some((hash, ack_term, ts)) => {
+            let (t, s) = (ack_term.to_be_bytes(), ts.to_be_bytes());
+            let mut parts = head.to_vec();
+            parts.extend([&[1u8][..], hash.as_bytes(), &t, &s]);
+            Hash::digest_parts(&parts)
+        }
+    }
 }
 
 /// Verifies one signature over a digest, under the rule of this module.
@@ -335,7 +414,37 @@ mod tests {
             vote_digest("c", 1, &h, false, &h),
             vote_digest("c", 1, &h, false, &Hash::ZERO)
         );
-        assert_ne!(reset_digest("c", 1, &h), vote_digest("c", 1, &h, false, &h));
+        assert_ne!(
+            reset_digest("c", 0, 1, &h),
+            vote_digest("c", 1, &h, false, &h)
+        );
+        // Term 0 signs what a chain without terms signed; any other term
+        // signs something else, and so does every other term.
+        assert_eq!(
+            vote_digest_in("c", 0, 1, &h, true, &h),
+            vote_digest("c", 1, &h, true, &h)
+        );
+        assert_ne!(
+            vote_digest_in("c", 1, 1, &h, true, &h),
+            vote_digest_in("c", 2, 1, &h, true, &h)
+        );
+        assert_ne!(
+            nack_digest_in("c", 1, 1, &h, &[]),
+            nack_digest("c", 1, &h, &[])
+        );
+        assert_ne!(reset_digest("c", 1, 1, &h), reset_digest("c", 0, 1, &h));
+        assert_ne!(
+            term_change_digest("c", 1, 1, None),
+            term_change_digest("c", 2, 1, None)
+        );
+        assert_ne!(
+            term_change_digest("c", 1, 1, None),
+            term_change_digest("c", 1, 1, Some((&h, 0, 0)))
+        );
+        assert_ne!(
+            term_change_digest("c", 1, 1, Some((&h, 0, 1))),
+            term_change_digest("c", 1, 1, Some((&h, 1, 0)))
+        );
     }
 
     #[test]

@@ -29,12 +29,16 @@ pub struct Vote {
     pub bad_txs: Vec<Hash>,
     /// The voter.
     pub validator: PublicKey,
-    /// Signature over [`sign::vote_digest`].
+    /// Signature over [`sign::vote_digest_in`] (ACK) or
+    /// [`sign::nack_digest_in`] (NACK).
     pub signature: Signature,
+    /// The term the vote was cast in (the leader it answers is the
+    /// schedule's leader of this term).
+    pub term: u64,
 }
 
 impl Vote {
-    /// A signed ACK.
+    /// A signed ACK in term 0.
     pub fn ack(
         key: &NodeKey,
         chain_id: &str,
@@ -42,7 +46,19 @@ impl Vote {
         block_hash: Hash,
         app_hash: Hash,
     ) -> Vote {
-        let digest = sign::vote_digest(chain_id, height, &block_hash, true, &app_hash);
+        Vote::ack_in(key, chain_id, 0, height, block_hash, app_hash)
+    }
+
+    /// A signed ACK in `term`.
+    pub fn ack_in(
+        key: &NodeKey,
+        chain_id: &str,
+        term: u64,
+        height: u64,
+        block_hash: Hash,
+        app_hash: Hash,
+    ) -> Vote {
+        let digest = sign::vote_digest_in(chain_id, term, height, &block_hash, true, &app_hash);
         Vote {
             height,
             block_hash,
@@ -52,11 +68,12 @@ impl Vote {
             bad_txs: Vec::new(),
             validator: key.public(),
             signature: key.sign_digest(&digest),
+            term,
         }
     }
 
-    /// A signed NACK naming the txs that made the block invalid (the
-    /// first [`MAX_BAD_TXS`] of `bad_txs` are kept, and signed).
+    /// A signed NACK in term 0 naming the txs that made the block invalid
+    /// (the first [`MAX_BAD_TXS`] of `bad_txs` are kept, and signed).
     pub fn nack(
         key: &NodeKey,
         chain_id: &str,
@@ -65,8 +82,21 @@ impl Vote {
         reason: &str,
         bad_txs: &[Hash],
     ) -> Vote {
+        Vote::nack_in(key, chain_id, 0, height, block_hash, reason, bad_txs)
+    }
+
+    /// A signed NACK in `term` (see [`Vote::nack`]).
+    pub fn nack_in(
+        key: &NodeKey,
+        chain_id: &str,
+        term: u64,
+        height: u64,
+        block_hash: Hash,
+        reason: &str,
+        bad_txs: &[Hash],
+    ) -> Vote {
         let bad_txs = bad_txs[..bad_txs.len().min(MAX_BAD_TXS)].to_vec();
-        let digest = sign::nack_digest(chain_id, height, &block_hash, &bad_txs);
+        let digest = sign::nack_digest_in(chain_id, term, height, &block_hash, &bad_txs);
         Vote {
             height,
             block_hash,
@@ -76,21 +106,29 @@ impl Vote {
             bad_txs,
             validator: key.public(),
             signature: key.sign_digest(&digest),
+            term,
         }
     }
 
     /// The digest the signature covers.
     pub fn digest(&self, chain_id: &str) -> Hash {
         if self.ack {
-            sign::vote_digest(
+            sign::vote_digest_in(
                 chain_id,
+                self.term,
                 self.height,
                 &self.block_hash,
                 true,
                 &self.app_hash,
             )
         } else {
-            sign::nack_digest(chain_id, self.height, &self.block_hash, &self.bad_txs)
+            sign::nack_digest_in(
+                chain_id,
+                self.term,
+                self.height,
+                &self.block_hash,
+                &self.bad_txs,
+            )
         }
     }
 
@@ -114,6 +152,7 @@ impl Vote {
             validator: self.validator.0.to_vec(),
             signature: self.signature.0.to_vec(),
             bad_txs: self.bad_txs.iter().map(|h| h.0.to_vec()).collect(),
+            term: self.term,
         }
     }
 
@@ -151,6 +190,7 @@ impl Vote {
             bad_txs,
             validator: codec::key_field(W, "validator", &p.validator)?,
             signature: codec::sig_field(W, "signature", &p.signature)?,
+            term: p.term,
         })
     }
 }
@@ -229,6 +269,12 @@ impl CommitInfo {
         Ok(())
     }
 
+    /// The term its votes were cast in (they share one; 0 when it holds
+    /// none).
+    pub fn term(&self) -> u64 {
+        self.votes.first().map_or(0, |v| v.term)
+    }
+
     /// Everything [`CommitInfo::verify`] checks except the signatures,
     /// which it returns (one per vote, in order) for the caller to verify,
     /// typically in one batch with others.
@@ -256,6 +302,14 @@ impl CommitInfo {
                     v.height,
                     v.block_hash.short(),
                     block_hash.short()
+                ));
+            }
+            if v.term != self.term() {
+                return Err(format!(
+                    "vote of {} is of term {}, the commit's first vote of term {}",
+                    v.validator.short(),
+                    v.term,
+                    self.term()
                 ));
             }
             if v.app_hash != self.app_hash {

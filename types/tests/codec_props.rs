@@ -59,6 +59,7 @@ fn header() -> impl Strategy<Value = BlockHeader> {
                 tx_root: Hash::ZERO,
                 validator_set_hash: vs,
                 proposer: PublicKey(p),
+                term: 0,
             },
         )
 }
@@ -164,6 +165,7 @@ fn truncated_block_is_refused() {
         tx_root: Hash::ZERO,
         validator_set_hash: Hash::ZERO,
         proposer: key.public(),
+        term: 0,
     };
     let b = Block::new_signed(h, vec![t], &key);
     let bytes = b.encode();

@@ -72,6 +72,7 @@ pub fn make_block(best: &Best, txs: Vec<Tx>, ts: u64) -> Block {
         tx_root: Hash::ZERO,
         validator_set_hash: Hash::ZERO,
         proposer: leader().public(),
+        term: 0,
     };
     Block::new_signed(header, txs, &leader())
 }

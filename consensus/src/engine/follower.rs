@@ -37,6 +37,7 @@ impl Engine {
             None => self.sync.hint_height(height),
         }
         if height == self.h.height {
+            self.learn_term(ci.term(), out);
             self.learn_commit(
                 KnownCommit {
                     block_hash: hash,
@@ -59,7 +60,7 @@ impl Engine {
             }
             return;
         }
-        if self.h.resets.contains_key(&kc.block_hash) {
+        if self.h.resets.contains_key(&kc.block_hash) && kc.commit_info.term() == self.term {
             self.halt(
                 format!(
                     "block {} at height {} was reset by the leader and then committed: the \
@@ -82,7 +83,13 @@ impl Engine {
     ) -> bool {
         header.chain_id == self.cfg.chain_id
             && header.validator_set_hash == self.valset_hash
-            && verify_header_sig(&header.proposer, hash, sig, &self.cfg.leader)
+            && ci.term() >= header.term
+            && verify_header_sig(
+                &header.proposer,
+                hash,
+                sig,
+                &self.cfg.schedule.leader(header.term),
+            )
             && ci
                 .verify(
                     &self.cfg.chain_id,
@@ -191,8 +198,12 @@ impl Engine {
                 commit_info: kc.commit_info,
             }),
         };
+        let term = self.committed.last.as_ref().map_or(0, |l| l.commit_info.term());
         self.h = HeightState::new(height.saturating_add(1));
         self.sync.advance(self.h.height);
+        self.learn_term(term, out);
+        self.quiet_terms = 0;
+        self.progress_ms = self.now;
         true
     }
 
@@ -205,7 +216,7 @@ impl Engine {
             // commit (not durable) is refused at restart instead of
             // re-proposing a height the validators committed.
             out.push(Output::Persist {
-                promise: self.h.promise(),
+                promise: self.h.promise(self.term),
             });
             self.announce(Target::All, out);
             self.ld.height_open_ms = self.now;
@@ -213,11 +224,11 @@ impl Engine {
             self.ld.round = 0;
             self.ld.txs_since = (self.ld.mempool_txs > 0).then_some(self.now);
         }
-        if let Some((from, b)) = self.pending_proposal.take() {
+        if let Some((from, b, term, cred)) = self.pending_proposal.take() {
             if b.height() == self.h.height {
-                self.on_proposal(from, b, out);
+                self.on_proposal(from, b, term, cred, out);
             } else if b.height() > self.h.height {
-                self.pending_proposal = Some((from, b));
+                self.pending_proposal = Some((from, b, term, cred));
             }
         }
         self.process_fetched(out);

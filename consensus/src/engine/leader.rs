@@ -58,6 +58,9 @@ impl Engine {
         let Some(key) = self.cfg.key.clone() else {
             return;
         };
+        if self.carrying() {
+            return;
+        }
         // Never trust the mempool with the budget.
         let max = self.cfg.max_tx_bytes_per_block();
         let mut used: u64 = 0;
@@ -95,7 +98,8 @@ impl Engine {
                 timestamp_ms: ts,
                 tx_root: Hash::ZERO,
                 validator_set_hash: self.valset_hash,
-                proposer: self.cfg.leader,
+                proposer: key.public(),
+                term: self.term,
             };
             let b = Block::new_signed(header, txs.clone(), &key);
             // Never propose a block twice (same txs, same time).
@@ -118,12 +122,19 @@ impl Engine {
         self.h.proposed.push(hash);
         self.h.newest_ts = Some(block.header().timestamp_ms);
         out.push(Output::Persist {
-            promise: self.h.promise(),
+            promise: self.h.promise(self.term),
         });
+        self.start_proposal(block, out);
+    }
+
+    /// Leader: makes `block` the proposal of the open height (recorded
+    /// before), executes it and sends it to the other validators.
+    pub(super) fn start_proposal(&mut self, block: Block, out: &mut Vec<Output>) {
+        let hash = block.hash();
         self.h.blocks.clear();
         self.h.blocks.insert(hash, block.clone());
+        let executed = self.h.exec.remove(&hash);
         self.h.exec.clear();
-        self.h.exec.insert(hash, Exec::Pending);
         self.h.proposal = Some(hash);
         self.h.keeper = Some(VoteKeeper::new(
             self.cfg.validators.clone(),
@@ -133,13 +144,43 @@ impl Engine {
         ));
         self.h.proposed_ms = self.now;
         self.h.resent_ms = self.now;
-        out.push(Output::ExecuteBlock {
-            block: block.clone(),
-        });
-        let to = self.others();
-        if !to.is_empty() {
-            out.push(Output::SendProposal { to, block });
+        match executed {
+            Some(Exec::Done(result)) => {
+                self.h.exec.insert(hash, Exec::Pending);
+                self.on_executed(self.h.height, hash, result, out);
+            }
+            _ => {
+                self.h.exec.insert(hash, Exec::Pending);
+                out.push(Output::ExecuteBlock {
+                    block: block.clone(),
+                });
+            }
         }
+        self.send_proposal(self.others(), block, out);
+    }
+
+    /// Sends `block` as this term's proposal to `to`.
+    pub(super) fn send_proposal(&self, to: Vec<PublicKey>, block: Block, out: &mut Vec<Output>) {
+        if to.is_empty() {
+            return;
+        }
+        out.push(Output::SendProposal {
+            to,
+            block,
+            term: self.term,
+            credential: self.cred.clone(),
+        });
+    }
+
+    /// Leader: its proposal is the block its credential carries; it is
+    /// never reset (it may have committed in an earlier term).
+    pub(super) fn carrying(&self) -> bool {
+        self.is_leader()
+            && self.h.proposal.is_some()
+            && self.cred.as_ref().is_some_and(|c| {
+                c.height == self.h.height
+                    && c.carried().map(|a| a.block_hash) == self.h.proposal
+            })
     }
 
     /// Leader: a vote. One validator's votes cost bounded work per height:
@@ -175,7 +216,9 @@ impl Engine {
             self.reannounce_to(voter, out);
             return;
         }
-        if vote.height > self.h.height {
+        if vote.height > self.h.height || vote.term != self.term {
+            // Another term's vote: the voter left this term, or has not
+            // joined it yet (it will, from the proposal's credential).
             return;
         }
         if Some(vote.block_hash) == self.h.proposal {
@@ -218,13 +261,19 @@ impl Engine {
                 let Some(key) = &self.cfg.key else {
                     return;
                 };
-                let s = key.sign_digest(&sign::reset_digest(&self.cfg.chain_id, vote.height, &bh));
+                let s = key.sign_digest(&sign::reset_digest(
+                    &self.cfg.chain_id,
+                    self.term,
+                    vote.height,
+                    &bh,
+                ));
                 self.h.add_reset(bh, s);
                 s
             }
         };
         self.h.reset_sent.insert(voter, self.now);
         out.push(Output::SendReset {
+            term: self.term,
             height: vote.height,
             block_hash: bh,
             leader_sig: sig,
@@ -264,7 +313,7 @@ impl Engine {
             });
             return;
         }
-        if keeper.quorum_nack(&app) || keeper.ack_impossible(&app) {
+        if (keeper.quorum_nack(&app) || keeper.ack_impossible(&app)) && !self.carrying() {
             let in_block: Vec<Hash> = self
                 .h
                 .blocks
@@ -291,11 +340,20 @@ impl Engine {
         let Some(hash) = self.h.proposal else {
             return;
         };
+        if self.carrying() {
+            // Never abandoned: the next term takes over if it cannot commit.
+            return;
+        }
         let Some(key) = self.cfg.key.clone() else {
             return;
         };
         let height = self.h.height;
-        let sig = key.sign_digest(&sign::reset_digest(&self.cfg.chain_id, height, &hash));
+        let sig = key.sign_digest(&sign::reset_digest(
+            &self.cfg.chain_id,
+            self.term,
+            height,
+            &hash,
+        ));
         self.h.add_reset(hash, sig);
         self.h.proposal = None;
         self.h.keeper = None;
@@ -303,6 +361,7 @@ impl Engine {
         let to = self.others();
         if !to.is_empty() {
             out.push(Output::SendReset {
+                term: self.term,
                 height,
                 block_hash: hash,
                 leader_sig: sig,

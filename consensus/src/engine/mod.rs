@@ -10,7 +10,8 @@
 //! restore, status and the dispatch of inputs; `leader` proposes and counts
 //! votes; `validator` checks proposals, votes and keeps locks; `follower`
 //! commits what a quorum committed; `catchup` handles fetched blocks and
-//! block sync; `timers` re-sends and times out.
+//! block sync; `terms` moves between terms (leader failover); `timers`
+//! re-sends and times out.
 
 use crate::config::{CommittedState, EngineConfig, LastCommit, Role};
 use crate::io::{ExecError, Input, Output, Target, TimeoutKind};
@@ -19,14 +20,15 @@ use crate::votekeeper::VoteKeeper;
 use kite_types::block::verify_header_sig;
 use kite_types::promise::MAX_PROPOSED;
 use kite_types::{
-    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, Promise, PublicKey, Signature, Tx, Vote,
-    sign,
+    Acked, BLOCK_VERSION, Block, BlockHeader, CommitInfo, Credential, Hash, Promise, PublicKey,
+    Signature, TermChange, Tx, Vote, sign,
 };
 use std::collections::{BTreeMap, VecDeque};
 
 mod catchup;
 mod follower;
 mod leader;
+mod terms;
 mod timers;
 mod validator;
 
@@ -182,6 +184,13 @@ pub struct EngineStatus {
     pub sync_in_flight: usize,
     /// Why the engine halted, if it did.
     pub halted: Option<String>,
+    /// The term this node is in.
+    pub term: u64,
+    /// The schedule's leader of that term.
+    pub leader: PublicKey,
+    /// Whether a leader holds a quorum's credential for the term (always
+    /// in term 0); while not, validators wait for one and do not vote.
+    pub term_settled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +252,13 @@ struct HeightState {
     /// Leader: votes with a bad signature per validator at this height
     /// (bounded by the validator set).
     bad_votes: BTreeMap<PublicKey, u32>,
+    /// Term changes made at this height: each validator's highest
+    /// (verified; bounded by the validator set).
+    changes: BTreeMap<PublicKey, TermChange>,
+    /// This node's own term change at this height, and when it was last
+    /// sent.
+    my_change: Option<TermChange>,
+    change_sent_ms: u64,
 }
 
 impl HeightState {
@@ -264,11 +280,21 @@ impl HeightState {
             newest_ts: None,
             waiting: None,
             bad_votes: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            my_change: None,
+            change_sent_ms: 0,
         }
     }
 
-    /// What this node promised at this height, for [`Output::Persist`].
-    fn promise(&self) -> Promise {
+    /// What this node promised at this height in `term`, for
+    /// [`Output::Persist`].
+    fn promise(&self, term: u64) -> Promise {
+        let block = self
+            .my_vote
+            .as_ref()
+            .filter(|v| v.ack)
+            .and_then(|v| self.blocks.get(&v.block_hash))
+            .cloned();
         Promise {
             height: self.height,
             vote: self.my_vote.clone(),
@@ -278,7 +304,24 @@ impl HeightState {
             } else {
                 self.newest_ts.unwrap_or(0)
             },
+            term,
+            block,
         }
+    }
+
+    /// This node's ACK at this height, as a term change reports it: the
+    /// block, the term of the ACK and the block's header time.
+    fn acked(&self) -> Option<Acked> {
+        let v = self.my_vote.as_ref().filter(|v| v.ack)?;
+        if self.resets.contains_key(&v.block_hash) {
+            return None;
+        }
+        let b = self.blocks.get(&v.block_hash)?;
+        Some(Acked {
+            block_hash: v.block_hash,
+            term: v.term,
+            timestamp_ms: b.header().timestamp_ms,
+        })
     }
 
     /// Remembers a reset (evicting the one with the lowest hash at the
@@ -328,7 +371,9 @@ pub struct Engine {
     committing: Option<Hash>,
     h: HeightState,
     ld: LeaderState,
-    pending_proposal: Option<(PublicKey, Block)>,
+    /// A proposal above the open height (or while behind), with its term
+    /// and credential, kept for when this node gets there.
+    pending_proposal: Option<(PublicKey, Block, u64, Option<Credential>)>,
     fetched: BTreeMap<u64, Fetched>,
     /// Block sync: checked blocks sent to the store in
     /// [`Output::ApplyBlocks`] and not yet reported applied, in height
@@ -337,6 +382,15 @@ pub struct Engine {
     applying: VecDeque<KnownCommit>,
     sync: SyncPlanner,
     scheduled: Option<u64>,
+    /// The term this node is in (persisted before anything reveals it).
+    term: u64,
+    /// Above term 0: the verified credential of `term`, once known (the
+    /// leader of `term` assembled it, or a proposal carried it).
+    cred: Option<Credential>,
+    /// The last sign of life of the leader of `term` (or of a commit).
+    progress_ms: u64,
+    /// Terms joined since the last commit (the leader timeout doubles).
+    quiet_terms: u32,
 }
 
 impl Engine {
@@ -396,6 +450,10 @@ impl Engine {
             applying: VecDeque::new(),
             sync,
             scheduled: None,
+            term: 0,
+            cred: None,
+            progress_ms: 0,
+            quiet_terms: 0,
         })
     }
 
@@ -421,9 +479,6 @@ impl Engine {
                 what,
             });
         }
-        if promise.height < open {
-            return Ok(());
-        }
         if let Some(v) = &promise.vote {
             match self.me {
                 Some(me) if me == v.validator => {}
@@ -435,13 +490,30 @@ impl Engine {
                     });
                 }
             }
-            if self.is_validator() {
-                self.h.my_vote = Some(v.clone());
-                // Re-sent on the first tick.
-                self.h.vote_sent_ms = 0;
+        }
+        // The term holds at every height: never go back to an earlier one.
+        // A leader of a term above 0 does not lead again after a restart
+        // (its credential is not kept): validators move on to the next.
+        self.term = promise.term;
+        if promise.height < open {
+            return Ok(());
+        }
+        if let Some(v) = &promise.vote
+            && self.is_member()
+        {
+            self.h.my_vote = Some(v.clone());
+            // Re-sent on the first tick.
+            self.h.vote_sent_ms = 0;
+            if let Some(b) = &promise.block
+                && v.ack
+                && b.hash() == v.block_hash
+                && b.height() == open
+            {
+                self.h.blocks.insert(v.block_hash, b.clone());
             }
         }
-        if self.is_leader()
+        if self.term == 0
+            && self.is_leader()
             && let Some(key) = self.cfg.key.clone()
         {
             // Every block proposed before the restart is abandoned (none
@@ -453,7 +525,7 @@ impl Engine {
                 .copied()
                 .collect();
             for bh in &proposed {
-                let sig = key.sign_digest(&sign::reset_digest(&self.cfg.chain_id, open, bh));
+                let sig = key.sign_digest(&sign::reset_digest(&self.cfg.chain_id, 0, open, bh));
                 self.h.add_reset(*bh, sig);
             }
             self.ld.round = u32::try_from(proposed.len()).unwrap_or(u32::MAX);
@@ -505,10 +577,13 @@ impl Engine {
             round: self.ld.round,
             step,
             proposal: self.h.proposal,
-            locked_on: self.h.locked_on(),
+            locked_on: self.locked_on(),
             sync_target: self.sync.target(),
             sync_in_flight: self.sync.in_flight(),
             halted: self.halted.clone(),
+            term: self.term,
+            leader: self.cfg.schedule.leader(self.term),
+            term_settled: self.settled(),
         }
     }
 
@@ -531,12 +606,23 @@ impl Engine {
             Input::Tick { .. } => self.on_tick(&mut out),
             Input::MempoolStatus { txs, bytes } => self.on_mempool(txs, bytes),
             Input::BlockBuilt { txs } => self.on_block_built(txs, &mut out),
-            Input::ProposalReceived { from, block } => self.on_proposal(from, block, &mut out),
+            Input::ProposalReceived {
+                from,
+                block,
+                term,
+                credential,
+            } => self.on_proposal(from, block, term, credential, &mut out),
+            Input::TermChangeReceived {
+                from,
+                change,
+                block,
+            } => self.on_term_change(from, change, block, &mut out),
             Input::ResetReceived {
+                term,
                 height,
                 block_hash,
                 leader_sig,
-            } => self.on_reset(height, block_hash, leader_sig, &mut out),
+            } => self.on_reset(term, height, block_hash, leader_sig, &mut out),
             Input::BlockExecuted {
                 height,
                 block_hash,
@@ -579,6 +665,7 @@ impl Engine {
             Input::PeerStatus { peer, height, .. } => self.on_peer_status(peer, height, &mut out),
         }
         if self.halted.is_none() {
+            self.take_over(&mut out);
             self.leader_maybe_propose(&mut out);
             self.drive_sync(&mut out);
             self.schedule(&mut out);
@@ -594,12 +681,45 @@ impl Engine {
 
     // ---- helpers -------------------------------------------------------
 
-    fn is_leader(&self) -> bool {
-        self.cfg.role == Role::Leader
+    /// A validator with its key (leader or not): it votes, and leads the
+    /// terms the schedule gives it.
+    fn is_member(&self) -> bool {
+        self.cfg.role != Role::Sentry && self.me.is_some_and(|k| self.cfg.validators.contains(&k))
     }
 
+    /// Whether the leader of this term may lead: term 0 needs nothing,
+    /// any later term the credential of a quorum.
+    fn settled(&self) -> bool {
+        self.term == 0 || self.cred.as_ref().is_some_and(|c| c.term == self.term)
+    }
+
+    /// This node leads: it is the schedule's leader of its term, and the
+    /// term is settled.
+    fn is_leader(&self) -> bool {
+        self.is_member()
+            && self.me == Some(self.cfg.schedule.leader(self.term))
+            && self.settled()
+    }
+
+    /// This node votes on the leader's proposals.
     fn is_validator(&self) -> bool {
-        self.cfg.role == Role::Validator
+        self.is_member() && !self.is_leader()
+    }
+
+    /// The leader of this node's term.
+    fn term_leader(&self) -> PublicKey {
+        self.cfg.schedule.leader(self.term)
+    }
+
+    /// The block this node is locked on at the open height: its ACK, unless
+    /// the leader of that term reset the block or a credential of a later
+    /// term released it.
+    fn locked_on(&self) -> Option<Hash> {
+        let v = self.h.my_vote.as_ref()?;
+        if v.term < self.term && self.settled() {
+            return None;
+        }
+        self.h.locked_on()
     }
 
     fn halt(&mut self, reason: String, out: &mut Vec<Output>) {
@@ -631,10 +751,11 @@ impl Engine {
         }
     }
 
-    /// Leader: re-announces the last commit to a peer that lags, at most
-    /// once per resend interval.
+    /// A validator (the leader, or any when a lagging validator's term
+    /// change shows it) re-announces the last commit to a peer that lags,
+    /// at most once per resend interval.
     fn reannounce_to(&mut self, peer: PublicKey, out: &mut Vec<Output>) {
-        if !self.is_leader() || self.committed.last.is_none() {
+        if !self.is_member() || self.committed.last.is_none() {
             return;
         }
         if let Some(t) = self.ld.announced.get(&peer)
@@ -657,6 +778,7 @@ impl Engine {
 
     fn on_start(&mut self, out: &mut Vec<Output>) {
         self.ld.height_open_ms = self.now;
+        self.progress_ms = self.now;
         if self.is_leader() {
             // A leader that crashed after committing but before announcing
             // re-announces its last commit.

@@ -11,7 +11,9 @@ impl Engine {
             && self.committing.is_none()
             && let Some(hash) = self.h.proposal
         {
-            if now >= self.h.proposed_ms.saturating_add(self.cfg.round_timeout_ms) {
+            if now >= self.h.proposed_ms.saturating_add(self.cfg.round_timeout_ms)
+                && !self.carrying()
+            {
                 self.leader_reset("round timeout", out);
             } else if now >= self.h.resent_ms.saturating_add(resend) {
                 self.h.resent_ms = now;
@@ -36,6 +38,7 @@ impl Engine {
                         .collect();
                     for (bh, sig) in newest {
                         out.push(Output::SendReset {
+                            term: self.term,
                             height,
                             block_hash: bh,
                             leader_sig: sig,
@@ -43,11 +46,8 @@ impl Engine {
                             to: Target::Peers(non_voters.clone()),
                         });
                     }
-                    if let Some(block) = self.h.blocks.get(&hash) {
-                        out.push(Output::SendProposal {
-                            to: non_voters,
-                            block: block.clone(),
-                        });
+                    if let Some(block) = self.h.blocks.get(&hash).cloned() {
+                        self.send_proposal(non_voters, block, out);
                     }
                 }
             }
@@ -58,11 +58,12 @@ impl Engine {
         {
             self.h.vote_sent_ms = now;
             out.push(Output::SendVote {
-                to: self.cfg.leader,
+                to: self.term_leader(),
                 vote: v.clone(),
                 best_header: None,
             });
         }
+        self.term_tick(out);
     }
 
     pub(super) fn next_deadline(&self) -> Option<(u64, TimeoutKind)> {
@@ -79,10 +80,12 @@ impl Engine {
                     self.h.resent_ms.saturating_add(resend),
                     TimeoutKind::ResendProposal,
                 );
-                consider(
-                    self.h.proposed_ms.saturating_add(self.cfg.round_timeout_ms),
-                    TimeoutKind::Round,
-                );
+                if !self.carrying() {
+                    consider(
+                        self.h.proposed_ms.saturating_add(self.cfg.round_timeout_ms),
+                        TimeoutKind::Round,
+                    );
+                }
             } else if self.can_propose() {
                 if let Some(t) = self.ld.txs_since {
                     consider(
@@ -104,6 +107,18 @@ impl Engine {
             consider(
                 self.h.vote_sent_ms.saturating_add(resend),
                 TimeoutKind::ResendVote,
+            );
+        }
+        if let Some(t) = self.suspect_at() {
+            consider(t, TimeoutKind::Leader);
+        }
+        if self.is_member() && self.term > 0 && !self.settled() {
+            consider(
+                self.h
+                    .change_sent_ms
+                    .saturating_add(resend)
+                    .max(self.now.saturating_add(1)),
+                TimeoutKind::ResendTermChange,
             );
         }
         if let Some(t) = self.sync.next_deadline(self.now) {

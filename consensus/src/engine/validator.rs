@@ -44,12 +44,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether a block claims to be the leader's, for this chain and set.
+    /// Whether a block is signed by the schedule's leader of its term, for
+    /// this chain and set.
     pub(super) fn leader_signed(&self, block: &Block) -> bool {
         let hd = block.header();
         hd.chain_id == self.cfg.chain_id
             && hd.validator_set_hash == self.valset_hash
-            && block.verify_leader(&self.cfg.leader)
+            && block.verify_leader(&self.cfg.schedule.leader(hd.term))
     }
 
     /// Validator: votes at the open height: the vote is recorded durably
@@ -58,7 +59,7 @@ impl Engine {
         self.h.my_vote = Some(vote.clone());
         self.h.vote_sent_ms = self.now;
         out.push(Output::Persist {
-            promise: self.h.promise(),
+            promise: self.h.promise(self.term),
         });
         self.send_vote(vote, None, out);
     }
@@ -70,32 +71,51 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         out.push(Output::SendVote {
-            to: self.cfg.leader,
+            to: self.term_leader(),
             vote,
             best_header,
         });
     }
 
-    pub(super) fn on_proposal(&mut self, from: PublicKey, block: Block, out: &mut Vec<Output>) {
-        if !self.is_validator() {
+    pub(super) fn on_proposal(
+        &mut self,
+        from: PublicKey,
+        block: Block,
+        term: u64,
+        cred: Option<Credential>,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.is_member() || self.me == Some(from) {
             return;
         }
         let Some(key) = self.cfg.key.clone() else {
             return;
         };
+        if term < self.term {
+            // A leader of a term this node left.
+            return;
+        }
         let hash = block.hash();
         let height = block.height();
-        if height == self.h.height && self.h.blocks.contains_key(&hash) {
+        if term == self.term
+            && height == self.h.height
+            && self.h.blocks.contains_key(&hash)
+            && self.settled()
+        {
+            // Not progress: anyone can replay a known proposal.
             match self.h.my_vote.clone() {
                 // A re-send: the leader has not got our vote.
-                Some(v) if v.block_hash == hash => {
+                Some(v) if v.block_hash == hash && v.term == self.term => {
                     self.h.vote_sent_ms = self.now;
                     self.send_vote(v, None, out);
                 }
                 // Executed while this node was locked on another block,
-                // since released: vote on it now.
-                None => self.vote_if_free(hash, out),
-                Some(_) => {}
+                // since released; or voted in an earlier term.
+                _ => {
+                    if self.proposal_allowed(&block, term) {
+                        self.execute_or_vote(hash, block, out);
+                    }
+                }
             }
             return;
         }
@@ -104,16 +124,21 @@ impl Engine {
         }
         if height <= self.committed.height {
             // Already committed here: tell a lagging leader where we are.
-            let v = Vote::nack(
+            let v = Vote::nack_in(
                 &key,
                 &self.cfg.chain_id,
+                term,
                 height,
                 hash,
                 "height already committed",
                 &[],
             );
             let best = self.committed.last_header().cloned();
-            self.send_vote(v, best, out);
+            out.push(Output::SendVote {
+                to: self.cfg.schedule.leader(term),
+                vote: v,
+                best_header: best,
+            });
             return;
         }
         if height > self.h.height {
@@ -122,48 +147,99 @@ impl Engine {
             if self
                 .pending_proposal
                 .as_ref()
-                .is_none_or(|(_, p)| p.height() <= height)
+                .is_none_or(|(_, p, _, _)| p.height() <= height)
             {
-                self.pending_proposal = Some((from, block));
+                self.pending_proposal = Some((from, block, term, cred));
             }
+            return;
+        }
+        // The term: a later one, or this one before it settled, needs the
+        // credential of a quorum.
+        if (term > self.term || !self.settled()) && !self.accept_credential(term, cred, out) {
+            return;
+        }
+        if !self.proposal_allowed(&block, term) {
             return;
         }
         if self.committing.is_some() || self.h.resets.contains_key(&hash) {
             return;
         }
-        // The leader's proposals at a height have increasing header times:
-        // an older one is a replay of a block it abandoned.
+        // The leader's proposals in one term at a height have increasing
+        // header times: an older one is a replay of a block it abandoned.
         let ts = block.header().timestamp_ms;
-        if self.h.newest_ts.is_some_and(|n| ts < n) {
-            return;
+        if block.header().term == term {
+            if self.h.newest_ts.is_some_and(|n| ts < n) {
+                return;
+            }
+            self.h.newest_ts = Some(ts);
         }
-        self.h.newest_ts = Some(ts);
-        if let Some(v) = self.h.my_vote.clone()
-            && v.ack
-            && !self.h.resets.contains_key(&v.block_hash)
+        // A block of the leader this node had not seen: a sign of life.
+        self.progress_ms = self.now;
+        if let Some(locked) = self.locked_on()
+            && locked != hash
+            && let Some(v) = self.h.my_vote.clone()
         {
-            // Locked on another block without a reset for it: answer with
-            // that vote; the leader resets it, and this proposal (the
-            // newest) is taken up then.
+            // Locked on another block of this term without a reset for
+            // it: answer with that vote; the leader resets it, and this
+            // proposal (the newest) is taken up then.
             self.h.waiting = Some((from, block));
             self.h.vote_sent_ms = self.now;
             self.send_vote(v, None, out);
             return;
         }
         if self.behind() {
-            self.pending_proposal = Some((from, block));
+            self.pending_proposal = Some((from, block, term, self.cred.clone()));
             return;
         }
         if let Err(reason) = self.check_block(&block) {
-            let v = Vote::nack(&key, &self.cfg.chain_id, height, hash, &reason, &[]);
+            let v = Vote::nack_in(
+                &key,
+                &self.cfg.chain_id,
+                self.term,
+                height,
+                hash,
+                &reason,
+                &[],
+            );
             self.vote(v, out);
+            return;
+        }
+        self.execute_or_vote(hash, block, out);
+    }
+
+    /// Whether `block` may be proposed in `term` at the open height: a
+    /// block of that term by its leader, or, at the height of the term's
+    /// credential, exactly the block the credential carries (and nothing
+    /// else while it carries one).
+    pub(super) fn proposal_allowed(&self, block: &Block, term: u64) -> bool {
+        let hd = block.header();
+        if term != self.term || hd.height != self.h.height {
+            return false;
+        }
+        let carried = self
+            .cred
+            .as_ref()
+            .filter(|c| c.term == term && c.height == hd.height)
+            .and_then(Credential::carried);
+        match carried {
+            Some(a) => a.block_hash == block.hash(),
+            None => hd.term == term,
+        }
+    }
+
+    /// Keeps `block` and executes it, or votes at once when it already ran.
+    fn execute_or_vote(&mut self, hash: Hash, block: Block, out: &mut Vec<Output>) {
+        if self.h.exec.contains_key(&hash) {
+            self.h.blocks.entry(hash).or_insert(block);
+            self.vote_if_free(hash, out);
             return;
         }
         if self.h.blocks.len() >= MAX_BLOCKS_PER_HEIGHT {
             // Make room for the newest: drop the oldest block that is
             // neither locked nor committed.
             let keep = [
-                self.h.locked_on(),
+                self.locked_on(),
+                self.h.my_vote.as_ref().map(|v| v.block_hash),
                 self.h.commit.as_ref().map(|k| k.block_hash),
             ];
             let oldest = self
@@ -185,18 +261,24 @@ impl Engine {
 
     pub(super) fn on_reset(
         &mut self,
+        term: u64,
         height: u64,
         hash: Hash,
         sig: Signature,
         out: &mut Vec<Output>,
     ) {
-        if height != self.h.height || self.h.resets.contains_key(&hash) {
+        if term != self.term
+            || !self.settled()
+            || height != self.h.height
+            || self.h.resets.contains_key(&hash)
+        {
             return;
         }
-        let digest = sign::reset_digest(&self.cfg.chain_id, height, &hash);
-        if !sign::verify(&self.cfg.leader, &digest, &sig) {
+        let digest = sign::reset_digest(&self.cfg.chain_id, term, height, &hash);
+        if !sign::verify(&self.term_leader(), &digest, &sig) {
             return;
         }
+        self.progress_ms = self.now;
         if self.h.commit.as_ref().is_some_and(|k| k.block_hash == hash) {
             self.halt(
                 format!(
@@ -229,7 +311,8 @@ impl Engine {
             // block already executed or being executed.
             self.h.my_vote = None;
             if let Some((from, block)) = self.h.waiting.take() {
-                self.on_proposal(from, block, out);
+                let (term, cred) = (self.term, self.cred.clone());
+                self.on_proposal(from, block, term, cred, out);
             } else if let Some(newest) = self
                 .h
                 .blocks
@@ -250,16 +333,29 @@ impl Engine {
             return;
         };
         let height = self.h.height;
+        let term = self.term;
+        let allowed = self
+            .h
+            .blocks
+            .get(&hash)
+            .is_some_and(|b| self.proposal_allowed(b, term));
         if self.is_validator()
+            && self.settled()
+            && allowed
             && self.h.commit.is_none()
             && !self.h.resets.contains_key(&hash)
-            && self.h.locked_on().is_none_or(|l| l == hash)
-            && self.h.my_vote.as_ref().is_none_or(|v| v.block_hash != hash)
+            && self.locked_on().is_none_or(|l| l == hash)
+            && self
+                .h
+                .my_vote
+                .as_ref()
+                .is_none_or(|v| v.block_hash != hash || v.term != term)
             && let Some(key) = &self.cfg.key
         {
+            let chain = &self.cfg.chain_id;
             let vote = match &result {
-                Ok(app) => Vote::ack(key, &self.cfg.chain_id, height, hash, *app),
-                Err(e) => Vote::nack(key, &self.cfg.chain_id, height, hash, &e.reason, &e.bad_txs),
+                Ok(app) => Vote::ack_in(key, chain, term, height, hash, *app),
+                Err(e) => Vote::nack_in(key, chain, term, height, hash, &e.reason, &e.bad_txs),
             };
             self.vote(vote, out);
         }
@@ -280,7 +376,7 @@ impl Engine {
             match result {
                 Ok(app) => {
                     if let Some(key) = &self.cfg.key {
-                        let own = Vote::ack(key, &self.cfg.chain_id, height, hash, app);
+                        let own = Vote::ack_in(key, &self.cfg.chain_id, self.term, height, hash, app);
                         if let Some(k) = self.h.keeper.as_mut() {
                             k.add(own);
                         }

@@ -1061,6 +1061,7 @@ impl Sim {
             tx_root: Hash::ZERO,
             validator_set_hash: self.valset.hash(),
             proposer: self.nodes[0].pk,
+            term: 0,
         };
         // 1. Signed by a validator that is not the leader.
         let by_v1 = Block::new_signed(header.clone(), vec![], &v1);
@@ -1083,7 +1084,7 @@ impl Sim {
         };
         // 4. A reset signed by a validator for the leader's likely proposal.
         let reset_hash = Hash::digest(&self.rng.next_u64().to_le_bytes());
-        let reset_sig = v1.sign_digest(&sign::reset_digest(CHAIN, next, &reset_hash));
+        let reset_sig = v1.sign_digest(&sign::reset_digest(CHAIN, 0, next, &reset_hash));
         for to in 2..self.nodes.len() {
             self.stats.forged += 4;
             self.send(1, to, Msg::Proposal(by_v1.clone()));
@@ -1151,6 +1152,7 @@ impl Sim {
                 tx_root: Hash::ZERO,
                 validator_set_hash: self.valset.hash(),
                 proposer: self.nodes[0].pk,
+                term: 0,
             });
         best.height = far;
         let hint = Vote::nack(&key, CHAIN, open, random, "height already committed", &[]);

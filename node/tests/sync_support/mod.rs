@@ -243,6 +243,7 @@ pub fn build_chain_opts(
             tx_root: Hash::ZERO,
             validator_set_hash: valset.hash(),
             proposer: keys.leader().public(),
+            term: 0,
         };
         let block = Block::new_signed(header, txs, keys.leader());
         let ex = store.execute_block(&block, true).expect("execute");

@@ -1,0 +1,333 @@
+//! Terms (leader failover): when a validator gives up on the leader of its
+//! term, the term changes it signs and sends, joining a later term that a
+//! quorum can no longer be formed without, and the new leader taking over
+//! with a quorum's credential (docs/CONSENSUS.md, "Terms and leader
+//! failover").
+
+use super::*;
+
+/// The most a leader timeout doubles to, as a power of two.
+const MAX_DOUBLINGS: u32 = 16;
+
+impl Engine {
+    /// The leader timeout now: doubled for each term in a row without a
+    /// commit, up to the configured maximum.
+    pub(super) fn leader_timeout(&self) -> u64 {
+        let base = self.cfg.leader_timeout_ms;
+        let grown = base.saturating_mul(1u64 << self.quiet_terms.min(MAX_DOUBLINGS));
+        grown.min(self.cfg.leader_timeout_max_ms.max(base))
+    }
+
+    /// When this validator gives up on the leader of its term: the leader
+    /// timeout after its last sign of life (a block or reset not seen
+    /// before, a commit, the start of the term), plus the time the leader
+    /// may take to propose. `None` while nothing is expected of the leader
+    /// (it is this node, the node is behind or committing, or the chain is
+    /// idle with no empty blocks).
+    pub(super) fn suspect_at(&self) -> Option<u64> {
+        if !self.is_validator()
+            || self.cfg.leader_timeout_ms == 0
+            || self.started_ms.is_none()
+            || self.committing.is_some()
+            || self.behind()
+        {
+            return None;
+        }
+        let expecting = self.cfg.empty_block_timeout_ms > 0
+            || self.h.my_vote.is_some()
+            || !self.h.blocks.is_empty()
+            || self.ld.mempool_txs > 0
+            || !self.settled();
+        if !expecting {
+            return None;
+        }
+        let propose = if self.settled() {
+            self.cfg
+                .empty_block_timeout_ms
+                .max(self.cfg.propose_timeout_ms)
+        } else {
+            0
+        };
+        Some(
+            self.progress_ms
+                .saturating_add(propose)
+                .saturating_add(self.leader_timeout()),
+        )
+    }
+
+    /// On every tick: gives up on a silent leader, and re-sends this
+    /// node's term change while its term has no settled leader.
+    pub(super) fn term_tick(&mut self, out: &mut Vec<Output>) {
+        if self.suspect_at().is_some_and(|at| self.now >= at) {
+            let next = self.term.saturating_add(1);
+            self.enter_term(next, true, out);
+            return;
+        }
+        if self.change_due() {
+            self.send_term_change(out);
+        }
+    }
+
+    /// Whether this node's term change is due: its term has no settled
+    /// leader and the change was not sent at this height, or not for a
+    /// resend interval.
+    pub(super) fn change_due(&self) -> bool {
+        self.is_member()
+            && self.term > 0
+            && !self.settled()
+            && (self.h.my_change.is_none()
+                || self.now
+                    >= self
+                        .h
+                        .change_sent_ms
+                        .saturating_add(self.cfg.vote_resend_interval_ms))
+    }
+
+    /// Moves to `term`, above the current one: leaves the leader's state of
+    /// the old term, persists the term before anything can reveal it, and
+    /// when `send`, signs and sends a term change.
+    pub(super) fn enter_term(&mut self, term: u64, send: bool, out: &mut Vec<Output>) {
+        if term <= self.term {
+            return;
+        }
+        self.term = term;
+        self.cred = None;
+        self.quiet_terms = self.quiet_terms.saturating_add(1);
+        self.progress_ms = self.now;
+        self.h.proposal = None;
+        self.h.keeper = None;
+        self.h.proposed.clear();
+        self.h.reset_sent.clear();
+        self.h.resets.clear();
+        self.h.newest_ts = None;
+        self.h.waiting = None;
+        self.h.bad_votes.clear();
+        self.h.my_change = None;
+        self.h.changes.retain(|_, c| c.term >= term);
+        self.ld.building = false;
+        self.ld.rebuild_now = false;
+        self.ld.round = 0;
+        if self.is_member() {
+            out.push(Output::Persist {
+                promise: self.h.promise(self.term),
+            });
+            if send {
+                self.send_term_change(out);
+            }
+        }
+    }
+
+    /// Signs (once per term, height and ACK) and sends this node's term
+    /// change: with the block of its ACK to the leader of the term, without
+    /// it to the other validators.
+    pub(super) fn send_term_change(&mut self, out: &mut Vec<Output>) {
+        let Some(key) = self.cfg.key.clone() else {
+            return;
+        };
+        if !self.is_member() || self.term == 0 || self.settled() {
+            return;
+        }
+        let acked = self.h.acked();
+        let change = match &self.h.my_change {
+            Some(c) if c.term == self.term && c.height == self.h.height && c.acked == acked => {
+                c.clone()
+            }
+            _ => TermChange::new(&key, &self.cfg.chain_id, self.term, self.h.height, acked),
+        };
+        self.h.my_change = Some(change.clone());
+        self.h.changes.insert(change.validator, change.clone());
+        self.h.change_sent_ms = self.now;
+        let leader = self.term_leader();
+        if Some(leader) != self.me {
+            let block = acked.and_then(|a| self.h.blocks.get(&a.block_hash).cloned());
+            out.push(Output::SendTermChange {
+                to: vec![leader],
+                change: change.clone(),
+                block,
+            });
+        }
+        let others: Vec<PublicKey> = self
+            .others()
+            .into_iter()
+            .filter(|k| *k != leader)
+            .collect();
+        if !others.is_empty() {
+            out.push(Output::SendTermChange {
+                to: others,
+                change,
+                block: None,
+            });
+        }
+    }
+
+    /// A validator's term change. Bounded work: one signature check per
+    /// validator per higher term at the open height; a change of a lower
+    /// height costs a rate-limited re-announce, of a higher height nothing
+    /// (the sender re-announces to this node when it sees its changes).
+    pub(super) fn on_term_change(
+        &mut self,
+        from: Option<PublicKey>,
+        change: TermChange,
+        block: Option<Block>,
+        out: &mut Vec<Output>,
+    ) {
+        let v = change.validator;
+        if !self.cfg.validators.contains(&v)
+            || from.is_some_and(|f| f != v)
+            || Some(v) == self.me
+            || !self.is_member()
+        {
+            return;
+        }
+        if change.height < self.h.height {
+            // The sender lags: the last commit lets it catch up.
+            self.reannounce_to(v, out);
+            return;
+        }
+        if change.height > self.h.height || change.term < self.term {
+            return;
+        }
+        let known = self.h.changes.get(&v);
+        if known.is_some_and(|c| c.term > change.term) {
+            return;
+        }
+        if known != Some(&change) {
+            if !change.verify(&self.cfg.chain_id) {
+                return;
+            }
+            self.h.changes.insert(v, change.clone());
+        }
+        if let (Some(b), Some(a)) = (block, change.acked)
+            && !self.h.blocks.contains_key(&a.block_hash)
+            && b.hash() == a.block_hash
+            && b.height() == self.h.height
+            && self.leader_signed(&b)
+            && self.h.blocks.len() < MAX_BLOCKS_PER_HEIGHT
+        {
+            self.h.blocks.insert(a.block_hash, b);
+        }
+        self.maybe_join(out);
+    }
+
+    /// Joins the highest term that validators holding enough power have
+    /// moved to that the lower terms can no longer reach a quorum.
+    pub(super) fn maybe_join(&mut self, out: &mut Vec<Output>) {
+        let total = self.cfg.validators.total_power();
+        let mut ahead: Vec<(u64, u64)> = self
+            .h
+            .changes
+            .values()
+            .filter(|c| c.term > self.term)
+            .map(|c| {
+                let p = self.cfg.validators.power_of(&c.validator).unwrap_or(0);
+                (c.term, p)
+            })
+            .collect();
+        ahead.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut gone: u64 = 0;
+        for (term, power) in ahead {
+            gone = gone.saturating_add(power);
+            if !self
+                .cfg
+                .quorum
+                .reached(total.saturating_sub(gone), total)
+            {
+                self.enter_term(term, true, out);
+                return;
+            }
+        }
+    }
+
+    /// A proposal of a later term (or of this term before it settled)
+    /// comes with the credential of that term: verified, it settles the
+    /// term here (joined and persisted first). Answers whether it did.
+    pub(super) fn accept_credential(
+        &mut self,
+        term: u64,
+        cred: Option<Credential>,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(cred) = cred else {
+            return false;
+        };
+        if term == 0
+            || cred.term != term
+            || cred.height > self.h.height
+            || cred
+                .verify(&self.cfg.chain_id, &self.cfg.validators, self.cfg.quorum)
+                .is_err()
+        {
+            return false;
+        }
+        if term > self.term {
+            self.enter_term(term, false, out);
+        }
+        self.cred = Some(cred);
+        self.progress_ms = self.now;
+        true
+    }
+
+    /// A proven commit of a later term: that term settled (its leader
+    /// held a credential); this node joins it and waits for its leader's
+    /// proposals, which carry the credential.
+    pub(super) fn learn_term(&mut self, term: u64, out: &mut Vec<Output>) {
+        if term > self.term {
+            self.enter_term(term, false, out);
+        }
+    }
+
+    /// The leader of this node's term takes over once it holds term
+    /// changes from a quorum at its open height: it proposes first the
+    /// block their newest ACK is for, unchanged (waiting for that block if
+    /// it does not hold it yet), or, when none ACKed anything, a block of
+    /// its own.
+    pub(super) fn take_over(&mut self, out: &mut Vec<Output>) {
+        if self.term == 0
+            || self.settled()
+            || !self.is_member()
+            || self.me != Some(self.term_leader())
+            || self.committing.is_some()
+            || self.behind()
+        {
+            return;
+        }
+        let changes: Vec<TermChange> = self
+            .h
+            .changes
+            .values()
+            .filter(|c| c.term == self.term && c.height == self.h.height)
+            .cloned()
+            .collect();
+        let power = changes.iter().fold(0u64, |p, c| {
+            p.saturating_add(self.cfg.validators.power_of(&c.validator).unwrap_or(0))
+        });
+        if !self
+            .cfg
+            .quorum
+            .reached(power, self.cfg.validators.total_power())
+        {
+            return;
+        }
+        let cred = Credential {
+            term: self.term,
+            height: self.h.height,
+            changes,
+        };
+        let carried = match cred.carried() {
+            Some(a) => match self.h.blocks.get(&a.block_hash) {
+                Some(b) => Some(b.clone()),
+                // Its holders attach it to the changes they re-send.
+                None => return,
+            },
+            None => None,
+        };
+        self.cred = Some(cred);
+        self.progress_ms = self.now;
+        self.ld.height_open_ms = self.now;
+        self.h.newest_ts = None;
+        match carried {
+            Some(block) => self.start_proposal(block, out),
+            None => self.ld.rebuild_now = true,
+        }
+    }
+}
