@@ -20,7 +20,7 @@
 //! rather than fork.
 
 use kite_types::sign::{KeyCache, SigItem};
-use kite_types::{Block, CommitInfo, Hash, LeaderSchedule, PublicKey, Quorum, ValidatorSet};
+use kite_types::{Block, CommitInfo, Hash, LeaderSchedule, Quorum, ValidatorSet};
 
 /// Checks fetched ranges for one chain; holds a cache of decoded keys
 /// (validators and recent tx senders), so share one per node.

@@ -4,8 +4,8 @@
 //! identity is its node key).
 
 use kite_types::{
-    Block, BlockHeader, CommitInfo, Credential, Hash, Promise, PublicKey, Signature, TermChange, Tx,
-    Vote,
+    Block, BlockHeader, CommitInfo, Credential, Hash, Promise, PublicKey, Signature, TermChange,
+    Tx, Vote,
 };
 
 /// Why a block failed to execute.

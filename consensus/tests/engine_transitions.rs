@@ -8,8 +8,8 @@ use kite_consensus::{
     RangeCheck, Role, Target,
 };
 use kite_types::{
-    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, Promise, Quorum, Tx,
-    Validator, ValidatorSet, Vote, sign,
+    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, LeaderSchedule, NodeKey, Payload, Promise,
+    Quorum, Tx, Validator, ValidatorSet, Vote, sign,
 };
 
 const CHAIN: &str = "kite-test";
@@ -37,11 +37,15 @@ fn config(role: Role, me: Option<u8>) -> EngineConfig {
         key: me.map(key),
         leader: key(1).public(),
         validators: valset(),
+        schedule: LeaderSchedule::new(&valset(), key(1).public()),
         quorum: Quorum::default(),
         max_block_bytes: 64 * 1024,
         propose_timeout_ms: 100,
         empty_block_timeout_ms: 0,
         round_timeout_ms: 2000,
+        // Failover has tests of its own (`terms_*`).
+        leader_timeout_ms: 0,
+        leader_timeout_max_ms: 0,
         vote_resend_interval_ms: 250,
         sync_window: 16,
         sync_per_peer: 4,
@@ -107,7 +111,7 @@ fn ci(b: &Block, voters: &[u8], app: Hash) -> CommitInfo {
 fn kind(o: &Output) -> Option<String> {
     Some(match o {
         Output::BuildBlock { .. } => "BuildBlock".into(),
-        Output::SendProposal { to, block } => {
+        Output::SendProposal { to, block, .. } => {
             format!("SendProposal(h{},to{})", block.height(), to.len())
         }
         Output::ExecuteBlock { block } => format!("ExecuteBlock(h{})", block.height()),
@@ -131,6 +135,9 @@ fn kind(o: &Output) -> Option<String> {
             if *to == Target::All { "all" } else { "some" }
         ),
         Output::SendReset { height, .. } => format!("SendReset(h{height})"),
+        Output::SendTermChange { change, .. } => {
+            format!("SendTermChange(t{} h{})", change.term, change.height)
+        }
         Output::DropTxs { hashes } => format!("DropTxs({})", hashes.len()),
         Output::RequestBlocks {
             from_height,
@@ -787,6 +794,8 @@ fn validator_votes_locks_and_commits() {
             row(
                 "forged proposal (signed by validator 3)",
                 |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(3).public(),
                     block: block1(10, 3),
                 },
@@ -796,6 +805,8 @@ fn validator_votes_locks_and_commits() {
             row(
                 "proposal",
                 move |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(1).public(),
                     block: b1a.clone(),
                 },
@@ -811,6 +822,8 @@ fn validator_votes_locks_and_commits() {
             row(
                 "same proposal again: vote re-sent",
                 move |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(1).public(),
                     block: b1b.clone(),
                 },
@@ -826,6 +839,8 @@ fn validator_votes_locks_and_commits() {
             row(
                 "another block, no reset: answer with the locked vote",
                 move |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(1).public(),
                     block: b2a.clone(),
                 },
@@ -835,6 +850,7 @@ fn validator_votes_locks_and_commits() {
             row(
                 "forged reset",
                 move |_| Input::ResetReceived {
+                    term: 0,
                     height: 1,
                     block_hash: b1c.hash(),
                     leader_sig: key(3).sign_digest(&sign::reset_digest(CHAIN, 0, 1, &b1c.hash())),
@@ -845,6 +861,7 @@ fn validator_votes_locks_and_commits() {
             row(
                 "leader's reset of the first block: unlocked, the newest proposal is taken up",
                 move |_| Input::ResetReceived {
+                    term: 0,
                     height: 1,
                     block_hash: b1d.hash(),
                     leader_sig: key(1).sign_digest(&sign::reset_digest(CHAIN, 0, 1, &b1d.hash())),
@@ -855,6 +872,8 @@ fn validator_votes_locks_and_commits() {
             row(
                 "second block re-sent: already being executed",
                 move |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(1).public(),
                     block: b2b.clone(),
                 },
@@ -902,6 +921,8 @@ fn validator_votes_locks_and_commits() {
             row(
                 "the reset block again (height committed): NACK with best header",
                 move |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(1).public(),
                     block: b1.clone(),
                 },
@@ -932,6 +953,8 @@ fn validator_nacks_bad_blocks() {
             row(
                 "wrong prev hash",
                 move |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(1).public(),
                     block: bad_prev.clone(),
                 },
@@ -943,6 +966,8 @@ fn validator_nacks_bad_blocks() {
             row(
                 "txs do not match the tx root",
                 move |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(1).public(),
                     block: bad_root.clone(),
                 },
@@ -952,6 +977,8 @@ fn validator_nacks_bad_blocks() {
             row(
                 "good block after NACKs (a NACK does not lock)",
                 |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(1).public(),
                     block: block1(4, 1),
                 },
@@ -986,6 +1013,8 @@ fn validator_halts_on_app_hash_mismatch_and_stays_halted() {
             row(
                 "proposal",
                 move |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(1).public(),
                     block: ba.clone(),
                 },
@@ -1039,6 +1068,8 @@ fn sentry_follows_announces_through_block_sync() {
             row(
                 "proposals are not for sentries",
                 move |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(1).public(),
                     block: ba.clone(),
                 },
@@ -1208,6 +1239,8 @@ fn validator_ahead_proposal_triggers_sync_then_votes() {
             row(
                 "proposal for height 2",
                 move |_| Input::ProposalReceived {
+                    term: 0,
+                    credential: None,
                     from: key(1).public(),
                     block: b2a.clone(),
                 },
@@ -1430,6 +1463,7 @@ fn sync_fast_path_halts_on_a_block_invalid_here_or_on_another_chain() {
 /// The leader's signed reset of `b` at height 1.
 fn reset_of(b: &Block) -> Input {
     Input::ResetReceived {
+        term: 0,
         height: 1,
         block_hash: b.hash(),
         leader_sig: key(1).sign_digest(&sign::reset_digest(CHAIN, 0, 1, &b.hash())),
@@ -1438,6 +1472,8 @@ fn reset_of(b: &Block) -> Input {
 
 fn proposal(b: &Block) -> Input {
     Input::ProposalReceived {
+        term: 0,
+        credential: None,
         from: key(1).public(),
         block: b.clone(),
     }
@@ -1765,6 +1801,8 @@ fn restarted_leader_proposes_later_than_before_its_restart() {
         vote: None,
         proposed: vec![Hash::digest(b"before")],
         newest_ts: 50_000,
+        term: 0,
+        block: None,
     })
     .unwrap();
     e.handle(Input::Tick { now_ms: 10_000 });

@@ -9,7 +9,7 @@
 
 mod sim;
 
-use sim::{Fault, LEADER_STEPS, Rng, SimConfig, run_checked, run_twice};
+use sim::{Fault, LEADER_STEPS, NEVER, Rng, SimConfig, run_checked, run_twice};
 
 /// Seeds per scenario.
 const SEEDS: u64 = 200;
@@ -191,6 +191,8 @@ fn validator_restarts_from_an_older_store() {
 fn votes_withheld_for_twenty_rounds_then_released() {
     let outs = scenario(|seed| {
         let mut cfg = base(seed);
+        // The leader's own resets are what this tests: no failover.
+        cfg.leader_timeout_ms = 0;
         let mut rng = Rng::new(seed);
         let at_ms = 200 + rng.below(800);
         cfg.faults = vec![Fault::WithholdVotes {
@@ -295,6 +297,173 @@ fn long_run_thousands_of_heights() {
     let (sim, out) = run_checked(cfg);
     assert!(sim.height_of(0) >= 2000);
     assert!(out.heights.iter().all(|h| *h == out.heights[0]), "{out:?}");
+}
+
+// ---- Leader failover (terms) ----------------------------------------
+
+/// The bound on a failover these runs hold to: once a quorum of live
+/// validators is connected, the next commit comes within the time the
+/// leader had to propose (the empty-block timeout here), plus one leader
+/// timeout per dead leader in the schedule's way (doubling: 600, 1200,
+/// 2400 ms), plus round trips; 5 s covers two dead leaders in a row.
+const FAILOVER_BOUND_MS: u64 = 5_000;
+
+/// Failover times over all runs: (count, p50, max) in ms; checks the bound.
+fn failovers(outs: &[sim::Outcome]) -> (usize, u64, u64) {
+    let mut all: Vec<u64> = outs
+        .iter()
+        .flat_map(|o| o.stats.failovers_ms.iter().copied())
+        .collect();
+    all.sort_unstable();
+    let max = all.last().copied().unwrap_or(0);
+    assert!(
+        max <= FAILOVER_BOUND_MS,
+        "a failover took {max} ms, above the stated bound {FAILOVER_BOUND_MS} ms"
+    );
+    (all.len(), all.get(all.len() / 2).copied().unwrap_or(0), max)
+}
+
+/// The leader dies for good at a random time; the others elect the next
+/// leader of the schedule and keep committing, every committed tx kept.
+#[test]
+fn leader_killed_for_good_the_next_one_takes_over() {
+    let outs = scenario(|seed| {
+        let mut cfg = base(seed);
+        cfg.sentries = 1;
+        let mut rng = Rng::new(seed);
+        cfg.faults = vec![Fault::CrashLeader {
+            at_ms: 200 + rng.below(2_000),
+            down_ms: None,
+        }];
+        cfg
+    });
+    let (n, p50, max) = failovers(&outs);
+    println!(
+        "leader killed: {n} failovers, kill to the first commit of a later term p50 {p50} ms, \
+         max {max} ms"
+    );
+    assert_eq!(n as u64, SEEDS, "every kill is followed by a failover");
+    assert!(outs.iter().all(|o| o.stats.term_changes > 0));
+}
+
+/// The genesis leader dies for good at every step of a height: before it
+/// proposes, after proposing to some, after a quorum ACKed but before it
+/// committed, after committing before announcing.
+#[test]
+fn leader_killed_for_good_at_every_step_of_a_height() {
+    let outs = scenario(|seed| {
+        let mut cfg = base(seed);
+        let step = LEADER_STEPS[(seed % LEADER_STEPS.len() as u64) as usize];
+        cfg.faults = vec![Fault::CrashAtStep {
+            node: 0,
+            height: 2 + seed % 9,
+            step,
+            down_ms: NEVER,
+        }];
+        cfg
+    });
+    let (n, p50, max) = failovers(&outs);
+    println!("killed at a step: {n} failovers, p50 {p50} ms, max {max} ms");
+    assert!(
+        n as u64 >= SEEDS * 9 / 10,
+        "only {n} failovers in {SEEDS} runs"
+    );
+}
+
+/// Leaders crash and come back again and again (each new leader too),
+/// with message loss and reordering.
+#[test]
+fn flapping_leaders_with_loss_and_reordering() {
+    let outs = scenario(|seed| {
+        let mut cfg = base(seed);
+        cfg.heights = 15;
+        cfg.drop_rate = 0.1;
+        cfg.jitter_ms = 60;
+        let mut rng = Rng::new(seed);
+        let mut at = 300;
+        cfg.faults = (0..4)
+            .map(|_| {
+                at += 400 + rng.below(1_500);
+                Fault::CrashLeader {
+                    at_ms: at,
+                    down_ms: Some(200 + rng.below(1_500)),
+                }
+            })
+            .collect();
+        cfg
+    });
+    let restarts: u64 = outs.iter().map(|o| o.stats.crashes).sum();
+    assert!(restarts >= SEEDS * 3, "only {restarts} leader crashes");
+}
+
+/// Five validators; the leader and one validator are cut off from the
+/// other three for a while: the three elect a leader and commit; when the
+/// partition heals, two leaders of different terms are alive at once and
+/// the old one follows the new term.
+#[test]
+fn leader_isolated_with_a_minority_then_two_leaders_meet() {
+    let outs = scenario(|seed| {
+        let mut cfg = base(seed);
+        cfg.validators = 5;
+        let mut rng = Rng::new(seed);
+        let at_ms = 200 + rng.below(800);
+        let with_leader = 1 + (seed % 4) as usize;
+        cfg.faults = vec![Fault::Partition {
+            a: vec![0, with_leader],
+            b: (1..5).filter(|i| *i != with_leader).collect(),
+            at_ms,
+            heal_ms: at_ms + 3_000 + rng.below(3_000),
+        }];
+        cfg
+    });
+    assert!(outs.iter().all(|o| o.stats.term_changes > 0));
+}
+
+/// Five validators; the leader keeps a majority on its side: the chain
+/// goes on in its term, the cut-off two catch up after the heal.
+#[test]
+fn leader_isolated_with_a_majority() {
+    scenario(|seed| {
+        let mut cfg = base(seed);
+        cfg.validators = 5;
+        let mut rng = Rng::new(seed);
+        let at_ms = 200 + rng.below(800);
+        let cut = 1 + (seed % 3) as usize;
+        cfg.faults = vec![Fault::Partition {
+            a: vec![0, cut, cut + 1],
+            b: (1..5).filter(|i| *i != cut && *i != cut + 1).collect(),
+            at_ms,
+            heal_ms: at_ms + 2_000 + rng.below(3_000),
+        }];
+        cfg
+    });
+}
+
+/// The leader alone is cut off, again and again (it comes back each time
+/// as a follower of a later term, or as the leader of its own turn).
+#[test]
+fn leader_cut_off_repeatedly() {
+    scenario(|seed| {
+        let mut cfg = base(seed);
+        let mut rng = Rng::new(seed);
+        let mut at = 200;
+        cfg.faults = (0..3)
+            .map(|k| {
+                at += 500 + rng.below(1_000);
+                let heal = at + 1_500 + rng.below(1_500);
+                let alone = (k + seed as usize) % 4;
+                let f = Fault::Partition {
+                    a: vec![alone],
+                    b: (0..4).filter(|i| *i != alone).collect(),
+                    at_ms: at,
+                    heal_ms: heal,
+                };
+                at = heal;
+                f
+            })
+            .collect();
+        cfg
+    });
 }
 
 /// `DROP=0.3 cargo test -p kite-consensus --test simulator profile_one -- --ignored --nocapture`

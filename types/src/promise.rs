@@ -91,7 +91,9 @@ impl Promise {
         }
         let block = p.block.map(Block::from_proto).transpose()?;
         if let Some(b) = &block
-            && vote.as_ref().is_none_or(|v| !v.ack || v.block_hash != b.hash())
+            && vote
+                .as_ref()
+                .is_none_or(|v| !v.ack || v.block_hash != b.hash())
         {
             return Err(DecodeError::invalid(
                 W,

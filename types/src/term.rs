@@ -275,7 +275,10 @@ impl Credential {
     }
 
     /// Validates the wire form (structure). At most `max_changes` changes.
-    pub fn from_proto(p: &proto::Credential, max_changes: usize) -> Result<Credential, DecodeError> {
+    pub fn from_proto(
+        p: &proto::Credential,
+        max_changes: usize,
+    ) -> Result<Credential, DecodeError> {
         if p.changes.len() > max_changes {
             return Err(DecodeError::invalid(
                 "credential",
@@ -369,7 +372,12 @@ mod tests {
         assert!(other.verify("c", &vs, q).is_err());
         let mut forged = good.clone();
         forged.changes[1].acked = Some(a);
-        assert!(forged.verify("c", &vs, q).unwrap_err().contains("signature"));
+        assert!(
+            forged
+                .verify("c", &vs, q)
+                .unwrap_err()
+                .contains("signature")
+        );
         let stranger = NodeKey::from_seed([99; 32]);
         let mut foreign = good.clone();
         foreign.changes[1] = TermChange::new(&stranger, "c", 3, 7, None);

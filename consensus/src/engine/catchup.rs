@@ -250,11 +250,14 @@ impl Engine {
             return;
         }
         let mut next = self.next_to_apply();
-        if self
-            .h
-            .commit
-            .as_ref()
-            .is_some_and(|k| self.h.blocks.contains_key(&k.block_hash))
+        // This height's block, held and committed the slow way, needs no
+        // fetch (when batches are being applied, `next` is past it).
+        if self.applying.is_empty()
+            && self
+                .h
+                .commit
+                .as_ref()
+                .is_some_and(|k| self.h.blocks.contains_key(&k.block_hash))
         {
             next = next.saturating_add(1);
         }

@@ -198,7 +198,11 @@ impl Engine {
                 commit_info: kc.commit_info,
             }),
         };
-        let term = self.committed.last.as_ref().map_or(0, |l| l.commit_info.term());
+        let term = self
+            .committed
+            .last
+            .as_ref()
+            .map_or(0, |l| l.commit_info.term());
         self.h = HeightState::new(height.saturating_add(1));
         self.sync.advance(self.h.height);
         self.learn_term(term, out);

@@ -178,8 +178,7 @@ impl Engine {
         self.is_leader()
             && self.h.proposal.is_some()
             && self.cred.as_ref().is_some_and(|c| {
-                c.height == self.h.height
-                    && c.carried().map(|a| a.block_hash) == self.h.proposal
+                c.height == self.h.height && c.carried().map(|a| a.block_hash) == self.h.proposal
             })
     }
 

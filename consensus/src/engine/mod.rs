@@ -696,9 +696,7 @@ impl Engine {
     /// This node leads: it is the schedule's leader of its term, and the
     /// term is settled.
     fn is_leader(&self) -> bool {
-        self.is_member()
-            && self.me == Some(self.cfg.schedule.leader(self.term))
-            && self.settled()
+        self.is_member() && self.me == Some(self.cfg.schedule.leader(self.term)) && self.settled()
     }
 
     /// This node votes on the leader's proposals.

@@ -146,11 +146,7 @@ impl Engine {
                 block,
             });
         }
-        let others: Vec<PublicKey> = self
-            .others()
-            .into_iter()
-            .filter(|k| *k != leader)
-            .collect();
+        let others: Vec<PublicKey> = self.others().into_iter().filter(|k| *k != leader).collect();
         if !others.is_empty() {
             out.push(Output::SendTermChange {
                 to: others,
@@ -223,15 +219,11 @@ impl Engine {
                 (c.term, p)
             })
             .collect();
-        ahead.sort_by(|a, b| b.0.cmp(&a.0));
+        ahead.sort_by_key(|a| std::cmp::Reverse(a.0));
         let mut gone: u64 = 0;
         for (term, power) in ahead {
             gone = gone.saturating_add(power);
-            if !self
-                .cfg
-                .quorum
-                .reached(total.saturating_sub(gone), total)
-            {
+            if !self.cfg.quorum.reached(total.saturating_sub(gone), total) {
                 self.enter_term(term, true, out);
                 return;
             }

@@ -376,7 +376,8 @@ impl Engine {
             match result {
                 Ok(app) => {
                     if let Some(key) = &self.cfg.key {
-                        let own = Vote::ack_in(key, &self.cfg.chain_id, self.term, height, hash, app);
+                        let own =
+                            Vote::ack_in(key, &self.cfg.chain_id, self.term, height, hash, app);
                         if let Some(k) = self.h.keeper.as_mut() {
                             k.add(own);
                         }

@@ -12,8 +12,9 @@ use kite_consensus::{
     CommittedState, Engine, EngineConfig, ExecError, Input, LastCommit, Output, Role, Target,
 };
 use kite_types::{
-    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, Promise, PublicKey,
-    Quorum, Signature, Tx, Validator, ValidatorSet, Vote, sign,
+    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Credential, Hash, LeaderSchedule, NodeKey,
+    Payload, Promise, PublicKey, Quorum, Signature, TermChange, Tx, Validator, ValidatorSet, Vote,
+    sign,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -55,7 +56,8 @@ pub enum Fault {
         down_ms: Option<u64>,
     },
     /// Crash `node` right after it carries out its first output of `step`
-    /// (an [`out_name`]) for `height`; restart after `down_ms`.
+    /// (an [`out_name`]) for `height`; restart after `down_ms` ([`NEVER`]:
+    /// it stays down).
     CrashAtStep {
         node: usize,
         height: u64,
@@ -80,9 +82,13 @@ pub enum Fault {
         keep_height: u64,
         down_ms: u64,
     },
-    /// Every vote sent to the leader from `at_ms` to `heal_ms` is lost (the
-    /// validators see proposals and resets; the leader never hears back).
+    /// Every vote sent from `at_ms` to `heal_ms` is lost (the validators
+    /// see proposals and resets; the leader never hears back).
     WithholdVotes { at_ms: u64, heal_ms: u64 },
+    /// Crash whichever node leads at `at_ms` (with a proposal out, else
+    /// the first validator that leads a term after it); restart it after
+    /// `down_ms` (never when `None`).
+    CrashLeader { at_ms: u64, down_ms: Option<u64> },
 }
 
 /// A run's parameters.
@@ -114,6 +120,8 @@ pub struct SimConfig {
     /// open height.
     pub byzantine_voter: Option<usize>,
     pub empty_block_timeout_ms: u64,
+    /// Validators' leader timeout (0: never fail over).
+    pub leader_timeout_ms: u64,
 }
 
 impl SimConfig {
@@ -134,6 +142,7 @@ impl SimConfig {
             forger: false,
             byzantine_voter: None,
             empty_block_timeout_ms: 100,
+            leader_timeout_ms: 600,
         }
     }
 }
@@ -180,8 +189,17 @@ struct Stored {
 
 #[derive(Debug, Clone)]
 enum Msg {
-    Proposal(Block),
+    Proposal {
+        block: Block,
+        term: u64,
+        cred: Option<Credential>,
+    },
+    TermChange {
+        change: TermChange,
+        block: Option<Block>,
+    },
     Reset {
+        term: u64,
         height: u64,
         hash: Hash,
         sig: Signature,
@@ -339,6 +357,10 @@ pub struct Stats {
     pub withheld: u64,
     /// Messages the byzantine voter sent.
     pub byz_votes: u64,
+    /// Term changes sent.
+    pub term_changes: u64,
+    /// Per leader crash ([`Fault::CrashLeader`]): ms to the next commit.
+    pub failovers_ms: Vec<u64>,
 }
 
 /// What a run ended with; two runs of one seed must give equal outcomes.
@@ -366,8 +388,12 @@ pub struct Sim {
     canon: BTreeMap<u64, Hash>,
     ever_committed: BTreeSet<Hash>,
     clients: Vec<(NodeKey, u64)>,
-    /// Every block the leader signed.
+    /// Every block a scheduled leader signed that some node executed.
     leader_blocks: BTreeSet<Hash>,
+    schedule: LeaderSchedule,
+    /// The crash of a leader not followed yet by a commit of a later term:
+    /// when, and the term it led.
+    pending_kill: Option<(u64, u64)>,
     trace: u64,
     pub stats: Stats,
 }
@@ -387,8 +413,12 @@ pub fn out_name(o: &Output) -> &'static str {
         Output::ScheduleTimeout { .. } => "timeout",
         Output::Halt { .. } => "halt",
         Output::Persist { .. } => "persist",
+        Output::SendTermChange { .. } => "term",
     }
 }
+
+/// A `down_ms` of [`Fault::CrashAtStep`] that means for good.
+pub const NEVER: u64 = u64::MAX;
 
 /// Steps of a height at which the leader can crash.
 pub const LEADER_STEPS: [&str; 5] = ["build", "execute", "propose", "commit", "announce"];
@@ -410,6 +440,8 @@ impl Sim {
                 .collect(),
         );
         let genesis_app = Hash::digest(b"sim genesis");
+        let valset_for_schedule = valset.clone();
+        let first = keys[0].public();
         let nodes = keys
             .into_iter()
             .enumerate()
@@ -456,6 +488,8 @@ impl Sim {
             ever_committed: BTreeSet::new(),
             clients,
             leader_blocks: BTreeSet::new(),
+            schedule: LeaderSchedule::new(&valset_for_schedule, first),
+            pending_kill: None,
             trace: 0xcbf2_9ce4_8422_2325,
             stats: Stats::default(),
         }
@@ -484,11 +518,14 @@ impl Sim {
             key: (node.role != Role::Sentry).then(|| node.key.clone()),
             leader: self.nodes[0].pk,
             validators: self.valset.clone(),
+            schedule: self.schedule.clone(),
             quorum: Quorum::default(),
             max_block_bytes: 1024 + MAX_TXS_PER_BLOCK as u64 * 200,
             propose_timeout_ms: 30,
             empty_block_timeout_ms: self.cfg.empty_block_timeout_ms,
             round_timeout_ms: 1_000,
+            leader_timeout_ms: self.cfg.leader_timeout_ms,
+            leader_timeout_max_ms: self.cfg.leader_timeout_ms * 8,
             vote_resend_interval_ms: 150,
             sync_window: 16,
             sync_per_peer: 4,
@@ -521,7 +558,8 @@ impl Sim {
             // from the network up to `need` (here the leader's blocks), and
             // the same promise record.
             self.stats.refused += 1;
-            let synced: Vec<Stored> = self.nodes[0].store[..need as usize].to_vec();
+            let longest = self.longest();
+            let synced: Vec<Stored> = self.nodes[longest].store[..need as usize].to_vec();
             let node = &mut self.nodes[i];
             node.store = synced;
             node.app = node.store.last().map_or_else(
@@ -539,9 +577,32 @@ impl Sim {
         }
         self.nodes[i].engine = Some(engine);
         self.feed(i, Input::Tick { now_ms: self.now });
-        if i == 0 {
-            self.mempool_status();
+        self.mempool_status(i);
+    }
+
+    /// Marks the crash for good of node `i`, if it leads, as a failover to
+    /// time (and wait for: the run is not done before a later term commits).
+    fn kill_mark(&mut self, i: usize) {
+        if self.leads(i)
+            && let Some(e) = self.nodes[i].engine.as_ref()
+        {
+            self.pending_kill = Some((self.now, e.status().term));
         }
+    }
+
+    /// The node holding the most blocks (the lowest index among equals).
+    fn longest(&self) -> usize {
+        (0..self.nodes.len())
+            .max_by_key(|i| (self.nodes[*i].height(), std::cmp::Reverse(*i)))
+            .unwrap_or(0)
+    }
+
+    /// Whether node `i` leads now (per its own engine).
+    fn leads(&self, i: usize) -> bool {
+        self.nodes[i].engine.as_ref().is_some_and(|e| {
+            let st = e.status();
+            st.leader == self.nodes[i].pk && st.term_settled && self.nodes[i].role != Role::Sentry
+        })
     }
 
     fn crash(&mut self, i: usize) {
@@ -575,7 +636,7 @@ impl Sim {
             self.stats.dropped += 1;
             return;
         }
-        if to == 0 && matches!(msg, Msg::Vote { .. }) && self.withholding() {
+        if matches!(msg, Msg::Vote { .. }) && self.withholding() {
             self.stats.withheld += 1;
             return;
         }
@@ -603,10 +664,17 @@ impl Sim {
         }
     }
 
-    fn mempool_status(&mut self) {
-        let txs = self.nodes[0].mempool.len();
-        let bytes = self.nodes[0].mempool.iter().map(|t| t.size() as u64).sum();
-        self.feed(0, Input::MempoolStatus { txs, bytes });
+    fn mempool_status(&mut self, i: usize) {
+        if self.nodes[i].role == Role::Sentry || !self.is_up(i) {
+            return;
+        }
+        let (txs, bytes) = self.pool(i);
+        self.feed(i, Input::MempoolStatus { txs, bytes });
+    }
+
+    fn pool(&self, i: usize) -> (usize, u64) {
+        let m = &self.nodes[i].mempool;
+        (m.len(), m.iter().map(|t| t.size() as u64).sum())
     }
 
     /// Feeds one input (after a tick to the current time) and carries out
@@ -660,23 +728,56 @@ impl Sim {
                     .collect();
                 work.push_back(Input::BlockBuilt { txs });
             }
-            Output::SendProposal { to, block } => {
-                assert_eq!(i, 0, "seed {}: node {i} proposes", self.cfg.seed);
+            Output::SendProposal {
+                to,
+                block,
+                term,
+                credential,
+            } => {
+                assert!(
+                    self.leads(i),
+                    "seed {}: node {i} proposes without leading",
+                    self.cfg.seed
+                );
                 for p in to {
                     if let Some(j) = self.idx(&p) {
-                        self.send(i, j, Msg::Proposal(block.clone()));
+                        let m = Msg::Proposal {
+                            block: block.clone(),
+                            term,
+                            cred: credential.clone(),
+                        };
+                        self.send(i, j, m);
+                    }
+                }
+            }
+            Output::SendTermChange { to, change, block } => {
+                self.stats.term_changes += 1;
+                // Promised before sent.
+                assert!(
+                    self.nodes[i]
+                        .promise
+                        .as_ref()
+                        .is_some_and(|p| p.term >= change.term),
+                    "seed {}: node {i} sends a term change it did not record",
+                    self.cfg.seed
+                );
+                for p in to {
+                    if let Some(j) = self.idx(&p) {
+                        let m = Msg::TermChange {
+                            change: change.clone(),
+                            block: block.clone(),
+                        };
+                        self.send(i, j, m);
                     }
                 }
             }
             Output::ExecuteBlock { block } => {
-                if i == 0 {
-                    self.leader_blocks.insert(block.hash());
-                }
                 assert!(
-                    self.leader_blocks.contains(&block.hash()),
-                    "seed {}: node {i} executes a block the leader never proposed",
+                    block.verify_leader(&self.schedule.leader(block.header().term)),
+                    "seed {}: node {i} executes a block no scheduled leader signed",
                     self.cfg.seed
                 );
+                self.leader_blocks.insert(block.hash());
                 let node = &mut self.nodes[i];
                 let result = match execute(&node.app, &block, node.byzantine) {
                     Ok(s) => {
@@ -774,6 +875,7 @@ impl Sim {
                 }
             }
             Output::SendReset {
+                term,
                 height,
                 block_hash,
                 leader_sig,
@@ -786,6 +888,7 @@ impl Sim {
                         i,
                         j,
                         Msg::Reset {
+                            term,
                             height,
                             hash: block_hash,
                             sig: leader_sig,
@@ -798,11 +901,8 @@ impl Sim {
                 self.nodes[i]
                     .mempool
                     .retain(|t| !hashes.contains(&t.hash()));
-                if i == 0 {
-                    let txs = self.nodes[0].mempool.len();
-                    let bytes = self.nodes[0].mempool.iter().map(|t| t.size() as u64).sum();
-                    work.push_back(Input::MempoolStatus { txs, bytes });
-                }
+                let (txs, bytes) = self.pool(i);
+                work.push_back(Input::MempoolStatus { txs, bytes });
             }
             Output::RequestBlocks {
                 from_height,
@@ -861,8 +961,15 @@ impl Sim {
             });
         if let Some((k, down)) = hit {
             self.fired.insert(k);
+            if down == NEVER {
+                self.kill_mark(i);
+            }
             self.crash(i);
-            self.push(self.now + down, Ev::Restart { node: i });
+            if down == NEVER {
+                self.nodes[i].down_forever = true;
+            } else {
+                self.push(self.now + down, Ev::Restart { node: i });
+            }
             return false;
         }
         true
@@ -877,12 +984,16 @@ impl Sim {
         work: &mut VecDeque<Input>,
     ) -> Hash {
         let seed = self.cfg.seed;
-        let leader = self.nodes[0].pk;
+        let leader = self.schedule.leader(block.header().term);
         let height = block.height();
         let hash = block.hash();
         assert!(
             block.verify_leader(&leader),
-            "seed {seed}: node {i} commits a block the leader did not sign"
+            "seed {seed}: node {i} commits a block the leader of its term did not sign"
+        );
+        assert!(
+            ci.term() >= block.header().term,
+            "seed {seed}: node {i} commits a block with a commit of an earlier term"
         );
         assert!(
             ci.verify(CHAIN, height, &hash, &self.valset, Quorum::default())
@@ -913,6 +1024,7 @@ impl Sim {
         node.app = staged.clone();
         let tx_hashes: Vec<Hash> = block.txs().iter().map(Tx::hash).collect();
         node.mempool.retain(|t| !tx_hashes.contains(&t.hash()));
+        let ci_term = ci.term();
         node.store.push(Stored {
             block,
             ci,
@@ -930,9 +1042,14 @@ impl Sim {
         }
         self.ever_committed.extend(tx_hashes);
         self.mix(u64::from_le_bytes(hash.0[..8].try_into().unwrap()));
-        if i == 0 {
-            let txs = self.nodes[0].mempool.len();
-            let bytes = self.nodes[0].mempool.iter().map(|t| t.size() as u64).sum();
+        if let Some((at, term)) = self.pending_kill
+            && ci_term > term
+        {
+            self.pending_kill = None;
+            self.stats.failovers_ms.push(self.now - at);
+        }
+        if self.nodes[i].role != Role::Sentry {
+            let (txs, bytes) = self.pool(i);
             work.push_back(Input::MempoolStatus { txs, bytes });
         }
         staged.app_hash
@@ -944,11 +1061,24 @@ impl Sim {
         }
         let from_pk = self.nodes[from].pk;
         let input = match msg {
-            Msg::Proposal(block) => Input::ProposalReceived {
+            Msg::Proposal { block, term, cred } => Input::ProposalReceived {
                 from: from_pk,
                 block,
+                term,
+                credential: cred,
             },
-            Msg::Reset { height, hash, sig } => Input::ResetReceived {
+            Msg::TermChange { change, block } => Input::TermChangeReceived {
+                from: Some(from_pk),
+                change,
+                block,
+            },
+            Msg::Reset {
+                term,
+                height,
+                hash,
+                sig,
+            } => Input::ResetReceived {
+                term,
                 height,
                 block_hash: hash,
                 leader_sig: sig,
@@ -1031,13 +1161,14 @@ impl Sim {
             self.clients[c].1 = nonce;
         }
         let tx = signed_tx(c, &self.clients[c].0, nonce);
-        if bad && self.nodes[0].mempool.iter().any(|t| t.hash() == tx.hash()) {
-            return;
-        }
-        // Txs reach the leader's mempool (clients retry while it is down).
-        self.nodes[0].mempool.push(tx);
-        if self.is_up(0) {
-            self.mempool_status();
+        // Txs reach every validator's mempool (gossip; clients retry while
+        // a node is down).
+        for i in 0..self.cfg.validators {
+            if bad && self.nodes[i].mempool.iter().any(|t| t.hash() == tx.hash()) {
+                continue;
+            }
+            self.nodes[i].mempool.push(tx.clone());
+            self.mempool_status(i);
         }
     }
 
@@ -1087,8 +1218,14 @@ impl Sim {
         let reset_sig = v1.sign_digest(&sign::reset_digest(CHAIN, 0, next, &reset_hash));
         for to in 2..self.nodes.len() {
             self.stats.forged += 4;
-            self.send(1, to, Msg::Proposal(by_v1.clone()));
-            self.send(1, to, Msg::Proposal(claims_leader.clone()));
+            for block in [by_v1.clone(), claims_leader.clone()] {
+                let m = Msg::Proposal {
+                    block,
+                    term: 0,
+                    cred: None,
+                };
+                self.send(1, to, m);
+            }
             self.send(
                 1,
                 to,
@@ -1102,6 +1239,7 @@ impl Sim {
                 1,
                 to,
                 Msg::Reset {
+                    term: 0,
                     height: next,
                     hash: reset_hash,
                     sig: reset_sig,
@@ -1177,12 +1315,16 @@ impl Sim {
                 self.fired.contains(&k) || self.nodes[0].height() > *height
             }
             Fault::WithholdVotes { heal_ms, .. } => self.now >= *heal_ms,
+            Fault::CrashLeader { at_ms, down_ms } => {
+                self.fired.contains(&k) && self.now >= at_ms + down_ms.unwrap_or(0)
+            }
         })
     }
 
     fn done(&self) -> bool {
-        let lh = self.nodes[0].height();
+        let lh = self.nodes[self.longest()].height();
         lh >= self.cfg.heights
+            && self.pending_kill.is_none()
             && self.all_faults_over()
             && (0..self.nodes.len())
                 .all(|i| !self.honest_live(i) || (self.is_up(i) && self.nodes[i].height() == lh))
@@ -1207,6 +1349,7 @@ impl Sim {
                 Fault::Crash { at_ms, .. }
                 | Fault::Rollback { at_ms, .. }
                 | Fault::Partition { at_ms, .. } => self.push(*at_ms, Ev::Fault(k)),
+                Fault::CrashLeader { at_ms, .. } => self.push(*at_ms, Ev::Fault(k)),
                 Fault::CrashAtStep { .. } | Fault::WithholdVotes { .. } => {}
             }
         }
@@ -1275,6 +1418,23 @@ impl Sim {
                         self.nodes[node].store.truncate(keep_height as usize);
                         self.push(self.now + down_ms, Ev::Restart { node });
                     }
+                    Fault::CrashLeader { down_ms, .. } => {
+                        match (0..self.cfg.validators).find(|i| self.leads(*i)) {
+                            Some(node) => {
+                                self.fired.insert(k);
+                                if down_ms.is_none() {
+                                    self.kill_mark(node);
+                                }
+                                self.crash(node);
+                                match down_ms {
+                                    Some(d) => self.push(self.now + d, Ev::Restart { node }),
+                                    None => self.nodes[node].down_forever = true,
+                                }
+                            }
+                            // Nobody leads right now: try again shortly.
+                            None => self.push(self.now + 20, Ev::Fault(k)),
+                        }
+                    }
                     Fault::CrashAtStep { .. } | Fault::WithholdVotes { .. } => {}
                 },
                 Ev::Heal(k) => {
@@ -1297,7 +1457,7 @@ impl Sim {
         Outcome {
             time_ms: self.now,
             heights: self.nodes.iter().map(Node::height).collect(),
-            tip: self.nodes[0]
+            tip: self.nodes[self.longest()]
                 .store
                 .last()
                 .map_or(Hash::ZERO, |s| s.block.hash()),
@@ -1331,7 +1491,7 @@ impl Sim {
             self.cfg.max_time_ms,
             self.describe()
         );
-        let leader = &self.nodes[0];
+        let leader = &self.nodes[self.longest()];
         // Same block hash at every height every node holds.
         for (i, n) in self.nodes.iter().enumerate() {
             for (k, s) in n.store.iter().enumerate() {
