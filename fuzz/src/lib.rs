@@ -328,7 +328,7 @@ where
             let _ = blkprop::propose(s, &block(2, 2)).await;
         }
         7 => {
-            let r = ResetInfo::new_signed(&leader(), CHAIN, 2, block(2, 2).hash(), "fuzz");
+            let r = ResetInfo::new_signed(&leader(), CHAIN, 0, 2, block(2, 2).hash(), "fuzz");
             let _ = blkprop::reset(s, &r).await;
         }
         8 => {

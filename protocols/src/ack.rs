@@ -1,5 +1,6 @@
-//! `/kite/ack/2.0.0`: a validator sends its vote (ACK or NACK) to the
-//! leader.
+//! `/kite/ack/3.0.0`: a validator sends its vote (ACK or NACK) to the
+//! leader of its term (3.0.0: votes carry their term, signed when above
+//! 0).
 //!
 //! 1. Validator sends `VoteMessage{vote, best_header?}`. `best_header` is an
 //!    unsigned hint: a validator that has already committed past the voted
@@ -20,7 +21,7 @@ use futures::io::{AsyncRead, AsyncWrite};
 use kite_types::{BlockHeader, DecodeError, Vote};
 
 /// The protocol id.
-pub const PROTOCOL: &str = "/kite/ack/2.0.0";
+pub const PROTOCOL: &str = "/kite/ack/3.0.0";
 
 /// The leader's answer to a vote (and a validator's answer to a reset).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,9 +1,11 @@
-//! `/kite/blkprop/1.0.0`: the leader sends a proposal (or a reset) to a
-//! validator.
+//! `/kite/blkprop/2.0.0`: the leader sends a proposal (or a reset) to a
+//! validator. 2.0.0 adds terms: a proposal names its term and, above term
+//! 0, carries the credential of that term; a reset names its term.
 //!
 //! The leader opens the stream with a `LeaderMessage`:
 //!
-//! - `Proposal{height, hash, header, leader_sig}`: the validator checks it
+//! - `Proposal{height, hash, header, leader_sig, term, credential}`: the
+//!   validator checks it
 //!   and answers `Want{want}`; if wanted, the leader sends the encoded
 //!   `Block` and closes, else it closes at once. The validator then executes
 //!   the block and votes over `/kite/ack` (a separate stream).
@@ -15,7 +17,8 @@
 //! signatures are 64 bytes; the block that follows has the proposed hash and
 //! leader signature and a tx root matching its txs. Checked by the node (in
 //! [`ProposalSink::check`] / [`ProposalSink::reset`]): the leader signature
-//! (the proposer must be the genesis leader; [`ResetInfo::verify`]), the
+//! (the proposer must be the schedule's leader of the header's term; the
+//! credential a quorum's; [`ResetInfo::verify`]), the
 //! height (its height + 1), prev hash, and then every tx by execution.
 //! Blocks-only and sentry nodes answer `Want{false}` to proposals and a
 //! refusing receipt to resets (or do not serve the protocol).
@@ -24,15 +27,23 @@ use crate::ack::VoteReceipt;
 use crate::blk::read_announced_block;
 use crate::blkann::{AnnounceOutcome, checked_header, send_if_wanted};
 use crate::framing::{close, read_msg, write_msg};
-use crate::limits::{CONTROL_DEADLINE, CONTROL_MAX, MAX_REASON_LEN, truncate};
+use crate::limits::{
+    CONTROL_DEADLINE, CONTROL_MAX, CREDENTIAL_MAX, MAX_REASON_LEN, truncate,
+};
 use crate::{ProtocolError, proto};
 use async_trait::async_trait;
 use futures::io::{AsyncRead, AsyncWrite};
 use kite_types::codec::{hash_field, sig_field};
-use kite_types::{Block, BlockHeader, DecodeError, Hash, NodeKey, PublicKey, Signature, sign};
+use kite_types::genesis::MAX_VALIDATORS;
+use kite_types::{
+    Block, BlockHeader, Credential, DecodeError, Hash, NodeKey, PublicKey, Signature, sign,
+};
 
 /// The protocol id.
-pub const PROTOCOL: &str = "/kite/blkprop/1.0.0";
+pub const PROTOCOL: &str = "/kite/blkprop/2.0.0";
+
+/// Largest `LeaderMessage`: a proposal with the credential of its term.
+pub const LEADER_MESSAGE_MAX: usize = CONTROL_MAX + CREDENTIAL_MAX;
 
 /// What happened to a proposal: [`AnnounceOutcome::Sent`] or
 /// [`AnnounceOutcome::NotWanted`].
@@ -49,16 +60,27 @@ pub struct ProposalInfo {
     pub header: BlockHeader,
     /// The leader's signature over the block hash.
     pub leader_sig: Signature,
+    /// The term it is proposed in (at least the header's).
+    pub term: u64,
+    /// Above term 0: the credential of `term` (not verified here).
+    pub credential: Option<Credential>,
 }
 
 impl ProposalInfo {
-    /// The proposal of a block.
+    /// The proposal of a block in the block's own term.
     pub fn of(block: &Block) -> ProposalInfo {
+        ProposalInfo::in_term(block, block.header().term, None)
+    }
+
+    /// The proposal of a block in `term`, with that term's credential.
+    pub fn in_term(block: &Block, term: u64, credential: Option<Credential>) -> ProposalInfo {
         ProposalInfo {
             height: block.height(),
             hash: block.hash(),
             header: block.header().clone(),
             leader_sig: *block.leader_sig(),
+            term,
+            credential,
         }
     }
 
@@ -79,6 +101,8 @@ impl ProposalInfo {
             hash: self.hash.0.to_vec(),
             header: Some(self.header.to_proto()),
             leader_sig: self.leader_sig.0.to_vec(),
+            term: self.term,
+            credential: self.credential.as_ref().map(Credential::to_proto),
         }
     }
 
@@ -86,18 +110,42 @@ impl ProposalInfo {
     pub fn from_proto(p: &proto::Proposal) -> Result<ProposalInfo, ProtocolError> {
         const W: &str = "Proposal";
         let (header, hash) = checked_header(W, p.header.as_ref(), p.height, &p.hash)?;
+        if p.term < header.term {
+            return Err(ProtocolError::invalid(
+                W,
+                format!(
+                    "proposed in term {}, before the block's own term {}",
+                    p.term, header.term
+                ),
+            ));
+        }
+        let credential = p
+            .credential
+            .as_ref()
+            .map(|c| Credential::from_proto(c, MAX_VALIDATORS))
+            .transpose()?;
+        if credential.as_ref().is_some_and(|c| c.term != p.term) {
+            return Err(ProtocolError::invalid(
+                W,
+                "the credential is for another term",
+            ));
+        }
         Ok(ProposalInfo {
             height: p.height,
             hash,
             header,
             leader_sig: sig_field(W, "leader_sig", &p.leader_sig)?,
+            term: p.term,
+            credential,
         })
     }
 }
 
-/// A signed reset: the leader abandons `block_hash` at `height`.
+/// A signed reset: the leader of `term` abandons `block_hash` at `height`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResetInfo {
+    /// The term of the leader that signed it.
+    pub term: u64,
     /// The height being reset.
     pub height: u64,
     /// The abandoned block.
@@ -113,23 +161,31 @@ impl ResetInfo {
     pub fn new_signed(
         leader: &NodeKey,
         chain_id: &str,
+        term: u64,
         height: u64,
         block_hash: Hash,
         reason: &str,
     ) -> ResetInfo {
         ResetInfo {
+            term,
             height,
             block_hash,
             reason: truncate(reason, MAX_REASON_LEN),
-            leader_sig: leader.sign_digest(&sign::reset_digest(chain_id, height, &block_hash)),
+            leader_sig: leader.sign_digest(&sign::reset_digest(
+                chain_id,
+                term,
+                height,
+                &block_hash,
+            )),
         }
     }
 
-    /// Whether `leader` signed this reset on `chain_id`.
+    /// Whether `leader` (the leader of the reset's term) signed this reset
+    /// on `chain_id`.
     pub fn verify(&self, chain_id: &str, leader: &PublicKey) -> bool {
         sign::verify(
             leader,
-            &sign::reset_digest(chain_id, self.height, &self.block_hash),
+            &sign::reset_digest(chain_id, self.term, self.height, &self.block_hash),
             &self.leader_sig,
         )
     }
@@ -141,6 +197,7 @@ impl ResetInfo {
             block_hash: self.block_hash.0.to_vec(),
             reason: truncate(&self.reason, MAX_REASON_LEN),
             leader_sig: self.leader_sig.0.to_vec(),
+            term: self.term,
         }
     }
 
@@ -148,6 +205,7 @@ impl ResetInfo {
     pub fn from_proto(p: &proto::Reset) -> Result<ResetInfo, DecodeError> {
         const W: &str = "Reset";
         Ok(ResetInfo {
+            term: p.term,
             height: p.height,
             block_hash: hash_field(W, "block_hash", &p.block_hash)?,
             reason: truncate(&p.reason, MAX_REASON_LEN),
@@ -168,14 +226,21 @@ pub trait ProposalSink: Send + Sync {
     async fn reset(&self, reset: ResetInfo) -> VoteReceipt;
 }
 
-/// Proposes `block` to a validator and sends it if wanted.
-pub async fn propose<S>(mut stream: S, block: &Block) -> Result<ProposeOutcome, ProtocolError>
+/// Proposes `block` to a validator in `term` (with the credential of
+/// `term` above term 0) and sends it if wanted.
+pub async fn propose<S>(
+    mut stream: S,
+    block: &Block,
+    term: u64,
+    credential: Option<&Credential>,
+) -> Result<ProposeOutcome, ProtocolError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     use proto::leader_message::Msg;
+    let info = ProposalInfo::in_term(block, term, credential.cloned());
     let msg = proto::LeaderMessage {
-        msg: Some(Msg::Proposal(ProposalInfo::of(block).to_proto())),
+        msg: Some(Msg::Proposal(info.to_proto())),
     };
     write_msg(&mut stream, &msg, CONTROL_DEADLINE).await?;
     let outcome = send_if_wanted(&mut stream, block).await?;
@@ -208,7 +273,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     use proto::leader_message::Msg;
-    let msg: proto::LeaderMessage = read_msg(&mut stream, CONTROL_MAX, CONTROL_DEADLINE).await?;
+    let msg: proto::LeaderMessage =
+        read_msg(&mut stream, LEADER_MESSAGE_MAX, CONTROL_DEADLINE).await?;
     match msg.msg {
         Some(Msg::Proposal(p)) => {
             let info = ProposalInfo::from_proto(&p)?;
@@ -293,7 +359,7 @@ mod tests {
             (Validator::new(5, true), false),
         ] {
             let (x, y) = pipe();
-            let (out, served) = tokio::join!(propose(x, &b), serve(y, &v, MAX_BLOCK));
+            let (out, served) = tokio::join!(propose(x, &b, 0, None), serve(y, &v, MAX_BLOCK));
             served.unwrap();
             let expect = if want {
                 ProposeOutcome::Sent
@@ -307,7 +373,7 @@ mod tests {
         let forged = Block::new_signed(header(6), vec![], &key(9));
         let v = Validator::new(5, false);
         let (x, y) = pipe();
-        let (out, served) = tokio::join!(propose(x, &forged), serve(y, &v, MAX_BLOCK));
+        let (out, served) = tokio::join!(propose(x, &forged, 0, None), serve(y, &v, MAX_BLOCK));
         served.unwrap();
         assert_eq!(out.unwrap(), ProposeOutcome::NotWanted);
     }
@@ -315,11 +381,11 @@ mod tests {
     #[tokio::test]
     async fn resets() {
         let bh = block(6, 1).hash();
-        let good = ResetInfo::new_signed(&leader(), CHAIN, 6, bh, &"timeout ".repeat(100));
+        let good = ResetInfo::new_signed(&leader(), CHAIN, 0, 6, bh, &"timeout ".repeat(100));
         assert_eq!(good.reason.len(), MAX_REASON_LEN);
         assert!(good.verify(CHAIN, &leader().public()));
         assert!(!good.verify("other", &leader().public()));
-        let bad = ResetInfo::new_signed(&key(9), CHAIN, 6, bh, "x");
+        let bad = ResetInfo::new_signed(&key(9), CHAIN, 0, 6, bh, "x");
         let v = Validator::new(5, false);
         for (r, accepted) in [(&good, true), (&bad, false)] {
             let (x, y) = pipe();
@@ -378,7 +444,7 @@ mod tests {
         let r = serve_script(frame(&proto::LeaderMessage { msg: None }), true).await;
         assert_err!(r, ProtocolError::Decode(_));
         let m = proto::LeaderMessage {
-            msg: Some(proto::leader_message::Msg::Reset(proto::Reset {
+            msg: Some(proto::leader_message::Msg::Reset(proto::Reset { term: 0,
                 height: 6,
                 block_hash: vec![1; 32],
                 reason: String::new(),
@@ -395,7 +461,7 @@ mod tests {
     async fn bad_bytes() {
         let b = block(6, 3);
         assert_err!(
-            serve_script(prefix(5000), false).await,
+            serve_script(prefix(LEADER_MESSAGE_MAX as u64 + 1), false).await,
             ProtocolError::TooLarge { .. }
         );
         let r = serve_script(frames(&[prop(&b), prefix(MAX_BLOCK as u64 + 1)]), false).await;
@@ -411,7 +477,7 @@ mod tests {
         // Leader side.
         let run = |script: Vec<u8>, close: bool| {
             let b = &b;
-            async move { with_script(script, close, |s| async move { propose(s, b).await }).await }
+            async move { with_script(script, close, |s| async move { propose(s, b, 0, None).await }).await }
         };
         assert_err!(run(garbage_frame(), true).await, ProtocolError::Decode(_));
         assert_err!(
@@ -419,7 +485,7 @@ mod tests {
             ProtocolError::TooLarge { .. }
         );
         assert_err!(run(Vec::new(), true).await, ProtocolError::Closed { .. });
-        let r = ResetInfo::new_signed(&leader(), CHAIN, 6, b.hash(), "t");
+        let r = ResetInfo::new_signed(&leader(), CHAIN, 0, 6, b.hash(), "t");
         let out = with_script(garbage_frame(), true, |s| async { reset(s, &r).await }).await;
         assert_err!(out, ProtocolError::Decode(_));
     }
@@ -440,7 +506,7 @@ mod tests {
         .await;
         assert_err!(r, ProtocolError::Timeout { .. });
         let slow = padded_frame(&proto::Want { want: true }, 20);
-        let r = with_drip(Vec::new(), slow, |s| async { propose(s, &b).await }).await;
+        let r = with_drip(Vec::new(), slow, |s| async { propose(s, &b, 0, None).await }).await;
         assert_err!(r, ProtocolError::Timeout { .. });
     }
 }

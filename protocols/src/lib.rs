@@ -23,8 +23,9 @@
 //! | [`txann`] | `/kite/txann/1.0.0` | [`txann::announce`] | [`txann::TxSink`] |
 //! | [`blk`] | `/kite/blk/1.0.0` | [`blk::request`] | [`blk::BlockSource`] |
 //! | [`blkann`] | `/kite/blkann/1.0.0` | [`blkann::announce`] | [`blkann::AnnounceSink`] |
-//! | [`blkprop`] | `/kite/blkprop/1.0.0` | [`blkprop::propose`], [`blkprop::reset`] | [`blkprop::ProposalSink`] |
-//! | [`ack`] | `/kite/ack/2.0.0` | [`ack::send_vote`] | [`ack::VoteSink`] |
+//! | [`blkprop`] | `/kite/blkprop/2.0.0` | [`blkprop::propose`], [`blkprop::reset`] | [`blkprop::ProposalSink`] |
+//! | [`ack`] | `/kite/ack/3.0.0` | [`ack::send_vote`] | [`ack::VoteSink`] |
+//! | [`term`] | `/kite/term/1.0.0` | [`term::send`] | [`term::TermSink`] |
 //! | [`discover`] | `/kite/discover/1.0.0` | [`discover::request`] | [`discover::PeerSource`] |
 //! | [`status`] | `/kite/status/1.0.0` | [`status::request`] | [`status::StatusSource`] |
 //!
@@ -51,6 +52,7 @@ mod error;
 pub mod framing;
 pub mod limits;
 pub mod status;
+pub mod term;
 pub mod tx;
 pub mod txann;
 
@@ -74,13 +76,14 @@ pub fn identify_version(chain_id: &str) -> String {
 }
 
 /// Every stream protocol id this crate implements.
-pub const ALL_PROTOCOLS: [&str; 8] = [
+pub const ALL_PROTOCOLS: [&str; 9] = [
     tx::PROTOCOL,
     txann::PROTOCOL,
     blk::PROTOCOL,
     blkann::PROTOCOL,
     blkprop::PROTOCOL,
     ack::PROTOCOL,
+    term::PROTOCOL,
     discover::PROTOCOL,
     status::PROTOCOL,
 ];
@@ -98,8 +101,9 @@ mod tests {
                 "/kite/txann/1.0.0",
                 "/kite/blk/1.0.0",
                 "/kite/blkann/1.0.0",
-                "/kite/blkprop/1.0.0",
-                "/kite/ack/2.0.0",
+                "/kite/blkprop/2.0.0",
+                "/kite/ack/3.0.0",
+                "/kite/term/1.0.0",
                 "/kite/discover/1.0.0",
                 "/kite/status/1.0.0",
             ]
@@ -162,6 +166,13 @@ mod tests {
             }
         }
         #[async_trait::async_trait]
+        impl term::TermSink for N {
+            async fn want_block(&self, _: &kite_types::TermChange) -> bool {
+                false
+            }
+            async fn receive(&self, _: kite_types::TermChange, _: Option<Block>) {}
+        }
+        #[async_trait::async_trait]
         impl discover::PeerSource for N {
             async fn peers(&self, _: usize) -> Vec<discover::PeerEntry> {
                 Vec::new()
@@ -177,7 +188,7 @@ mod tests {
         let (n, b) = (N, block(1, 1));
         let ci = commit_info(&b);
         let h = b.hash();
-        let reset = blkprop::ResetInfo::new_signed(&crate::testutil::leader(), "c", 1, h, "r");
+        let reset = blkprop::ResetInfo::new_signed(&crate::testutil::leader(), "c", 0, 1, h, "r");
         let vote = ci.votes[0].clone();
         assert_send(&tx::request(s(), h, 1));
         assert_send(&tx::serve(s(), &n));
@@ -187,11 +198,14 @@ mod tests {
         assert_send(&blk::serve(s(), &n));
         assert_send(&blkann::announce(s(), &b, &ci));
         assert_send(&blkann::serve(s(), &n, 1));
-        assert_send(&blkprop::propose(s(), &b));
+        assert_send(&blkprop::propose(s(), &b, 0, None));
         assert_send(&blkprop::reset(s(), &reset));
         assert_send(&blkprop::serve(s(), &n, 1));
         assert_send(&ack::send_vote(s(), &vote, None));
         assert_send(&ack::serve(s(), &n));
+        let change = kite_types::TermChange::new(&crate::testutil::leader(), "c", 1, 1, None);
+        assert_send(&term::send(s(), &change, Some(&b)));
+        assert_send(&term::serve(s(), &n, 1));
         assert_send(&discover::request(s(), 1));
         assert_send(&discover::serve(s(), &n));
         assert_send(&status::request(s()));

@@ -10,7 +10,8 @@
 //!
 //! | message | cap | deadline |
 //! |---|---|---|
-//! | TxRequest, TxWant, Want, BlockRequest, LeaderMessage, VoteMessage, VoteReceipt, PeersRequest, StatusRequest, Status | [`CONTROL_MAX`] (4 KiB) | [`CONTROL_DEADLINE`] (10 s) |
+//! | TxRequest, TxWant, Want, BlockRequest, VoteMessage, VoteReceipt, TermMessage, PeersRequest, StatusRequest, Status | [`CONTROL_MAX`] (4 KiB) | [`CONTROL_DEADLINE`] (10 s) |
+//! | LeaderMessage (a proposal with its term's credential) | [`CONTROL_MAX`] + [`CREDENTIAL_MAX`] (516 KiB) | 10 s |
 //! | TxAnnounce (at most [`MAX_ANNOUNCE_HASHES`] hashes) | [`TX_ANNOUNCE_MAX`] (16 KiB) | 10 s |
 //! | TxResponse | `max_tx_bytes` + [`TX_RESPONSE_OVERHEAD`] | scaled |
 //! | TxBatch | [`TX_BATCH_MAX`] (4 MiB) | scaled (26 s) |
@@ -40,6 +41,9 @@ pub const TX_RESPONSE_OVERHEAD: usize = 64;
 
 /// Cap of an encoded `CommitInfo`: up to 1000 ACK votes of about 450 bytes.
 pub const COMMIT_INFO_MAX: usize = 512 * 1024;
+/// Largest credential (a quorum of term changes, about 150 bytes each for
+/// up to 1000 validators) in a proposal.
+pub const CREDENTIAL_MAX: usize = 512 * 1024;
 /// Cap of `BlockAnnounce`: header, signature and commit info.
 pub const BLOCK_ANNOUNCE_MAX: usize = COMMIT_INFO_MAX + CONTROL_MAX;
 /// Bytes a `BlockResponse` may carry beyond the block and commit info.

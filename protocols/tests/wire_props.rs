@@ -187,7 +187,7 @@ async fn run_all(input: &[u8]) -> usize {
         blk::serve(s(), &n).await.is_ok(),
         blkann::announce(s(), &n.block, &n.ci).await.is_ok(),
         blkann::serve(s(), &n, max_block).await.is_ok(),
-        blkprop::propose(s(), &n.block).await.is_ok(),
+        blkprop::propose(s(), &n.block, 0, None).await.is_ok(),
         blkprop::serve(s(), &n, max_block).await.is_ok(),
         ack::send_vote(s(), &n.ci.votes[0], None).await.is_ok(),
         ack::serve(s(), &n).await.is_ok(),
