@@ -11,10 +11,14 @@ use kite_protocols::blkann::{AnnounceInfo, AnnounceSink};
 use kite_protocols::blkprop::{ProposalInfo, ProposalSink, ResetInfo};
 use kite_protocols::discover::{PeerEntry, PeerSource};
 use kite_protocols::status::{StatusInfo, StatusSource};
+use kite_protocols::term::TermSink;
 use kite_protocols::tx::TxSource;
 use kite_protocols::txann::TxSink;
-use kite_protocols::{ack, blk, blkann, blkprop, discover, status, txann};
-use kite_types::{BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, Tx, Vote};
+use kite_protocols::{ack, blk, blkann, blkprop, discover, status, term, txann};
+use kite_types::{
+    Acked, BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, TermChange, Tx,
+    Vote,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -247,6 +251,18 @@ impl VoteSink for Everything {
 }
 
 #[async_trait]
+impl TermSink for Everything {
+    async fn want_block(&self, _change: &TermChange) -> bool {
+        true
+    }
+    async fn receive(&self, change: TermChange, block: Option<Block>) {
+        if let (Some(b), Some(a)) = (block, change.acked) {
+            check_block(&a.block_hash, &b);
+        }
+    }
+}
+
+#[async_trait]
 impl PeerSource for Everything {
     async fn peers(&self, max: usize) -> Vec<PeerEntry> {
         (0..max.min(4) as u8)
@@ -270,7 +286,7 @@ impl StatusSource for Everything {
 }
 
 /// Number of requests [`ask`] knows.
-pub const ASKS: u8 = 11;
+pub const ASKS: u8 = 12;
 
 /// Sends request number `which % ASKS` (each protocol's asking side) over
 /// `s` and checks that an accepted answer is the one asked for.
@@ -325,7 +341,7 @@ where
             let _ = blkann::announce(s, &b, &commit_info(&b)).await;
         }
         6 => {
-            let _ = blkprop::propose(s, &block(2, 2)).await;
+            let _ = blkprop::propose(s, &block(2, 2), 0, None).await;
         }
         7 => {
             let r = ResetInfo::new_signed(&leader(), CHAIN, 0, 2, block(2, 2).hash(), "fuzz");
@@ -335,6 +351,16 @@ where
             let b = block(2, 2);
             let v = Vote::ack(&key(2), CHAIN, 2, b.hash(), Hash::digest(b"app"));
             let _ = ack::send_vote(s, &v, Some(b.header())).await;
+        }
+        10 => {
+            let b = block(2, 2);
+            let acked = Acked {
+                block_hash: b.hash(),
+                term: 0,
+                timestamp_ms: b.header().timestamp_ms,
+            };
+            let c = TermChange::new(&key(2), CHAIN, 1, 2, Some(acked));
+            let _ = term::send(s, &c, Some(&b)).await;
         }
         9 => {
             if let Ok(peers) = discover::request(s, 5).await {
@@ -348,7 +374,7 @@ where
 }
 
 /// Number of protocols [`serve`] knows.
-pub const SERVES: u8 = 8;
+pub const SERVES: u8 = 9;
 
 /// Serves protocol number `which % SERVES` over `s` into `sink`.
 pub async fn serve<S>(which: u8, s: S, sink: &Everything)
@@ -363,6 +389,7 @@ where
         4 => blkprop::serve(s, sink, MAX_BLOCK).await,
         5 => ack::serve(s, sink).await,
         6 => discover::serve(s, sink).await,
+        7 => term::serve(s, sink, MAX_BLOCK).await,
         _ => status::serve(s, sink).await,
     };
 }

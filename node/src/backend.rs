@@ -170,6 +170,8 @@ impl RpcBackend for Backend {
                     bytes: m.bytes() as u64,
                 })
                 .unwrap_or_default(),
+            term: s.term,
+            leader: Some(s.leader),
         })
     }
 
@@ -190,6 +192,7 @@ impl RpcBackend for Backend {
 
     async fn validators(&self) -> Result<ValidatorsView, RpcError> {
         let g = &self.shared.genesis;
+        let leader = self.state.borrow().leader;
         let set = g.validator_set();
         Ok(ValidatorsView {
             validators: set
@@ -199,7 +202,7 @@ impl RpcBackend for Backend {
                     pub_key: v.pub_key,
                     power: v.power,
                     name: v.name.clone(),
-                    leader: v.pub_key == g.leader,
+                    leader: v.pub_key == leader,
                 })
                 .collect(),
             total_power: set.total_power(),

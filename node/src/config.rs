@@ -235,10 +235,19 @@ pub struct ConsensusConfig {
     /// Leader: how long a proposal may wait for a quorum before a reset.
     #[serde(with = "humantime_serde")]
     pub round_timeout: Duration,
-    /// How often a vote, a proposal or a commit announce is sent again to
-    /// peers that have not answered.
+    /// How often a vote, a proposal, a term change or a commit announce is
+    /// sent again to peers that have not answered.
     #[serde(with = "humantime_serde")]
     pub resend_interval: Duration,
+    /// Validator: how long it waits for progress from the leader of its
+    /// term (beyond the genesis propose and empty-block timeouts) before
+    /// it moves to the next term; 0 never fails over.
+    #[serde(with = "humantime_serde")]
+    pub leader_timeout: Duration,
+    /// The most the leader timeout doubles to while terms pass without a
+    /// commit.
+    #[serde(with = "humantime_serde")]
+    pub leader_timeout_max: Duration,
 }
 
 impl Default for ConsensusConfig {
@@ -246,6 +255,8 @@ impl Default for ConsensusConfig {
         ConsensusConfig {
             round_timeout: Duration::from_secs(5),
             resend_interval: Duration::from_secs(1),
+            leader_timeout: Duration::from_secs(3),
+            leader_timeout_max: Duration::from_secs(30),
         }
     }
 }
@@ -492,7 +503,17 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "consensus",
         "resend_interval",
-        "How often a vote, proposal or commit announce is re-sent to peers that have not answered.",
+        "How often a vote, proposal, term change or commit announce is re-sent to peers that have not answered.",
+    ),
+    (
+        "consensus",
+        "leader_timeout",
+        "Validator: how long it waits for progress from the leader (after the genesis empty-block timeout) before it moves to the next term and the next leader of the schedule; doubles while terms pass without a commit; 0 never fails over.",
+    ),
+    (
+        "consensus",
+        "leader_timeout_max",
+        "The most the doubled leader timeout grows to.",
     ),
     (
         "sync",

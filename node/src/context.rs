@@ -19,6 +19,8 @@ use std::sync::Arc;
 pub struct Shared {
     /// The genesis.
     pub genesis: Genesis,
+    /// Who leads each term (from the genesis).
+    pub schedule: kite_types::LeaderSchedule,
     /// Its hash.
     pub genesis_hash: Hash,
     /// The node key.

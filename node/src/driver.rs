@@ -10,7 +10,6 @@
 //! commit waiters of `broadcast_tx` and publishes the node's state
 //! ([`NodeState`]) after every round of inputs.
 
-use crate::config::Role;
 use crate::context::{Shared, now_ms, to_i64};
 use crate::mailbox::{EngineInputs, MAX_COMMIT_WAITERS, Waiter};
 use crate::outbound::Outbox;
@@ -24,7 +23,7 @@ use kite_app::{BlockError, Executed};
 use kite_blockstore::StoreError;
 use kite_consensus::{Engine, ExecError, Input, Output, Target};
 use kite_protocols::blkprop::ResetInfo;
-use kite_protocols::{ack, blkann, blkprop};
+use kite_protocols::{ack, blkann, blkprop, term};
 use kite_types::{Block, CommitInfo, Hash, Promise};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -118,7 +117,6 @@ pub async fn run(parts: Parts) {
         fetcher,
         broken_promise: false,
     };
-    let leader = shared.config.role == Role::Leader;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut queue: VecDeque<Input> = VecDeque::new();
@@ -138,7 +136,9 @@ pub async fn run(parts: Parts) {
                 queue.push_back(input);
             }
             _ = tick.tick() => {
-                if let Some(m) = shared.mempool.as_ref().filter(|_| leader) {
+                // Every validator: the leader builds from it, the others
+                // expect the leader to propose what it holds.
+                if let Some(m) = shared.mempool.as_ref() {
                     queue.push_back(Input::MempoolStatus { txs: m.len(), bytes: m.bytes() as u64 });
                 }
                 queue.push_back(Input::Tick { now_ms: now_ms() });
@@ -232,7 +232,12 @@ impl Driver {
                         .halt(format!("the mempool could not build a block: {e}")),
                 }
             }
-            Output::SendProposal { to, block } => {
+            Output::SendProposal {
+                to,
+                block,
+                term,
+                credential,
+            } => {
                 // A resend keeps the first send time: the round time counts
                 // from the first proposal.
                 self.proposed_at
@@ -241,12 +246,28 @@ impl Driver {
                 if self.proposed_at.len() > 64 {
                     self.proposed_at.clear();
                 }
-                let block = Arc::new(block);
+                let (block, cred) = (Arc::new(block), Arc::new(credential));
                 for peer in to.iter().filter_map(crate::p2p::keys::peer_id_of) {
-                    let block = block.clone();
+                    let (block, cred) = (block.clone(), cred.clone());
                     self.outbox.send(peer, blkprop::PROTOCOL, move |s| {
-                        let block = block.clone();
-                        async move { blkprop::propose(s, &block).await }
+                        let (block, cred) = (block.clone(), cred.clone());
+                        async move { blkprop::propose(s, &block, term, cred.as_ref().as_ref()).await }
+                    });
+                }
+            }
+            Output::SendTermChange { to, change, block } => {
+                tracing::info!(
+                    term = change.term,
+                    height = change.height,
+                    acked = ?change.acked.map(|a| a.block_hash.short()),
+                    "leaving the term: no progress from its leader"
+                );
+                let (change, block) = (Arc::new(change), Arc::new(block));
+                for peer in to.iter().filter_map(crate::p2p::keys::peer_id_of) {
+                    let (change, block) = (change.clone(), block.clone());
+                    self.outbox.send(peer, term::PROTOCOL, move |s| {
+                        let (change, block) = (change.clone(), block.clone());
+                        async move { term::send(s, &change, block.as_ref().as_ref()).await }
                     });
                 }
             }
@@ -255,8 +276,7 @@ impl Driver {
                 let hash = block.hash();
                 // The leader's own block holds mempool txs whose signatures
                 // were verified at admission.
-                let verified = block.header().proposer == self.shared.public
-                    && self.shared.config.role == Role::Leader;
+                let verified = block.header().proposer == self.shared.public;
                 let result = match self.shared.store.execute_block(block, verified).await {
                     Ok(ex) => {
                         let app = ex.app_hash;
@@ -329,6 +349,7 @@ impl Driver {
                 }
             }
             Output::SendReset {
+                term,
                 height,
                 block_hash,
                 leader_sig,
@@ -337,6 +358,7 @@ impl Driver {
             } => {
                 self.staged.remove(&block_hash);
                 let info = Arc::new(ResetInfo {
+                    term,
                     height,
                     block_hash,
                     reason,

@@ -1,7 +1,7 @@
 //! The inbound side of every stream protocol: one accept loop per protocol
 //! (bounded by a semaphore), and [`PeerSink`], which implements the
-//! handler traits of the block, proposal, vote, discovery and status
-//! protocols for one peer's stream (tx gossip's handlers live in
+//! handler traits of the block, proposal, vote, term-change, discovery and
+//! status protocols for one peer's stream (tx gossip's handlers live in
 //! [`crate::txgossip`]).
 //!
 //! Handlers never block on the node: they read the store, the published
@@ -28,8 +28,9 @@ use kite_protocols::blkprop::{self, ProposalInfo, ProposalSink, ResetInfo};
 use kite_protocols::budget::ByteBudget;
 use kite_protocols::discover::{self, PeerEntry, PeerSource};
 use kite_protocols::status::{self, StatusInfo, StatusSource};
+use kite_protocols::term::{self, TermSink};
 use kite_protocols::{tx, txann};
-use kite_types::{BlockHeader, Vote};
+use kite_types::{Block, BlockHeader, TermChange, Vote};
 use std::sync::Arc;
 
 /// What the handlers read and feed.
@@ -106,6 +107,7 @@ pub fn spawn_accept_loops(h: &Arc<Handlers>) -> Result<(), p2p::HostError> {
     serve!(blkann::PROTOCOL, |s, st| blkann::serve(st, &s, mbb));
     serve!(blkprop::PROTOCOL, |s, st| blkprop::serve(st, &s, mbb));
     serve!(ack::PROTOCOL, |s, st| ack::serve(st, &s));
+    serve!(term::PROTOCOL, |s, st| term::serve(st, &s, mbb));
     serve!(discover::PROTOCOL, |s, st| discover::serve(st, &s));
     serve!(status::PROTOCOL, |s, st| status::serve(st, &s));
     Ok(())
@@ -147,28 +149,38 @@ impl PeerSink {
         ok
     }
 
-    /// Whether an announce carries the genesis leader's signature over its
-    /// hash and a commit info that reaches the quorum for it (checked on a
-    /// blocking thread).
+    /// Whether this node votes (a validator with the leader or validator
+    /// role): it takes proposals, resets, votes and term changes.
+    fn votes(&self) -> bool {
+        let shared = &self.h.shared;
+        shared.config.role != Role::Sentry
+            && shared
+                .genesis
+                .validators
+                .iter()
+                .any(|v| v.pub_key == shared.public)
+    }
+
+    /// Whether an announce carries the signature of the leader of its
+    /// term over its hash and a commit info of that term or later that
+    /// reaches the quorum for it (checked on a blocking thread).
     async fn verify_announce(&self, info: &AnnounceInfo) -> bool {
         let g = self.h.shared.genesis.clone();
+        let schedule = self.h.shared.schedule.clone();
         let info = info.clone();
         tokio::task::spawn_blocking(move || {
-            kite_types::block::verify_header_sig(
-                &info.header.proposer,
-                &info.hash,
-                &info.leader_sig,
-                &g.leader,
-            ) && info
-                .commit_info
-                .verify(
-                    &g.chain_id,
-                    info.height,
-                    &info.hash,
-                    &g.validator_set(),
-                    g.quorum,
-                )
-                .is_ok()
+            schedule.signed_by_leader(&info.header, &info.hash, &info.leader_sig)
+                && info.commit_info.term() >= info.header.term
+                && info
+                    .commit_info
+                    .verify(
+                        &g.chain_id,
+                        info.height,
+                        &info.hash,
+                        &g.validator_set(),
+                        g.quorum,
+                    )
+                    .is_ok()
         })
         .await
         .unwrap_or(false)
@@ -278,48 +290,79 @@ impl AnnounceSink for PeerSink {
 impl ProposalSink for PeerSink {
     async fn check(&self, p: &ProposalInfo) -> bool {
         let shared = &self.h.shared;
-        if shared.config.role != Role::Validator {
-            // Sentries, archives and the leader itself take no proposal.
+        if !self.votes() {
+            // Sentries and archives take no proposal.
             return false;
         }
-        let height = self.h.state.borrow().height;
+        let (height, term) = {
+            let s = self.h.state.borrow();
+            (s.height, s.term)
+        };
         // Cheap filter before the block is sent: the next height (or the
         // one after: the leader proposes as soon as it commits, often
         // before this node has committed the same block from its announce;
-        // the engine keeps such a proposal until then), signed by the
-        // genesis leader. The engine checks everything again.
-        (p.height == height + 1 || p.height == height + 2)
-            && self.may_check(1)
-            && kite_types::block::verify_header_sig(
-                &p.header.proposer,
-                &p.hash,
-                &p.leader_sig,
-                &shared.genesis.leader,
-            )
+        // the engine keeps such a proposal until then), not of a term this
+        // node left, signed by the leader of the block's term. A credential
+        // (a later term) is checked here too, so a forged one costs its
+        // sender and not the engine. The engine checks everything again.
+        let checks = 1 + p.credential.as_ref().map_or(0, |c| c.changes.len());
+        if !((p.height == height + 1 || p.height == height + 2)
+            && p.term >= term
+            && self.may_check(checks)
+            && shared
+                .schedule
+                .signed_by_leader(&p.header, &p.hash, &p.leader_sig))
+        {
+            return false;
+        }
+        let Some(cred) = p.credential.clone() else {
+            return true;
+        };
+        let g = shared.genesis.clone();
+        let valid = tokio::task::spawn_blocking(move || {
+            cred.verify(&g.chain_id, &g.validator_set(), g.quorum)
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if !valid {
+            shared.host.report(
+                self.peer,
+                kite_protocols::score::INVALID,
+                "blkprop: forged credential",
+            );
+        }
+        valid
     }
 
-    async fn receive(&self, _p: ProposalInfo, block: kite_types::Block) {
+    async fn receive(&self, p: ProposalInfo, block: kite_types::Block) {
         if let Some(from) = self.peer_key() {
-            self.h
-                .engine
-                .feed_from(self.peer, Input::ProposalReceived { from, block });
+            self.h.engine.feed_from(
+                self.peer,
+                Input::ProposalReceived {
+                    from,
+                    block,
+                    term: p.term,
+                    credential: p.credential,
+                },
+            );
         }
     }
 
     async fn reset(&self, r: ResetInfo) -> VoteReceipt {
         let shared = &self.h.shared;
-        if shared.config.role != Role::Validator {
+        if !self.votes() {
             return VoteReceipt::refused("this node does not vote");
         }
         if !self.may_check(1) {
             return VoteReceipt::refused("busy: too many signature checks from this peer");
         }
-        // Only the genesis leader resets its proposals; a forgery costs the
-        // sender (checked here, off the engine's task).
+        // Only the leader of the reset's term resets its proposals; a
+        // forgery costs the sender (checked here, off the engine's task).
         let (info, chain, leader) = (
             r.clone(),
             shared.genesis.chain_id.clone(),
-            shared.genesis.leader,
+            shared.schedule.leader(r.term),
         );
         let valid = tokio::task::spawn_blocking(move || info.verify(&chain, &leader))
             .await
@@ -328,13 +371,14 @@ impl ProposalSink for PeerSink {
             shared.host.report(
                 self.peer,
                 kite_protocols::score::INVALID,
-                "blkprop: reset not signed by the genesis leader",
+                "blkprop: reset not signed by the leader of its term",
             );
-            return VoteReceipt::refused("the reset is not signed by the genesis leader");
+            return VoteReceipt::refused("the reset is not signed by the leader of its term");
         }
         self.h.engine.feed_from(
             self.peer,
             Input::ResetReceived {
+                term: r.term,
                 height: r.height,
                 block_hash: r.block_hash,
                 leader_sig: r.leader_sig,
@@ -347,8 +391,8 @@ impl ProposalSink for PeerSink {
 #[async_trait]
 impl VoteSink for PeerSink {
     async fn vote(&self, vote: Vote, best_header: Option<BlockHeader>) -> VoteReceipt {
-        if self.h.shared.config.role != Role::Leader {
-            return VoteReceipt::refused("this node is not the leader");
+        if !self.votes() {
+            return VoteReceipt::refused("this node is not a validator");
         }
         // Validators send their own votes: the sender's key is what the
         // engine checks the voter against. A vote that is not the sender's
@@ -391,6 +435,64 @@ impl VoteSink for PeerSink {
             },
         );
         VoteReceipt::accepted()
+    }
+}
+
+#[async_trait]
+impl TermSink for PeerSink {
+    async fn want_block(&self, change: &TermChange) -> bool {
+        // Only the leader of the new term proposes the ACKed block again,
+        // and only a validator's own change may bring it one (the block is
+        // checked against the change and its leader's signature; a forged
+        // change is reported once it is read).
+        self.votes()
+            && self.h.shared.schedule.leader(change.term) == self.h.shared.public
+            && self.peer_key() == Some(change.validator)
+    }
+
+    async fn receive(&self, change: TermChange, block: Option<Block>) {
+        if !self.votes() {
+            return;
+        }
+        // Validators send their own changes; one from another peer, from
+        // outside the validator set or with a bad signature costs the
+        // sender (checked here, off the engine's task).
+        let shared = &self.h.shared;
+        let from = self.peer_key();
+        let why = if from != Some(change.validator) {
+            Some("term changes come from their signer's own peer id")
+        } else if !shared
+            .genesis
+            .validators
+            .iter()
+            .any(|v| v.pub_key == change.validator)
+        {
+            Some("the signer is not in the validator set")
+        } else if !self.may_check(1) {
+            return;
+        } else {
+            let (c, chain) = (change.clone(), shared.genesis.chain_id.clone());
+            let valid = tokio::task::spawn_blocking(move || c.verify(&chain))
+                .await
+                .unwrap_or(false);
+            (!valid).then_some("the term change's signature does not verify")
+        };
+        if let Some(why) = why {
+            shared.host.report(
+                self.peer,
+                kite_protocols::score::INVALID,
+                &format!("term: {why}"),
+            );
+            return;
+        }
+        self.h.engine.feed_from(
+            self.peer,
+            Input::TermChangeReceived {
+                from,
+                change,
+                block,
+            },
+        );
     }
 }
 

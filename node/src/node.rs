@@ -335,6 +335,8 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let mut ec = EngineConfig::from_genesis(&opts.genesis, cfg.role, Some(opts.key.clone()));
     ec.round_timeout_ms = millis(cfg.consensus.round_timeout);
     ec.vote_resend_interval_ms = millis(cfg.consensus.resend_interval);
+    ec.leader_timeout_ms = millis(cfg.consensus.leader_timeout);
+    ec.leader_timeout_max_ms = millis(cfg.consensus.leader_timeout_max);
     ec.sync_window = u64::from(cfg.sync.window.max(1));
     ec.sync_request_timeout_ms = millis(cfg.sync.request_timeout);
     // One peer may hold half the window, so two or more peers share it.
@@ -397,6 +399,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let shared = Arc::new(Shared {
         genesis_hash: opts.genesis.hash(),
         genesis: opts.genesis.clone(),
+        schedule: opts.genesis.leader_schedule(),
         public,
         peer_id: host.local_peer_id(),
         key: opts.key.clone(),

@@ -31,6 +31,13 @@ pub struct NodeState {
     pub halted: Option<String>,
     /// When the last block was committed.
     pub last_commit: Option<Instant>,
+    /// The term this node is in.
+    pub term: u64,
+    /// The schedule's leader of that term.
+    pub leader: kite_types::PublicKey,
+    /// Whether that leader holds its quorum's credential (always in term
+    /// 0); while not, validators wait for one.
+    pub term_settled: bool,
 }
 
 impl NodeState {
@@ -48,6 +55,9 @@ impl NodeState {
             proposal: st.proposal.or(st.locked_on),
             halted: st.halted.clone(),
             last_commit: None,
+            term: st.term,
+            leader: st.leader,
+            term_settled: st.term_settled,
         }
     }
 }

@@ -225,16 +225,16 @@ async fn forged_messages_leave_the_network_committing() {
             .open_stream(ids[1], blkprop::PROTOCOL)
             .await
             .unwrap();
-        let out = blkprop::propose(s, &b).await.unwrap();
+        let out = blkprop::propose(s, &b, 0, None).await.unwrap();
         assert_eq!(out, blkann::AnnounceOutcome::NotWanted);
     }
     // A proposal to the leader itself, and a forged reset to a validator.
     let b = Block::new_signed(next_header(h + 1, net.genesis.leader), Vec::new(), &evil);
     if let Ok(s) = attacker.host.open_stream(ids[0], blkprop::PROTOCOL).await {
-        let _ = blkprop::propose(s, &b).await;
+        let _ = blkprop::propose(s, &b, 0, None).await;
     }
     for target in [1, 2] {
-        let r = ResetInfo::new_signed(&evil, &chain, h + 1, b.hash(), "forged");
+        let r = ResetInfo::new_signed(&evil, &chain, 0, h + 1, b.hash(), "forged");
         let s = attacker
             .host
             .open_stream(ids[target], blkprop::PROTOCOL)

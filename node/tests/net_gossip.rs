@@ -545,6 +545,7 @@ async fn validator_wants_proposals_one_height_ahead_only() {
             tx_root: kite_types::Block::tx_root_of(&[]),
             validator_set_hash: net.genesis.validator_set().hash(),
             proposer: net.genesis.leader,
+            term: 0,
         };
         let block = kite_types::Block::new_signed(header, Vec::new(), key);
         let s = probe
@@ -552,7 +553,9 @@ async fn validator_wants_proposals_one_height_ahead_only() {
             .open_stream(peer, kite_protocols::blkprop::PROTOCOL)
             .await
             .unwrap();
-        let out = kite_protocols::blkprop::propose(s, &block).await.unwrap();
+        let out = kite_protocols::blkprop::propose(s, &block, 0, None)
+            .await
+            .unwrap();
         let sent = out == kite_protocols::blkann::AnnounceOutcome::Sent;
         assert_eq!(sent, wanted, "height {height}");
     }

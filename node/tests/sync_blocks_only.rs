@@ -157,7 +157,7 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
         .open_stream(archive.peer_id(), blkprop::PROTOCOL)
         .await
         .unwrap();
-    let prop = blkprop::propose(s, &proposal).await.unwrap();
+    let prop = blkprop::propose(s, &proposal, 0, None).await.unwrap();
     assert_eq!(
         prop,
         blkann::AnnounceOutcome::NotWanted,

@@ -27,9 +27,7 @@ use crate::ack::VoteReceipt;
 use crate::blk::read_announced_block;
 use crate::blkann::{AnnounceOutcome, checked_header, send_if_wanted};
 use crate::framing::{close, read_msg, write_msg};
-use crate::limits::{
-    CONTROL_DEADLINE, CONTROL_MAX, CREDENTIAL_MAX, MAX_REASON_LEN, truncate,
-};
+use crate::limits::{CONTROL_DEADLINE, CONTROL_MAX, CREDENTIAL_MAX, MAX_REASON_LEN, truncate};
 use crate::{ProtocolError, proto};
 use async_trait::async_trait;
 use futures::io::{AsyncRead, AsyncWrite};
@@ -444,7 +442,8 @@ mod tests {
         let r = serve_script(frame(&proto::LeaderMessage { msg: None }), true).await;
         assert_err!(r, ProtocolError::Decode(_));
         let m = proto::LeaderMessage {
-            msg: Some(proto::leader_message::Msg::Reset(proto::Reset { term: 0,
+            msg: Some(proto::leader_message::Msg::Reset(proto::Reset {
+                term: 0,
                 height: 6,
                 block_hash: vec![1; 32],
                 reason: String::new(),
@@ -477,7 +476,14 @@ mod tests {
         // Leader side.
         let run = |script: Vec<u8>, close: bool| {
             let b = &b;
-            async move { with_script(script, close, |s| async move { propose(s, b, 0, None).await }).await }
+            async move {
+                with_script(
+                    script,
+                    close,
+                    |s| async move { propose(s, b, 0, None).await },
+                )
+                .await
+            }
         };
         assert_err!(run(garbage_frame(), true).await, ProtocolError::Decode(_));
         assert_err!(
@@ -506,7 +512,10 @@ mod tests {
         .await;
         assert_err!(r, ProtocolError::Timeout { .. });
         let slow = padded_frame(&proto::Want { want: true }, 20);
-        let r = with_drip(Vec::new(), slow, |s| async { propose(s, &b, 0, None).await }).await;
+        let r = with_drip(Vec::new(), slow, |s| async {
+            propose(s, &b, 0, None).await
+        })
+        .await;
         assert_err!(r, ProtocolError::Timeout { .. });
     }
 }

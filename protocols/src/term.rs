@@ -162,10 +162,8 @@ mod tests {
             let l = leader(want);
             let c = change(Some(&b));
             let (x, y) = pipe();
-            let (r, served) = tokio::join!(
-                send(x, &c, offer.then_some(&b)),
-                serve(y, &l, MAX_BLOCK)
-            );
+            let (r, served) =
+                tokio::join!(send(x, &c, offer.then_some(&b)), serve(y, &l, MAX_BLOCK));
             served.unwrap();
             assert_eq!(r.unwrap(), sent);
             let got = l.got.lock().unwrap().clone();
@@ -221,6 +219,9 @@ mod tests {
             serve_script(vec![0xff, 0xff, 0xff, 0x7f]).await,
             ProtocolError::Decode(_) | ProtocolError::TooLarge { .. }
         );
-        assert_err!(serve_script(vec![0x05, 1]).await, ProtocolError::Truncated { .. });
+        assert_err!(
+            serve_script(vec![0x05, 1]).await,
+            ProtocolError::Truncated { .. }
+        );
     }
 }

@@ -423,6 +423,12 @@ impl Genesis {
     pub fn validator_set(&self) -> ValidatorSet {
         ValidatorSet::new(self.validators.clone())
     }
+
+    /// Who leads each term: the validators in key order from the genesis
+    /// leader ([`crate::LeaderSchedule`]).
+    pub fn leader_schedule(&self) -> crate::LeaderSchedule {
+        crate::LeaderSchedule::new(&self.validator_set(), self.leader)
+    }
 }
 
 #[cfg(test)]

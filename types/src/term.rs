@@ -39,6 +39,17 @@ impl LeaderSchedule {
         self.order.get(i).copied().unwrap_or(PublicKey([0; 32]))
     }
 
+    /// Whether `sig` is the signature of the leader of the header's term
+    /// over `hash`, and that leader is the header's proposer.
+    pub fn signed_by_leader(
+        &self,
+        header: &crate::BlockHeader,
+        hash: &Hash,
+        sig: &Signature,
+    ) -> bool {
+        crate::block::verify_header_sig(&header.proposer, hash, sig, &self.leader(header.term))
+    }
+
     /// The first term above `after` that `who` leads, if it leads any.
     pub fn next_term_of(&self, after: u64, who: &PublicKey) -> Option<u64> {
         let n = self.order.len() as u64;

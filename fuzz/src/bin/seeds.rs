@@ -104,7 +104,8 @@ fn served_by(ask: u8) -> u8 {
         6 | 7 => 4,
         8 => 5,
         9 => 6,
-        _ => 7,
+        10 => 7,
+        _ => 8,
     }
 }
 
@@ -212,6 +213,8 @@ fn main() -> std::io::Result<()> {
         vote: Some(Vote::ack(&key(2), CHAIN, 2, b.hash(), Hash::digest(b"app"))),
         proposed: vec![b.hash()],
         newest_ts: 1_700_000_000_002,
+        term: 1,
+        block: Some(b.clone()),
     };
     write(&dir, "node_files", "promise", &tagged(0, &promise.encode()))?;
     let store = format!(

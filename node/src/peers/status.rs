@@ -250,10 +250,12 @@ async fn fetch_proof(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> Result<Option
         return Ok(None);
     };
     let g = shared.genesis.clone();
+    let schedule = shared.schedule.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let hash = block.hash();
         let valid = block.height() == height
-            && block.verify_leader(&g.leader)
+            && block.verify_leader(&schedule.leader(block.header().term))
+            && ci.term() >= block.header().term
             && ci
                 .verify(&g.chain_id, height, &hash, &g.validator_set(), g.quorum)
                 .is_ok();

@@ -285,6 +285,12 @@ pub struct StatusView {
     pub peers: u64,
     /// Mempool figures.
     pub mempool: MempoolView,
+    /// The term this node is in (0: the genesis leader's).
+    #[serde(default)]
+    pub term: u64,
+    /// The schedule's leader of that term.
+    #[serde(default)]
+    pub leader: Option<PublicKey>,
 }
 
 /// One peer.
@@ -308,7 +314,7 @@ pub struct ValidatorView {
     pub power: u64,
     /// Name.
     pub name: String,
-    /// Whether it is the leader.
+    /// Whether it leads the term this node is in.
     pub leader: bool,
 }
 
