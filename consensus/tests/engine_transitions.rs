@@ -8,8 +8,8 @@ use kite_consensus::{
     RangeCheck, Role, Target,
 };
 use kite_types::{
-    BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, LeaderSchedule, NodeKey, Payload, Promise,
-    Quorum, Tx, Validator, ValidatorSet, Vote, sign,
+    Acked, BLOCK_VERSION, Block, BlockHeader, CommitInfo, Credential, Hash, LeaderSchedule,
+    NodeKey, Payload, Promise, Quorum, TermChange, Tx, Validator, ValidatorSet, Vote, sign,
 };
 
 const CHAIN: &str = "kite-test";
@@ -1863,4 +1863,374 @@ fn validator_votes_the_newer_block_executed_while_locked_once_released() {
     assert!(kinds(&e.handle(reset_of(&b4))).is_empty());
     assert!(kinds(&e.handle(reset_of(&b3))).is_empty());
     assert_eq!(e.status().step.as_str(), "idle");
+}
+
+// ---- Terms: leader failover ----------------------------------------------
+
+/// The schedule of these tests (term 0: key 1).
+fn schedule() -> LeaderSchedule {
+    LeaderSchedule::new(&valset(), key(1).public())
+}
+
+/// The key number (1..=4) of the leader of `term`.
+fn leader_of(term: u64) -> u8 {
+    let l = schedule().leader(term);
+    (1..=4).find(|i| key(*i).public() == l).unwrap()
+}
+
+/// A validator `i` whose leader timeout is 1 s (propose timeout 100 ms,
+/// no empty blocks).
+fn failover_validator(i: u8) -> Engine {
+    let mut cfg = config(Role::Validator, Some(i));
+    cfg.leader_timeout_ms = 1_000;
+    cfg.leader_timeout_max_ms = 8_000;
+    Engine::new(cfg, CommittedState::genesis(1, genesis_app())).unwrap()
+}
+
+/// Validator `i`'s term change to `term` at height 1, with its ACK of `b`
+/// in `ack_term`.
+fn change(i: u8, term: u64, acked: Option<(&Block, u64)>) -> TermChange {
+    let acked = acked.map(|(b, t)| Acked {
+        block_hash: b.hash(),
+        term: t,
+        timestamp_ms: b.header().timestamp_ms,
+    });
+    TermChange::new(&key(i), CHAIN, term, 1, acked)
+}
+
+fn change_input(c: TermChange, block: Option<&Block>) -> Input {
+    Input::TermChangeReceived {
+        from: Some(c.validator),
+        change: c,
+        block: block.cloned(),
+    }
+}
+
+/// A block at height 1 proposed fresh in `term` by its leader.
+fn block_in_term(term: u64, ts: u64) -> Block {
+    let mut h = header(1, Hash::ZERO, genesis_app(), ts);
+    h.term = term;
+    Block::new_signed(h, vec![tx(1)], &key(leader_of(term)))
+}
+
+fn proposal_in(term: u64, b: &Block, cred: &Credential) -> Input {
+    Input::ProposalReceived {
+        from: key(leader_of(term)).public(),
+        block: b.clone(),
+        term,
+        credential: Some(cred.clone()),
+    }
+}
+
+fn term_of_persist(out: &[Output]) -> Option<u64> {
+    out.iter().find_map(|o| match o {
+        Output::Persist { promise } => Some(promise.term),
+        _ => None,
+    })
+}
+
+/// A validator that expects a block (its mempool holds txs) and hears
+/// nothing for the leader timeout moves to the next term: it records the
+/// term before it says so, and does not vote in it until a leader shows a
+/// quorum's credential. An idle chain without empty blocks expects nothing.
+#[test]
+fn terms_a_silent_leader_is_left_and_the_term_recorded_first() {
+    let mut idle = failover_validator(2);
+    idle.handle(Input::Tick { now_ms: 0 });
+    assert!(idle.handle(Input::Tick { now_ms: 100_000 }).is_empty());
+    assert_eq!(idle.status().term, 0);
+
+    let mut e = failover_validator(2);
+    e.handle(Input::Tick { now_ms: 0 });
+    e.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    // The leader has the propose timeout (100 ms) plus the leader timeout.
+    assert!(kinds(&e.handle(Input::Tick { now_ms: 1_099 })).is_empty());
+    let out = e.handle(Input::Tick { now_ms: 1_101 });
+    let k = kinds(&out);
+    assert_eq!(k[0], "Persist(h1)");
+    assert_eq!(term_of_persist(&out), Some(1));
+    assert!(k[1..].iter().all(|x| x == "SendTermChange(t1 h1)"), "{k:?}");
+    assert!(k.len() >= 2);
+    let st = e.status();
+    assert_eq!((st.term, st.leader), (1, schedule().leader(1)));
+    assert!(!st.term_settled);
+    // The change is sent again every resend interval until a leader
+    // settles the term; the next term comes after a doubled timeout.
+    let again = kinds(&e.handle(Input::Tick { now_ms: 1_400 }));
+    assert!(again.iter().all(|x| x == "SendTermChange(t1 h1)") && !again.is_empty());
+    assert_eq!(e.status().term, 1);
+    e.handle(Input::Tick { now_ms: 3_050 });
+    assert_eq!(e.status().term, 1, "the second timeout is doubled");
+    let out = e.handle(Input::Tick { now_ms: 3_200 });
+    assert_eq!(term_of_persist(&out), Some(2));
+}
+
+/// Validators that leave the term, enough that the old term can no longer
+/// reach a quorum, take the others along; the leader of the new term takes
+/// over with a quorum of changes and proposes, unchanged, the block their
+/// newest ACK is for; the commit holds votes of the new term.
+#[test]
+fn terms_the_next_leader_takes_over_and_proposes_the_acked_block_again() {
+    let l1 = leader_of(1);
+    let others: Vec<u8> = (2..=4).filter(|i| *i != l1).collect();
+    let b = block1(10, 1);
+    let mut e = failover_validator(l1);
+    e.handle(Input::Tick { now_ms: 0 });
+    e.handle(proposal(&b));
+    assert_eq!(
+        kinds(&e.handle(executed(&b))),
+        ["Persist(h1 ack)", "SendVote(ack h1)"]
+    );
+    // One change: not enough to leave term 0 (three of four can still
+    // commit there).
+    assert!(kinds(&e.handle(change_input(change(others[0], 1, None), None))).is_empty());
+    assert_eq!(e.status().term, 0);
+    // A second: term 0 can no longer commit; this node joins term 1 (it
+    // leads it), sends its own change, and, holding three changes, takes
+    // over with the block it ACKed itself (the newest ACK among them).
+    let out = e.handle(change_input(change(others[1], 1, Some((&b, 0))), None));
+    let k = kinds(&out);
+    assert_eq!(k[0], "Persist(h1 ack)", "{k:?}");
+    assert_eq!(term_of_persist(&out), Some(1));
+    let sent = out
+        .iter()
+        .find_map(|o| match o {
+            Output::SendProposal {
+                block,
+                term,
+                credential,
+                ..
+            } => Some((block.clone(), *term, credential.clone())),
+            _ => None,
+        })
+        .expect("the new leader proposes");
+    assert_eq!(sent.0.hash(), b.hash(), "the ACKed block, unchanged");
+    assert_eq!(sent.1, 1);
+    let cred = sent.2.expect("with its credential");
+    cred.verify(CHAIN, &valset(), Quorum::default()).unwrap();
+    assert_eq!(cred.carried().map(|a| a.block_hash), Some(b.hash()));
+    let st = e.status();
+    assert!(st.term_settled && st.leader == key(l1).public());
+    assert_eq!(st.proposal, Some(b.hash()));
+    // Votes of term 0 no longer count; votes of term 1 commit it.
+    let app = app_of(&b);
+    let old = Vote::ack(&key(others[0]), CHAIN, 1, b.hash(), app);
+    assert!(
+        kinds(&e.handle(Input::VoteReceived {
+            from: None,
+            vote: old,
+            best_header: None
+        }))
+        .is_empty()
+    );
+    let mut commit = None;
+    for i in &others {
+        let v = Vote::ack_in(&key(*i), CHAIN, 1, 1, b.hash(), app);
+        for o in e.handle(Input::VoteReceived {
+            from: None,
+            vote: v,
+            best_header: None,
+        }) {
+            if let Output::Commit { commit_info, .. } = o {
+                commit = Some(commit_info);
+            }
+        }
+    }
+    let ci = commit.expect("a quorum of term 1 commits");
+    assert_eq!(ci.term(), 1);
+    ci.verify(CHAIN, 1, &b.hash(), &valset(), Quorum::default())
+        .unwrap();
+}
+
+/// A validator locked on a block checks the credential: when it carries a
+/// block, only that block may be proposed at that height (a new one is
+/// ignored); when it carries none, the lock is released and a new block
+/// gets the vote. Votes are cast in the new term.
+#[test]
+fn terms_the_credential_decides_what_may_be_proposed() {
+    let l1 = leader_of(1);
+    let voter = (2..=4).find(|i| *i != l1).unwrap();
+    let third = (2..=4).find(|i| *i != l1 && *i != voter).unwrap();
+    let b = block1(10, 1);
+    let fresh = block_in_term(1, 20);
+    let locked = || {
+        let mut e = failover_validator(voter);
+        e.handle(Input::Tick { now_ms: 0 });
+        e.handle(proposal(&b));
+        e.handle(executed(&b));
+        assert_eq!(e.status().locked_on, Some(b.hash()));
+        e
+    };
+    // Carries b: the fresh block is ignored, b gets a vote of term 1.
+    let carrying = Credential {
+        term: 1,
+        height: 1,
+        changes: vec![
+            change(l1, 1, None),
+            change(third, 1, Some((&b, 0))),
+            change(1, 1, None),
+        ],
+    };
+    let mut e = locked();
+    let out = e.handle(proposal_in(1, &fresh, &carrying));
+    assert_eq!(term_of_persist(&out), Some(1), "joined term 1 first");
+    assert!(!kinds(&out).iter().any(|k| k.starts_with("ExecuteBlock")));
+    assert_eq!(e.status().term, 1);
+    let out = e.handle(proposal_in(1, &b, &carrying));
+    let vote = out
+        .iter()
+        .find_map(|o| match o {
+            Output::SendVote { vote, to, .. } => Some((vote.clone(), *to)),
+            _ => None,
+        })
+        .expect("votes for the carried block");
+    assert!(vote.0.ack && vote.0.block_hash == b.hash() && vote.0.term == 1);
+    assert_eq!(vote.1, key(l1).public(), "to the leader of term 1");
+    // Carries nothing: the lock on b is released, the fresh block runs.
+    let empty = Credential {
+        term: 1,
+        height: 1,
+        changes: vec![
+            change(l1, 1, None),
+            change(third, 1, None),
+            change(1, 1, None),
+        ],
+    };
+    let mut e = locked();
+    let out = e.handle(proposal_in(1, &fresh, &empty));
+    assert!(kinds(&out).contains(&"ExecuteBlock(h1)".to_string()));
+    assert_eq!(e.status().locked_on, None);
+    let out = e.handle(executed(&fresh));
+    assert!(out.iter().any(|o| matches!(o,
+        Output::SendVote { vote, .. } if vote.ack && vote.term == 1 && vote.block_hash == fresh.hash())));
+}
+
+/// What a validator refuses: a credential short of the quorum, one with a
+/// forged change, one for another term; a reset or a proposal of a term it
+/// left; a vote of another term at the leader.
+#[test]
+fn terms_bad_credentials_and_other_terms_are_ignored() {
+    let l1 = leader_of(1);
+    let voter = (2..=4).find(|i| *i != l1).unwrap();
+    let third = (2..=4).find(|i| *i != l1 && *i != voter).unwrap();
+    let fresh = block_in_term(1, 20);
+    let good = Credential {
+        term: 1,
+        height: 1,
+        changes: vec![
+            change(l1, 1, None),
+            change(third, 1, None),
+            change(1, 1, None),
+        ],
+    };
+    let mut short = good.clone();
+    short.changes.pop();
+    let mut forged = good.clone();
+    forged.changes[2].signature = key(9).sign_digest(&Hash::digest(b"x"));
+    let mut other = good.clone();
+    other.term = 2;
+    for (what, cred) in [("short", short), ("forged", forged), ("other term", other)] {
+        let mut e = failover_validator(voter);
+        e.handle(Input::Tick { now_ms: 0 });
+        let out = e.handle(proposal_in(1, &fresh, &cred));
+        assert!(kinds(&out).is_empty(), "{what}: {:?}", kinds(&out));
+        assert_eq!(e.status().term, 0, "{what}");
+    }
+    // In term 1: term-0 proposals and resets are ignored.
+    let mut e = failover_validator(voter);
+    e.handle(Input::Tick { now_ms: 0 });
+    e.handle(proposal_in(1, &fresh, &good));
+    assert_eq!(e.status().term, 1);
+    let old = block1(30, 1);
+    assert!(kinds(&e.handle(proposal(&old))).is_empty());
+    assert!(kinds(&e.handle(reset_of(&fresh))).is_empty());
+    // The leader of term 0 ignores votes of term 1.
+    let mut l = leader();
+    l.handle(Input::Tick { now_ms: 0 });
+    l.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    l.handle(Input::Tick { now_ms: 200 });
+    let out = l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    let b = out
+        .iter()
+        .find_map(|o| match o {
+            Output::SendProposal { block, .. } => Some(block.clone()),
+            _ => None,
+        })
+        .unwrap();
+    l.handle(executed(&b));
+    for i in 2..=4 {
+        let v = Vote::ack_in(&key(i), CHAIN, 1, 1, b.hash(), app_of(&b));
+        let out = l.handle(Input::VoteReceived {
+            from: None,
+            vote: v,
+            best_header: None,
+        });
+        assert!(!kinds(&out).iter().any(|k| k.starts_with("Commit")));
+    }
+}
+
+/// A proven commit of a later term moves a node to that term (recorded);
+/// a restarted node takes its term back from its promise record and never
+/// goes back to an earlier one.
+#[test]
+fn terms_are_learned_from_commits_and_kept_across_restarts() {
+    let l2 = leader_of(2);
+    let b = block_in_term(2, 10);
+    let voters: Vec<u8> = (1..=4).filter(|i| *i != l2).collect();
+    let app = app_of(&b);
+    let ci = CommitInfo {
+        app_hash: app,
+        votes: voters
+            .iter()
+            .map(|i| Vote::ack_in(&key(*i), CHAIN, 2, 1, b.hash(), app))
+            .collect(),
+    };
+    let v = (1..=4).find(|i| *i != l2 && *i != 1).unwrap();
+    let mut e = failover_validator(v);
+    e.handle(Input::Tick { now_ms: 0 });
+    e.handle(Input::CommitAnnounced {
+        from: None,
+        header: b.header().clone(),
+        leader_sig: *b.leader_sig(),
+        commit_info: ci.clone(),
+    });
+    assert_eq!(e.status().term, 2);
+    // A commit whose votes are of an earlier term than its block is no
+    // proof.
+    let mut early = ci.clone();
+    early.votes = voters
+        .iter()
+        .map(|i| Vote::ack_in(&key(*i), CHAIN, 1, 1, b.hash(), app))
+        .collect();
+    let mut f = failover_validator(v);
+    f.handle(Input::Tick { now_ms: 0 });
+    f.handle(Input::CommitAnnounced {
+        from: None,
+        header: b.header().clone(),
+        leader_sig: *b.leader_sig(),
+        commit_info: early,
+    });
+    assert_eq!(f.status().term, 0);
+    // Restart with a record of term 5 at an earlier height: term 5 holds.
+    let mut r = failover_validator(v);
+    r.restore(&Promise {
+        height: 0,
+        vote: None,
+        proposed: Vec::new(),
+        newest_ts: 0,
+        term: 5,
+        block: None,
+    })
+    .unwrap();
+    let st = r.status();
+    assert_eq!((st.term, st.term_settled), (5, false));
+    // A proposal of term 3 (below) is not taken.
+    let low = Credential {
+        term: 3,
+        height: 1,
+        changes: (1..=3).map(|i| change(i, 3, None)).collect(),
+    };
+    r.handle(Input::Tick { now_ms: 0 });
+    assert!(kinds(&r.handle(proposal_in(3, &block_in_term(3, 5), &low))).is_empty());
+    assert_eq!(r.status().term, 5);
 }
