@@ -10,6 +10,7 @@
 mod admin;
 mod bench;
 mod client;
+mod chaos;
 mod home;
 mod query;
 mod start;
@@ -84,6 +85,9 @@ enum TestnetCommand {
     Status(testnet::NetArgs),
     /// Wait until every node holds the same block at a height.
     Wait(testnet::NetArgs),
+    /// Apply faults (kill the leader, kill or pause validators) under load,
+    /// then check every node holds the same chain with every committed tx.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Testnet(TestnetCommand::Init(args)) => testnet::init(&args),
         Command::Testnet(TestnetCommand::Status(a)) => block_on(testnet::status(&a)),
         Command::Testnet(TestnetCommand::Wait(a)) => block_on(testnet::wait(&a)),
+        Command::Testnet(TestnetCommand::Chaos(a)) => block_on(chaos::chaos(&a)),
         Command::Start(a) => start::run(&a),
         Command::Status(a) => block_on(query::status(&a)),
         Command::Block(a) => block_on(query::block(&a)),

@@ -1,0 +1,566 @@
+//! `kite testnet chaos`: faults on a running local testnet (started by
+//! `testnet/up.sh`) under a steady tx load, then the checks that matter
+//! (docs/RELIABILITY.md):
+//!
+//! - every node holds the same block at every height;
+//! - every tx the load saw committed (in a block of any node, during the
+//!   run) is in the final chain;
+//! - every node reaches the tip within `--settle` seconds once the faults
+//!   stop.
+//!
+//! Faults, one at a time (the validators keep a quorum: with 4 of them, one
+//! may be down), drawn from a seeded generator: `kill-leader` (SIGKILL the
+//! node that leads, restart it a few seconds later), `kill` (SIGKILL
+//! another validator, restart it), `pause` (SIGSTOP a validator, leader
+//! included, SIGCONT a few seconds later). Restarted nodes are recorded in
+//! the testnet's `pids` file so `testnet/down.sh` stops them too.
+//!
+//! It prints a summary (faults, txs, longest stall, time from each leader
+//! kill to the first commit of a later term) and exits non-zero on any
+//! violation.
+
+use crate::client::Client;
+use anyhow::{Context, bail};
+use kite_node::rpc::{AccountView, BlockView, BroadcastResult, StatusView};
+use kite_types::{Hash, NodeKey, Payload, PublicKey, Tx};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// Arguments of `kite testnet chaos`.
+#[derive(clap::Args, Debug)]
+pub struct ChaosArgs {
+    /// The testnet folder (holding testnet.json and the homes).
+    #[arg(long, env = "KITE_TESTNET_OUT")]
+    pub net: PathBuf,
+    /// Seed of the fault schedule.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How long faults are applied, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub duration: u64,
+    /// Mean time between two faults, seconds.
+    #[arg(long, default_value_t = 8)]
+    pub fault_every: u64,
+    /// Faults to draw from: kill-leader, kill, pause.
+    #[arg(long, value_delimiter = ',', default_value = "kill-leader,kill,pause")]
+    pub faults: Vec<String>,
+    /// Offered load, tx/s (0: none).
+    #[arg(long, default_value_t = 100)]
+    pub rate: u64,
+    /// Longest wait for every node to reach the tip after the faults, s.
+    #[arg(long, default_value_t = 120)]
+    pub settle: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Entry {
+    name: String,
+    role: String,
+    home: String,
+    rpc: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct NetFile {
+    nodes: Vec<Entry>,
+}
+
+/// One node of the testnet, as the harness drives it.
+struct Node {
+    name: String,
+    home: PathBuf,
+    client: Client,
+    key: PublicKey,
+    validator: bool,
+    /// A process the harness started (reaped when it dies).
+    child: Option<Child>,
+}
+
+impl Node {
+    fn pid(&self) -> Option<u32> {
+        if let Some(c) = &self.child {
+            return Some(c.id());
+        }
+        std::fs::read_to_string(self.home.join("node.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Whether `pid` is a live `kite start` of this node's home.
+    fn runs(&mut self) -> bool {
+        if let Some(c) = &mut self.child
+            && matches!(c.try_wait(), Ok(Some(_)))
+        {
+            self.child = None;
+            return false;
+        }
+        let Some(pid) = self.pid() else {
+            return false;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        cmd.contains(&format!("start --home {}", self.home.display())) && !stat.contains(") Z ")
+    }
+
+    fn signal(&mut self, sig: &str) -> anyhow::Result<()> {
+        if !self.runs() {
+            bail!("{} does not run", self.name);
+        }
+        let pid = self.pid().context("no pid")?;
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .context("running kill")?
+            .success();
+        if !ok {
+            bail!("kill {sig} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// Starts the node again, recording its pid where `down.sh` finds it.
+    fn restart(&mut self, net: &Path) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("finding the kite binary")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.join("node.log"))?;
+        let child = Command::new(exe)
+            .args(["start", "--home"])
+            .arg(&self.home)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("restarting {}", self.name))?;
+        let pid = child.id();
+        std::fs::write(self.home.join("node.pid"), format!("{pid}\n"))?;
+        let mut pids = std::fs::OpenOptions::new()
+            .append(true)
+            .open(net.join("pids"))?;
+        writeln!(pids, "{pid} {}", self.home.display())?;
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+/// What the watcher saw.
+#[derive(Default)]
+struct Seen {
+    /// Highest height any node reported, and when it first did.
+    tip: u64,
+    tip_at: Option<Instant>,
+    /// Longest time without a new height, ms.
+    longest_stall_ms: u64,
+    /// Leader kill not yet followed by a commit of a later term: when, the
+    /// term and height then.
+    pending_kill: Option<(Instant, u64, u64)>,
+    failovers_ms: Vec<u64>,
+    /// Txs seen in committed blocks during the run.
+    committed: HashSet<Hash>,
+    scanned: u64,
+}
+
+/// `kite testnet chaos`.
+pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(a.net.join("testnet.json"))
+        .with_context(|| format!("no testnet in {}: run testnet/up.sh", a.net.display()))?;
+    let file: NetFile = serde_json::from_str(&text).context("reading testnet.json")?;
+    let mut nodes = Vec::new();
+    for e in file.nodes {
+        let home = PathBuf::from(&e.home);
+        let key = NodeKey::load(&home.join("node_key"))
+            .with_context(|| format!("{}: reading its node key", e.name))?
+            .public();
+        nodes.push(Node {
+            name: e.name,
+            client: Client::new(&e.rpc, Duration::from_secs(3))?,
+            home,
+            key,
+            validator: e.role == "leader" || e.role == "validator",
+            child: None,
+        });
+    }
+    let validators = nodes.iter().filter(|n| n.validator).count();
+    if validators < 3 {
+        bail!("chaos needs at least 3 validators (a quorum must survive one fault)");
+    }
+    for f in &a.faults {
+        if !["kill-leader", "kill", "pause"].contains(&f.as_str()) {
+            bail!("unknown fault {f:?}: expected kill-leader, kill or pause");
+        }
+    }
+    let clients: Vec<Client> = nodes
+        .iter()
+        .filter(|n| n.validator)
+        .map(|n| n.client.clone())
+        .collect();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let submitted = Arc::new(AtomicU64::new(0));
+    let load = tokio::spawn(load_task(
+        a.net.join("faucet.key"),
+        clients.clone(),
+        a.rate,
+        stop.clone(),
+        submitted.clone(),
+    ));
+    let watcher = tokio::spawn(watch_task(clients.clone(), seen.clone(), stop.clone()));
+
+    let mut rng = StdRng::seed_from_u64(a.seed);
+    let mut applied: BTreeMap<String, u64> = BTreeMap::new();
+    let start = Instant::now();
+    let end = start + Duration::from_secs(a.duration);
+    let mut violations: Vec<String> = Vec::new();
+    // Let the load start before the first fault.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    while Instant::now() < end {
+        let kind = a.faults[rng.random_range(0..a.faults.len())].clone();
+        let hold = Duration::from_millis(rng.random_range(1_000..6_000));
+        let target = match kind.as_str() {
+            "kill-leader" => leader_index(&nodes).await,
+            _ => {
+                let vals: Vec<usize> = (0..nodes.len()).filter(|i| nodes[*i].validator).collect();
+                Some(vals[rng.random_range(0..vals.len())])
+            }
+        };
+        let Some(t) = target else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let name = nodes[t].name.clone();
+        let r = match kind.as_str() {
+            "pause" => nodes[t].signal("-STOP"),
+            _ => {
+                let status = nodes[t].client.call::<_, StatusView>("status", json!({})).await;
+                let r = nodes[t].signal("-KILL");
+                if kind == "kill-leader"
+                    && r.is_ok()
+                    && let Ok(st) = status
+                {
+                    seen.lock().await.pending_kill = Some((Instant::now(), st.term, st.height));
+                }
+                r
+            }
+        };
+        if let Err(e) = r {
+            violations.push(format!("{kind} {name}: {e}"));
+            break;
+        }
+        *applied.entry(kind.clone()).or_default() += 1;
+        eprintln!(
+            "{} chaos: {kind} {name} for {} ms",
+            crate::testnet::now_ms(),
+            hold.as_millis()
+        );
+        tokio::time::sleep(hold).await;
+        let healed = match kind.as_str() {
+            "pause" => nodes[t].signal("-CONT"),
+            _ => {
+                // Reap the killed process before starting it again.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while nodes[t].runs() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                nodes[t].restart(&a.net)
+            }
+        };
+        if let Err(e) = healed {
+            violations.push(format!("healing {kind} of {name}: {e}"));
+            break;
+        }
+        let gap = a.fault_every.max(1) * 1000;
+        let gap = rng.random_range(gap / 2..=gap * 3 / 2);
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+    }
+    let fault_secs = start.elapsed().as_secs_f64();
+
+    // Settle: every node at one tip, with the same blocks.
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.await;
+    let _ = watcher.await;
+    for n in nodes.iter_mut() {
+        if !n.runs() {
+            violations.push(format!("{} is not running at the end", n.name));
+        }
+    }
+    let settle_start = Instant::now();
+    let tip = loop {
+        let heights = heights(&nodes).await;
+        let min = heights.iter().copied().min().unwrap_or(0);
+        let max = heights.iter().copied().max().unwrap_or(0);
+        if min == max && min > 0 {
+            break Some(min);
+        }
+        if settle_start.elapsed() > Duration::from_secs(a.settle) {
+            violations.push(format!(
+                "the nodes did not reach one tip in {} s: heights {heights:?}",
+                a.settle
+            ));
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let settle_ms = settle_start.elapsed().as_millis() as u64;
+    let mut final_txs: HashSet<Hash> = HashSet::new();
+    if let Some(tip) = tip {
+        for h in 1..=tip {
+            let mut reference: Option<BlockView> = None;
+            for n in &nodes {
+                match n.client.call::<_, BlockView>("block", json!({"height": h})).await {
+                    Ok(b) => match &reference {
+                        None => reference = Some(b),
+                        Some(r) if r.hash != b.hash => violations.push(format!(
+                            "{} holds block {} at height {h}, {} holds {}",
+                            n.name, b.hash, nodes[0].name, r.hash
+                        )),
+                        Some(_) => {}
+                    },
+                    Err(e) => violations.push(format!("{}: no block {h}: {e}", n.name)),
+                }
+            }
+            if let Some(r) = reference {
+                final_txs.extend(r.txs);
+            }
+        }
+    }
+    let s = seen.lock().await;
+    let lost = s.committed.difference(&final_txs).count();
+    if lost > 0 {
+        violations.push(format!(
+            "{lost} txs seen committed during the run are not in the final chain"
+        ));
+    }
+    let mut fo = s.failovers_ms.clone();
+    fo.sort_unstable();
+    let kills = applied.get("kill-leader").copied().unwrap_or(0);
+    let summary = json!({
+        "seed": a.seed,
+        "fault_secs": fault_secs,
+        "faults": applied,
+        "txs_submitted": submitted.load(Ordering::Relaxed),
+        "txs_committed": s.committed.len(),
+        "committed_tps": s.committed.len() as f64 / fault_secs.max(1e-9),
+        "tip": tip,
+        "longest_stall_ms": s.longest_stall_ms,
+        "settle_ms": settle_ms,
+        "leader_kills": kills,
+        "failover_ms": {
+            "count": fo.len(),
+            "p50": fo.get(fo.len() / 2),
+            "max": fo.last(),
+        },
+        "violations": violations,
+    });
+    if a.json {
+        println!("{summary}");
+    } else {
+        println!("chaos, seed {}: {fault_secs:.0} s of faults {applied:?}", a.seed);
+        println!(
+            "txs: {} submitted, {} committed ({:.0} tx/s); tip {tip:?}, all nodes equal after {settle_ms} ms",
+            submitted.load(Ordering::Relaxed),
+            s.committed.len(),
+            s.committed.len() as f64 / fault_secs.max(1e-9)
+        );
+        println!("longest stall (no new height anywhere): {} ms", s.longest_stall_ms);
+        println!(
+            "leader kills: {kills}; kill to first commit of a later term: {} measured, p50 {:?} ms, max {:?} ms",
+            fo.len(),
+            fo.get(fo.len() / 2),
+            fo.last()
+        );
+        for v in &violations {
+            println!("VIOLATION: {v}");
+        }
+    }
+    if !violations.is_empty() {
+        bail!("{} violation(s)", violations.len());
+    }
+    Ok(())
+}
+
+/// The node that leads now: the leader named by the validators in the
+/// highest term they report (asked with a short deadline; a paused node
+/// does not answer).
+async fn leader_index(nodes: &[Node]) -> Option<usize> {
+    let mut best: Option<(u64, PublicKey)> = None;
+    for n in nodes.iter().filter(|n| n.validator) {
+        if let Ok(st) = n.client.call::<_, StatusView>("status", json!({})).await
+            && let Some(l) = st.leader
+            && best.is_none_or(|(t, _)| st.term > t)
+        {
+            best = Some((st.term, l));
+        }
+    }
+    let (_, key) = best?;
+    nodes.iter().position(|n| n.key == key)
+}
+
+async fn heights(nodes: &[Node]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let h = n
+            .client
+            .call::<_, StatusView>("status", json!({}))
+            .await
+            .map_or(0, |s| s.height);
+        out.push(h);
+    }
+    out
+}
+
+/// Follows the tip over every validator; notes stalls, failovers and the
+/// txs of each new block.
+async fn watch_task(clients: Vec<Client>, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        for c in &clients {
+            let Ok(st) = c.call::<_, StatusView>("status", json!({})).await else {
+                continue;
+            };
+            let mut s = seen.lock().await;
+            let now = Instant::now();
+            if st.height > s.tip {
+                if let Some(at) = s.tip_at {
+                    let gap = now.duration_since(at).as_millis() as u64;
+                    s.longest_stall_ms = s.longest_stall_ms.max(gap);
+                }
+                s.tip = st.height;
+                s.tip_at = Some(now);
+            }
+            if let Some((at, term, height)) = s.pending_kill
+                && st.term > term
+                && st.height > height
+            {
+                s.failovers_ms.push(now.duration_since(at).as_millis() as u64);
+                s.pending_kill = None;
+            }
+            // The txs of the blocks this node has and the watcher has not
+            // scanned yet.
+            while s.scanned < st.height {
+                let h = s.scanned + 1;
+                drop(s);
+                let b = c.call::<_, BlockView>("block", json!({"height": h})).await;
+                s = seen.lock().await;
+                match b {
+                    Ok(b) => {
+                        s.committed.extend(b.txs);
+                        s.scanned = s.scanned.max(h);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Funds senders, then offers `rate` transfers per second to random
+/// validators until stopped (refusals and unreachable nodes are skipped).
+async fn load_task(
+    faucet: PathBuf,
+    clients: Vec<Client>,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+    submitted: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    if rate == 0 {
+        return Ok(());
+    }
+    let faucet = NodeKey::load(&faucet)?;
+    let main = clients[0].clone();
+    let st: StatusView = main.call("status", json!({})).await?;
+    let chain = st.chain_id;
+    let acct: AccountView = main.call("account", json!({"id": faucet.public()})).await?;
+    let senders: Vec<NodeKey> = (0..16).map(|_| NodeKey::generate()).collect();
+    for (i, (nonce, s)) in (acct.next_nonce..).zip(&senders).enumerate() {
+        let tx = Tx::sign(
+            &faucet,
+            &chain,
+            nonce,
+            Payload::Transfer {
+                to: s.public(),
+                amount: 1_000_000,
+            },
+        );
+        let wait = if i + 1 == senders.len() {
+            "commit"
+        } else {
+            "accept"
+        };
+        let _: BroadcastResult = main
+            .call(
+                "broadcast_tx",
+                json!({"tx": hex::encode(tx.encode()), "wait": wait}),
+            )
+            .await
+            .context("funding the senders")?;
+    }
+    let sink = NodeKey::generate().public();
+    let mut nonces = vec![1u64; senders.len()];
+    // Per sender: its last committed nonce and since when. A tx accepted by
+    // a node that is then killed may be lost with its mempool, leaving a
+    // nonce gap: a sender whose committed nonce has not moved for a while
+    // starts again after it.
+    let mut progress: Vec<(u64, Instant)> = vec![(0, Instant::now()); senders.len()];
+    let mut resync_at = Instant::now() + Duration::from_secs(2);
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut next = tokio::time::Instant::now();
+    let mut k = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= resync_at {
+            resync_at = Instant::now() + Duration::from_secs(2);
+            for (i, s) in senders.iter().enumerate() {
+                let c = &clients[(k + i) % clients.len()];
+                let Ok(acct) = c
+                    .call::<_, AccountView>("account", json!({"id": s.public()}))
+                    .await
+                else {
+                    continue;
+                };
+                if acct.nonce != progress[i].0 {
+                    progress[i] = (acct.nonce, Instant::now());
+                } else if nonces[i] > acct.nonce + 1
+                    && progress[i].1.elapsed() > Duration::from_secs(6)
+                {
+                    nonces[i] = acct.nonce + 1;
+                    progress[i].1 = Instant::now();
+                }
+            }
+            next = tokio::time::Instant::now();
+        }
+        tokio::time::sleep_until(next).await;
+        next += interval;
+        let i = k % senders.len();
+        k += 1;
+        let tx = Tx::sign(
+            &senders[i],
+            &chain,
+            nonces[i],
+            Payload::Transfer { to: sink, amount: 1 },
+        );
+        let c = &clients[k % clients.len()];
+        let body = json!({"tx": hex::encode(tx.encode())});
+        // A node that is down or paused refuses or times out: the same
+        // nonce is tried on the next node.
+        if c.call::<_, BroadcastResult>("broadcast_tx", body).await.is_ok() {
+            nonces[i] += 1;
+            submitted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
