@@ -247,7 +247,10 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
         let r = match kind.as_str() {
             "pause" => nodes[t].signal("-STOP"),
             _ => {
-                let status = nodes[t].client.call::<_, StatusView>("status", json!({})).await;
+                let status = nodes[t]
+                    .client
+                    .call::<_, StatusView>("status", json!({}))
+                    .await;
                 let r = nodes[t].signal("-KILL");
                 if kind == "kill-leader"
                     && r.is_ok()
@@ -322,7 +325,11 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
         for h in 1..=tip {
             let mut reference: Option<BlockView> = None;
             for n in &nodes {
-                match n.client.call::<_, BlockView>("block", json!({"height": h})).await {
+                match n
+                    .client
+                    .call::<_, BlockView>("block", json!({"height": h}))
+                    .await
+                {
                     Ok(b) => match &reference {
                         None => reference = Some(b),
                         Some(r) if r.hash != b.hash => violations.push(format!(
@@ -370,14 +377,20 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{summary}");
     } else {
-        println!("chaos, seed {}: {fault_secs:.0} s of faults {applied:?}", a.seed);
+        println!(
+            "chaos, seed {}: {fault_secs:.0} s of faults {applied:?}",
+            a.seed
+        );
         println!(
             "txs: {} submitted, {} committed ({:.0} tx/s); tip {tip:?}, all nodes equal after {settle_ms} ms",
             submitted.load(Ordering::Relaxed),
             s.committed.len(),
             s.committed.len() as f64 / fault_secs.max(1e-9)
         );
-        println!("longest stall (no new height anywhere): {} ms", s.longest_stall_ms);
+        println!(
+            "longest stall (no new height anywhere): {} ms",
+            s.longest_stall_ms
+        );
         println!(
             "leader kills: {kills}; kill to first commit of a later term: {} measured, p50 {:?} ms, max {:?} ms",
             fo.len(),
@@ -446,7 +459,8 @@ async fn watch_task(clients: Vec<Client>, seen: Arc<Mutex<Seen>>, stop: Arc<Atom
                 && st.term > term
                 && st.height > height
             {
-                s.failovers_ms.push(now.duration_since(at).as_millis() as u64);
+                s.failovers_ms
+                    .push(now.duration_since(at).as_millis() as u64);
                 s.pending_kill = None;
             }
             // The txs of the blocks this node has and the watcher has not
@@ -551,13 +565,19 @@ async fn load_task(
             &senders[i],
             &chain,
             nonces[i],
-            Payload::Transfer { to: sink, amount: 1 },
+            Payload::Transfer {
+                to: sink,
+                amount: 1,
+            },
         );
         let c = &clients[k % clients.len()];
         let body = json!({"tx": hex::encode(tx.encode())});
         // A node that is down or paused refuses or times out: the same
         // nonce is tried on the next node.
-        if c.call::<_, BroadcastResult>("broadcast_tx", body).await.is_ok() {
+        if c.call::<_, BroadcastResult>("broadcast_tx", body)
+            .await
+            .is_ok()
+        {
             nonces[i] += 1;
             submitted.fetch_add(1, Ordering::Relaxed);
         }

@@ -9,8 +9,8 @@
 
 mod admin;
 mod bench;
-mod client;
 mod chaos;
+mod client;
 mod home;
 mod query;
 mod start;

@@ -635,6 +635,7 @@ fn leader_resets_a_block_voted_before_its_restart() {
         newest_ts: 0,
         term: 0,
         block: None,
+        credential: None,
     })
     .unwrap();
     let (old_a, old_b) = (old.clone(), old.clone());
@@ -1697,6 +1698,7 @@ fn restore_refuses_a_store_older_than_the_promise() {
             newest_ts: 0,
             term: 0,
             block: None,
+            credential: None,
         })
         .unwrap_err();
     let msg = err.to_string();
@@ -1733,6 +1735,7 @@ fn restore_refuses_a_store_older_than_the_promise() {
         newest_ts: 0,
         term: 0,
         block: None,
+        credential: None,
     };
     v.restore(&fulfilled).unwrap();
     assert_eq!(v.status().locked_on, None);
@@ -1743,6 +1746,7 @@ fn restore_refuses_a_store_older_than_the_promise() {
         newest_ts: 0,
         term: 0,
         block: None,
+        credential: None,
     };
     assert!(matches!(
         v.restore(&foreign),
@@ -1803,6 +1807,7 @@ fn restarted_leader_proposes_later_than_before_its_restart() {
         newest_ts: 50_000,
         term: 0,
         block: None,
+        credential: None,
     })
     .unwrap();
     e.handle(Input::Tick { now_ms: 10_000 });
@@ -2220,6 +2225,7 @@ fn terms_are_learned_from_commits_and_kept_across_restarts() {
         newest_ts: 0,
         term: 5,
         block: None,
+        credential: None,
     })
     .unwrap();
     let st = r.status();
@@ -2233,4 +2239,111 @@ fn terms_are_learned_from_commits_and_kept_across_restarts() {
     r.handle(Input::Tick { now_ms: 0 });
     assert!(kinds(&r.handle(proposal_in(3, &block_in_term(3, 5), &low))).is_empty());
     assert_eq!(r.status().term, 5);
+}
+
+/// A leader whose commit is being written does not leave its term at that
+/// height, whatever term changes arrive meanwhile (its own ACK is part of
+/// the quorum it commits with, and a term change of its would not report
+/// it); after the commit the changes of the old height do not count.
+#[test]
+fn terms_a_committing_leader_does_not_leave_its_term() {
+    let mut l = leader();
+    l.handle(Input::Tick { now_ms: 0 });
+    l.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    l.handle(Input::Tick { now_ms: 200 });
+    let out = l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    let b = out
+        .iter()
+        .find_map(|o| match o {
+            Output::SendProposal { block, .. } => Some(block.clone()),
+            _ => None,
+        })
+        .unwrap();
+    l.handle(executed(&b));
+    let mut committing = false;
+    for i in 2..=3 {
+        let v = Vote::ack(&key(i), CHAIN, 1, b.hash(), app_of(&b));
+        let out = l.handle(Input::VoteReceived {
+            from: None,
+            vote: v,
+            best_header: None,
+        });
+        committing |= kinds(&out).contains(&"Commit(h1)".to_string());
+    }
+    assert!(committing);
+    // Changes of the other three arrive before the store answers.
+    for i in 2..=4 {
+        let out = l.handle(change_input(change(i, 1, None), None));
+        assert!(
+            !kinds(&out)
+                .iter()
+                .any(|k| k.starts_with("SendTermChange") || k.starts_with("Persist")),
+            "{:?}",
+            kinds(&out)
+        );
+    }
+    assert_eq!(l.status().term, 0);
+    let out = l.handle(Input::Committed {
+        height: 1,
+        block_hash: b.hash(),
+        app_hash: app_of(&b),
+    });
+    assert!(kinds(&out).iter().any(|k| k.starts_with("Announce(h1")));
+    assert_eq!((l.status().term, l.status().committed_height), (0, 1));
+}
+
+/// A validator restarted in a term above 0 takes back the credential it
+/// recorded (it votes on the term's proposals at once); the leader of that
+/// term does not lead it again after a restart.
+#[test]
+fn terms_after_a_restart_validators_keep_the_credential_and_the_leader_resigns() {
+    let l1 = leader_of(1);
+    let voter = (2..=4).find(|i| *i != l1).unwrap();
+    let third = (2..=4).find(|i| *i != l1 && *i != voter).unwrap();
+    let cred = Credential {
+        term: 1,
+        height: 1,
+        changes: vec![
+            change(l1, 1, None),
+            change(third, 1, None),
+            change(1, 1, None),
+        ],
+    };
+    let record = Promise {
+        height: 1,
+        vote: None,
+        proposed: Vec::new(),
+        newest_ts: 0,
+        term: 1,
+        block: None,
+        credential: Some(cred.clone()),
+    };
+    let mut v = failover_validator(voter);
+    v.restore(&record).unwrap();
+    assert!(v.status().term_settled);
+    v.handle(Input::Tick { now_ms: 0 });
+    let fresh = block_in_term(1, 20);
+    let out = v.handle(Input::ProposalReceived {
+        from: key(l1).public(),
+        block: fresh.clone(),
+        term: 1,
+        credential: None,
+    });
+    assert_eq!(kinds(&out), ["ExecuteBlock(h1)"]);
+    // The leader of term 1, restarted with the same record, does not lead.
+    let mut l = failover_validator(l1);
+    l.restore(&record).unwrap();
+    let st = l.status();
+    assert_eq!((st.term, st.term_settled), (1, false));
+    l.handle(Input::Tick { now_ms: 0 });
+    l.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    for i in [voter, third, 1] {
+        let out = l.handle(change_input(change(i, 1, None), None));
+        assert!(!kinds(&out).iter().any(|k| k.starts_with("SendProposal")));
+    }
+    let out = l.handle(Input::Tick { now_ms: 150 });
+    assert!(!kinds(&out).iter().any(|k| k == "BuildBlock"));
+    // It moves on to the next term like the others.
+    let out = l.handle(Input::Tick { now_ms: 5_000 });
+    assert_eq!(term_of_persist(&out), Some(2));
 }

@@ -190,6 +190,7 @@ mod tests {
             newest_ts: 0,
             term: 0,
             block: None,
+            credential: None,
         }
     }
 
@@ -214,6 +215,7 @@ mod tests {
                 newest_ts: 0,
                 term: 0,
                 block: None,
+                credential: None,
             };
             save(&path, &second, durable).unwrap();
             assert_eq!(load(&path).unwrap(), Some(second));

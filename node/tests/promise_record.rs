@@ -95,6 +95,7 @@ async fn a_validator_records_its_vote_and_votes_again_after_a_restart() {
             newest_ts: 0,
             term: 0,
             block: None,
+            credential: None,
         }
     );
 
@@ -174,6 +175,7 @@ async fn a_record_above_the_store_of_another_key_or_corrupt_refuses_to_start() {
         newest_ts: 0,
         term: 0,
         block: None,
+        credential: None,
     };
     promise_file::save(&file, &above, true).unwrap();
     let e = start_in(dir.path(), 0).await.unwrap_err();
@@ -202,6 +204,7 @@ async fn a_record_above_the_store_of_another_key_or_corrupt_refuses_to_start() {
         newest_ts: 0,
         term: 0,
         block: None,
+        credential: None,
     };
     promise_file::save(&file, &open, true).unwrap();
     start_in(dir.path(), 0).await.unwrap();
@@ -223,6 +226,7 @@ async fn a_record_above_the_store_of_another_key_or_corrupt_refuses_to_start() {
         newest_ts: 0,
         term: 0,
         block: None,
+        credential: None,
     };
     promise_file::save(&file, &rec, true).unwrap();
     let e = start_in(dir.path(), 1).await.unwrap_err();

@@ -11,7 +11,7 @@
 //! encoding is the prost message `Promise` of `proto/kite/types.proto`.
 
 use crate::codec::{self, DecodeError};
-use crate::{Block, Hash, Vote, proto};
+use crate::{Block, Credential, Hash, Vote, proto};
 use prost::Message;
 
 /// Most proposed block hashes kept for one height (the leader re-proposes a
@@ -43,6 +43,10 @@ pub struct Promise {
     /// restart it can still hand that block to the leader of a later term
     /// (which must propose it again: it may have committed).
     pub block: Option<Block>,
+    /// The credential of `term` this node verified (a quorum's term
+    /// changes), so that after a restart it takes the term's proposals
+    /// again without waiting for the credential to come back.
+    pub credential: Option<Credential>,
 }
 
 impl Promise {
@@ -55,6 +59,7 @@ impl Promise {
             newest_ts: self.newest_ts,
             term: self.term,
             block: self.block.as_ref().map(Block::to_proto),
+            credential: self.credential.as_ref().map(Credential::to_proto),
         }
         .encode_to_vec()
     }
@@ -90,6 +95,14 @@ impl Promise {
             ));
         }
         let block = p.block.map(Block::from_proto).transpose()?;
+        let credential = p
+            .credential
+            .as_ref()
+            .map(|c| Credential::from_proto(c, crate::genesis::MAX_VALIDATORS))
+            .transpose()?;
+        if credential.as_ref().is_some_and(|c| c.term != p.term) {
+            return Err(DecodeError::invalid(W, "its credential is of another term"));
+        }
         if let Some(b) = &block
             && vote
                 .as_ref()
@@ -111,6 +124,7 @@ impl Promise {
             newest_ts: p.newest_ts,
             term: p.term,
             block,
+            credential,
         })
     }
 }
@@ -136,6 +150,7 @@ mod tests {
             newest_ts: 1_700_000_000_123,
             term: 2,
             block: None,
+            credential: None,
         };
         assert_eq!(Promise::decode(&p.encode()).unwrap(), p);
         assert_eq!(

@@ -220,7 +220,7 @@ impl Engine {
             // commit (not durable) is refused at restart instead of
             // re-proposing a height the validators committed.
             out.push(Output::Persist {
-                promise: self.h.promise(self.term),
+                promise: self.promise(),
             });
             self.announce(Target::All, out);
             self.ld.height_open_ms = self.now;

@@ -122,7 +122,7 @@ impl Engine {
         self.h.proposed.push(hash);
         self.h.newest_ts = Some(block.header().timestamp_ms);
         out.push(Output::Persist {
-            promise: self.h.promise(self.term),
+            promise: self.promise(),
         });
         self.start_proposal(block, out);
     }

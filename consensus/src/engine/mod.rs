@@ -286,9 +286,9 @@ impl HeightState {
         }
     }
 
-    /// What this node promised at this height in `term`, for
-    /// [`Output::Persist`].
-    fn promise(&self, term: u64) -> Promise {
+    /// What this node promised at this height in `term` (with the
+    /// credential of `term` it holds), for [`Output::Persist`].
+    fn promise(&self, term: u64, credential: Option<&Credential>) -> Promise {
         let block = self
             .my_vote
             .as_ref()
@@ -306,6 +306,7 @@ impl HeightState {
             },
             term,
             block,
+            credential: credential.filter(|c| c.term == term).cloned(),
         }
     }
 
@@ -391,6 +392,9 @@ pub struct Engine {
     progress_ms: u64,
     /// Terms joined since the last commit (the leader timeout doubles).
     quiet_terms: u32,
+    /// A term this node must not lead: it led it before a restart and did
+    /// not keep what it proposed there (the validators move on).
+    resigned: Option<u64>,
 }
 
 impl Engine {
@@ -454,6 +458,7 @@ impl Engine {
             cred: None,
             progress_ms: 0,
             quiet_terms: 0,
+            resigned: None,
         })
     }
 
@@ -492,9 +497,23 @@ impl Engine {
             }
         }
         // The term holds at every height: never go back to an earlier one.
-        // A leader of a term above 0 does not lead again after a restart
-        // (its credential is not kept): validators move on to the next.
+        // A leader of a term above 0 does not lead it again after a
+        // restart (what it proposed there is not all kept): validators move
+        // on to the next. Any other validator takes its verified credential
+        // back, so the term's proposals are taken at once.
         self.term = promise.term;
+        if promise.term > 0 {
+            if self.me == Some(self.cfg.schedule.leader(promise.term)) {
+                self.resigned = Some(promise.term);
+            } else if let Some(c) = &promise.credential
+                && c.term == promise.term
+                && c.height <= open
+                && c.verify(&self.cfg.chain_id, &self.cfg.validators, self.cfg.quorum)
+                    .is_ok()
+            {
+                self.cred = Some(c.clone());
+            }
+        }
         if promise.height < open {
             return Ok(());
         }
@@ -696,7 +715,15 @@ impl Engine {
     /// This node leads: it is the schedule's leader of its term, and the
     /// term is settled.
     fn is_leader(&self) -> bool {
-        self.is_member() && self.me == Some(self.cfg.schedule.leader(self.term)) && self.settled()
+        self.is_member()
+            && self.me == Some(self.cfg.schedule.leader(self.term))
+            && self.resigned != Some(self.term)
+            && self.settled()
+    }
+
+    /// What this node promised at the open height, for [`Output::Persist`].
+    fn promise(&self) -> Promise {
+        self.h.promise(self.term, self.cred.as_ref())
     }
 
     /// This node votes on the leader's proposals.

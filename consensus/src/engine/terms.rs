@@ -59,7 +59,11 @@ impl Engine {
     /// node's term change while its term has no settled leader.
     pub(super) fn term_tick(&mut self, out: &mut Vec<Output>) {
         if self.suspect_at().is_some_and(|at| self.now >= at) {
-            let next = self.term.saturating_add(1);
+            // The next term, or the highest a validator already moved to:
+            // a validator that ran ahead alone (cut off, paused) is joined,
+            // not chased.
+            let ahead = self.h.changes.values().map(|c| c.term).max().unwrap_or(0);
+            let next = self.term.saturating_add(1).max(ahead);
             self.enter_term(next, true, out);
             return;
         }
@@ -109,7 +113,7 @@ impl Engine {
         self.ld.round = 0;
         if self.is_member() {
             out.push(Output::Persist {
-                promise: self.h.promise(self.term),
+                promise: self.promise(),
             });
             if send {
                 self.send_term_change(out);
@@ -128,6 +132,11 @@ impl Engine {
             return;
         }
         let acked = self.h.acked();
+        if acked.is_some_and(|a| a.term >= self.term) {
+            // An ACK of this very term: this node took part in it, so it
+            // has nothing to leave (it waits for the term's proposals).
+            return;
+        }
         let change = match &self.h.my_change {
             Some(c) if c.term == self.term && c.height == self.h.height && c.acked == acked => {
                 c.clone()
@@ -208,6 +217,12 @@ impl Engine {
     /// Joins the highest term that validators holding enough power have
     /// moved to that the lower terms can no longer reach a quorum.
     pub(super) fn maybe_join(&mut self, out: &mut Vec<Output>) {
+        if self.committing.is_some() {
+            // A commit in flight ends this height first: a leader whose
+            // commit is being written must not leave its term at the
+            // height it commits (its own ACK is part of that quorum).
+            return;
+        }
         let total = self.cfg.validators.total_power();
         let mut ahead: Vec<(u64, u64)> = self
             .h
@@ -242,6 +257,10 @@ impl Engine {
         let Some(cred) = cred else {
             return false;
         };
+        if self.committing.is_some() {
+            // Taken up when the leader re-sends it, after this commit.
+            return false;
+        }
         if term == 0
             || cred.term != term
             || cred.height > self.h.height
@@ -278,6 +297,7 @@ impl Engine {
             || self.settled()
             || !self.is_member()
             || self.me != Some(self.term_leader())
+            || self.resigned == Some(self.term)
             || self.committing.is_some()
             || self.behind()
         {

@@ -59,7 +59,7 @@ impl Engine {
         self.h.my_vote = Some(vote.clone());
         self.h.vote_sent_ms = self.now;
         out.push(Output::Persist {
-            promise: self.h.promise(self.term),
+            promise: self.promise(),
         });
         self.send_vote(vote, None, out);
     }
@@ -97,6 +97,35 @@ impl Engine {
         }
         let hash = block.hash();
         let height = block.height();
+        if self
+            .h
+            .waiting
+            .as_ref()
+            .is_some_and(|(_, b)| b.hash() == hash)
+        {
+            // Kept aside already (a re-send or a replay): the vote this
+            // node is locked on is re-sent on its own timer.
+            return;
+        }
+        if let Some(v) = self.h.my_vote.clone()
+            && v.block_hash == hash
+            && v.term == term
+            && term == self.term
+            && height == self.h.height
+            && !self.h.blocks.contains_key(&hash)
+        {
+            // Refused before it ran (a NACK on its structure): answer again
+            // with that vote, at most once per resend interval.
+            let due = self
+                .h
+                .vote_sent_ms
+                .saturating_add(self.cfg.vote_resend_interval_ms);
+            if self.now >= due {
+                self.h.vote_sent_ms = self.now;
+                self.send_vote(v, None, out);
+            }
+            return;
+        }
         if term == self.term
             && height == self.h.height
             && self.h.blocks.contains_key(&hash)
@@ -167,14 +196,23 @@ impl Engine {
         // The leader's proposals in one term at a height have increasing
         // header times: an older one is a replay of a block it abandoned.
         let ts = block.header().timestamp_ms;
-        if block.header().term == term {
+        let first = if block.header().term == term {
             if self.h.newest_ts.is_some_and(|n| ts < n) {
                 return;
             }
+            let first = self.h.newest_ts.is_none();
             self.h.newest_ts = Some(ts);
+            first
+        } else {
+            !self.h.blocks.contains_key(&hash)
+        };
+        if first {
+            // The leader's first block at this height in this term: a sign
+            // of life. Re-proposals at the same height are not (a leader
+            // that cannot get its blocks committed is given up on), nor
+            // are replays, which anyone can send.
+            self.progress_ms = self.now;
         }
-        // A block of the leader this node had not seen: a sign of life.
-        self.progress_ms = self.now;
         if let Some(locked) = self.locked_on()
             && locked != hash
             && let Some(v) = self.h.my_vote.clone()
@@ -278,7 +316,6 @@ impl Engine {
         if !sign::verify(&self.term_leader(), &digest, &sig) {
             return;
         }
-        self.progress_ms = self.now;
         if self.h.commit.as_ref().is_some_and(|k| k.block_hash == hash) {
             self.halt(
                 format!(

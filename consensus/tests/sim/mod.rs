@@ -248,6 +248,13 @@ enum Ev {
     Restart {
         node: usize,
     },
+    /// An answer the node's store gives a little later (a commit is
+    /// durable at once, but the engine hears of it after other inputs, as
+    /// in the node's driver queue).
+    Feed {
+        node: usize,
+        input: Box<Input>,
+    },
 }
 
 struct Queued {
@@ -825,11 +832,13 @@ impl Sim {
             }
             Output::Commit { block, commit_info } => {
                 let app = self.commit(i, block.clone(), commit_info, work);
-                work.push_back(Input::Committed {
+                let input = Box::new(Input::Committed {
                     height: block.height(),
                     block_hash: block.hash(),
                     app_hash: app,
                 });
+                let at = self.now + self.rng.below(4);
+                self.push(at, Ev::Feed { node: i, input });
             }
             Output::ApplyBlocks { blocks } => {
                 // As the node's store does: execute, check the app hash
@@ -1443,6 +1452,11 @@ impl Sim {
                 Ev::Restart { node } => {
                     if !self.is_up(node) {
                         self.start(node);
+                    }
+                }
+                Ev::Feed { node, input } => {
+                    if self.is_up(node) {
+                        self.feed(node, *input);
                     }
                 }
             }

@@ -215,6 +215,7 @@ fn main() -> std::io::Result<()> {
         newest_ts: 1_700_000_000_002,
         term: 1,
         block: Some(b.clone()),
+        credential: None,
     };
     write(&dir, "node_files", "promise", &tagged(0, &promise.encode()))?;
     let store = format!(
