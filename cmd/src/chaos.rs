@@ -408,12 +408,13 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
 }
 
 /// The node that leads now: the leader named by the validators in the
-/// highest term they report (asked with a short deadline; a paused node
-/// does not answer).
+/// highest settled term they report (asked with a short deadline; a paused
+/// node does not answer).
 async fn leader_index(nodes: &[Node]) -> Option<usize> {
     let mut best: Option<(u64, PublicKey)> = None;
     for n in nodes.iter().filter(|n| n.validator) {
         if let Ok(st) = n.client.call::<_, StatusView>("status", json!({})).await
+            && st.term_settled
             && let Some(l) = st.leader
             && best.is_none_or(|(t, _)| st.term > t)
         {

@@ -5,90 +5,22 @@
 //! process behind (a guard runs it even when an assertion fails).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod procs;
+
+use procs::{Net, free_base_port, ok};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const NODES: u16 = 6;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// A base port whose 2 * NODES ports are free on 127.0.0.1 right now.
-fn free_base_port() -> u16 {
-    let mut seed = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..50 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let base = 20_000 + (seed >> 33) as u16 % 30_000;
-        let all_free = (0..2 * NODES).all(|i| {
-            std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
-        });
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no free port range found");
-}
-
-struct Net {
-    dir: tempfile::TempDir,
-    base: u16,
-}
-
-impl Net {
-    fn script(&self, name: &str, args: &[&str]) -> Output {
-        Command::new("bash")
-            .arg(repo().join("testnet").join(name))
-            .args(args)
-            .env("KITE_BIN", env!("CARGO_BIN_EXE_kite"))
-            .env("KITE_TESTNET_DIR", self.dir.path())
-            .env("KITE_TESTNET_WAIT", "90")
-            .output()
-            .unwrap()
-    }
-
-    fn rpc_url(&self, i: u16) -> String {
-        format!("http://127.0.0.1:{}", self.base + 2 * i + 1)
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        let text = std::fs::read_to_string(self.dir.path().join("pids")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = self.script("down.sh", &[]);
-    }
-}
 
 fn kite(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kite"))
         .args(args)
         .output()
         .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// One JSON-RPC call over a plain HTTP/1.1 connection.
@@ -120,7 +52,8 @@ fn alive(pid: u32) -> bool {
 fn testnet_up_txs_everywhere_down() {
     let net = Net {
         dir: tempfile::tempdir().unwrap(),
-        base: free_base_port(),
+        base: free_base_port(NODES),
+        env: Vec::new(),
     };
     let base = net.base.to_string();
     let up = net.script(

@@ -172,6 +172,7 @@ impl RpcBackend for Backend {
                 .unwrap_or_default(),
             term: s.term,
             leader: Some(s.leader),
+            term_settled: s.term_settled,
         })
     }
 

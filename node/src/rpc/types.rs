@@ -291,6 +291,10 @@ pub struct StatusView {
     /// The schedule's leader of that term.
     #[serde(default)]
     pub leader: Option<PublicKey>,
+    /// Whether that leader holds a quorum's credential (always in term 0):
+    /// false while the validators change terms.
+    #[serde(default)]
+    pub term_settled: bool,
 }
 
 /// One peer.
