@@ -48,6 +48,44 @@ pub struct LoadArgs {
     pub json: bool,
 }
 
+/// Sends `amount` from `faucet` to each of `senders` through `client`,
+/// waiting for the last transfer to commit.
+pub async fn fund(
+    client: &Client,
+    faucet: &NodeKey,
+    chain: &str,
+    senders: &[NodeKey],
+    amount: u64,
+) -> anyhow::Result<()> {
+    let acct: AccountView = client
+        .call("account", json!({"id": faucet.public()}))
+        .await?;
+    for (nonce, (i, s)) in (acct.next_nonce..).zip(senders.iter().enumerate()) {
+        let tx = Tx::sign(
+            faucet,
+            chain,
+            nonce,
+            Payload::Transfer {
+                to: s.public(),
+                amount,
+            },
+        );
+        let wait = if i + 1 == senders.len() {
+            "commit"
+        } else {
+            "accept"
+        };
+        let _: BroadcastResult = client
+            .call(
+                "broadcast_tx",
+                json!({"tx": hex::encode(tx.encode()), "wait": wait}),
+            )
+            .await
+            .context("funding the senders")?;
+    }
+    Ok(())
+}
+
 /// `kite bench load`.
 pub async fn load(a: &LoadArgs) -> anyhow::Result<()> {
     if a.senders == 0 || a.txs == 0 {
@@ -77,29 +115,7 @@ pub async fn load(a: &LoadArgs) -> anyhow::Result<()> {
             a.senders
         );
     }
-    for (nonce, (i, s)) in (acct.next_nonce..).zip(senders.iter().enumerate()) {
-        let tx = Tx::sign(
-            &faucet,
-            &chain,
-            nonce,
-            Payload::Transfer {
-                to: s.public(),
-                amount: grant,
-            },
-        );
-        let wait = if i + 1 == senders.len() {
-            "commit"
-        } else {
-            "accept"
-        };
-        let _: BroadcastResult = main
-            .call(
-                "broadcast_tx",
-                json!({"tx": hex::encode(tx.encode()), "wait": wait}),
-            )
-            .await
-            .context("funding the senders")?;
-    }
+    fund(&main, &faucet, &chain, &senders, grant).await?;
     let start_height = main
         .call::<_, StatusView>("status", json!({}))
         .await?

@@ -500,31 +500,8 @@ async fn load_task(
     let main = clients[0].clone();
     let st: StatusView = main.call("status", json!({})).await?;
     let chain = st.chain_id;
-    let acct: AccountView = main.call("account", json!({"id": faucet.public()})).await?;
     let senders: Vec<NodeKey> = (0..16).map(|_| NodeKey::generate()).collect();
-    for (i, (nonce, s)) in (acct.next_nonce..).zip(&senders).enumerate() {
-        let tx = Tx::sign(
-            &faucet,
-            &chain,
-            nonce,
-            Payload::Transfer {
-                to: s.public(),
-                amount: 1_000_000,
-            },
-        );
-        let wait = if i + 1 == senders.len() {
-            "commit"
-        } else {
-            "accept"
-        };
-        let _: BroadcastResult = main
-            .call(
-                "broadcast_tx",
-                json!({"tx": hex::encode(tx.encode()), "wait": wait}),
-            )
-            .await
-            .context("funding the senders")?;
-    }
+    crate::bench::fund(&main, &faucet, &chain, &senders, 1_000_000).await?;
     let sink = NodeKey::generate().public();
     let mut nonces = vec![1u64; senders.len()];
     // Per sender: its last committed nonce and since when. A tx accepted by

@@ -2110,6 +2110,24 @@ fn terms_the_credential_decides_what_may_be_proposed() {
         Output::SendVote { vote, .. } if vote.ack && vote.term == 1 && vote.block_hash == fresh.hash())));
 }
 
+/// The leader at height 1 with its proposal of `tx(1)` executed.
+fn leader_with_executed_proposal() -> (Engine, Block) {
+    let mut l = leader();
+    l.handle(Input::Tick { now_ms: 0 });
+    l.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    l.handle(Input::Tick { now_ms: 200 });
+    let out = l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    let b = out
+        .iter()
+        .find_map(|o| match o {
+            Output::SendProposal { block, .. } => Some(block.clone()),
+            _ => None,
+        })
+        .unwrap();
+    l.handle(executed(&b));
+    (l, b)
+}
+
 /// What a validator refuses: a credential short of the quorum, one with a
 /// forged change, one for another term; a reset or a proposal of a term it
 /// left; a vote of another term at the leader.
@@ -2150,19 +2168,7 @@ fn terms_bad_credentials_and_other_terms_are_ignored() {
     assert!(kinds(&e.handle(proposal(&old))).is_empty());
     assert!(kinds(&e.handle(reset_of(&fresh))).is_empty());
     // The leader of term 0 ignores votes of term 1.
-    let mut l = leader();
-    l.handle(Input::Tick { now_ms: 0 });
-    l.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
-    l.handle(Input::Tick { now_ms: 200 });
-    let out = l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
-    let b = out
-        .iter()
-        .find_map(|o| match o {
-            Output::SendProposal { block, .. } => Some(block.clone()),
-            _ => None,
-        })
-        .unwrap();
-    l.handle(executed(&b));
+    let (mut l, b) = leader_with_executed_proposal();
     for i in 2..=4 {
         let v = Vote::ack_in(&key(i), CHAIN, 1, 1, b.hash(), app_of(&b));
         let out = l.handle(Input::VoteReceived {
@@ -2247,19 +2253,7 @@ fn terms_are_learned_from_commits_and_kept_across_restarts() {
 /// it); after the commit the changes of the old height do not count.
 #[test]
 fn terms_a_committing_leader_does_not_leave_its_term() {
-    let mut l = leader();
-    l.handle(Input::Tick { now_ms: 0 });
-    l.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
-    l.handle(Input::Tick { now_ms: 200 });
-    let out = l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
-    let b = out
-        .iter()
-        .find_map(|o| match o {
-            Output::SendProposal { block, .. } => Some(block.clone()),
-            _ => None,
-        })
-        .unwrap();
-    l.handle(executed(&b));
+    let (mut l, b) = leader_with_executed_proposal();
     let mut committing = false;
     for i in 2..=3 {
         let v = Vote::ack(&key(i), CHAIN, 1, b.hash(), app_of(&b));

@@ -149,6 +149,42 @@ impl PeerSink {
         ok
     }
 
+    /// Checks a validator's own signed message (a vote, a term change):
+    /// sent by its signer's own peer, a validator, within the peer's rate of
+    /// signature checks, with a good signature (checked on a blocking
+    /// thread). `Err(None)`: over the rate, dropped without blame;
+    /// `Err(Some(why))`: a forgery the sender is reported for.
+    async fn check_own_signed(
+        &self,
+        signer: kite_types::PublicKey,
+        verify: impl FnOnce(&str) -> bool + Send + 'static,
+    ) -> Result<(), Option<&'static str>> {
+        let shared = &self.h.shared;
+        if self.peer_key() != Some(signer) {
+            return Err(Some("it comes from another peer than its signer"));
+        }
+        if !shared
+            .genesis
+            .validators
+            .iter()
+            .any(|v| v.pub_key == signer)
+        {
+            return Err(Some("its signer is not in the validator set"));
+        }
+        if !self.may_check(1) {
+            return Err(None);
+        }
+        let chain = shared.genesis.chain_id.clone();
+        let valid = tokio::task::spawn_blocking(move || verify(&chain))
+            .await
+            .unwrap_or(false);
+        if valid {
+            Ok(())
+        } else {
+            Err(Some("its signature does not verify"))
+        }
+    }
+
     /// Whether this node votes (a validator with the leader or validator
     /// role): it takes proposals, resets, votes and term changes.
     fn votes(&self) -> bool {
@@ -400,23 +436,16 @@ impl VoteSink for PeerSink {
         // signature costs the sender (checked here, off the engine's task).
         let shared = &self.h.shared;
         let from = self.peer_key();
-        let why = if from != Some(vote.validator) {
-            Some("votes come from their signer's own peer id")
-        } else if !shared
-            .genesis
-            .validators
-            .iter()
-            .any(|v| v.pub_key == vote.validator)
+        let v = vote.clone();
+        let why = match self
+            .check_own_signed(vote.validator, move |c| v.verify(c))
+            .await
         {
-            Some("the voter is not in the validator set")
-        } else if !self.may_check(1) {
-            return VoteReceipt::refused("busy: too many signature checks from this peer");
-        } else {
-            let (v, chain) = (vote.clone(), shared.genesis.chain_id.clone());
-            let valid = tokio::task::spawn_blocking(move || v.verify(&chain))
-                .await
-                .unwrap_or(false);
-            (!valid).then_some("the vote's signature does not verify")
+            Ok(()) => None,
+            Err(None) => {
+                return VoteReceipt::refused("busy: too many signature checks from this peer");
+            }
+            Err(Some(why)) => Some(why),
         };
         if let Some(why) = why {
             shared.host.report(
@@ -459,23 +488,14 @@ impl TermSink for PeerSink {
         // sender (checked here, off the engine's task).
         let shared = &self.h.shared;
         let from = self.peer_key();
-        let why = if from != Some(change.validator) {
-            Some("term changes come from their signer's own peer id")
-        } else if !shared
-            .genesis
-            .validators
-            .iter()
-            .any(|v| v.pub_key == change.validator)
+        let c = change.clone();
+        let why = match self
+            .check_own_signed(change.validator, move |ch| c.verify(ch))
+            .await
         {
-            Some("the signer is not in the validator set")
-        } else if !self.may_check(1) {
-            return;
-        } else {
-            let (c, chain) = (change.clone(), shared.genesis.chain_id.clone());
-            let valid = tokio::task::spawn_blocking(move || c.verify(&chain))
-                .await
-                .unwrap_or(false);
-            (!valid).then_some("the term change's signature does not verify")
+            Ok(()) => None,
+            Err(None) => return,
+            Err(Some(why)) => Some(why),
         };
         if let Some(why) = why {
             shared.host.report(

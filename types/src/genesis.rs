@@ -177,6 +177,35 @@ impl ValidatorSet {
         self.power_of(key).is_some()
     }
 
+    /// Checks that `signers` are distinct validators whose power reaches
+    /// `quorum` (the structure of a commit info or a credential; `what`
+    /// names the signed items in errors, e.g. "votes").
+    pub fn check_quorum<'a>(
+        &self,
+        signers: impl Iterator<Item = &'a PublicKey>,
+        quorum: Quorum,
+        what: &str,
+    ) -> Result<(), String> {
+        let mut seen = HashSet::new();
+        let mut power: u64 = 0;
+        for k in signers {
+            let Some(p) = self.power_of(k) else {
+                return Err(format!("{} is not a validator", k.short()));
+            };
+            if !seen.insert(*k) {
+                return Err(format!("two {what} from {}", k.short()));
+            }
+            power = power.saturating_add(p);
+        }
+        if !quorum.reached(power, self.total_power()) {
+            return Err(format!(
+                "{what} carry power {power} of {}, short of the quorum {quorum}",
+                self.total_power()
+            ));
+        }
+        Ok(())
+    }
+
     /// `sha256("kite/valset" || for each validator sorted by key: key || be64(power))`.
     pub fn hash(&self) -> Hash {
         let mut parts: Vec<Vec<u8>> = vec![b"kite/valset".to_vec()];

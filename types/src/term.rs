@@ -11,7 +11,6 @@
 
 use crate::codec::{self, DecodeError};
 use crate::{Hash, NodeKey, PublicKey, Quorum, Signature, ValidatorSet, proto, sign};
-use std::collections::HashSet;
 
 /// The leader of every term: the validators in key order, rotated so that
 /// term 0 is led by the genesis leader; term `t` by the `t mod n`-th.
@@ -220,8 +219,6 @@ impl Credential {
         validators: &ValidatorSet,
         quorum: Quorum,
     ) -> Result<Vec<sign::SigItem<'_>>, String> {
-        let mut seen = HashSet::new();
-        let mut power: u64 = 0;
         for c in &self.changes {
             if c.term != self.term || c.height != self.height {
                 return Err(format!(
@@ -233,20 +230,8 @@ impl Credential {
                     self.height
                 ));
             }
-            let Some(p) = validators.power_of(&c.validator) else {
-                return Err(format!("{} is not a validator", c.validator.short()));
-            };
-            if !seen.insert(c.validator) {
-                return Err(format!("two changes from {}", c.validator.short()));
-            }
-            power = power.saturating_add(p);
         }
-        if !quorum.reached(power, validators.total_power()) {
-            return Err(format!(
-                "changes carry power {power} of {}, short of the quorum {quorum}",
-                validators.total_power()
-            ));
-        }
+        validators.check_quorum(self.changes.iter().map(|c| &c.validator), quorum, "changes")?;
         Ok(self
             .changes
             .iter()
@@ -336,7 +321,7 @@ mod tests {
         let first = keys[2].public();
         let s = LeaderSchedule::new(&vs, first);
         assert_eq!(s.leader(0), first);
-        let round: HashSet<PublicKey> = (0..4).map(|t| s.leader(t)).collect();
+        let round: std::collections::HashSet<PublicKey> = (0..4).map(|t| s.leader(t)).collect();
         assert_eq!(round.len(), 4);
         assert_eq!(s.leader(4), first);
         assert_eq!(s.leader(u64::MAX), s.leader(u64::MAX % 4));

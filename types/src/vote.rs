@@ -3,7 +3,6 @@
 use crate::codec::{self, DecodeError};
 use crate::genesis::{Quorum, ValidatorSet};
 use crate::{Hash, NodeKey, PublicKey, Signature, proto, sign};
-use std::collections::HashSet;
 
 /// Longest NACK reason kept, in bytes; longer ones are cut on decode.
 pub const MAX_NACK_REASON: usize = 256;
@@ -286,8 +285,6 @@ impl CommitInfo {
         validators: &ValidatorSet,
         quorum: Quorum,
     ) -> Result<Vec<sign::SigItem<'_>>, String> {
-        let mut seen = HashSet::new();
-        let mut power: u64 = 0;
         for v in &self.votes {
             if !v.ack {
                 return Err(format!(
@@ -320,20 +317,8 @@ impl CommitInfo {
                     self.app_hash.short()
                 ));
             }
-            let Some(p) = validators.power_of(&v.validator) else {
-                return Err(format!("{} is not a validator", v.validator.short()));
-            };
-            if !seen.insert(v.validator) {
-                return Err(format!("two votes from {}", v.validator.short()));
-            }
-            power = power.saturating_add(p);
         }
-        if !quorum.reached(power, validators.total_power()) {
-            return Err(format!(
-                "votes carry power {power} of {}, short of the quorum {quorum}",
-                validators.total_power()
-            ));
-        }
+        validators.check_quorum(self.votes.iter().map(|v| &v.validator), quorum, "votes")?;
         Ok(self
             .votes
             .iter()
