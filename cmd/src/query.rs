@@ -51,6 +51,17 @@ pub async fn status(a: &RpcArgs) -> anyhow::Result<()> {
     } else {
         println!("syncing:     no");
     }
+    if let Some(l) = s.leader {
+        println!(
+            "term:        {} (leader {l}{})",
+            s.term,
+            if s.term_settled {
+                ""
+            } else {
+                ", not settled: the validators are changing terms"
+            }
+        );
+    }
     println!("peers:       {}", s.peers);
     println!(
         "mempool:     {} txs, {} bytes",
