@@ -330,18 +330,26 @@ impl ProposalSink for PeerSink {
             // Sentries and archives take no proposal.
             return false;
         }
-        let (height, term) = {
+        let (height, term, settled) = {
             let s = self.h.state.borrow();
-            (s.height, s.term)
+            (s.height, s.term, s.term_settled)
         };
+        // The engine reads a credential only for a term it is not settled
+        // in yet; in its settled term the credential is ignored unchecked
+        // (it was verified once, when the term settled here).
+        let cred = p
+            .credential
+            .as_ref()
+            .filter(|_| p.term > term || (p.term == term && !settled));
         // Cheap filter before the block is sent: the next height (or the
         // one after: the leader proposes as soon as it commits, often
         // before this node has committed the same block from its announce;
         // the engine keeps such a proposal until then), not of a term this
         // node left, signed by the leader of the block's term. A credential
-        // (a later term) is checked here too, so a forged one costs its
-        // sender and not the engine. The engine checks everything again.
-        let checks = 1 + p.credential.as_ref().map_or(0, |c| c.changes.len());
+        // (of a term not settled here) is checked here too, so a forged one
+        // costs its sender and not the engine. The engine checks everything
+        // again.
+        let checks = 1 + cred.map_or(0, |c| c.changes.len());
         if !((p.height == height + 1 || p.height == height + 2)
             && p.term >= term
             && self.may_check(checks)
@@ -351,7 +359,7 @@ impl ProposalSink for PeerSink {
         {
             return false;
         }
-        let Some(cred) = p.credential.clone() else {
+        let Some(cred) = cred.cloned() else {
             return true;
         };
         let g = shared.genesis.clone();
