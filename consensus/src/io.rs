@@ -154,6 +154,16 @@ pub enum Input {
         /// The app hash after it.
         app_hash: Hash,
     },
+    /// An operator asks for `to` to lead (`kite admin leader --to`). The
+    /// leader of this node's term leaves it for the first later term `to`
+    /// leads once no proposal of its is out (a clean hand-over at the next
+    /// height); any other validator leaves at once, as when its leader
+    /// timeout passes. See [`crate::Engine::plan_hand_over`] for what it
+    /// will do and why it may refuse.
+    HandOver {
+        /// The validator that should lead.
+        to: PublicKey,
+    },
     /// A peer's status (best committed height and hash).
     PeerStatus {
         /// The peer.

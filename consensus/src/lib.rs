@@ -25,7 +25,7 @@ pub mod votekeeper;
 
 pub use check::{ProofChecker, RangeCheck};
 pub use config::{BLOCK_RESERVE_BYTES, CommittedState, EngineConfig, LastCommit, Role};
-pub use engine::{Engine, EngineError, EngineStatus, Step};
+pub use engine::{Engine, EngineError, EngineStatus, HandOver, HandOverError, Step};
 pub use io::{ExecError, Input, Output, Target, TimeoutKind};
 pub use sync::SyncPlanner;
 pub use votekeeper::{AddVote, VoteKeeper};

@@ -4,8 +4,8 @@
 //! and the engine step expected afterwards.
 
 use kite_consensus::{
-    CommittedState, Engine, EngineConfig, ExecError, Input, LastCommit, Output, ProofChecker,
-    RangeCheck, Role, Target,
+    CommittedState, Engine, EngineConfig, ExecError, HandOver, HandOverError, Input, LastCommit,
+    Output, ProofChecker, RangeCheck, Role, Target,
 };
 use kite_types::{
     Acked, BLOCK_VERSION, Block, BlockHeader, CommitInfo, Credential, Hash, LeaderSchedule,
@@ -2340,4 +2340,204 @@ fn terms_after_a_restart_validators_keep_the_credential_and_the_leader_resigns()
     // It moves on to the next term like the others.
     let out = l.handle(Input::Tick { now_ms: 5_000 });
     assert_eq!(term_of_persist(&out), Some(2));
+}
+
+// ---- Operator hand-over (`kite admin leader --to`) -------------------
+
+/// The genesis leader with a leader timeout of 1 s.
+fn failover_leader() -> Engine {
+    let mut cfg = config(Role::Leader, Some(1));
+    cfg.leader_timeout_ms = 1_000;
+    cfg.leader_timeout_max_ms = 8_000;
+    Engine::new(cfg, CommittedState::genesis(1, genesis_app())).unwrap()
+}
+
+/// The term change in `out`.
+fn change_in(out: &[Output]) -> TermChange {
+    out.iter()
+        .find_map(|o| match o {
+            Output::SendTermChange { change, .. } => Some(change.clone()),
+            _ => None,
+        })
+        .expect("a term change is sent")
+}
+
+/// What a hand-over would do, and what is refused: a key outside the set,
+/// the validator that leads already (or is about to), a sentry.
+#[test]
+fn handover_plans_and_refusals() {
+    let v = leader_of(2);
+    let to = key(v).public();
+    let mut l = failover_leader();
+    l.handle(Input::Tick { now_ms: 0 });
+    assert_eq!(
+        l.plan_hand_over(&to),
+        Ok(HandOver::Leader { from: 0, to: 2 }),
+        "the first term the named validator leads"
+    );
+    assert_eq!(
+        l.plan_hand_over(&key(9).public()),
+        Err(HandOverError::NotValidator(key(9).public()))
+    );
+    assert_eq!(
+        l.plan_hand_over(&key(1).public()),
+        Err(HandOverError::AlreadyLeads {
+            who: key(1).public(),
+            term: 0
+        })
+    );
+    let mut w = failover_validator(v);
+    w.handle(Input::Tick { now_ms: 0 });
+    assert_eq!(
+        w.plan_hand_over(&to),
+        Ok(HandOver::Validator { from: 0, to: 2 })
+    );
+    w.handle(Input::HandOver { to });
+    assert_eq!(
+        w.plan_hand_over(&to),
+        Err(HandOverError::Underway { who: to, term: 2 })
+    );
+    let s = Engine::new(
+        config(Role::Sentry, None),
+        CommittedState::genesis(1, genesis_app()),
+    )
+    .unwrap();
+    assert_eq!(s.plan_hand_over(&to), Err(HandOverError::NotMember));
+    // A refused hand-over changes nothing.
+    let mut l = failover_leader();
+    l.handle(Input::Tick { now_ms: 0 });
+    assert!(
+        l.handle(Input::HandOver {
+            to: key(9).public()
+        })
+        .is_empty()
+    );
+    assert_eq!(l.status().term, 0);
+}
+
+/// Asked while its proposal is out, the leader finishes the height first:
+/// it commits, then, instead of building the next block, records the new
+/// term and sends its term change.
+#[test]
+fn handover_the_leader_finishes_its_height_first() {
+    let v = leader_of(2);
+    let mut l = failover_leader();
+    l.handle(Input::Tick { now_ms: 0 });
+    l.handle(Input::MempoolStatus { txs: 5, bytes: 500 });
+    l.handle(Input::Tick { now_ms: 200 });
+    let out = l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    let b = out
+        .iter()
+        .find_map(|o| match o {
+            Output::SendProposal { block, .. } => Some(block.clone()),
+            _ => None,
+        })
+        .unwrap();
+    l.handle(executed(&b));
+    let out = l.handle(Input::HandOver {
+        to: key(v).public(),
+    });
+    assert!(out.is_empty(), "{:?}", kinds(&out));
+    assert_eq!(l.status().term, 0);
+    let mut k = Vec::new();
+    for i in 2..=3 {
+        let vote = Vote::ack(&key(i), CHAIN, 1, b.hash(), app_of(&b));
+        k.extend(kinds(&l.handle(Input::VoteReceived {
+            from: None,
+            vote,
+            best_header: None,
+        })));
+    }
+    assert!(k.contains(&"Commit(h1)".to_string()), "{k:?}");
+    assert_eq!(l.status().term, 0, "not while the commit is written");
+    let out = l.handle(Input::Committed {
+        height: 1,
+        block_hash: b.hash(),
+        app_hash: app_of(&b),
+    });
+    let k = kinds(&out);
+    assert!(k.iter().any(|x| x.starts_with("Announce(h1")), "{k:?}");
+    assert!(!k.contains(&"BuildBlock".to_string()), "{k:?}");
+    let p = out
+        .iter()
+        .position(|o| matches!(o, Output::Persist { promise } if promise.term == 2))
+        .expect("the new term is recorded");
+    let s = k.iter().position(|x| x == "SendTermChange(t2 h2)").unwrap();
+    assert!(p < s, "recorded before it is said: {k:?}");
+    let st = l.status();
+    assert_eq!((st.term, st.leader), (2, key(v).public()));
+    assert!(!st.term_settled);
+}
+
+/// A leader stuck with a proposal that does not commit hands over after
+/// one leader timeout anyway (the failover path).
+#[test]
+fn handover_a_stuck_leader_leaves_after_a_leader_timeout() {
+    let v = leader_of(1);
+    let mut l = failover_leader();
+    l.handle(Input::Tick { now_ms: 0 });
+    l.handle(Input::MempoolStatus { txs: 5, bytes: 500 });
+    l.handle(Input::Tick { now_ms: 200 });
+    l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    let out = l.handle(Input::HandOver {
+        to: key(v).public(),
+    });
+    assert!(kinds(&out).is_empty(), "{:?}", kinds(&out));
+    assert_eq!(l.status().term, 0);
+    l.handle(Input::Tick { now_ms: 1_199 });
+    assert_eq!(l.status().term, 0);
+    let out = l.handle(Input::Tick { now_ms: 1_200 });
+    assert_eq!(term_of_persist(&out), Some(1));
+    assert_eq!(l.status().term, 1);
+}
+
+/// An idle leader hands over at once; the validators follow its term
+/// change without waiting for a timeout, and the named validator takes over
+/// with their quorum. A leader's change to a term beyond one turn of the
+/// schedule is not followed.
+#[test]
+fn handover_validators_follow_their_leader_and_the_named_one_takes_over() {
+    let v = leader_of(2);
+    let w = (2..=4).find(|i| *i != v).unwrap();
+    let mut l = failover_leader();
+    l.handle(Input::Tick { now_ms: 0 });
+    let out = l.handle(Input::HandOver {
+        to: key(v).public(),
+    });
+    assert_eq!(term_of_persist(&out), Some(2));
+    let from_leader = change_in(&out);
+    assert_eq!((from_leader.term, from_leader.height), (2, 1));
+    assert_eq!(from_leader.acked, None);
+
+    let mut e = failover_validator(w);
+    e.handle(Input::Tick { now_ms: 0 });
+    let out = e.handle(change_input(from_leader.clone(), None));
+    assert_eq!(term_of_persist(&out), Some(2), "{:?}", kinds(&out));
+    let from_w = change_in(&out);
+    assert_eq!(e.status().term, 2);
+
+    let mut n = failover_validator(v);
+    n.handle(Input::Tick { now_ms: 0 });
+    let out = n.handle(change_input(from_leader, None));
+    assert_eq!(term_of_persist(&out), Some(2));
+    assert!(
+        !n.status().term_settled,
+        "two changes of four: no quorum yet"
+    );
+    let out = n.handle(change_input(from_w, None));
+    assert!(
+        kinds(&out).contains(&"BuildBlock".to_string()),
+        "{:?}",
+        kinds(&out)
+    );
+    let st = n.status();
+    assert!(st.term_settled && st.term == 2 && st.leader == key(v).public());
+
+    // Far ahead: not followed.
+    let mut f = failover_validator(w);
+    f.handle(Input::Tick { now_ms: 0 });
+    let far = TermChange::new(&key(1), CHAIN, 2 + 4, 1, None);
+    let out = f.handle(change_input(far, None));
+    assert!(kinds(&out).is_empty(), "{:?}", kinds(&out));
+    assert_eq!(f.status().term, 0);
 }

@@ -32,6 +32,8 @@ mod terms;
 mod timers;
 mod validator;
 
+pub use terms::{HandOver, HandOverError};
+
 /// Most distinct leader-signed blocks a validator keeps for one height. A
 /// reset block leaves at once; at the bound, the oldest block (by header
 /// time) that is neither locked nor committed makes room for the newest.
@@ -395,6 +397,9 @@ pub struct Engine {
     /// A term this node must not lead: it led it before a restart and did
     /// not keep what it proposed there (the validators move on).
     resigned: Option<u64>,
+    /// An operator's hand-over: the term to move to, and when it was asked
+    /// for (see [`Engine::plan_hand_over`]).
+    handover: Option<(u64, u64)>,
 }
 
 impl Engine {
@@ -459,6 +464,7 @@ impl Engine {
             progress_ms: 0,
             quiet_terms: 0,
             resigned: None,
+            handover: None,
         })
     }
 
@@ -682,8 +688,10 @@ impl Engine {
                 app_hash,
             } => self.on_committed(height, block_hash, app_hash, &mut out),
             Input::PeerStatus { peer, height, .. } => self.on_peer_status(peer, height, &mut out),
+            Input::HandOver { to } => self.on_hand_over(to),
         }
         if self.halted.is_none() {
+            self.maybe_hand_over(&mut out);
             self.take_over(&mut out);
             self.leader_maybe_propose(&mut out);
             self.drive_sync(&mut out);

@@ -9,7 +9,147 @@ use super::*;
 /// The most a leader timeout doubles to, as a power of two.
 const MAX_DOUBLINGS: u32 = 16;
 
+/// What an operator's hand-over ([`Input::HandOver`]) does on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOver {
+    /// This node leads term `from`: it leaves it for term `to` as soon as
+    /// no proposal of its is out (at once when idle; after the current
+    /// height commits otherwise; after one leader timeout at the latest),
+    /// and the other validators follow it at once.
+    Leader {
+        /// The term it leads.
+        from: u64,
+        /// The term it hands over to.
+        to: u64,
+    },
+    /// This validator leaves term `from` for term `to` at once, as when its
+    /// leader timeout passes: the way to name the next leader when the
+    /// current one is down. The new leader takes over once validators
+    /// holding a quorum have left (each does when its own leader timeout
+    /// passes, or at once when asked the same).
+    Validator {
+        /// The term it is in.
+        from: u64,
+        /// The term it moves to.
+        to: u64,
+    },
+}
+
+/// Why a hand-over is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandOverError {
+    /// The named key is not a genesis validator.
+    #[error("{0} is not a genesis validator: only a validator can lead")]
+    NotValidator(PublicKey),
+    /// This node does not vote (a sentry or an archive).
+    #[error(
+        "this node is not a validator: only validators choose the leader (ask the current \
+         leader, or the validators when it is down)"
+    )]
+    NotMember,
+    /// The named validator leads this node's term already.
+    #[error("{who} already leads term {term}")]
+    AlreadyLeads {
+        /// The validator.
+        who: PublicKey,
+        /// The term.
+        term: u64,
+    },
+    /// This node is in a term the named validator leads, not settled yet.
+    #[error(
+        "this node is already in term {term}, which {who} leads once validators holding a \
+         quorum have joined it"
+    )]
+    Underway {
+        /// The validator.
+        who: PublicKey,
+        /// The term.
+        term: u64,
+    },
+    /// The engine stopped.
+    #[error("the engine halted: {0}")]
+    Halted(String),
+}
+
 impl Engine {
+    /// What [`Input::HandOver`] for `to` would do now, or why it is
+    /// refused (the node answers the operator with it).
+    pub fn plan_hand_over(&self, to: &PublicKey) -> Result<HandOver, HandOverError> {
+        if let Some(h) = &self.halted {
+            return Err(HandOverError::Halted(h.clone()));
+        }
+        if !self.cfg.validators.contains(to) {
+            return Err(HandOverError::NotValidator(*to));
+        }
+        if !self.is_member() {
+            return Err(HandOverError::NotMember);
+        }
+        if self.term_leader() == *to {
+            return Err(if self.settled() {
+                HandOverError::AlreadyLeads {
+                    who: *to,
+                    term: self.term,
+                }
+            } else {
+                HandOverError::Underway {
+                    who: *to,
+                    term: self.term,
+                }
+            });
+        }
+        let target = self
+            .cfg
+            .schedule
+            .next_term_of(self.term, to)
+            .ok_or(HandOverError::NotValidator(*to))?;
+        Ok(if self.is_leader() {
+            HandOver::Leader {
+                from: self.term,
+                to: target,
+            }
+        } else {
+            HandOver::Validator {
+                from: self.term,
+                to: target,
+            }
+        })
+    }
+
+    /// An operator's hand-over: remembered, carried out by
+    /// [`Engine::maybe_hand_over`] after every input.
+    pub(super) fn on_hand_over(&mut self, to: PublicKey) {
+        let target = match self.plan_hand_over(&to) {
+            Ok(HandOver::Leader { to, .. } | HandOver::Validator { to, .. }) => to,
+            Err(_) => return,
+        };
+        self.handover = Some((target, self.now));
+    }
+
+    /// Carries out a pending hand-over: never while a commit is being
+    /// written (as for any term change); the leader only once no proposal
+    /// of its is out or building, or when the hand-over has waited one
+    /// leader timeout (leaving a term with a proposal out is the failover
+    /// path: validators that ACKed it carry it to the next leader).
+    pub(super) fn maybe_hand_over(&mut self, out: &mut Vec<Output>) {
+        let Some((target, asked_ms)) = self.handover else {
+            return;
+        };
+        if target <= self.term {
+            // Another term change got there first.
+            self.handover = None;
+            return;
+        }
+        if self.committing.is_some() {
+            return;
+        }
+        let busy = self.h.proposal.is_some() || self.ld.building;
+        if self.is_leader() && busy && self.now < asked_ms.saturating_add(self.leader_timeout()) {
+            return;
+        }
+        self.handover = None;
+        self.enter_term(target, true, out);
+    }
+
     /// The leader timeout now: doubled for each term in a row without a
     /// commit, up to the configured maximum.
     pub(super) fn leader_timeout(&self) -> u64 {
@@ -221,6 +361,21 @@ impl Engine {
             // A commit in flight ends this height first: a leader whose
             // commit is being written must not leave its term at the
             // height it commits (its own ACK is part of that quorum).
+            return;
+        }
+        // The leader of this term left it (an operator's hand-over, or it
+        // gave up on getting a quorum): follow it at once. Only a few terms
+        // ahead (a hand-over goes to the next term the named validator
+        // leads), so a leader cannot push the terms out of reach.
+        let leader = self.term_leader();
+        let reach = self.term.saturating_add(self.cfg.schedule.len() as u64);
+        if Some(leader) != self.me
+            && let Some(c) = self.h.changes.get(&leader)
+            && c.term > self.term
+            && c.term <= reach
+        {
+            let term = c.term;
+            self.enter_term(term, true, out);
             return;
         }
         let total = self.cfg.validators.total_power();

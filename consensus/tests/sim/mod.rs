@@ -89,6 +89,11 @@ pub enum Fault {
     /// the first validator that leads a term after it); restart it after
     /// `down_ms` (never when `None`).
     CrashLeader { at_ms: u64, down_ms: Option<u64> },
+    /// At `at_ms`, an operator asks for validator `to` to lead
+    /// ([`Input::HandOver`]): on whichever node leads (retried shortly
+    /// while none does), or, when `on_all`, on every live validator (the
+    /// way when the leader is down).
+    HandOver { at_ms: u64, to: usize, on_all: bool },
 }
 
 /// A run's parameters.
@@ -368,6 +373,9 @@ pub struct Stats {
     pub term_changes: u64,
     /// Per leader crash ([`Fault::CrashLeader`]): ms to the next commit.
     pub failovers_ms: Vec<u64>,
+    /// Per [`Fault::HandOver`]: ms from the request to the first commit
+    /// of a block the named validator proposed in a term it leads.
+    pub handovers_ms: Vec<u64>,
 }
 
 /// What a run ended with; two runs of one seed must give equal outcomes.
@@ -401,6 +409,9 @@ pub struct Sim {
     /// The crash of a leader not followed yet by a commit of a later term:
     /// when, and the term it led.
     pending_kill: Option<(u64, u64)>,
+    /// A hand-over not followed yet by a commit of the named validator's
+    /// block: when it was asked for, and who.
+    pending_handover: Option<(u64, PublicKey)>,
     trace: u64,
     pub stats: Stats,
 }
@@ -497,6 +508,7 @@ impl Sim {
             leader_blocks: BTreeSet::new(),
             schedule: LeaderSchedule::new(&valset_for_schedule, first),
             pending_kill: None,
+            pending_handover: None,
             trace: 0xcbf2_9ce4_8422_2325,
             stats: Stats::default(),
         }
@@ -1034,6 +1046,7 @@ impl Sim {
         let tx_hashes: Vec<Hash> = block.txs().iter().map(Tx::hash).collect();
         node.mempool.retain(|t| !tx_hashes.contains(&t.hash()));
         let ci_term = ci.term();
+        let proposer = (block.header().term > 0).then_some(block.header().proposer);
         node.store.push(Stored {
             block,
             ci,
@@ -1056,6 +1069,12 @@ impl Sim {
         {
             self.pending_kill = None;
             self.stats.failovers_ms.push(self.now - at);
+        }
+        if let Some((at, who)) = self.pending_handover
+            && proposer == Some(who)
+        {
+            self.pending_handover = None;
+            self.stats.handovers_ms.push(self.now - at);
         }
         if self.nodes[i].role != Role::Sentry {
             let (txs, bytes) = self.pool(i);
@@ -1327,6 +1346,7 @@ impl Sim {
             Fault::CrashLeader { at_ms, down_ms } => {
                 self.fired.contains(&k) && self.now >= at_ms + down_ms.unwrap_or(0)
             }
+            Fault::HandOver { .. } => self.fired.contains(&k),
         })
     }
 
@@ -1334,6 +1354,7 @@ impl Sim {
         let lh = self.nodes[self.longest()].height();
         lh >= self.cfg.heights
             && self.pending_kill.is_none()
+            && self.pending_handover.is_none()
             && self.all_faults_over()
             && (0..self.nodes.len())
                 .all(|i| !self.honest_live(i) || (self.is_up(i) && self.nodes[i].height() == lh))
@@ -1358,7 +1379,9 @@ impl Sim {
                 Fault::Crash { at_ms, .. }
                 | Fault::Rollback { at_ms, .. }
                 | Fault::Partition { at_ms, .. } => self.push(*at_ms, Ev::Fault(k)),
-                Fault::CrashLeader { at_ms, .. } => self.push(*at_ms, Ev::Fault(k)),
+                Fault::CrashLeader { at_ms, .. } | Fault::HandOver { at_ms, .. } => {
+                    self.push(*at_ms, Ev::Fault(k))
+                }
                 Fault::CrashAtStep { .. } | Fault::WithholdVotes { .. } => {}
             }
         }
@@ -1442,6 +1465,31 @@ impl Sim {
                             }
                             // Nobody leads right now: try again shortly.
                             None => self.push(self.now + 20, Ev::Fault(k)),
+                        }
+                    }
+                    Fault::HandOver { to, on_all, .. } => {
+                        let pk = self.nodes[to].pk;
+                        let asked: Vec<usize> = if on_all {
+                            (0..self.cfg.validators)
+                                .filter(|i| self.is_up(*i))
+                                .collect()
+                        } else {
+                            (0..self.cfg.validators)
+                                .filter(|i| self.leads(*i))
+                                .collect()
+                        };
+                        if asked.is_empty() || self.pending_handover.is_some() {
+                            // Nobody leads right now, or the last hand-over
+                            // is under way: try again shortly.
+                            self.push(self.now + 20, Ev::Fault(k));
+                        } else if self.leads(to) {
+                            self.fired.insert(k);
+                        } else {
+                            self.fired.insert(k);
+                            self.pending_handover = Some((self.now, pk));
+                            for i in asked {
+                                self.feed(i, Input::HandOver { to: pk });
+                            }
                         }
                     }
                     Fault::CrashAtStep { .. } | Fault::WithholdVotes { .. } => {}
