@@ -1,8 +1,11 @@
-//! `kite peers ban|unban|add|remove`: operator commands sent to a node's
-//! admin listener (`admin.listen`), never to its public RPC.
+//! `kite peers ban|unban|add|remove` and `kite admin leader`: operator
+//! commands sent to a node's admin listener (`admin.listen`), never to its
+//! public RPC.
 
 use anyhow::Context;
-use kite_node::admin::{AddParams, AdminClient, AdminListen, BanParams, PeerOpResult, PeerParams};
+use kite_node::admin::{
+    ActingAs, AddParams, AdminClient, AdminListen, BanParams, PeerOpResult, PeerParams,
+};
 use kite_node::config::Config;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,6 +60,56 @@ pub enum PeersOp {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+/// An operator command on consensus.
+#[derive(clap::Subcommand, Debug)]
+pub enum AdminOp {
+    /// Hand leadership to a validator. Run it on the leader for a clean
+    /// hand-over at the next height; when the leader is down, run it on
+    /// the validators: each leaves the dead leader's term at once, and the
+    /// named one leads once validators holding a quorum have (the others
+    /// do when their leader timeout passes).
+    Leader {
+        /// The validator to lead: its public key (hex) or genesis name.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Runs one `kite admin` command.
+pub async fn run_admin(op: &AdminOp) -> anyhow::Result<()> {
+    match op {
+        AdminOp::Leader { to, admin } => {
+            let r = admin.client()?.leader_handover(to).await?;
+            if admin.json {
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(());
+            }
+            let who = if r.name.is_empty() {
+                r.to.to_string()
+            } else {
+                format!("{} ({})", r.name, r.to)
+            };
+            if r.acting_as == ActingAs::Leader {
+                println!(
+                    "this node leads term {}: it hands over to {who}, which leads term {}, once \
+                     its current height is done; watch `kite status` for term {} and its leader",
+                    r.from_term, r.to_term, r.to_term
+                );
+            } else {
+                println!(
+                    "this validator left term {} for term {}, led by {who}; it takes over once \
+                     validators holding a quorum have left (run this on them too, or they do \
+                     when their leader timeout passes)",
+                    r.from_term, r.to_term
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 impl AdminArgs {

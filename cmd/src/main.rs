@@ -2,7 +2,8 @@
 //!
 //! `kite init` prepares a home, `kite key` manages keys, `kite start` runs a
 //! node, `kite testnet init` lays out a local network, `kite tx`/`status`/
-//! `block`/`peers` talk to a node over JSON-RPC, `kite bench load` drives
+//! `block`/`peers` talk to a node over JSON-RPC, `kite peers ban|...` and
+//! `kite admin leader` go to its admin listener, `kite bench load` drives
 //! load. User mistakes end with one clear line on stderr and exit code 1.
 
 #![forbid(unsafe_code)]
@@ -50,6 +51,9 @@ enum Command {
     Block(query::BlockArgs),
     /// Show a node's peers; ban, unban, add or remove one (admin listener).
     Peers(PeersArgs),
+    /// Operator commands on consensus (admin listener).
+    #[command(subcommand)]
+    Admin(admin::AdminOp),
     /// Benchmarks against a running network.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -165,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Block(a) => block_on(query::block(&a)),
         Command::Peers(PeersArgs { op: None, list }) => block_on(query::peers(&list)),
         Command::Peers(PeersArgs { op: Some(op), .. }) => block_on(admin::run(&op)),
+        Command::Admin(op) => block_on(admin::run_admin(&op)),
         Command::Tx(TxCommand::Transfer { to, amount, tx }) => {
             block_on(query::submit(&tx, Payload::Transfer { to, amount }))
         }

@@ -187,6 +187,8 @@ pub fn init(a: &TestnetInitArgs) -> anyhow::Result<()> {
             c.p2p.peers = (0..total).filter(|j| *j != i).map(p2p_addr).collect();
             c.p2p.allow_private_addrs = true;
             c.rpc.listen = format!("{bind_ip}:{}", port(i, 1));
+            // `kite admin leader`, `kite peers ban` with --home.
+            c.admin.listen = "unix:admin.sock".into();
             // testnet.json gives the RPC URL by host name: let it pass
             // the Host check.
             if let Some(h) = host_of(i) {

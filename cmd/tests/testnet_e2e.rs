@@ -103,6 +103,38 @@ fn testnet_up_txs_everywhere_down() {
         let h: u64 = out.split_whitespace().last().unwrap().parse().unwrap();
         last_height = last_height.max(h);
     }
+    // An operator hands leadership to node2 through the leader's admin
+    // listener; node2 leads the next blocks (the put below commits there).
+    let node0 = net.dir.path().join("node0");
+    let out = ok(&kite(&[
+        "admin",
+        "leader",
+        "--to",
+        "node2",
+        "--home",
+        node0.to_str().unwrap(),
+    ]));
+    assert!(out.contains("hands over to node2"), "{out}");
+    let node2 = ok(&kite(&[
+        "key",
+        "show",
+        "--key",
+        net.dir.path().join("node2/node_key").to_str().unwrap(),
+        "--json",
+    ]));
+    let node2: Value = serde_json::from_str(&node2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = rpc(&net.rpc_url(1), "status", json!({}))["result"].clone();
+        if st["term"].as_u64() > Some(0)
+            && st["term_settled"] == true
+            && st["leader"] == node2["public_key"]
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node2 does not lead: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let out = ok(&kite(&[
         "tx",
         "put",

@@ -1,5 +1,5 @@
 //! The admin listener: operator-only JSON-RPC methods (ban, unban, add and
-//! remove peers), apart from the public RPC.
+//! remove peers; hand leadership over), apart from the public RPC.
 //!
 //! It is off unless `admin.listen` is set, and it only listens where other
 //! machines cannot reach it: a unix socket (`unix:PATH`, created with mode
@@ -12,8 +12,9 @@
 //!
 //! Requests are bounded: 64 KiB of body, 8 at once (more get 503), 10 s
 //! each. [`AdminClient`] is the client `kite peers ban|unban|add|remove`
-//! uses.
+//! and `kite admin leader` use.
 
+use crate::mailbox::LeaderRequests;
 use crate::p2p::{HostHandle, Multiaddr, OperatorOp, OperatorOutcome, PeerId};
 use crate::rpc::access::{LOCAL_HOSTS, parse_host};
 use axum::Router;
@@ -21,6 +22,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use kite_consensus::HandOver;
+use kite_types::{PublicKey, Validator};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
@@ -118,6 +121,43 @@ pub struct AddParams {
     pub addr: String,
 }
 
+/// `leader_handover` params.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderParams {
+    /// The validator that should lead: its public key (hex) or its name in
+    /// the genesis.
+    pub to: String,
+}
+
+/// The part a node plays in a hand-over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActingAs {
+    /// This node leads: it hands over once its current height is done.
+    Leader,
+    /// This validator leaves its term now (the way when the leader is
+    /// down; the new leader takes over once validators holding a quorum
+    /// have left).
+    Validator,
+}
+
+/// What `leader_handover` answers: what this node does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderResult {
+    /// The validator that is to lead.
+    pub to: PublicKey,
+    /// Its genesis name (empty when it has none).
+    #[serde(default)]
+    pub name: String,
+    /// What this node does, as leader or as a validator.
+    pub acting_as: ActingAs,
+    /// The term this node is in.
+    pub from_term: u64,
+    /// The term the named validator leads.
+    pub to_term: u64,
+}
+
 /// What a `peers_*` method answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerOpResult {
@@ -153,8 +193,30 @@ impl AdminError {
     }
 }
 
+/// What the admin methods act on.
+#[derive(Debug, Clone)]
+pub struct AdminTargets {
+    /// The libp2p host (the `peers_*` methods).
+    pub host: HostHandle,
+    /// The engine driver (`leader_handover`); None on a node without one
+    /// (the method is then refused).
+    pub leader: Option<LeaderRequests>,
+    /// The genesis validators (to find one by name).
+    pub validators: Vec<Validator>,
+}
+
+impl From<HostHandle> for AdminTargets {
+    fn from(host: HostHandle) -> AdminTargets {
+        AdminTargets {
+            host,
+            leader: None,
+            validators: Vec::new(),
+        }
+    }
+}
+
 struct Server {
-    host: HostHandle,
+    targets: AdminTargets,
     permits: Semaphore,
     /// Whether to check `Host` (TCP; a unix socket is guarded by its mode).
     check_host: bool,
@@ -162,9 +224,9 @@ struct Server {
 
 /// The admin router (for tests: drive it with `tower::ServiceExt`).
 /// `check_host` turns on the localhost `Host` check (TCP listeners).
-pub fn router(host: HostHandle, check_host: bool) -> Router {
+pub fn router(targets: impl Into<AdminTargets>, check_host: bool) -> Router {
     let server = Arc::new(Server {
-        host,
+        targets: targets.into(),
         permits: Semaphore::new(MAX_CONCURRENT),
         check_host,
     });
@@ -178,17 +240,19 @@ pub fn router(host: HostHandle, check_host: bool) -> Router {
 /// ends once `shutdown` resolves (a unix socket file is removed then).
 pub async fn serve(
     listen: &AdminListen,
-    host: HostHandle,
+    targets: impl Into<AdminTargets>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(AdminListen, tokio::task::JoinHandle<()>)> {
     match listen {
         AdminListen::Tcp(addr) => {
+            let host = targets.into();
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let bound = AdminListen::Tcp(listener.local_addr()?);
             let task = spawn_server(listener, router(host, true), shutdown, || ());
             Ok((bound, task))
         }
         AdminListen::Unix(path) => {
+            let host = targets.into();
             let listener = bind_private_socket(path)?;
             let owned = path.clone();
             let cleanup = move || {
@@ -316,7 +380,7 @@ async fn handle(State(s): State<Arc<Server>>, req: Request<Body>) -> Response {
             return refuse(StatusCode::BAD_REQUEST, "no method".into());
         };
         let params = req.get("params").cloned().unwrap_or(json!({}));
-        let out = match call(&s.host, method, params).await {
+        let out = match call(&s.targets, method, params).await {
             Ok(v) => json!({"jsonrpc": "2.0", "id": id, "result": v}),
             Err(e) => json!({"jsonrpc": "2.0", "id": id,
                 "error": {"code": e.code, "message": e.message}}),
@@ -354,8 +418,72 @@ pub fn parse_ban(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-async fn call(host: &HostHandle, method: &str, p: Value) -> Result<Value, AdminError> {
+/// Finds the validator `text` names: a public key in hex, or a genesis
+/// name.
+fn find_validator<'a>(validators: &'a [Validator], text: &str) -> Result<&'a Validator, String> {
+    let text = text.trim();
+    if let Ok(key) = text.parse::<PublicKey>() {
+        return validators
+            .iter()
+            .find(|v| v.pub_key == key)
+            .ok_or_else(|| format!("{key} is not a genesis validator"));
+    }
+    let named: Vec<&Validator> = validators.iter().filter(|v| v.name == text).collect();
+    match named.as_slice() {
+        [v] => Ok(v),
+        [] => Err(format!(
+            "{text:?} is neither a validator's public key (64 hex digits) nor a validator's name \
+             in the genesis ({})",
+            validators
+                .iter()
+                .filter(|v| !v.name.is_empty())
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => Err(format!(
+            "several genesis validators are named {text:?}: give the public key"
+        )),
+    }
+}
+
+/// `leader_handover`: asks the engine driver for the named validator to
+/// lead, and answers what this node does.
+async fn hand_over(t: &AdminTargets, p: Value) -> Result<Value, AdminError> {
+    let p: LeaderParams = parse_params(p)?;
+    let v = find_validator(&t.validators, &p.to).map_err(AdminError::params)?;
+    let Some(leader) = &t.leader else {
+        return Err(AdminError::params("this node runs no commit engine"));
+    };
+    let plan = leader
+        .hand_over(v.pub_key)
+        .await
+        .map_err(|e| AdminError {
+            code: crate::rpc::INTERNAL_ERROR,
+            message: e.to_string(),
+        })?
+        .map_err(|e| AdminError::params(e.to_string()))?;
+    let (acting_as, from_term, to_term) = match plan {
+        HandOver::Leader { from, to } => (ActingAs::Leader, from, to),
+        HandOver::Validator { from, to } => (ActingAs::Validator, from, to),
+    };
+    let r = LeaderResult {
+        to: v.pub_key,
+        name: v.name.clone(),
+        acting_as,
+        from_term,
+        to_term,
+    };
+    serde_json::to_value(r).map_err(|e| AdminError {
+        code: crate::rpc::INTERNAL_ERROR,
+        message: e.to_string(),
+    })
+}
+
+async fn call(t: &AdminTargets, method: &str, p: Value) -> Result<Value, AdminError> {
+    let host = &t.host;
     let op = match method {
+        "leader_handover" => return hand_over(t, p).await,
         "peers_ban" => {
             let p: BanParams = parse_params(p)?;
             let duration = match &p.duration {
@@ -387,7 +515,8 @@ async fn call(host: &HostHandle, method: &str, p: Value) -> Result<Value, AdminE
             return Err(AdminError {
                 code: crate::rpc::METHOD_NOT_FOUND,
                 message: format!(
-                    "no admin method {other:?} (peers_ban, peers_unban, peers_add, peers_remove)"
+                    "no admin method {other:?} (peers_ban, peers_unban, peers_add, peers_remove, \
+                     leader_handover)"
                 ),
             });
         }
@@ -446,12 +575,28 @@ impl AdminClient {
         AdminClient { at, timeout }
     }
 
-    /// Calls `method` with `params`.
+    /// Calls the `peers_*` method `method` with `params`.
     pub async fn call<P: Serialize>(
         &self,
         method: &str,
         params: P,
     ) -> Result<PeerOpResult, AdminClientError> {
+        self.call_as(method, params).await
+    }
+
+    /// Calls `leader_handover`: asks for `to` (a validator's public key or
+    /// genesis name) to lead.
+    pub async fn leader_handover(&self, to: &str) -> Result<LeaderResult, AdminClientError> {
+        let params = LeaderParams { to: to.to_owned() };
+        self.call_as("leader_handover", params).await
+    }
+
+    /// Calls `method` with `params`; `R` is what it answers.
+    async fn call_as<P: Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        params: P,
+    ) -> Result<R, AdminClientError> {
         let at = self.at.to_string();
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let exchange = |reason: String| AdminClientError::Exchange {

@@ -11,7 +11,7 @@
 //! ([`NodeState`]) after every round of inputs.
 
 use crate::context::{Shared, now_ms, to_i64};
-use crate::mailbox::{EngineInputs, MAX_COMMIT_WAITERS, Waiter};
+use crate::mailbox::{EngineInputs, LeaderRequest, MAX_COMMIT_WAITERS, Waiter};
 use crate::outbound::Outbox;
 use crate::p2p::PeerId;
 use crate::peers::Peers;
@@ -49,6 +49,8 @@ pub struct Parts {
     pub inputs: EngineInputs,
     /// Commit-waiter registrations.
     pub waiters: mpsc::Receiver<Waiter>,
+    /// Operators' hand-overs (the admin listener).
+    pub leader_requests: mpsc::Receiver<LeaderRequest>,
     /// Where the node state is published.
     pub state: watch::Sender<NodeState>,
     /// The peer table (for "send to all").
@@ -94,6 +96,7 @@ pub async fn run(parts: Parts) {
         mut engine,
         inputs: mut rx,
         waiters,
+        mut leader_requests,
         state,
         peers,
         outbox,
@@ -131,6 +134,17 @@ pub async fn run(parts: Parts) {
                 None => break,
             },
             Some(w) = d.waiters_rx.recv() => d.waiters.add(w, Instant::now()),
+            Some((to, reply)) = leader_requests.recv() => {
+                let plan = engine.plan_hand_over(&to);
+                match &plan {
+                    Ok(p) => {
+                        tracing::info!(to = %to, plan = ?p, "operator hand-over");
+                        queue.push_back(Input::HandOver { to });
+                    }
+                    Err(e) => tracing::info!(to = %to, error = %e, "operator hand-over refused"),
+                }
+                let _ = reply.send(plan);
+            }
             Some(done) = applied_rx.recv() => {
                 let input = d.applied(done).await;
                 queue.push_back(input);

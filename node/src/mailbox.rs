@@ -10,10 +10,12 @@
 //!   [`EngineInbox::send`].
 //! - [`CommitWaiters`]: `broadcast_tx` calls that wait for their tx to
 //!   commit register here; the driver answers them when it commits.
+//! - [`LeaderRequests`]: an operator's hand-over (`kite admin leader`),
+//!   answered with what the engine will do.
 
 use crate::p2p::PeerId;
-use kite_consensus::Input;
-use kite_types::Hash;
+use kite_consensus::{HandOver, HandOverError, Input};
+use kite_types::{Hash, PublicKey};
 use prometheus_client::metrics::counter::Counter;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -152,6 +154,39 @@ impl CommitWaiters {
         let (tx, rx) = oneshot::channel();
         self.tx.try_send((hash, tx)).map_err(|_| TooManyWaiters)?;
         Ok(rx)
+    }
+}
+
+/// Capacity of the hand-over queue (the admin listener serves at most
+/// [`crate::admin::MAX_CONCURRENT`] requests at once).
+pub const LEADER_QUEUE: usize = crate::admin::MAX_CONCURRENT;
+
+/// One hand-over request: the validator to lead, and where the driver
+/// answers with the engine's plan.
+pub type LeaderRequest = (PublicKey, oneshot::Sender<Result<HandOver, HandOverError>>);
+
+/// Sends an operator's hand-over to the driver.
+#[derive(Clone, Debug)]
+pub struct LeaderRequests {
+    tx: mpsc::Sender<LeaderRequest>,
+}
+
+impl LeaderRequests {
+    /// A new queue of [`LEADER_QUEUE`].
+    pub fn new() -> (LeaderRequests, mpsc::Receiver<LeaderRequest>) {
+        let (tx, rx) = mpsc::channel(LEADER_QUEUE);
+        (LeaderRequests { tx }, rx)
+    }
+
+    /// Asks the driver for `to` to lead; answers what the engine will do
+    /// (it feeds itself [`Input::HandOver`] when it accepts), or why not.
+    pub async fn hand_over(
+        &self,
+        to: PublicKey,
+    ) -> Result<Result<HandOver, HandOverError>, DriverGone> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((to, reply)).await.map_err(|_| DriverGone)?;
+        answer.await.map_err(|_| DriverGone)
     }
 }
 

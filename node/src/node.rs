@@ -22,7 +22,7 @@ use crate::chaincheck::{self, ChainCheck, Judge};
 use crate::config::{Config, Role};
 use crate::context::Shared;
 use crate::handlers::Handlers;
-use crate::mailbox::{CommitWaiters, EngineInbox};
+use crate::mailbox::{CommitWaiters, EngineInbox, LeaderRequests};
 use crate::metrics::Metrics;
 use crate::outbound::Outbox;
 use crate::p2p::{self, HostConfig, HostError, Multiaddr, PeerId};
@@ -434,6 +434,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let (engine_inbox, engine_rx) =
         EngineInbox::new(signers, shared.metrics.engine_inputs_dropped.clone());
     let (waiters, waiters_rx) = CommitWaiters::new();
+    let (leader_requests, leader_rx) = LeaderRequests::new();
     let (state_tx, state) = watch::channel(NodeState::of(&engine.status()));
     let (peers, notes, table) = Peers::new();
     let (chain, findings) = ChainCheck::new();
@@ -468,6 +469,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         engine,
         inputs: engine_rx,
         waiters: waiters_rx,
+        leader_requests: leader_rx,
         state: state_tx,
         peers: peers.clone(),
         outbox,
@@ -496,7 +498,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let listeners = async {
         let rpc = serve_rpc(&shared, &backend).await?;
         let admin = match &admin_listen {
-            Some(at) => Some(serve_admin(&shared, at).await?),
+            Some(at) => Some(serve_admin(&shared, at, leader_requests).await?),
             None => None,
         };
         Ok::<_, NodeError>((rpc, admin))
@@ -531,14 +533,18 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
 }
 
 /// Starts the admin listener (`admin.listen`).
-async fn serve_admin(shared: &Arc<Shared>, at: &AdminListen) -> Result<AdminListen, NodeError> {
+async fn serve_admin(
+    shared: &Arc<Shared>,
+    at: &AdminListen,
+    leader: LeaderRequests,
+) -> Result<AdminListen, NodeError> {
     let stop = shared.stop.clone();
-    let (bound, task) =
-        crate::admin::serve(
-            at,
-            shared.host.clone(),
-            async move { stop.cancelled().await },
-        )
+    let targets = crate::admin::AdminTargets {
+        host: shared.host.clone(),
+        leader: Some(leader),
+        validators: shared.genesis.validators.clone(),
+    };
+    let (bound, task) = crate::admin::serve(at, targets, async move { stop.cancelled().await })
         .await
         .map_err(|source| NodeError::Admin {
             addr: at.to_string(),
