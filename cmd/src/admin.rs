@@ -74,6 +74,10 @@ pub enum AdminOp {
         /// The validator to lead: its public key (hex) or genesis name.
         #[arg(long)]
         to: String,
+        /// On a validator: leave the current term even though its leader
+        /// made progress within a leader timeout (you know it is down).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -82,8 +86,8 @@ pub enum AdminOp {
 /// Runs one `kite admin` command.
 pub async fn run_admin(op: &AdminOp) -> anyhow::Result<()> {
     match op {
-        AdminOp::Leader { to, admin } => {
-            let r = admin.client()?.leader_handover(to).await?;
+        AdminOp::Leader { to, force, admin } => {
+            let r = admin.client()?.leader_handover(to, *force).await?;
             if admin.json {
                 println!("{}", serde_json::to_string(&r)?);
                 return Ok(());

@@ -1,6 +1,5 @@
-//! `kite testnet chaos`: faults on a running local testnet (started by
-//! `testnet/up.sh`) under a steady tx load, then the checks that matter
-//! (docs/RELIABILITY.md):
+//! `kite testnet chaos`: faults on a local testnet under a steady tx load,
+//! then the checks that matter (docs/RELIABILITY.md):
 //!
 //! - every node holds the same block at every height;
 //! - every tx the load saw committed (in a block of any node, during the
@@ -8,12 +7,35 @@
 //! - every node reaches the tip within `--settle` seconds once the faults
 //!   stop.
 //!
+//! Two ways to run it:
+//!
+//! - on a testnet `testnet/up.sh` started on 127.0.0.1 (`--net DIR`);
+//! - with `--netns`: the harness builds its own network of namespaces
+//!   ([`crate::netns`]; root only), writes a fresh testnet of
+//!   `--validators` into `--net DIR` with one address per node, starts the
+//!   nodes there, runs itself in the bridge's namespace, and at the end
+//!   stops the nodes and removes the namespaces. Only this mode can cut
+//!   the network.
+//!
 //! Faults, one at a time (the validators keep a quorum: with 4 of them, one
-//! may be down), drawn from a seeded generator: `kill-leader` (SIGKILL the
-//! node that leads, restart it a few seconds later), `kill` (SIGKILL
-//! another validator, restart it), `pause` (SIGSTOP a validator, leader
-//! included, SIGCONT a few seconds later). Restarted nodes are recorded in
-//! the testnet's `pids` file so `testnet/down.sh` stops them too.
+//! may be down), drawn from a seeded generator:
+//!
+//! - `kill-leader`: SIGKILL the node that leads, restart it a few seconds
+//!   later;
+//! - `kill`: SIGKILL a validator, restart it;
+//! - `pause`: SIGSTOP a validator, leader included, SIGCONT it later;
+//! - `stale-store`: SIGKILL a validator, keep a copy of its store, restart
+//!   it; later SIGKILL it again and start it on the older copy, its promise
+//!   file kept. It must refuse to start ("the store went back in time") when
+//!   it promised anything above the copy; the harness then does what the
+//!   error tells an operator (gives it a copy of a live validator's store,
+//!   taken while that one is paused) and starts it;
+//! - `partition` (`--netns` only): cut an island of validators (a
+//!   minority; the leader in it half the time) off from the rest, heal it
+//!   later.
+//!
+//! Restarted nodes are recorded in the testnet's `pids` file so
+//! `testnet/down.sh` stops them too.
 //!
 //! It prints a summary (faults, txs, longest stall, time from each leader
 //! kill to the first commit of a later term) and exits non-zero on any
@@ -35,6 +57,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+use crate::netns::Lab;
+
 /// Arguments of `kite testnet chaos`.
 #[derive(clap::Args, Debug)]
 pub struct ChaosArgs {
@@ -50,9 +74,21 @@ pub struct ChaosArgs {
     /// Mean time between two faults, seconds.
     #[arg(long, default_value_t = 8)]
     pub fault_every: u64,
-    /// Faults to draw from: kill-leader, kill, pause.
-    #[arg(long, value_delimiter = ',', default_value = "kill-leader,kill,pause")]
+    /// Faults to draw from: kill-leader, kill, pause, stale-store,
+    /// partition (--netns only). Default: all that apply.
+    #[arg(long, value_delimiter = ',')]
     pub faults: Vec<String>,
+    /// Build a network of namespaces and a fresh testnet in --net (root
+    /// only; see the module docs).
+    #[arg(long)]
+    pub netns: bool,
+    /// With --netns: the validators of the fresh testnet.
+    #[arg(long, default_value_t = 4)]
+    pub validators: usize,
+    /// Internal: the namespaces of a --netns run, for the harness that
+    /// runs inside them.
+    #[arg(long, hide = true)]
+    pub in_lab: Option<String>,
     /// Offered load, tx/s (0: none).
     #[arg(long, default_value_t = 100)]
     pub rate: u64,
@@ -86,6 +122,8 @@ struct Node {
     validator: bool,
     /// A process the harness started (reaped when it dies).
     child: Option<Child>,
+    /// The network namespace it runs in (`--netns`).
+    ns: Option<String>,
 }
 
 impl Node {
@@ -137,12 +175,21 @@ impl Node {
     /// It runs this very binary (`/proc/self/exe`: the one running, even if
     /// the file was rebuilt meanwhile).
     fn restart(&mut self, net: &Path) -> anyhow::Result<()> {
-        let exe = Path::new("/proc/self/exe");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.home.join("node.log"))?;
-        let child = Command::new(exe)
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                // `ip netns exec` runs the program by path: this binary's
+                // path, not /proc/self/exe (that would be `ip` then).
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(std::env::current_exe()?);
+                c
+            }
+            None => Command::new("/proc/self/exe"),
+        };
+        let child = cmd
             .args(["start", "--home"])
             .arg(&self.home)
             .stdin(Stdio::null())
@@ -178,8 +225,224 @@ struct Seen {
     scanned: u64,
 }
 
+/// The fault kinds of a run: those asked for (checked), or every one that
+/// applies.
+fn fault_kinds(a: &ChaosArgs) -> anyhow::Result<Vec<String>> {
+    const ALL: [&str; 5] = ["kill-leader", "kill", "pause", "stale-store", "partition"];
+    let netns = a.netns || a.in_lab.is_some();
+    if a.faults.is_empty() {
+        return Ok(ALL
+            .iter()
+            .filter(|f| netns || **f != "partition")
+            .map(|f| f.to_string())
+            .collect());
+    }
+    for f in &a.faults {
+        if !ALL.contains(&f.as_str()) {
+            bail!("unknown fault {f:?}: expected one of {}", ALL.join(", "));
+        }
+        if f == "partition" && !netns {
+            bail!("the partition fault needs --netns (the nodes in network namespaces)");
+        }
+    }
+    Ok(a.faults.clone())
+}
+
+/// `--netns`, outside: builds the namespaces, runs the harness inside the
+/// bridge's namespace, then stops whatever node is still recorded and
+/// removes the namespaces (also when the run failed).
+async fn run_in_lab(a: &ChaosArgs) -> anyhow::Result<()> {
+    Lab::available()?;
+    if a.validators < 3 {
+        bail!("chaos needs at least 3 validators (a quorum must survive one fault)");
+    }
+    let lab = Lab::create(a.validators)?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--in-lab".into());
+    args.push(lab.tag().into());
+    let exe = std::env::current_exe()?;
+    let ns = lab.harness_ns();
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(exe)
+            .args(args)
+            .status()
+    })
+    .await?
+    .context("running the harness in its namespace")?;
+    stop_recorded(&a.net).await;
+    drop(lab);
+    if !status.success() {
+        bail!("the chaos run failed (see above)");
+    }
+    Ok(())
+}
+
+/// `--netns`, inside: a fresh testnet of `--validators` in `--net`, one
+/// address per node, started in the nodes' namespaces.
+async fn lay_out(a: &ChaosArgs, lab: &Lab) -> anyhow::Result<()> {
+    crate::testnet::init(&crate::testnet::TestnetInitArgs {
+        out: a.net.clone(),
+        validators: a.validators,
+        sentries: 0,
+        archival: 0,
+        base_port: 26600,
+        chain_id: "kite-chaos".into(),
+        force: true,
+        hosts: (0..a.validators).map(|i| lab.ip(i)).collect(),
+    })?;
+    std::fs::write(a.net.join("pids"), "")?;
+    Ok(())
+}
+
+/// Stops every process recorded in `net`'s `pids` file that still runs
+/// `kite start` on its home: SIGTERM, then SIGKILL after 10 s.
+async fn stop_recorded(net: &Path) {
+    let text = std::fs::read_to_string(net.join("pids")).unwrap_or_default();
+    let ours = |pid: &str, home: &str| {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        String::from_utf8_lossy(&cmd)
+            .replace('\0', " ")
+            .contains(&format!("start --home {home}"))
+            && !stat.contains(") Z ")
+    };
+    let running: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(p, h)| ours(p, h))
+        .map(|(p, h)| (p.to_owned(), h.to_owned()))
+        .collect();
+    for (pid, _) in &running {
+        let _ = Command::new("kill").args(["-TERM", pid]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running.iter().any(|(p, h)| ours(p, h)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (pid, home) in &running {
+        if ours(pid, home) {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+}
+
+/// Copies the folder `from` to `to` (which must not exist).
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits (at most 10 s) until node `n`'s killed process is gone.
+async fn reaped(n: &mut Node) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n.runs() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `stale-store`, first half: SIGKILL, keep a copy of the store, restart.
+async fn stale_begin(n: &mut Node, net: &Path) -> anyhow::Result<()> {
+    n.signal("-KILL")?;
+    reaped(n).await;
+    let snap = n.home.join("data.stale");
+    if snap.exists() {
+        std::fs::remove_dir_all(&snap)?;
+    }
+    copy_dir(&n.home.join("data"), &snap)?;
+    n.restart(net)
+}
+
+/// How a node took the older copy of its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    /// It refused to start, and started on a live validator's store.
+    Refused,
+    /// It started on it (it had promised nothing above it).
+    Accepted,
+}
+
+/// `stale-store`, second half: SIGKILL node `t`, start it on the copy kept
+/// by [`stale_begin`]; when it refuses (as it must once it promised
+/// anything above the copy), give it a copy of a live validator's store
+/// (taken while that one is paused) and start it again.
+async fn stale_end(nodes: &mut [Node], t: usize, net: &Path) -> anyhow::Result<Stale> {
+    nodes[t].signal("-KILL")?;
+    reaped(&mut nodes[t]).await;
+    let data = nodes[t].home.join("data");
+    std::fs::remove_dir_all(&data)?;
+    std::fs::rename(nodes[t].home.join("data.stale"), &data)?;
+    nodes[t].restart(net)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes[t].runs() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if nodes[t].runs() {
+        return Ok(Stale::Accepted);
+    }
+    let log = std::fs::read(nodes[t].home.join("node.log")).unwrap_or_default();
+    let tail = String::from_utf8_lossy(&log[log.len().saturating_sub(2048)..]).into_owned();
+    if !tail.contains("the store went back in time") {
+        bail!(
+            "{} stopped on an older copy of its store without saying the store went back in \
+             time: {tail}",
+            nodes[t].name
+        );
+    }
+    let donor = (0..nodes.len())
+        .find(|i| *i != t && nodes[*i].validator && nodes[*i].runs())
+        .context("no live validator to copy a store from")?;
+    nodes[donor].signal("-STOP")?;
+    std::fs::remove_dir_all(&data)?;
+    let copied = copy_dir(&nodes[donor].home.join("data"), &data);
+    nodes[donor].signal("-CONT")?;
+    copied?;
+    nodes[t].restart(net)?;
+    Ok(Stale::Refused)
+}
+
+/// `partition`: an island of validators, a minority, with the leader in it
+/// half the time.
+fn island(nodes: &[Node], leader: Option<usize>, rng: &mut StdRng) -> Vec<usize> {
+    let vals: Vec<usize> = (0..nodes.len()).filter(|i| nodes[*i].validator).collect();
+    let most = (vals.len() - 1) / 2;
+    let size = rng.random_range(1..=most.max(1));
+    let mut pool = vals.clone();
+    let mut out = Vec::new();
+    if let Some(l) = leader
+        && rng.random_bool(0.5)
+    {
+        out.push(l);
+        pool.retain(|i| *i != l);
+    }
+    while out.len() < size && !pool.is_empty() {
+        let k = rng.random_range(0..pool.len());
+        out.push(pool.swap_remove(k));
+    }
+    out
+}
+
 /// `kite testnet chaos`.
 pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
+    let faults = fault_kinds(a)?;
+    if a.netns && a.in_lab.is_none() {
+        return run_in_lab(a).await;
+    }
+    let lab = a.in_lab.as_deref().map(|t| Lab::attach(t, a.validators));
+    if let Some(lab) = &lab {
+        lay_out(a, lab).await?;
+    }
     let text = std::fs::read_to_string(a.net.join("testnet.json"))
         .with_context(|| format!("no testnet in {}: run testnet/up.sh", a.net.display()))?;
     let file: NetFile = serde_json::from_str(&text).context("reading testnet.json")?;
@@ -196,16 +459,24 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
             key,
             validator: e.role == "leader" || e.role == "validator",
             child: None,
+            ns: lab.as_ref().map(|l| l.node_ns(nodes.len())),
         });
+    }
+    if lab.is_some() {
+        for n in nodes.iter_mut() {
+            n.restart(&a.net)?;
+        }
+        crate::testnet::wait(&crate::testnet::NetArgs {
+            net: a.net.clone(),
+            height: 2,
+            timeout: 90,
+        })
+        .await
+        .context("the testnet in the namespaces did not come up")?;
     }
     let validators = nodes.iter().filter(|n| n.validator).count();
     if validators < 3 {
         bail!("chaos needs at least 3 validators (a quorum must survive one fault)");
-    }
-    for f in &a.faults {
-        if !["kill-leader", "kill", "pause"].contains(&f.as_str()) {
-            bail!("unknown fault {f:?}: expected kill-leader, kill or pause");
-        }
     }
     let clients: Vec<Client> = nodes
         .iter()
@@ -226,16 +497,19 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
 
     let mut rng = StdRng::seed_from_u64(a.seed);
     let mut applied: BTreeMap<String, u64> = BTreeMap::new();
+    let mut stale: BTreeMap<String, u64> = BTreeMap::new();
     let start = Instant::now();
     let end = start + Duration::from_secs(a.duration);
     let mut violations: Vec<String> = Vec::new();
     // Let the load start before the first fault.
     tokio::time::sleep(Duration::from_secs(3)).await;
     while Instant::now() < end {
-        let kind = a.faults[rng.random_range(0..a.faults.len())].clone();
+        let kind = faults[rng.random_range(0..faults.len())].clone();
         let hold = Duration::from_millis(rng.random_range(1_000..6_000));
         let target = match kind.as_str() {
             "kill-leader" => leader_index(&nodes).await,
+            // The island is drawn below.
+            "partition" => Some(0),
             _ => {
                 let vals: Vec<usize> = (0..nodes.len()).filter(|i| nodes[*i].validator).collect();
                 Some(vals[rng.random_range(0..vals.len())])
@@ -245,9 +519,20 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
-        let name = nodes[t].name.clone();
-        let r = match kind.as_str() {
-            "pause" => nodes[t].signal("-STOP"),
+        let mut name = nodes[t].name.clone();
+        let r = match (kind.as_str(), &lab) {
+            ("pause", _) => nodes[t].signal("-STOP"),
+            ("stale-store", _) => stale_begin(&mut nodes[t], &a.net).await,
+            ("partition", Some(lab)) => {
+                let leader = leader_index(&nodes).await;
+                let cut = island(&nodes, leader, &mut rng);
+                name = cut
+                    .iter()
+                    .map(|i| nodes[*i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+");
+                lab.partition(&cut)
+            }
             _ => {
                 let status = nodes[t]
                     .client
@@ -274,14 +559,16 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
             hold.as_millis()
         );
         tokio::time::sleep(hold).await;
-        let healed = match kind.as_str() {
-            "pause" => nodes[t].signal("-CONT"),
+        let healed = match (kind.as_str(), &lab) {
+            ("pause", _) => nodes[t].signal("-CONT"),
+            ("partition", Some(lab)) => lab.heal(),
+            ("stale-store", _) => stale_end(&mut nodes, t, &a.net).await.map(|s| {
+                eprintln!("chaos: {name} on an older store: {s:?}");
+                *stale.entry(format!("{s:?}").to_lowercase()).or_default() += 1;
+            }),
             _ => {
                 // Reap the killed process before starting it again.
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while nodes[t].runs() && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                reaped(&mut nodes[t]).await;
                 nodes[t].restart(&a.net)
             }
         };
@@ -369,6 +656,7 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
         "longest_stall_ms": s.longest_stall_ms,
         "settle_ms": settle_ms,
         "leader_kills": kills,
+        "stale_store": stale,
         "failover_ms": {
             "count": fo.len(),
             "p50": fo.get(fo.len() / 2),
@@ -402,6 +690,10 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
         for v in &violations {
             println!("VIOLATION: {v}");
         }
+    }
+    if lab.is_some() {
+        // The nodes were started here: they stop here.
+        stop_recorded(&a.net).await;
     }
     if !violations.is_empty() {
         bail!("{} violation(s)", violations.len());

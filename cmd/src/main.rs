@@ -13,6 +13,7 @@ mod bench;
 mod chaos;
 mod client;
 mod home;
+mod netns;
 mod query;
 mod start;
 mod testnet;

@@ -43,11 +43,13 @@ pub struct TestnetInitArgs {
     /// Replace an existing testnet folder.
     #[arg(long)]
     pub force: bool,
-    /// Spread the nodes over these hosts (comma-separated DNS names; node i
-    /// goes to host i mod n): nodes listen on 0.0.0.0, peers and RPC URLs
-    /// use the host names, and DIR/docker-compose.yml runs one container
-    /// per node (hostname = its host). The nodes are then reachable from
-    /// the network: run them on a private network or behind a firewall.
+    /// Spread the nodes over these hosts (comma-separated DNS names or IPv4
+    /// addresses; node i goes to host i mod n). Peers and RPC URLs use
+    /// them. A node on a host name listens on 0.0.0.0, and
+    /// DIR/docker-compose.yml runs one container per node (hostname = its
+    /// host): the nodes are then reachable from the network, so run them on
+    /// a private network or behind a firewall. A node on an IPv4 address
+    /// listens on that address only (e.g. inside a network namespace).
     #[arg(long, value_delimiter = ',')]
     pub hosts: Vec<String>,
 }
@@ -155,7 +157,9 @@ pub fn init(a: &TestnetInitArgs) -> anyhow::Result<()> {
     let host_of = |i: usize| -> Option<&str> {
         (!a.hosts.is_empty()).then(|| a.hosts[i % a.hosts.len()].as_str())
     };
+    let is_ip = |h: &str| h.parse::<std::net::Ipv4Addr>().is_ok();
     let p2p_addr = |i: usize| match host_of(i) {
+        Some(h) if is_ip(h) => format!("/ip4/{h}/tcp/{}/p2p/{}", port(i, 0), keys[i].peer_id()),
         Some(h) => format!("/dns4/{h}/tcp/{}/p2p/{}", port(i, 0), keys[i].peer_id()),
         None => format!(
             "/ip4/127.0.0.1/tcp/{}/p2p/{}",
@@ -163,10 +167,12 @@ pub fn init(a: &TestnetInitArgs) -> anyhow::Result<()> {
             keys[i].peer_id()
         ),
     };
-    let bind_ip = if a.hosts.is_empty() {
-        "127.0.0.1"
-    } else {
-        "0.0.0.0"
+    // An IPv4 host is the node's own address (say, in a network namespace):
+    // it listens there only. A host name listens on every interface.
+    let bind_ip = |i: usize| match host_of(i) {
+        None => "127.0.0.1",
+        Some(h) if is_ip(h) => h,
+        Some(_) => "0.0.0.0",
     };
     let mut nodes = Vec::with_capacity(total);
     for (i, key) in keys.iter().enumerate() {
@@ -183,10 +189,10 @@ pub fn init(a: &TestnetInitArgs) -> anyhow::Result<()> {
         write_home(&home, key, &genesis, |c| {
             c.role = role;
             c.blocks_only = blocks_only;
-            c.p2p.listen = vec![format!("/ip4/{bind_ip}/tcp/{}", port(i, 0))];
+            c.p2p.listen = vec![format!("/ip4/{}/tcp/{}", bind_ip(i), port(i, 0))];
             c.p2p.peers = (0..total).filter(|j| *j != i).map(p2p_addr).collect();
             c.p2p.allow_private_addrs = true;
-            c.rpc.listen = format!("{bind_ip}:{}", port(i, 1));
+            c.rpc.listen = format!("{}:{}", bind_ip(i), port(i, 1));
             // `kite admin leader`, `kite peers ban` with --home.
             c.admin.listen = "unix:admin.sock".into();
             // testnet.json gives the RPC URL by host name: let it pass
@@ -216,10 +222,11 @@ pub fn init(a: &TestnetInitArgs) -> anyhow::Result<()> {
         out.join("testnet.json"),
         serde_json::to_string_pretty(&file)? + "\n",
     )?;
-    if !a.hosts.is_empty() {
+    let names: Vec<String> = a.hosts.iter().filter(|h| !is_ip(h)).cloned().collect();
+    if !names.is_empty() {
         std::fs::write(out.join("docker-compose.yml"), compose(&file, a.base_port))?;
     }
-    if let Some(w) = exposure_warning(&a.hosts, a.base_port, total) {
+    if let Some(w) = exposure_warning(&names, a.base_port, total) {
         eprintln!("{w}");
     }
     println!(

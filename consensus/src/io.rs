@@ -163,6 +163,10 @@ pub enum Input {
     HandOver {
         /// The validator that should lead.
         to: PublicKey,
+        /// On a validator: leave the term even though its leader made
+        /// progress within a leader timeout (the operator knows it is
+        /// down). See [`crate::HandOverError::LeaderAlive`].
+        force: bool,
     },
     /// A peer's status (best committed height and hash).
     PeerStatus {

@@ -2329,7 +2329,12 @@ fn terms_after_a_restart_validators_keep_the_credential_and_the_leader_resigns()
     l.restore(&record).unwrap();
     let st = l.status();
     assert_eq!((st.term, st.term_settled), (1, false));
-    l.handle(Input::Tick { now_ms: 0 });
+    // It moves on to the next term at once, recorded before it says so;
+    // the validators of term 1 follow it without waiting for a timeout.
+    let out = l.handle(Input::Tick { now_ms: 0 });
+    assert_eq!(term_of_persist(&out), Some(2));
+    let resign = change_in(&out);
+    assert_eq!((resign.term, resign.height), (2, 1));
     l.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
     for i in [voter, third, 1] {
         let out = l.handle(change_input(change(i, 1, None), None));
@@ -2337,9 +2342,10 @@ fn terms_after_a_restart_validators_keep_the_credential_and_the_leader_resigns()
     }
     let out = l.handle(Input::Tick { now_ms: 150 });
     assert!(!kinds(&out).iter().any(|k| k == "BuildBlock"));
-    // It moves on to the next term like the others.
-    let out = l.handle(Input::Tick { now_ms: 5_000 });
+    assert_eq!(l.status().term, 2);
+    let out = v.handle(change_input(resign, None));
     assert_eq!(term_of_persist(&out), Some(2));
+    assert_eq!(v.status().term, 2);
 }
 
 // ---- Operator hand-over (`kite admin leader --to`) -------------------
@@ -2371,16 +2377,16 @@ fn handover_plans_and_refusals() {
     let mut l = failover_leader();
     l.handle(Input::Tick { now_ms: 0 });
     assert_eq!(
-        l.plan_hand_over(&to),
+        l.plan_hand_over(&to, false),
         Ok(HandOver::Leader { from: 0, to: 2 }),
         "the first term the named validator leads"
     );
     assert_eq!(
-        l.plan_hand_over(&key(9).public()),
+        l.plan_hand_over(&key(9).public(), false),
         Err(HandOverError::NotValidator(key(9).public()))
     );
     assert_eq!(
-        l.plan_hand_over(&key(1).public()),
+        l.plan_hand_over(&key(1).public(), false),
         Err(HandOverError::AlreadyLeads {
             who: key(1).public(),
             term: 0
@@ -2388,13 +2394,31 @@ fn handover_plans_and_refusals() {
     );
     let mut w = failover_validator(v);
     w.handle(Input::Tick { now_ms: 0 });
+    // A validator does not leave a live leader (it made progress less than
+    // a leader timeout, 1 s, ago: here, the start), unless forced.
+    assert!(matches!(
+        w.plan_hand_over(&to, false),
+        Err(HandOverError::LeaderAlive {
+            term: 0,
+            wait_ms: 1_000,
+            ..
+        })
+    ));
     assert_eq!(
-        w.plan_hand_over(&to),
+        w.plan_hand_over(&to, true),
         Ok(HandOver::Validator { from: 0, to: 2 })
     );
-    w.handle(Input::HandOver { to });
+    assert!(w.handle(Input::HandOver { to, force: false }).is_empty());
+    w.handle(Input::Tick { now_ms: 999 });
+    assert_eq!(w.status().term, 0);
+    w.handle(Input::Tick { now_ms: 1_000 });
     assert_eq!(
-        w.plan_hand_over(&to),
+        w.plan_hand_over(&to, false),
+        Ok(HandOver::Validator { from: 0, to: 2 })
+    );
+    w.handle(Input::HandOver { to, force: false });
+    assert_eq!(
+        w.plan_hand_over(&to, false),
         Err(HandOverError::Underway { who: to, term: 2 })
     );
     let s = Engine::new(
@@ -2402,13 +2426,14 @@ fn handover_plans_and_refusals() {
         CommittedState::genesis(1, genesis_app()),
     )
     .unwrap();
-    assert_eq!(s.plan_hand_over(&to), Err(HandOverError::NotMember));
+    assert_eq!(s.plan_hand_over(&to, false), Err(HandOverError::NotMember));
     // A refused hand-over changes nothing.
     let mut l = failover_leader();
     l.handle(Input::Tick { now_ms: 0 });
     assert!(
         l.handle(Input::HandOver {
-            to: key(9).public()
+            to: key(9).public(),
+            force: false
         })
         .is_empty()
     );
@@ -2436,6 +2461,7 @@ fn handover_the_leader_finishes_its_height_first() {
     l.handle(executed(&b));
     let out = l.handle(Input::HandOver {
         to: key(v).public(),
+        force: false,
     });
     assert!(out.is_empty(), "{:?}", kinds(&out));
     assert_eq!(l.status().term, 0);
@@ -2481,14 +2507,102 @@ fn handover_a_stuck_leader_leaves_after_a_leader_timeout() {
     l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
     let out = l.handle(Input::HandOver {
         to: key(v).public(),
+        force: false,
     });
     assert!(kinds(&out).is_empty(), "{:?}", kinds(&out));
     assert_eq!(l.status().term, 0);
-    l.handle(Input::Tick { now_ms: 1_199 });
+    // It waits the longer of the leader and round timeouts (2 s).
+    l.handle(Input::Tick { now_ms: 2_199 });
     assert_eq!(l.status().term, 0);
-    let out = l.handle(Input::Tick { now_ms: 1_200 });
+    let out = l.handle(Input::Tick { now_ms: 2_200 });
     assert_eq!(term_of_persist(&out), Some(1));
     assert_eq!(l.status().term, 1);
+
+    // With failover off (leader timeout 0) too: the round timeout holds.
+    let mut l = leader();
+    l.handle(Input::Tick { now_ms: 0 });
+    l.handle(Input::MempoolStatus { txs: 5, bytes: 500 });
+    l.handle(Input::Tick { now_ms: 200 });
+    l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    l.handle(Input::HandOver {
+        to: key(v).public(),
+        force: false,
+    });
+    l.handle(Input::Tick { now_ms: 300 });
+    assert_eq!(l.status().term, 0, "not before its proposal had its time");
+}
+
+/// A hand-over asked in one term is dropped when the node moves to another
+/// term first (here the validators fail over while the leader is busy): it
+/// does not then leave the new term.
+#[test]
+fn handover_a_request_of_a_term_left_is_dropped() {
+    let v = leader_of(2);
+    let l1 = leader_of(1);
+    let mut l = failover_leader();
+    l.handle(Input::Tick { now_ms: 0 });
+    l.handle(Input::MempoolStatus { txs: 5, bytes: 500 });
+    l.handle(Input::Tick { now_ms: 200 });
+    l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    l.handle(Input::HandOver {
+        to: key(v).public(),
+        force: false,
+    });
+    // Two validators moved to term 1: term 0 can no longer commit.
+    let others: Vec<u8> = (2..=4).filter(|i| *i != l1).collect();
+    l.handle(change_input(change(others[0], 1, None), None));
+    l.handle(change_input(change(others[1], 1, None), None));
+    assert_eq!(l.status().term, 1, "the old request is gone");
+    // (Its own leader timeout in term 1 runs out at 2.2 s.)
+    l.handle(Input::Tick { now_ms: 2_100 });
+    assert_eq!(l.status().term, 1);
+}
+
+/// The limits of the follow rule: a validator does not follow its leader to
+/// a term that leader leads again (it would keep everyone moving), and
+/// following does not restart its leader timeout. A single validator's
+/// change to a far term does not drag a timed-out validator there either.
+#[test]
+fn handover_follow_limits_and_far_terms() {
+    let w = (2..=4).find(|i| *i != leader_of(2)).unwrap();
+    // To a term the leader leads itself: not followed.
+    let mut e = failover_validator(w);
+    e.handle(Input::Tick { now_ms: 0 });
+    let own = (1..=8u64).find(|t| leader_of(*t) == 1).unwrap();
+    let out = e.handle(change_input(
+        TermChange::new(&key(1), CHAIN, own, 1, None),
+        None,
+    ));
+    assert!(kinds(&out).is_empty(), "{:?}", kinds(&out));
+    assert_eq!(e.status().term, 0);
+
+    // Followed at 900 ms: the timeout still counts from the start, doubled
+    // for the new term (2 s), not from 900 ms.
+    let mut e = failover_validator(w);
+    e.handle(Input::Tick { now_ms: 0 });
+    e.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    e.handle(Input::Tick { now_ms: 900 });
+    e.handle(change_input(
+        TermChange::new(&key(1), CHAIN, 2, 1, None),
+        None,
+    ));
+    assert_eq!(e.status().term, 2);
+    e.handle(Input::Tick { now_ms: 2_001 });
+    assert_eq!(e.status().term, 3, "timed out 2 s after the start");
+
+    // A validator's change to term u64::MAX: a timed-out validator moves
+    // to the next term, not there.
+    let mut e = failover_validator(w);
+    e.handle(Input::Tick { now_ms: 0 });
+    e.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
+    let far = (2..=4).find(|i| *i != w).unwrap();
+    e.handle(change_input(
+        TermChange::new(&key(far), CHAIN, u64::MAX, 1, None),
+        None,
+    ));
+    assert_eq!(e.status().term, 0);
+    e.handle(Input::Tick { now_ms: 1_101 });
+    assert_eq!(e.status().term, 1);
 }
 
 /// An idle leader hands over at once; the validators follow its term
@@ -2503,6 +2617,7 @@ fn handover_validators_follow_their_leader_and_the_named_one_takes_over() {
     l.handle(Input::Tick { now_ms: 0 });
     let out = l.handle(Input::HandOver {
         to: key(v).public(),
+        force: false,
     });
     assert_eq!(term_of_persist(&out), Some(2));
     let from_leader = change_in(&out);

@@ -128,6 +128,10 @@ pub struct LeaderParams {
     /// The validator that should lead: its public key (hex) or its name in
     /// the genesis.
     pub to: String,
+    /// On a validator: leave the term even though its leader looks alive
+    /// (the operator knows it is down).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// The part a node plays in a hand-over.
@@ -456,7 +460,7 @@ async fn hand_over(t: &AdminTargets, p: Value) -> Result<Value, AdminError> {
         return Err(AdminError::params("this node runs no commit engine"));
     };
     let plan = leader
-        .hand_over(v.pub_key)
+        .hand_over(v.pub_key, p.force)
         .await
         .map_err(|e| AdminError {
             code: crate::rpc::INTERNAL_ERROR,
@@ -585,9 +589,17 @@ impl AdminClient {
     }
 
     /// Calls `leader_handover`: asks for `to` (a validator's public key or
-    /// genesis name) to lead.
-    pub async fn leader_handover(&self, to: &str) -> Result<LeaderResult, AdminClientError> {
-        let params = LeaderParams { to: to.to_owned() };
+    /// genesis name) to lead; `force` on a validator whose leader looks
+    /// alive.
+    pub async fn leader_handover(
+        &self,
+        to: &str,
+        force: bool,
+    ) -> Result<LeaderResult, AdminClientError> {
+        let params = LeaderParams {
+            to: to.to_owned(),
+            force,
+        };
         self.call_as("leader_handover", params).await
     }
 

@@ -134,16 +134,21 @@ pub async fn run(parts: Parts) {
                 None => break,
             },
             Some(w) = d.waiters_rx.recv() => d.waiters.add(w, Instant::now()),
-            Some((to, reply)) = leader_requests.recv() => {
-                let plan = engine.plan_hand_over(&to);
-                match &plan {
-                    Ok(p) => {
-                        tracing::info!(to = %to, plan = ?p, "operator hand-over");
-                        queue.push_back(Input::HandOver { to });
+            Some((to, force, reply)) = leader_requests.recv() => {
+                // A call that timed out was told it failed: nothing is done.
+                if !reply.is_closed() {
+                    let plan = engine.plan_hand_over(&to, force);
+                    match &plan {
+                        Ok(p) => {
+                            tracing::info!(to = %to, force, plan = ?p, "operator hand-over");
+                            queue.push_back(Input::HandOver { to, force });
+                        }
+                        Err(e) => {
+                            tracing::info!(to = %to, error = %e, "operator hand-over refused");
+                        }
                     }
-                    Err(e) => tracing::info!(to = %to, error = %e, "operator hand-over refused"),
+                    let _ = reply.send(plan);
                 }
-                let _ = reply.send(plan);
             }
             Some(done) = applied_rx.recv() => {
                 let input = d.applied(done).await;

@@ -161,9 +161,14 @@ impl CommitWaiters {
 /// [`crate::admin::MAX_CONCURRENT`] requests at once).
 pub const LEADER_QUEUE: usize = crate::admin::MAX_CONCURRENT;
 
-/// One hand-over request: the validator to lead, and where the driver
-/// answers with the engine's plan.
-pub type LeaderRequest = (PublicKey, oneshot::Sender<Result<HandOver, HandOverError>>);
+/// One hand-over request: the validator to lead, whether to force it (see
+/// [`HandOverError::LeaderAlive`]), and where the driver answers with the
+/// engine's plan.
+pub type LeaderRequest = (
+    PublicKey,
+    bool,
+    oneshot::Sender<Result<HandOver, HandOverError>>,
+);
 
 /// Sends an operator's hand-over to the driver.
 #[derive(Clone, Debug)]
@@ -183,9 +188,13 @@ impl LeaderRequests {
     pub async fn hand_over(
         &self,
         to: PublicKey,
+        force: bool,
     ) -> Result<Result<HandOver, HandOverError>, DriverGone> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((to, reply)).await.map_err(|_| DriverGone)?;
+        self.tx
+            .send((to, force, reply))
+            .await
+            .map_err(|_| DriverGone)?;
         answer.await.map_err(|_| DriverGone)
     }
 }

@@ -24,6 +24,10 @@ fn spec(seed: u64) -> NetSpec {
     spec.edit = Some(Arc::new(|_, c| {
         c.admin.listen = "unix:admin.sock".into();
         c.consensus.leader_timeout = Duration::ZERO;
+        // A validator refuses to leave a leader that made progress within
+        // a round timeout (failover off): long, so the refusal below holds
+        // on a slow machine.
+        c.consensus.round_timeout = Duration::from_secs(60);
     }));
     spec
 }
@@ -34,7 +38,7 @@ fn admin(net: &TestNet, i: usize) -> AdminClient {
 }
 
 async fn hand_over(net: &TestNet, on: usize, to: &str) -> Result<LeaderResult, AdminClientError> {
-    admin(net, on).leader_handover(to).await
+    admin(net, on).leader_handover(to, false).await
 }
 
 /// Waits until every running node is in `term`, settled, led by `leader`,
@@ -104,8 +108,12 @@ async fn validators_name_the_next_leader_while_the_leader_is_down() {
         .map(|i| net.node(*i).unwrap().height())
         .max()
         .unwrap();
+    // The leader made progress moments ago: a validator does not leave it
+    // unless the operator says it knows the leader is down.
+    let e = hand_over(&net, 1, "node3").await.unwrap_err();
+    assert!(e.to_string().contains("made progress"), "{e}");
     for i in 1..4 {
-        let r = hand_over(&net, i, "node3").await.unwrap();
+        let r = admin(&net, i).leader_handover("node3", true).await.unwrap();
         assert_eq!(
             (r.acting_as, r.to_term),
             (ActingAs::Validator, term),

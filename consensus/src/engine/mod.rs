@@ -397,9 +397,19 @@ pub struct Engine {
     /// A term this node must not lead: it led it before a restart and did
     /// not keep what it proposed there (the validators move on).
     resigned: Option<u64>,
-    /// An operator's hand-over: the term to move to, and when it was asked
-    /// for (see [`Engine::plan_hand_over`]).
-    handover: Option<(u64, u64)>,
+    /// An operator's hand-over waiting to be carried out.
+    handover: Option<PendingHandOver>,
+}
+
+/// An operator's hand-over (see [`Engine::plan_hand_over`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingHandOver {
+    /// The term to move to.
+    target: u64,
+    /// The term it was asked in (dropped once the node left it).
+    from: u64,
+    /// When it was first asked.
+    asked_ms: u64,
 }
 
 impl Engine {
@@ -688,7 +698,7 @@ impl Engine {
                 app_hash,
             } => self.on_committed(height, block_hash, app_hash, &mut out),
             Input::PeerStatus { peer, height, .. } => self.on_peer_status(peer, height, &mut out),
-            Input::HandOver { to } => self.on_hand_over(to),
+            Input::HandOver { to, force } => self.on_hand_over(to, force),
         }
         if self.halted.is_none() {
             self.maybe_hand_over(&mut out);
@@ -816,6 +826,13 @@ impl Engine {
             // A leader that crashed after committing but before announcing
             // re-announces its last commit.
             self.announce(Target::All, out);
+        }
+        if self.resigned == Some(self.term) && self.is_member() {
+            // A restarted leader of a term above 0 does not lead it again:
+            // it moves to the next term at once, and its validators follow
+            // it (instead of waiting for their leader timeout).
+            let next = self.term.saturating_add(1);
+            self.enter_term(next, true, out);
         }
     }
 }

@@ -66,6 +66,25 @@ pub enum HandOverError {
         /// The term.
         term: u64,
     },
+    /// Asked of a validator, without `force`, while the leader of its term
+    /// made progress within a leader timeout (a round timeout with failover
+    /// off): a validator that left a live leader's term would only stop
+    /// voting there.
+    #[error(
+        "the leader {leader} of term {term} made progress {ago_ms} ms ago: ask the leader for a \
+         clean hand-over; if it is down, wait until it has been silent for {wait_ms} ms or force \
+         it (--force)"
+    )]
+    LeaderAlive {
+        /// The leader of the term.
+        leader: PublicKey,
+        /// The term.
+        term: u64,
+        /// Since its last sign of life.
+        ago_ms: u64,
+        /// How long it must be silent.
+        wait_ms: u64,
+    },
     /// The engine stopped.
     #[error("the engine halted: {0}")]
     Halted(String),
@@ -73,8 +92,9 @@ pub enum HandOverError {
 
 impl Engine {
     /// What [`Input::HandOver`] for `to` would do now, or why it is
-    /// refused (the node answers the operator with it).
-    pub fn plan_hand_over(&self, to: &PublicKey) -> Result<HandOver, HandOverError> {
+    /// refused (the node answers the operator with it). `force`: see
+    /// [`HandOverError::LeaderAlive`].
+    pub fn plan_hand_over(&self, to: &PublicKey, force: bool) -> Result<HandOver, HandOverError> {
         if let Some(h) = &self.halted {
             return Err(HandOverError::Halted(h.clone()));
         }
@@ -101,7 +121,23 @@ impl Engine {
             .cfg
             .schedule
             .next_term_of(self.term, to)
+            .filter(|t| *t > self.term)
             .ok_or(HandOverError::NotValidator(*to))?;
+        let ago = self.now.saturating_sub(self.progress_ms);
+        // Silent for a leader timeout (a round timeout with failover off).
+        let wait = if self.cfg.leader_timeout_ms > 0 {
+            self.leader_timeout()
+        } else {
+            self.cfg.round_timeout_ms
+        };
+        if !force && !self.is_leader() && self.settled() && ago < wait {
+            return Err(HandOverError::LeaderAlive {
+                leader: self.term_leader(),
+                term: self.term,
+                ago_ms: ago,
+                wait_ms: wait,
+            });
+        }
         Ok(if self.is_leader() {
             HandOver::Leader {
                 from: self.term,
@@ -115,14 +151,30 @@ impl Engine {
         })
     }
 
-    /// An operator's hand-over: remembered, carried out by
-    /// [`Engine::maybe_hand_over`] after every input.
-    pub(super) fn on_hand_over(&mut self, to: PublicKey) {
-        let target = match self.plan_hand_over(&to) {
+    /// How long a busy leader's hand-over waits for its proposal to
+    /// commit: the longer of the leader and round timeouts (so also with
+    /// failover off).
+    fn handover_wait(&self) -> u64 {
+        self.leader_timeout().max(self.cfg.round_timeout_ms)
+    }
+
+    /// An operator's hand-over: remembered for the term it was asked in,
+    /// carried out by [`Engine::maybe_hand_over`] after every input. Asked
+    /// again for the same target, the first request's time holds.
+    pub(super) fn on_hand_over(&mut self, to: PublicKey, force: bool) {
+        let target = match self.plan_hand_over(&to, force) {
             Ok(HandOver::Leader { to, .. } | HandOver::Validator { to, .. }) => to,
             Err(_) => return,
         };
-        self.handover = Some((target, self.now));
+        let asked = match self.handover {
+            Some(h) if h.target == target && h.from == self.term => h.asked_ms,
+            _ => self.now,
+        };
+        self.handover = Some(PendingHandOver {
+            target,
+            from: self.term,
+            asked_ms: asked,
+        });
     }
 
     /// Carries out a pending hand-over: never while a commit is being
@@ -131,11 +183,12 @@ impl Engine {
     /// leader timeout (leaving a term with a proposal out is the failover
     /// path: validators that ACKed it carry it to the next leader).
     pub(super) fn maybe_hand_over(&mut self, out: &mut Vec<Output>) {
-        let Some((target, asked_ms)) = self.handover else {
+        let Some(h) = self.handover else {
             return;
         };
-        if target <= self.term {
-            // Another term change got there first.
+        if h.from != self.term {
+            // Another term change got there first: the request was about
+            // a term this node left.
             self.handover = None;
             return;
         }
@@ -143,11 +196,17 @@ impl Engine {
             return;
         }
         let busy = self.h.proposal.is_some() || self.ld.building;
-        if self.is_leader() && busy && self.now < asked_ms.saturating_add(self.leader_timeout()) {
+        if self.is_leader() && busy && self.now < h.asked_ms.saturating_add(self.handover_wait()) {
             return;
         }
         self.handover = None;
-        self.enter_term(target, true, out);
+        self.enter_term(h.target, true, out);
+    }
+
+    /// When a pending hand-over of a busy leader goes ahead anyway.
+    pub(super) fn handover_deadline(&self) -> Option<u64> {
+        let h = self.handover?;
+        (self.committing.is_none()).then(|| h.asked_ms.saturating_add(self.handover_wait()))
     }
 
     /// The leader timeout now: doubled for each term in a row without a
@@ -202,7 +261,15 @@ impl Engine {
             // The next term, or the highest a validator already moved to:
             // a validator that ran ahead alone (cut off, paused) is joined,
             // not chased.
-            let ahead = self.h.changes.values().map(|c| c.term).max().unwrap_or(0);
+            let reach = self.term.saturating_add(self.cfg.schedule.len() as u64);
+            let ahead = self
+                .h
+                .changes
+                .values()
+                .map(|c| c.term)
+                .filter(|t| *t <= reach)
+                .max()
+                .unwrap_or(0);
             let next = self.term.saturating_add(1).max(ahead);
             self.enter_term(next, true, out);
             return;
@@ -363,19 +430,23 @@ impl Engine {
             // height it commits (its own ACK is part of that quorum).
             return;
         }
-        // The leader of this term left it (an operator's hand-over, or it
-        // gave up on getting a quorum): follow it at once. Only a few terms
-        // ahead (a hand-over goes to the next term the named validator
-        // leads), so a leader cannot push the terms out of reach.
+        // The leader of this term left it for another validator's term (an
+        // operator's hand-over, a restarted leader resigning, or a leader
+        // that gave up on getting a quorum): follow it at once. Only to a
+        // term it does not lead, within one turn of the schedule, and
+        // without restarting the leader timeout: a leader cannot keep the
+        // validators moving, nor push the terms out of reach.
         let leader = self.term_leader();
         let reach = self.term.saturating_add(self.cfg.schedule.len() as u64);
         if Some(leader) != self.me
             && let Some(c) = self.h.changes.get(&leader)
             && c.term > self.term
-            && c.term <= reach
+            && c.term < reach
+            && self.cfg.schedule.leader(c.term) != leader
         {
-            let term = c.term;
+            let (term, progress) = (c.term, self.progress_ms);
             self.enter_term(term, true, out);
+            self.progress_ms = progress;
             return;
         }
         let total = self.cfg.validators.total_power();

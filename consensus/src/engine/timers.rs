@@ -112,15 +112,10 @@ impl Engine {
         if let Some(t) = self.suspect_at() {
             consider(t, TimeoutKind::Leader);
         }
-        if let Some((_, asked)) = self.handover
-            && self.committing.is_none()
-        {
-            // A busy leader's hand-over goes ahead after one leader timeout
-            // (a commit in flight ends with an input that carries it out).
-            consider(
-                asked.saturating_add(self.leader_timeout()),
-                TimeoutKind::Leader,
-            );
+        if let Some(t) = self.handover_deadline() {
+            // A busy leader's hand-over goes ahead anyway then (a commit in
+            // flight ends with an input that carries it out).
+            consider(t, TimeoutKind::Leader);
         }
         if self.is_member() && self.term > 0 && !self.settled() {
             consider(

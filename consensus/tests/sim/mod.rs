@@ -1488,7 +1488,15 @@ impl Sim {
                             self.fired.insert(k);
                             self.pending_handover = Some((self.now, pk));
                             for i in asked {
-                                self.feed(i, Input::HandOver { to: pk });
+                                // On every validator: the operator knows
+                                // the leader is down.
+                                self.feed(
+                                    i,
+                                    Input::HandOver {
+                                        to: pk,
+                                        force: on_all,
+                                    },
+                                );
                             }
                         }
                     }
