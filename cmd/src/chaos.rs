@@ -138,11 +138,15 @@ impl Node {
             .ok()
     }
 
-    /// Whether `pid` is a live `kite start` of this node's home.
+    /// Whether the node's process runs: a process the harness started
+    /// until it exits (its command line is the harness's own until it
+    /// execs, so it is not read), else the recorded pid while it is a live
+    /// `kite start` of this node's home.
     fn runs(&mut self) -> bool {
-        if let Some(c) = &mut self.child
-            && matches!(c.try_wait(), Ok(Some(_)))
-        {
+        if let Some(c) = &mut self.child {
+            if matches!(c.try_wait(), Ok(None)) {
+                return true;
+            }
             self.child = None;
             return false;
         }

@@ -63,6 +63,7 @@ fn chaos_in_namespaces_with_partitions_and_stale_stores() {
     );
     let summary = summary_of(&out.stdout, &out.stderr);
     assert!(out.status.success(), "violations: {summary}\n{stderr}");
+    println!("{summary}");
     let faults = &summary["faults"];
     assert!(faults["partition"].as_u64() >= Some(1), "{summary}");
     assert!(faults["stale-store"].as_u64() >= Some(1), "{summary}");
