@@ -2112,7 +2112,11 @@ fn terms_the_credential_decides_what_may_be_proposed() {
 
 /// The leader at height 1 with its proposal of `tx(1)` executed.
 fn leader_with_executed_proposal() -> (Engine, Block) {
-    let mut l = leader();
+    with_executed_proposal(leader())
+}
+
+/// Leader `l` with its first proposal (one tx, built at 200 ms) executed.
+fn with_executed_proposal(mut l: Engine) -> (Engine, Block) {
     l.handle(Input::Tick { now_ms: 0 });
     l.handle(Input::MempoolStatus { txs: 1, bytes: 100 });
     l.handle(Input::Tick { now_ms: 200 });
@@ -2446,19 +2450,7 @@ fn handover_plans_and_refusals() {
 #[test]
 fn handover_the_leader_finishes_its_height_first() {
     let v = leader_of(2);
-    let mut l = failover_leader();
-    l.handle(Input::Tick { now_ms: 0 });
-    l.handle(Input::MempoolStatus { txs: 5, bytes: 500 });
-    l.handle(Input::Tick { now_ms: 200 });
-    let out = l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
-    let b = out
-        .iter()
-        .find_map(|o| match o {
-            Output::SendProposal { block, .. } => Some(block.clone()),
-            _ => None,
-        })
-        .unwrap();
-    l.handle(executed(&b));
+    let (mut l, b) = with_executed_proposal(failover_leader());
     let out = l.handle(Input::HandOver {
         to: key(v).public(),
         force: false,
@@ -2500,11 +2492,7 @@ fn handover_the_leader_finishes_its_height_first() {
 #[test]
 fn handover_a_stuck_leader_leaves_after_a_leader_timeout() {
     let v = leader_of(1);
-    let mut l = failover_leader();
-    l.handle(Input::Tick { now_ms: 0 });
-    l.handle(Input::MempoolStatus { txs: 5, bytes: 500 });
-    l.handle(Input::Tick { now_ms: 200 });
-    l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    let (mut l, _) = with_executed_proposal(failover_leader());
     let out = l.handle(Input::HandOver {
         to: key(v).public(),
         force: false,
@@ -2519,11 +2507,7 @@ fn handover_a_stuck_leader_leaves_after_a_leader_timeout() {
     assert_eq!(l.status().term, 1);
 
     // With failover off (leader timeout 0) too: the round timeout holds.
-    let mut l = leader();
-    l.handle(Input::Tick { now_ms: 0 });
-    l.handle(Input::MempoolStatus { txs: 5, bytes: 500 });
-    l.handle(Input::Tick { now_ms: 200 });
-    l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    let (mut l, _) = leader_with_executed_proposal();
     l.handle(Input::HandOver {
         to: key(v).public(),
         force: false,
@@ -2539,11 +2523,7 @@ fn handover_a_stuck_leader_leaves_after_a_leader_timeout() {
 fn handover_a_request_of_a_term_left_is_dropped() {
     let v = leader_of(2);
     let l1 = leader_of(1);
-    let mut l = failover_leader();
-    l.handle(Input::Tick { now_ms: 0 });
-    l.handle(Input::MempoolStatus { txs: 5, bytes: 500 });
-    l.handle(Input::Tick { now_ms: 200 });
-    l.handle(Input::BlockBuilt { txs: vec![tx(1)] });
+    let (mut l, _) = with_executed_proposal(failover_leader());
     l.handle(Input::HandOver {
         to: key(v).public(),
         force: false,

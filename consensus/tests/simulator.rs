@@ -516,6 +516,17 @@ fn profile_one() {
 
 // ---- Operator hand-over ----------------------------------------------
 
+/// Every hand-over's time (request to the first commit of the named
+/// validator's block) over all runs, sorted.
+fn handover_times(outs: &[sim::Outcome]) -> Vec<u64> {
+    let mut all: Vec<u64> = outs
+        .iter()
+        .flat_map(|o| o.stats.handovers_ms.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all
+}
+
 /// Three hand-overs in a row under load, each asked of the node that leads
 /// at the time, with message loss: the named validator takes over without
 /// any node waiting for a leader timeout.
@@ -533,11 +544,7 @@ fn operator_hands_over_to_each_validator_in_turn() {
             .collect();
         cfg
     });
-    let mut all: Vec<u64> = outs
-        .iter()
-        .flat_map(|o| o.stats.handovers_ms.iter().copied())
-        .collect();
-    all.sort_unstable();
+    let all = handover_times(&outs);
     assert_eq!(all.len() as u64, 3 * SEEDS, "every hand-over completes");
     let (p50, max) = (all[all.len() / 2], all[all.len() - 1]);
     println!("hand-overs: {} p50 {p50} ms, max {max} ms", all.len());
@@ -572,11 +579,7 @@ fn operator_names_the_next_leader_when_the_leader_is_down() {
         ];
         cfg
     });
-    let mut all: Vec<u64> = outs
-        .iter()
-        .flat_map(|o| o.stats.handovers_ms.iter().copied())
-        .collect();
-    all.sort_unstable();
+    let all = handover_times(&outs);
     assert_eq!(all.len() as u64, SEEDS, "every hand-over completes");
     let (p50, max) = (all[all.len() / 2], all[all.len() - 1]);
     println!("hand-overs with the leader down: p50 {p50} ms, max {max} ms");
