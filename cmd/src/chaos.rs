@@ -2,10 +2,14 @@
 //! then the checks that matter (docs/RELIABILITY.md):
 //!
 //! - every node holds the same block at every height;
-//! - every tx the load saw committed (in a block of any node, during the
-//!   run) is in the final chain;
-//! - every node reaches the tip within `--settle` seconds once the faults
-//!   stop.
+//! - every block the watcher saw committed during the run (at each height,
+//!   on the first validator that reported it) is the final chain's block
+//!   there, and every tx in it is in the final chain (each tx of the load
+//!   is unique, so a tx sent again after a lost nonce does not hide a lost
+//!   one);
+//! - every node reaches the highest height seen within `--settle` seconds
+//!   once the faults stop;
+//! - the load funded its senders and ran to the end.
 //!
 //! Two ways to run it:
 //!
@@ -18,7 +22,9 @@
 //!   the network.
 //!
 //! Faults, one at a time (the validators keep a quorum: with 4 of them, one
-//! may be down), drawn from a seeded generator:
+//! may be down; the recovery of `stale-store` pauses a second one for the
+//! time of a copy), every kind once per round in an order drawn from the
+//! seed (how many rounds fit in `--duration` depends on the machine):
 //!
 //! - `kill-leader`: SIGKILL the node that leads, restart it a few seconds
 //!   later;
@@ -26,10 +32,11 @@
 //! - `pause`: SIGSTOP a validator, leader included, SIGCONT it later;
 //! - `stale-store`: SIGKILL a validator, keep a copy of its store, restart
 //!   it; later SIGKILL it again and start it on the older copy, its promise
-//!   file kept. It must refuse to start ("the store went back in time") when
-//!   it promised anything above the copy; the harness then does what the
-//!   error tells an operator (gives it a copy of a live validator's store,
-//!   taken while that one is paused) and starts it;
+//!   file kept. It must refuse to start ("the store went back in time")
+//!   exactly when its promise record is above the copy's tip + 1, and start
+//!   otherwise; after a refusal the harness gives it a newer copy of the
+//!   chain (the store of the live validator furthest ahead, copied while
+//!   that one is stopped: what a crash would leave) and it must start;
 //! - `partition` (`--netns` only): cut an island of validators (a
 //!   minority; the leader in it half the time) off from the rest, heal it
 //!   later.
@@ -185,10 +192,11 @@ impl Node {
             .open(self.home.join("node.log"))?;
         let mut cmd = match &self.ns {
             Some(ns) => {
-                // `ip netns exec` runs the program by path: this binary's
-                // path, not /proc/self/exe (that would be `ip` then).
+                // `ip netns exec` runs the program by path: this process's
+                // binary by its pid (/proc/self/exe would be `ip` then).
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(std::env::current_exe()?);
+                c.args(["netns", "exec", ns])
+                    .arg(format!("/proc/{}/exe", std::process::id()));
                 c
             }
             None => Command::new("/proc/self/exe"),
@@ -226,6 +234,9 @@ struct Seen {
     failovers_ms: Vec<u64>,
     /// Txs seen in committed blocks during the run.
     committed: HashSet<Hash>,
+    /// The block seen committed at each height during the run (the final
+    /// chain must hold the same).
+    hashes: BTreeMap<u64, Hash>,
     scanned: u64,
 }
 
@@ -264,28 +275,50 @@ async fn run_in_lab(a: &ChaosArgs) -> anyhow::Result<()> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     args.push("--in-lab".into());
     args.push(lab.tag().into());
-    let exe = std::env::current_exe()?;
-    let ns = lab.harness_ns();
-    let status = tokio::task::spawn_blocking(move || {
-        Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(exe)
-            .args(args)
-            .status()
-    })
-    .await?
-    .context("running the harness in its namespace")?;
+    let mut inner = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &lab.harness_ns()])
+        .arg(format!("/proc/{}/exe", std::process::id()))
+        .args(args)
+        .spawn()
+        .context("running the harness in its namespace")?;
+    // Ctrl-C or SIGTERM: the harness inside stops, then the nodes and the
+    // namespaces go as after a run.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let interrupted = tokio::select! {
+        status = inner.wait() => match status {
+            Ok(s) if s.success() => None,
+            Ok(_) => Some("the chaos run failed (see above)"),
+            Err(_) => Some("the chaos run could not be waited for"),
+        },
+        _ = tokio::signal::ctrl_c() => Some("interrupted"),
+        _ = term.recv() => Some("terminated"),
+    };
+    if let Some(pid) = inner.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let _ = tokio::time::timeout(Duration::from_secs(15), inner.wait()).await;
+        let _ = inner.kill().await;
+    }
     stop_recorded(&a.net).await;
     drop(lab);
-    if !status.success() {
-        bail!("the chaos run failed (see above)");
+    match interrupted {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `--netns`, inside: a fresh testnet of `--validators` in `--net`, one
 /// address per node, started in the nodes' namespaces.
 async fn lay_out(a: &ChaosArgs, lab: &Lab) -> anyhow::Result<()> {
+    let pids = std::fs::read_to_string(a.net.join("pids")).unwrap_or_default();
+    if !pids.trim().is_empty() {
+        bail!(
+            "{} holds a testnet that may be running (its pids file is not empty): stop it with \
+             testnet/down.sh, or give --netns another folder",
+            a.net.display()
+        );
+    }
     crate::testnet::init(&crate::testnet::TestnetInitArgs {
         out: a.net.clone(),
         validators: a.validators,
@@ -330,6 +363,8 @@ async fn stop_recorded(net: &Path) {
             let _ = Command::new("kill").args(["-KILL", pid]).status();
         }
     }
+    // Stopped: nothing recorded runs any more (as after testnet/down.sh).
+    let _ = std::fs::write(net.join("pids"), "");
 }
 
 /// Copies the folder `from` to `to` (which must not exist).
@@ -377,43 +412,122 @@ enum Stale {
     Accepted,
 }
 
-/// `stale-store`, second half: SIGKILL node `t`, start it on the copy kept
-/// by [`stale_begin`]; when it refuses (as it must once it promised
-/// anything above the copy), give it a copy of a live validator's store
-/// (taken while that one is paused) and start it again.
+/// `stale-store`, second half: SIGKILL node `t` and start it on the copy
+/// kept by [`stale_begin`], its promise file kept. It must refuse exactly
+/// when it promised anything above the copy (the promise record's height
+/// above the copy's tip + 1); then it gets a copy of the store of the live
+/// validator that is furthest ahead (taken while that one is stopped, so
+/// the copy is what a crash would leave) and must start on it.
 async fn stale_end(nodes: &mut [Node], t: usize, net: &Path) -> anyhow::Result<Stale> {
     nodes[t].signal("-KILL")?;
     reaped(&mut nodes[t]).await;
-    let data = nodes[t].home.join("data");
+    let home = nodes[t].home.clone();
+    let data = home.join("data");
+    let snap = home.join("data.stale");
+    let genesis = kite_types::Genesis::load(&home.join("genesis.json"))?;
+    let copy_tip = {
+        let store = kite_blockstore::BlockStore::open(&snap, &genesis)
+            .context("opening the older copy of the store")?;
+        store.best()?.height
+    };
+    let promised = kite_node::promise_file::load(&kite_node::promise_file::path_in(&home))?
+        .map_or(0, |p| p.height);
+    let must_refuse = promised > copy_tip + 1;
     std::fs::remove_dir_all(&data)?;
-    std::fs::rename(nodes[t].home.join("data.stale"), &data)?;
-    nodes[t].restart(net)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while nodes[t].runs() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::rename(&snap, &data)?;
+    let refused = start_and_watch(&mut nodes[t], net).await?;
+    let name = nodes[t].name.clone();
+    match (must_refuse, refused) {
+        (false, None) => return Ok(Stale::Accepted),
+        (false, Some(why)) => bail!(
+            "{name} refused a store at height {copy_tip} though it promised nothing above height \
+             {promised}: {why}"
+        ),
+        (true, None) => bail!(
+            "{name} started on a store at height {copy_tip} though it promised height {promised}: \
+             it could contradict what it signed"
+        ),
+        (true, Some(why)) if !why.contains("the store went back in time") => bail!(
+            "{name} stopped on an older copy of its store without saying the store went back in \
+             time: {why}"
+        ),
+        (true, Some(_)) => {}
     }
-    if nodes[t].runs() {
-        return Ok(Stale::Accepted);
+    // The operator's way out: a newer copy of the chain.
+    let mut donor: Option<(usize, u64)> = None;
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if i == t || !n.validator || !n.runs() {
+            continue;
+        }
+        if let Ok(st) = n.client.call::<_, StatusView>("status", json!({})).await
+            && donor.is_none_or(|(_, h)| st.height > h)
+        {
+            donor = Some((i, st.height));
+        }
     }
-    let log = std::fs::read(nodes[t].home.join("node.log")).unwrap_or_default();
-    let tail = String::from_utf8_lossy(&log[log.len().saturating_sub(2048)..]).into_owned();
-    if !tail.contains("the store went back in time") {
+    let (d, height) = donor.context("no live validator to copy a store from")?;
+    if height + 1 < promised {
         bail!(
-            "{} stopped on an older copy of its store without saying the store went back in \
-             time: {tail}",
-            nodes[t].name
+            "no live validator holds height {} to copy to {name}",
+            promised - 1
         );
     }
-    let donor = (0..nodes.len())
-        .find(|i| *i != t && nodes[*i].validator && nodes[*i].runs())
-        .context("no live validator to copy a store from")?;
-    nodes[donor].signal("-STOP")?;
-    std::fs::remove_dir_all(&data)?;
-    let copied = copy_dir(&nodes[donor].home.join("data"), &data);
-    nodes[donor].signal("-CONT")?;
+    nodes[d].signal("-STOP")?;
+    let copied = async {
+        wait_stopped(nodes[d].pid().context("no pid")?).await;
+        std::fs::remove_dir_all(&data)?;
+        copy_dir(&nodes[d].home.join("data"), &data)
+    }
+    .await;
+    nodes[d].signal("-CONT")?;
     copied?;
-    nodes[t].restart(net)?;
+    if let Some(why) = start_and_watch(&mut nodes[t], net).await? {
+        bail!(
+            "{name} did not start on a copy of {}'s store: {why}",
+            nodes[d].name
+        );
+    }
     Ok(Stale::Refused)
+}
+
+/// Starts node `n` and watches it for 10 s: None when it still runs, else
+/// what it wrote to its log since the start.
+async fn start_and_watch(n: &mut Node, net: &Path) -> anyhow::Result<Option<String>> {
+    let log = n.home.join("node.log");
+    let from = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+    n.restart(net)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n.runs() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if n.runs() {
+        return Ok(None);
+    }
+    let text = std::fs::read(&log).unwrap_or_default();
+    let since = text.get(from..).unwrap_or_default();
+    let tail = &since[since.len().saturating_sub(2048)..];
+    Ok(Some(String::from_utf8_lossy(tail).into_owned()))
+}
+
+/// Waits (at most 2 s) until every thread of `pid` is stopped (SIGSTOP
+/// returns before they all are).
+async fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+        let all = tasks.map(|d| {
+            d.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
+                    .unwrap_or(true)
+            })
+        });
+        if all.unwrap_or(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// `partition`: an island of validators, a minority, with the leader in it
@@ -490,12 +604,14 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let submitted = Arc::new(AtomicU64::new(0));
+    let funded = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(load_task(
         a.net.join("faucet.key"),
         clients.clone(),
         a.rate,
         stop.clone(),
         submitted.clone(),
+        funded.clone(),
     ));
     let watcher = tokio::spawn(watch_task(clients.clone(), seen.clone(), stop.clone()));
 
@@ -505,10 +621,28 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let end = start + Duration::from_secs(a.duration);
     let mut violations: Vec<String> = Vec::new();
-    // Let the load start before the first fault.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    while Instant::now() < end {
-        let kind = faults[rng.random_range(0..faults.len())].clone();
+    // The load's senders are funded before the first fault.
+    let fund_deadline = Instant::now() + Duration::from_secs(90);
+    while !funded.load(Ordering::Relaxed) && !load.is_finished() {
+        if Instant::now() > fund_deadline {
+            violations.push("the load did not fund its senders within 90 s".into());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every kind once per round, in an order drawn from the seed (so a
+    // run long enough for one round applies each kind).
+    let mut round: Vec<String> = Vec::new();
+    while violations.is_empty() && !load.is_finished() && Instant::now() < end {
+        if round.is_empty() {
+            round = faults.clone();
+            for i in (1..round.len()).rev() {
+                round.swap(i, rng.random_range(0..=i));
+            }
+        }
+        let Some(kind) = round.pop() else {
+            break;
+        };
         let hold = Duration::from_millis(rng.random_range(1_000..6_000));
         let target = match kind.as_str() {
             "kill-leader" => leader_index(&nodes).await,
@@ -520,6 +654,8 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
             }
         };
         let Some(t) = target else {
+            // No leader right now: the same kind again shortly.
+            round.push(kind);
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
@@ -588,19 +724,32 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
 
     // Settle: every node at one tip, with the same blocks.
     stop.store(true, Ordering::Relaxed);
-    let _ = load.await;
+    match load.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => violations.push(format!("the load failed: {e:#}")),
+        Err(e) => violations.push(format!("the load task failed: {e}")),
+    }
     let _ = watcher.await;
     for n in nodes.iter_mut() {
         if !n.runs() {
             violations.push(format!("{} is not running at the end", n.name));
         }
     }
+    // Settle: every node at or above the highest height any node reports
+    // now (blocks may still come) and the highest the watcher saw.
     let settle_start = Instant::now();
+    let seen_tip = seen.lock().await.tip;
+    let target = heights(&nodes)
+        .await
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        .max(seen_tip)
+        .max(1);
     let tip = loop {
         let heights = heights(&nodes).await;
         let min = heights.iter().copied().min().unwrap_or(0);
-        let max = heights.iter().copied().max().unwrap_or(0);
-        if min == max && min > 0 {
+        if min >= target {
             break Some(min);
         }
         if settle_start.elapsed() > Duration::from_secs(a.settle) {
@@ -635,6 +784,15 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
                 }
             }
             if let Some(r) = reference {
+                if let Some(was) = seen.lock().await.hashes.get(&h)
+                    && *was != r.hash
+                {
+                    violations.push(format!(
+                        "height {h}: block {was} was seen committed during the run, the final \
+                         chain holds {}",
+                        r.hash
+                    ));
+                }
                 final_txs.extend(r.txs);
             }
         }
@@ -772,6 +930,7 @@ async fn watch_task(clients: Vec<Client>, seen: Arc<Mutex<Seen>>, stop: Arc<Atom
                 match b {
                     Ok(b) => {
                         s.committed.extend(b.txs);
+                        s.hashes.insert(h, b.hash);
                         s.scanned = s.scanned.max(h);
                     }
                     Err(_) => break,
@@ -790,16 +949,37 @@ async fn load_task(
     rate: u64,
     stop: Arc<AtomicBool>,
     submitted: Arc<AtomicU64>,
+    funded: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     if rate == 0 {
+        funded.store(true, Ordering::Relaxed);
         return Ok(());
     }
     let faucet = NodeKey::load(&faucet)?;
-    let main = clients[0].clone();
-    let st: StatusView = main.call("status", json!({})).await?;
-    let chain = st.chain_id;
     let senders: Vec<NodeKey> = (0..16).map(|_| NodeKey::generate()).collect();
-    crate::bench::fund(&main, &faucet, &chain, &senders, 1_000_000).await?;
+    // Funded through whichever validator answers (no fault runs yet).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut attempt = 0usize;
+    let chain = loop {
+        let c = &clients[attempt % clients.len()];
+        attempt += 1;
+        let tried = async {
+            let st: StatusView = c.call("status", json!({})).await?;
+            crate::bench::fund(c, &faucet, &st.chain_id, &senders, 1_000_000_000).await?;
+            Ok::<_, anyhow::Error>(st.chain_id)
+        };
+        match tried.await {
+            Ok(chain) => break chain,
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context("funding the load's senders"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
+    funded.store(true, Ordering::Relaxed);
+    // Each tx unique (a random amount): a tx re-sent after its nonce was
+    // lost is a new tx, so a committed tx that disappears is noticed.
+    let mut amounts = StdRng::seed_from_u64(rand::random());
     let sink = NodeKey::generate().public();
     let mut nonces = vec![1u64; senders.len()];
     // Per sender: its last committed nonce and since when. A tx accepted by
@@ -843,7 +1023,7 @@ async fn load_task(
             nonces[i],
             Payload::Transfer {
                 to: sink,
-                amount: 1,
+                amount: amounts.random_range(1..=1_000),
             },
         );
         let c = &clients[k % clients.len()];
