@@ -13,6 +13,7 @@ mod bench;
 mod chaos;
 mod client;
 mod home;
+mod limits;
 mod netns;
 mod query;
 mod start;
@@ -143,6 +144,9 @@ struct PeersArgs {
 enum BenchCommand {
     /// Drive signed transfers and report tx/s and latency.
     Load(bench::LoadArgs),
+    /// Measure this machine's limits: ed25519 verify (single, batch),
+    /// sha256, durable writes, on 1 and 2 threads.
+    Limits(limits::LimitsArgs),
 }
 
 fn main() -> ExitCode {
@@ -188,6 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         )),
         Command::Bench(BenchCommand::Load(a)) => block_on(bench::load(&a)),
+        Command::Bench(BenchCommand::Limits(a)) => limits::limits(&a),
     }
 }
 
