@@ -86,8 +86,86 @@ pub async fn fund(
     Ok(())
 }
 
+/// Submit-to-commit latency percentiles, ms.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    /// Offered rate, tx/s (0: as fast as the nodes accept).
+    pub rate: u64,
+    /// Txs planned.
+    pub txs: u64,
+    /// Sender accounts.
+    pub senders: u64,
+    /// RPC endpoints used.
+    pub endpoints: usize,
+    /// Txs the nodes accepted.
+    pub submitted: u64,
+    /// Txs the nodes refused.
+    pub refused: u64,
+    /// Accepted txs seen committed.
+    pub committed: u64,
+    /// Accepted tx/s while submitting.
+    pub submitted_tps: f64,
+    /// Committed tx/s, from the first submit to the last commit seen.
+    pub committed_tps: f64,
+    /// Submit-to-commit latency.
+    pub latency_ms: Latency,
+    /// CPU seconds this process (the load generator) used while it ran.
+    pub client_cpu_s: f64,
+}
+
+/// CPU seconds (user + system) process `pid` used so far (`self` for this
+/// one), from /proc.
+pub fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// `kite bench load`.
 pub async fn load(a: &LoadArgs) -> anyhow::Result<()> {
+    let r = run_load(a).await?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "submitted {} txs: {:.0} tx/s ({} refused)",
+            r.submitted, r.submitted_tps, r.refused
+        );
+        println!("committed {} txs: {:.0} tx/s", r.committed, r.committed_tps);
+        println!(
+            "submit-to-commit latency: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            r.latency_ms.p50, r.latency_ms.p90, r.latency_ms.p99, r.latency_ms.max
+        );
+        println!("load generator CPU: {:.2} s", r.client_cpu_s);
+    }
+    if r.committed < r.submitted {
+        bail!(
+            "{} submitted txs were not seen committed",
+            r.submitted - r.committed
+        );
+    }
+    Ok(())
+}
+
+/// Runs a load and measures it (no output but the progress bar, hidden
+/// with `--json`).
+pub async fn run_load(a: &LoadArgs) -> anyhow::Result<LoadReport> {
     if a.senders == 0 || a.txs == 0 {
         bail!("--senders and --txs must be at least 1");
     }
@@ -156,6 +234,7 @@ pub async fn load(a: &LoadArgs) -> anyhow::Result<()> {
     );
     let submitted: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::default();
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cpu0 = cpu_secs("self").unwrap_or(0.0);
     let t0 = Instant::now();
     let interval = (a.rate > 0).then(|| Duration::from_secs_f64(a.senders as f64 / a.rate as f64));
 
@@ -235,44 +314,22 @@ pub async fn load(a: &LoadArgs) -> anyhow::Result<()> {
         .max(1e-9);
     let commit_secs = last_commit.duration_since(t0).as_secs_f64().max(1e-9);
     let sent = a.txs - refused.load(std::sync::atomic::Ordering::Relaxed);
-    let report = json!({
-        "txs": a.txs,
-        "senders": a.senders,
-        "endpoints": clients.len(),
-        "submitted": sent,
-        "refused": a.txs - sent,
-        "committed": committed,
-        "submitted_tps": sent as f64 / submit_secs,
-        "committed_tps": committed as f64 / commit_secs,
-        "latency_ms": {
-            "p50": hist.value_at_quantile(0.50),
-            "p90": hist.value_at_quantile(0.90),
-            "p99": hist.value_at_quantile(0.99),
-            "max": hist.max(),
+    Ok(LoadReport {
+        rate: a.rate,
+        txs: a.txs,
+        senders: a.senders,
+        endpoints: clients.len(),
+        submitted: sent,
+        refused: a.txs - sent,
+        committed,
+        submitted_tps: sent as f64 / submit_secs,
+        committed_tps: committed as f64 / commit_secs,
+        latency_ms: Latency {
+            p50: hist.value_at_quantile(0.50),
+            p90: hist.value_at_quantile(0.90),
+            p99: hist.value_at_quantile(0.99),
+            max: hist.max(),
         },
-    });
-    if a.json {
-        println!("{report}");
-    } else {
-        println!(
-            "submitted {sent} txs in {submit_secs:.2}s: {:.0} tx/s ({} refused)",
-            sent as f64 / submit_secs,
-            a.txs - sent
-        );
-        println!(
-            "committed {committed} txs in {commit_secs:.2}s: {:.0} tx/s",
-            committed as f64 / commit_secs
-        );
-        println!(
-            "submit-to-commit latency: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-            hist.value_at_quantile(0.50),
-            hist.value_at_quantile(0.90),
-            hist.value_at_quantile(0.99),
-            hist.max()
-        );
-    }
-    if committed < sent {
-        bail!("{} submitted txs were not seen committed", sent - committed);
-    }
-    Ok(())
+        client_cpu_s: cpu_secs("self").unwrap_or(0.0) - cpu0,
+    })
 }

@@ -10,6 +10,7 @@
 
 mod admin;
 mod bench;
+mod benchnet;
 mod chaos;
 mod client;
 mod home;
@@ -147,6 +148,9 @@ enum BenchCommand {
     /// Measure this machine's limits: ed25519 verify (single, batch),
     /// sha256, durable writes, on 1 and 2 threads.
     Limits(limits::LimitsArgs),
+    /// The limits, then Kite on a fresh local network: committed tx/s at
+    /// saturation, latency at fixed rates, CPU per tx and RSS per node.
+    Net(benchnet::NetBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -193,6 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         )),
         Command::Bench(BenchCommand::Load(a)) => block_on(bench::load(&a)),
         Command::Bench(BenchCommand::Limits(a)) => limits::limits(&a),
+        Command::Bench(BenchCommand::Net(a)) => block_on(benchnet::bench_net(&a)),
     }
 }
 
