@@ -313,17 +313,18 @@ impl App {
     }
 
     /// Executes `block` on `state` (whose app hash is `prev_app_hash`)
-    /// without writing anything. Tx signatures are batch-verified unless
-    /// `sigs_verified` (the caller checked them already, e.g. the leader
-    /// that built the block from its mempool). Re-executing the same block
-    /// on the same state always gives the same [`Executed`].
+    /// without writing anything. The tx signatures the caller has not
+    /// checked already (`checked`, see [`SigsChecked`]; `true` for all,
+    /// `false` for none) are verified here in one batch. Re-executing the
+    /// same block on the same state always gives the same [`Executed`].
     pub fn execute_block(
         &self,
         state: &dyn StateReader,
         prev_app_hash: Hash,
         block: &Block,
-        sigs_verified: bool,
+        checked: impl Into<SigsChecked>,
     ) -> Result<Executed, BlockError> {
+        let checked = checked.into();
         let header = block.header();
         if header.chain_id != self.chain_id {
             return Err(BlockError::WrongChain {
@@ -338,12 +339,7 @@ impl App {
             });
         }
         let txs = block.txs();
-        let sig_ok: Vec<bool> = if sigs_verified {
-            Vec::new()
-        } else {
-            let refs: Vec<&Tx> = txs.iter().collect();
-            Tx::verify_batch(&refs)
-        };
+        let sig_ok = checked.verify(txs);
         let mut overlay = Overlay::new(state);
         for (index, tx) in txs.iter().enumerate() {
             let fail = |error| BlockError::Tx {
@@ -352,7 +348,7 @@ impl App {
                 error,
             };
             self.check_rules(tx).map_err(fail)?;
-            if !sigs_verified && !sig_ok.get(index).copied().unwrap_or(false) {
+            if !sig_ok.get(index).copied().unwrap_or(false) {
                 return Err(fail(TxError::BadSignature));
             }
             self.apply_tx(&mut overlay, tx)?.map_err(fail)?;
@@ -378,4 +374,53 @@ fn check_key(key: &[u8]) -> Result<(), TxError> {
         });
     }
     Ok(())
+}
+
+/// Which tx signatures of a block the caller of [`App::execute_block`] has
+/// checked already; the others are verified there, in one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigsChecked {
+    /// None: every signature is verified.
+    None,
+    /// All: the leader's own block (built from its mempool), or a range
+    /// whose proofs and signatures were checked before.
+    All,
+    /// Those marked `true`, by tx index (a missing entry is `false`): the
+    /// txs this node admitted to its mempool, which verified their
+    /// signatures. A tx's hash is the sha256 of its whole encoding,
+    /// signature included, so a tx of the block with the hash of an
+    /// admitted tx is that same signed tx.
+    These(Vec<bool>),
+}
+
+impl From<bool> for SigsChecked {
+    fn from(all: bool) -> SigsChecked {
+        if all {
+            SigsChecked::All
+        } else {
+            SigsChecked::None
+        }
+    }
+}
+
+impl SigsChecked {
+    /// Whether each of `txs` has a good signature: the checked ones are
+    /// taken as good, the others verified in one batch.
+    pub fn verify(&self, txs: &[Tx]) -> Vec<bool> {
+        let known = |i: usize| match self {
+            SigsChecked::None => false,
+            SigsChecked::All => true,
+            SigsChecked::These(mask) => mask.get(i).copied().unwrap_or(false),
+        };
+        let todo: Vec<usize> = (0..txs.len()).filter(|i| !known(*i)).collect();
+        let mut ok = vec![true; txs.len()];
+        if todo.is_empty() {
+            return ok;
+        }
+        let refs: Vec<&Tx> = todo.iter().map(|i| &txs[*i]).collect();
+        for (i, good) in todo.iter().zip(Tx::verify_batch(&refs)) {
+            ok[*i] = good;
+        }
+        ok
+    }
 }

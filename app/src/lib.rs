@@ -27,7 +27,7 @@ pub mod app;
 pub mod changes;
 pub mod state;
 
-pub use app::{App, BlockError, Executed, TxError};
+pub use app::{App, BlockError, Executed, SigsChecked, TxError};
 pub use changes::ChangeSet;
 pub use state::{
     MemState, Overlay, StateError, StateKey, StateReader, account, decode_account, encode_account,

@@ -2,7 +2,8 @@
 //! Execution rules, typed rejections and determinism of the app hash.
 
 use kite_app::{
-    App, BlockError, ChangeSet, Executed, MemState, Overlay, StateReader, TxError, account, kv_get,
+    App, BlockError, ChangeSet, Executed, MemState, Overlay, SigsChecked, StateReader, TxError,
+    account, kv_get,
 };
 use kite_types::genesis::Allocation;
 use kite_types::{
@@ -192,8 +193,41 @@ fn rejections_are_typed() {
     assert_eq!((i, e), (1, TxError::BadSignature));
     // With sigs_verified the caller vouches for signatures.
     assert!(
-        app.execute_block(&s, h, &block(1, h, vec![forged]), true)
+        app.execute_block(&s, h, &block(1, h, vec![forged.clone()]), true)
             .is_ok()
+    );
+    // Per tx: only the txs not marked checked are verified (a validator
+    // marks those its mempool admitted). The forged tx, unmarked, is
+    // caught at its index; marked, the caller vouches for it.
+    let good = transfer(1, 1, 2, 1);
+    let both = block(1, h, vec![good.clone(), forged.clone()]);
+    let err = app
+        .execute_block(&s, h, &both, SigsChecked::These(vec![true, false]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BlockError::Tx {
+                index: 1,
+                error: TxError::BadSignature,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let alone = block(1, h, vec![forged.clone()]);
+    assert!(
+        app.execute_block(&s, h, &alone, SigsChecked::These(vec![true]))
+            .is_ok()
+    );
+    // A mask shorter than the block checks the rest.
+    assert!(
+        app.execute_block(&s, h, &alone, SigsChecked::These(Vec::new()))
+            .is_err()
+    );
+    assert_eq!(
+        SigsChecked::These(vec![true]).verify(&[good, forged]),
+        vec![true, false]
     );
 
     // Wrong chain.

@@ -33,7 +33,7 @@ enum WriteOp {
     },
     Execute {
         block: Box<Block>,
-        sigs_verified: bool,
+        checked: kite_app::SigsChecked,
         reply: Reply<Executed>,
     },
     ApplyMany {
@@ -111,10 +111,10 @@ impl StoreHandle {
                         }
                         WriteOp::Execute {
                             block,
-                            sigs_verified,
+                            checked,
                             reply,
                         } => {
-                            let _ = reply.send(owner.execute_block(&block, sigs_verified));
+                            let _ = reply.send(owner.execute_block(&block, checked));
                         }
                         WriteOp::Apply {
                             block,
@@ -211,11 +211,12 @@ impl StoreHandle {
     pub async fn execute_block(
         &self,
         block: Block,
-        sigs_verified: bool,
+        checked: impl Into<kite_app::SigsChecked>,
     ) -> Result<Executed, StoreError> {
+        let checked = checked.into();
         self.write(|reply| WriteOp::Execute {
             block: Box::new(block),
-            sigs_verified,
+            checked,
             reply,
         })
         .await

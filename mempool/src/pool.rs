@@ -104,6 +104,15 @@ impl Mempool {
         self.inner.lock().index.contains_key(hash)
     }
 
+    /// Whether the pool holds each of `hashes` (one lock for all).
+    pub fn contains_each(&self, hashes: impl IntoIterator<Item = Hash>) -> Vec<bool> {
+        let g = self.inner.lock();
+        hashes
+            .into_iter()
+            .map(|h| g.index.contains_key(&h))
+            .collect()
+    }
+
     /// The tx with this hash, pending or queued. O(1) (the clone happens
     /// outside the lock).
     pub fn get(&self, hash: &Hash) -> Option<Tx> {

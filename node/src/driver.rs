@@ -19,12 +19,12 @@ use crate::state::NodeState;
 use crate::sync::Progress;
 use crate::sync::apply::{Applied, SyncWriter};
 use crate::sync::fetch::Fetcher;
-use kite_app::{BlockError, Executed};
+use kite_app::{BlockError, Executed, SigsChecked};
 use kite_blockstore::StoreError;
 use kite_consensus::{Engine, ExecError, Input, Output, Target};
 use kite_protocols::blkprop::ResetInfo;
 use kite_protocols::{ack, blkann, blkprop, term};
-use kite_types::{Block, CommitInfo, Hash, Promise};
+use kite_types::{Block, CommitInfo, Hash, Promise, Tx};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -293,10 +293,21 @@ impl Driver {
             Output::ExecuteBlock { block } => {
                 let height = block.height();
                 let hash = block.hash();
-                // The leader's own block holds mempool txs whose signatures
-                // were verified at admission.
-                let verified = block.header().proposer == self.shared.public;
-                let result = match self.shared.store.execute_block(block, verified).await {
+                // Signatures this node verified already: all of the leader's
+                // own block (built from its mempool), else the txs its
+                // mempool holds (admitted, so verified; the tx hash covers
+                // the signature). Only the others are verified here.
+                let checked = if block.header().proposer == self.shared.public {
+                    SigsChecked::All
+                } else {
+                    match &self.shared.mempool {
+                        Some(m) => {
+                            SigsChecked::These(m.contains_each(block.txs().iter().map(Tx::hash)))
+                        }
+                        None => SigsChecked::None,
+                    }
+                };
+                let result = match self.shared.store.execute_block(block, checked).await {
                     Ok(ex) => {
                         let app = ex.app_hash;
                         if self.staged.len() >= MAX_STAGED {

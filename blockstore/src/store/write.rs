@@ -205,13 +205,13 @@ impl BlockStore {
     pub fn execute_block(
         &self,
         block: &Block,
-        sigs_verified: bool,
+        checked: impl Into<kite_app::SigsChecked>,
     ) -> Result<Executed, StoreError> {
         let _serial = self.commits.lock();
         let best = self.best()?;
         Ok(self
             .app
-            .execute_block(self, best.app_hash, block, sigs_verified)?)
+            .execute_block(self, best.app_hash, block, checked)?)
     }
 
     /// Executes `block` on the committed state and commits it with
