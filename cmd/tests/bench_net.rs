@@ -5,7 +5,7 @@
 
 mod procs;
 
-use procs::{kite, ok};
+use procs::{assert_no_node_under, kite, ok};
 use serde_json::Value;
 
 #[test]
@@ -55,14 +55,5 @@ fn bench_net_small_run_prints_sane_figures() {
         assert!(f(&n["cpu_us_per_tx"]).is_finite(), "{n}");
         assert!(f(&n["rss_peak_mib"]) > 1.0, "{n}");
     }
-    // No node of this run is left.
-    let home = std::fs::canonicalize(dir.path()).unwrap();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        assert!(
-            !cmd.contains(&format!("start --home {}", home.display())),
-            "a node still runs: {cmd}"
-        );
-    }
+    assert_no_node_under(dir.path());
 }

@@ -12,7 +12,7 @@
 
 mod procs;
 
-use procs::{Net, free_base_port, ok};
+use procs::{Net, assert_no_node_under, free_base_port, ok};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -77,18 +77,10 @@ fn chaos_in_namespaces_with_partitions_and_stale_stores() {
     assert!(summary["violations"].as_array().unwrap().is_empty());
     // Nothing left behind: no namespace of this run, no node process (the
     // homes are under the canonical path).
-    let net = std::fs::canonicalize(&net).unwrap();
     let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout);
     assert!(!list.contains(&tag), "namespaces left: {list}");
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        assert!(
-            !cmd.contains(&format!("start --home {}", net.display())),
-            "a node still runs: {cmd}"
-        );
-    }
+    assert_no_node_under(&net);
 }
 
 #[test]

@@ -128,3 +128,17 @@ impl Drop for Net {
         let _ = self.script("down.sh", &[]);
     }
 }
+
+/// Asserts no process runs `kite start` on a home under `dir` (compared
+/// by canonical path, as the testnet files hold it).
+pub fn assert_no_node_under(dir: &std::path::Path) {
+    let dir = std::fs::canonicalize(dir).unwrap();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        assert!(
+            !cmd.contains(&format!("start --home {}", dir.display())),
+            "a node still runs: {cmd}"
+        );
+    }
+}
