@@ -2,8 +2,9 @@
 //! consensus driver.
 //!
 //! The store has one owner for writes: a dedicated OS thread
-//! (`kite-blockstore`) fed through a bounded channel, each request carrying
-//! a oneshot for its reply. Commits and block executions run there, one at
+//! (`kite-blockstore`; or a task over tokio's blocking pool, see
+//! [`Writer`]) fed through a bounded channel, each request carrying a
+//! oneshot for its reply. Commits and block executions run there, one at
 //! a time, never on the async executor. Reads run on tokio's blocking pool
 //! (`spawn_blocking`); sled makes each single read atomic with respect to
 //! a commit, and blocks never change once written.
@@ -12,7 +13,7 @@
 //! requests already queued.
 
 use crate::error::StoreError;
-use crate::store::{ApplyOutcome, Best, BlockStore, IndexProgress, TxLocation};
+use crate::store::{ApplyOutcome, Best, BlockStore, IndexProgress, TxLocation, Writer};
 use kite_app::{ChangeSet, Executed};
 use kite_types::{Account, Block, CommitInfo, Hash, PublicKey, Tx};
 use std::sync::Arc;
@@ -78,70 +79,39 @@ impl StoreHandle {
         Self::spawn(store)
     }
 
-    /// Starts the writer thread that owns `store` for writes.
+    /// Starts the writer that owns `store` for writes, where the store's
+    /// config says ([`Writer`]).
     pub fn spawn(store: BlockStore) -> Result<StoreHandle, StoreError> {
+        let writer = store.config().writer;
         let store = Arc::new(store);
         let (writes, mut rx) = mpsc::channel::<WriteOp>(WRITE_QUEUE);
         let owner = Arc::clone(&store);
-        std::thread::Builder::new()
-            .name("kite-blockstore".into())
-            .spawn(move || {
-                while let Some(op) = rx.blocking_recv() {
-                    match op {
-                        WriteOp::Commit {
-                            block,
-                            commit_info,
-                            changes,
-                            sync_now,
-                            reply,
-                        } => {
-                            let _ = reply.send(owner.commit_opts(
-                                &block,
-                                &commit_info,
-                                &changes,
-                                sync_now,
-                            ));
+        match writer {
+            Writer::Thread => {
+                std::thread::Builder::new()
+                    .name("kite-blockstore".into())
+                    .spawn(move || {
+                        while let Some(op) = rx.blocking_recv() {
+                            run(&owner, op);
                         }
-                        WriteOp::ApplyMany {
-                            blocks,
-                            sync_now,
-                            reply,
-                        } => {
-                            let _ = reply.send(owner.apply_blocks(blocks, sync_now));
-                        }
-                        WriteOp::Execute {
-                            block,
-                            checked,
-                            reply,
-                        } => {
-                            let _ = reply.send(owner.execute_block(&block, checked));
-                        }
-                        WriteOp::Apply {
-                            block,
-                            commit_info,
-                            sigs_verified,
-                            sync_now,
-                            reply,
-                        } => {
-                            let _ = reply.send(owner.apply_block_opts(
-                                &block,
-                                &commit_info,
-                                sigs_verified,
-                                sync_now,
-                            ));
-                        }
-                        WriteOp::IndexTxs {
-                            max_blocks,
-                            max_txs,
-                            reply,
-                        } => {
-                            let _ = reply.send(owner.index_txs(max_blocks, max_txs));
-                        }
+                        tracing::debug!("block store writer stopped");
+                    })
+                    .map_err(|e| {
+                        StoreError::Storage(format!("cannot start the writer thread: {e}"))
+                    })?;
+            }
+            Writer::BlockingPool => {
+                tokio::spawn(async move {
+                    while let Some(op) = rx.recv().await {
+                        let owner = Arc::clone(&owner);
+                        // A panic in a write drops its reply: the caller
+                        // sees the store closed, as with the thread.
+                        let _ = tokio::task::spawn_blocking(move || run(&owner, op)).await;
                     }
-                }
-                tracing::debug!("block store writer stopped");
-            })
-            .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
+                    tracing::debug!("block store writer stopped");
+                });
+            }
+        }
         Ok(StoreHandle { store, writes })
     }
 
@@ -365,5 +335,51 @@ impl StoreHandle {
         key: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(move |s| s.kv_get(&owner, &key)).await
+    }
+}
+
+/// Runs one write and answers it.
+fn run(owner: &BlockStore, op: WriteOp) {
+    match op {
+        WriteOp::Commit {
+            block,
+            commit_info,
+            changes,
+            sync_now,
+            reply,
+        } => {
+            let _ = reply.send(owner.commit_opts(&block, &commit_info, &changes, sync_now));
+        }
+        WriteOp::ApplyMany {
+            blocks,
+            sync_now,
+            reply,
+        } => {
+            let _ = reply.send(owner.apply_blocks(blocks, sync_now));
+        }
+        WriteOp::Execute {
+            block,
+            checked,
+            reply,
+        } => {
+            let _ = reply.send(owner.execute_block(&block, checked));
+        }
+        WriteOp::Apply {
+            block,
+            commit_info,
+            sigs_verified,
+            sync_now,
+            reply,
+        } => {
+            let _ =
+                reply.send(owner.apply_block_opts(&block, &commit_info, sigs_verified, sync_now));
+        }
+        WriteOp::IndexTxs {
+            max_blocks,
+            max_txs,
+            reply,
+        } => {
+            let _ = reply.send(owner.index_txs(max_blocks, max_txs));
+        }
     }
 }

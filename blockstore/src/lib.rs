@@ -72,5 +72,5 @@ pub use error::StoreError;
 pub use handle::StoreHandle;
 pub use store::{
     ApplyOutcome, Best, BlockStore, INDEX_STEP_BLOCKS, INDEX_STEP_TXS, IndexProgress, StoreConfig,
-    TxLocation,
+    TxLocation, Writer,
 };

@@ -15,7 +15,7 @@
 //! and `kite admin leader` use.
 
 use crate::mailbox::LeaderRequests;
-use crate::p2p::{HostHandle, Multiaddr, OperatorOp, OperatorOutcome, PeerId};
+use crate::p2p::{HostHandle, Multiaddr, Network, OperatorOp, OperatorOutcome, PeerId};
 use crate::rpc::access::{LOCAL_HOSTS, parse_host};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -34,8 +34,10 @@ use tokio::sync::Semaphore;
 
 /// Largest admin request body.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Most admin requests served at once; more get HTTP 503.
-pub const MAX_CONCURRENT: usize = 8;
+/// Most admin requests served at once; more get HTTP 503. The same as the
+/// capacity of the hand-over mailbox, so a served request always finds
+/// room there.
+pub const MAX_CONCURRENT: usize = crate::mailbox::LEADER_QUEUE;
 /// Deadline of one admin request.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Ban length when a `peers_ban` call names none.
@@ -200,8 +202,8 @@ impl AdminError {
 /// What the admin methods act on.
 #[derive(Debug, Clone)]
 pub struct AdminTargets {
-    /// The libp2p host (the `peers_*` methods).
-    pub host: HostHandle,
+    /// The network (the `peers_*` methods).
+    pub host: Arc<dyn Network>,
     /// The engine driver (`leader_handover`); None on a node without one
     /// (the method is then refused).
     pub leader: Option<LeaderRequests>,
@@ -212,7 +214,7 @@ pub struct AdminTargets {
 impl From<HostHandle> for AdminTargets {
     fn from(host: HostHandle) -> AdminTargets {
         AdminTargets {
-            host,
+            host: Arc::new(host),
             leader: None,
             validators: Vec::new(),
         }

@@ -1,7 +1,7 @@
 //! The node side of the JSON-RPC: answers each method from the store, the
 //! mempool and the node state.
 
-use crate::context::{Shared, now_ms};
+use crate::context::Shared;
 use crate::mailbox::CommitWaiters;
 use crate::peers::Peers;
 use crate::rpc::*;
@@ -57,8 +57,9 @@ impl RpcBackend for Backend {
             None
         };
         let accounts = ctx.accounts();
+        let now = ctx.clock.now_ms();
         let m = mempool.clone();
-        let admitted = tokio::task::spawn_blocking(move || m.admit(decoded, &accounts, now_ms()))
+        let admitted = tokio::task::spawn_blocking(move || m.admit(decoded, &accounts, now))
             .await
             .map_err(|e| RpcError::internal(e.to_string()))?;
         match admitted {

@@ -7,7 +7,7 @@
 use crate::budget::{PeerBudgets, SigChecks};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::p2p::{HostHandle, PeerId};
+use crate::p2p::{Network, PeerId};
 use crate::stop::Stopper;
 use kite_blockstore::{BlockStore, StoreHandle};
 use kite_mempool::{AccountSource, Mempool};
@@ -35,8 +35,10 @@ pub struct Shared {
     pub store: StoreHandle,
     /// The mempool (None on a blocks-only node).
     pub mempool: Option<Arc<Mempool>>,
-    /// The libp2p host.
-    pub host: HostHandle,
+    /// The network (the libp2p host in production).
+    pub host: Arc<dyn Network>,
+    /// The clock of the driver's timers and the mempool.
+    pub clock: Clock,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The bytes of blocks served to peers (`p2p.peer_buffer`).
@@ -77,7 +79,45 @@ impl AccountSource for StoreAccounts {
     }
 }
 
-/// Unix milliseconds now.
+/// The node's clock: what the driver tells the engine the time is, and
+/// what the mempool stamps admissions with.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// The system's wall clock (production).
+    Wall,
+    /// Tokio's clock from `start`, counted from `base_ms`: under tokio's
+    /// paused time it moves only when the test runtime advances it, so the
+    /// engine's timers and the driver's sleeps agree (tests).
+    Tokio {
+        /// When the clock read `base_ms`.
+        start: tokio::time::Instant,
+        /// Unix milliseconds at `start`.
+        base_ms: u64,
+    },
+}
+
+impl Clock {
+    /// A clock on tokio's time, starting now at `base_ms`.
+    pub fn tokio(base_ms: u64) -> Clock {
+        Clock::Tokio {
+            start: tokio::time::Instant::now(),
+            base_ms,
+        }
+    }
+
+    /// Unix milliseconds now.
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Clock::Wall => now_ms(),
+            Clock::Tokio { start, base_ms } => {
+                let gone = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                base_ms.saturating_add(gone)
+            }
+        }
+    }
+}
+
+/// Unix milliseconds now, on the wall clock (see [`Clock`]).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -10,7 +10,7 @@
 //! commit waiters of `broadcast_tx` and publishes the node's state
 //! ([`NodeState`]) after every round of inputs.
 
-use crate::context::{Shared, now_ms, to_i64};
+use crate::context::{Shared, to_i64};
 use crate::mailbox::{EngineInputs, LeaderRequest, MAX_COMMIT_WAITERS, Waiter};
 use crate::outbound::Outbox;
 use crate::p2p::PeerId;
@@ -125,7 +125,8 @@ pub async fn run(parts: Parts) {
     let mut queue: VecDeque<Input> = VecDeque::new();
     loop {
         let wake = d.wake_at.map(|at| {
-            tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
+            tokio::time::Instant::now()
+                + Duration::from_millis(at.saturating_sub(shared.clock.now_ms()))
         });
         tokio::select! {
             _ = shared.stop.cancelled() => break,
@@ -160,11 +161,11 @@ pub async fn run(parts: Parts) {
                 if let Some(m) = shared.mempool.as_ref() {
                     queue.push_back(Input::MempoolStatus { txs: m.len(), bytes: m.bytes() as u64 });
                 }
-                queue.push_back(Input::Tick { now_ms: now_ms() });
+                queue.push_back(Input::Tick { now_ms: shared.clock.now_ms() });
             }
             _ = sleep_until_opt(wake) => {
                 d.wake_at = None;
-                queue.push_back(Input::Tick { now_ms: now_ms() });
+                queue.push_back(Input::Tick { now_ms: shared.clock.now_ms() });
             }
         }
         // Take what else is waiting, so a burst is handled in one go.

@@ -61,7 +61,7 @@ pub fn spawn_accept_loops(h: &Arc<Handlers>) -> Result<(), p2p::HostError> {
         ($proto:expr, |$sink:ident, $stream:ident| $body:expr) => {{
             let c = h.clone();
             let t = p2p::spawn_accept_loop(
-                &shared.host,
+                shared.host.as_ref(),
                 $proto,
                 max,
                 move |peer: PeerId, $stream: Stream| {

@@ -157,9 +157,9 @@ impl CommitWaiters {
     }
 }
 
-/// Capacity of the hand-over queue (the admin listener serves at most
-/// [`crate::admin::MAX_CONCURRENT`] requests at once).
-pub const LEADER_QUEUE: usize = crate::admin::MAX_CONCURRENT;
+/// Capacity of the hand-over queue; the admin listener serves at most as
+/// many requests at once.
+pub const LEADER_QUEUE: usize = 8;
 
 /// One hand-over request: the validator to lead, whether to force it (see
 /// [`HandOverError::LeaderAlive`]), and where the driver answers with the

@@ -20,18 +20,18 @@ use crate::backend::Backend;
 use crate::budget::{PeerBudgets, SigChecks};
 use crate::chaincheck::{self, ChainCheck, Judge};
 use crate::config::{Config, Role};
-use crate::context::Shared;
+use crate::context::{Clock, Shared};
 use crate::handlers::Handlers;
 use crate::mailbox::{CommitWaiters, EngineInbox, LeaderRequests};
 use crate::metrics::Metrics;
 use crate::outbound::Outbox;
-use crate::p2p::{self, HostConfig, HostError, Multiaddr, PeerId};
+use crate::p2p::{self, HostConfig, HostError, HostEvents, Multiaddr, Network, PeerId};
 use crate::peers::{self, Peers};
 use crate::state::{NodeState, StateRx};
 use crate::sync::fetch::Fetcher;
 use crate::txgossip::TxGossip;
 use crate::{driver, handlers, promise_file, sync};
-use kite_blockstore::{StoreConfig, StoreHandle};
+use kite_blockstore::{StoreConfig, StoreHandle, Writer};
 use kite_consensus::{CommittedState, Engine, EngineConfig, EngineError, LastCommit};
 use kite_mempool::{Mempool, MempoolConfig};
 use kite_types::{Genesis, NodeKey, PublicKey};
@@ -308,8 +308,31 @@ async fn committed_state(
     })
 }
 
-/// Starts a node; returns once every task runs.
+/// What a node runs on: its network, its clock and where its store writes.
+pub enum Transport {
+    /// libp2p as the config says, the wall clock, a writer thread
+    /// (production).
+    Libp2p,
+    /// A network given by the caller with its events (the test kit's
+    /// in-memory network), a clock (tokio's, under paused time) and the
+    /// store's writes on tokio's blocking pool.
+    Given {
+        /// The network.
+        network: Arc<dyn Network>,
+        /// Its peer events.
+        events: HostEvents,
+        /// The clock.
+        clock: Clock,
+    },
+}
+
+/// Starts a node on libp2p; returns once every task runs.
 pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
+    start_on(opts, Transport::Libp2p).await
+}
+
+/// Starts a node on `transport`; returns once every task runs.
+pub async fn start_on(opts: NodeOptions, transport: Transport) -> Result<RunningNode, NodeError> {
     let public = opts.key.public();
     check_role(&opts.config, &opts.genesis, &public)?;
     let cfg = opts.config.clone();
@@ -326,6 +349,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         &opts.genesis,
         StoreConfig {
             durable: cfg.store.durable,
+            writer: match transport {
+                Transport::Libp2p => Writer::Thread,
+                Transport::Given { .. } => Writer::BlockingPool,
+            },
             ..StoreConfig::default()
         },
     )
@@ -394,7 +421,17 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         .iter()
         .filter_map(|a| p2p::addr::split_peer_id(a).1)
         .collect();
-    let (host, events) = p2p::Host::spawn(&opts.key, host_cfg)?;
+    let (host, events, clock): (Arc<dyn Network>, _, _) = match transport {
+        Transport::Libp2p => {
+            let (host, events) = p2p::Host::spawn(&opts.key, host_cfg)?;
+            (Arc::new(host), events, Clock::Wall)
+        }
+        Transport::Given {
+            network,
+            events,
+            clock,
+        } => (network, events, clock),
+    };
     let peer_buffer = usize::try_from(cfg.p2p.peer_buffer.as_u64()).unwrap_or(usize::MAX);
     let shared = Arc::new(Shared {
         genesis_hash: opts.genesis.hash(),
@@ -407,6 +444,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         store,
         mempool,
         host,
+        clock,
         metrics: Arc::new(Metrics::new()),
         budgets: PeerBudgets::new(
             peer_buffer,

@@ -10,7 +10,7 @@
 //! admits the delivered txs in one batch verification). Nothing here runs
 //! on a blocks-only node: it has no mempool.
 
-use crate::context::{Shared, now_ms};
+use crate::context::Shared;
 use crate::outbound::exchange;
 use crate::p2p::PeerId;
 use crate::peers::Peers;
@@ -220,7 +220,7 @@ impl TxGossip {
             let _ = self.tx.send(msg).await;
         }
         let (m, accounts) = (self.mempool.clone(), self.shared.accounts());
-        let now = now_ms();
+        let now = self.shared.clock.now_ms();
         let _ = tokio::task::spawn_blocking(move || m.admit_batch(txs, &accounts, now)).await;
         if from.is_some() {
             let _ = self.tx.send(Msg::Done { hashes }).await;
@@ -267,7 +267,8 @@ impl Owner {
                 .as_millis(),
         )
         .unwrap_or(u64::MAX);
-        let mut next_re = now_ms() + re_ms;
+        let clock = self.gossip.shared.clock;
+        let mut next_re = clock.now_ms() + re_ms;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -281,7 +282,7 @@ impl Owner {
                     while let Ok(m) = rx.try_recv() {
                         self.handle(m);
                     }
-                    let now = now_ms();
+                    let now = clock.now_ms();
                     let re = now >= next_re;
                     if re {
                         next_re = now + re_ms;

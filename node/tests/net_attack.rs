@@ -8,12 +8,13 @@
 
 use futures::AsyncWriteExt;
 use kite_node::config::Config;
-use kite_node::p2p::{PeerId, Stream};
+use kite_node::p2p::PeerId;
 use kite_node::rpc::WaitFor;
 use kite_node::testkit::{NetSpec, Probe, TestNet, Topology, wait_for, wait_identified};
 use kite_protocols::framing::encode_frame;
 use kite_protocols::{ack, blk, proto};
 use kite_types::{Hash, Payload, Tx, Vote};
+use libp2p::Stream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

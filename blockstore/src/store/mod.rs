@@ -63,6 +63,22 @@ pub struct StoreConfig {
     pub durable: bool,
     /// sled's page cache size in bytes.
     pub cache_capacity: u64,
+    /// Where [`crate::StoreHandle`] runs the writes.
+    pub writer: Writer,
+}
+
+/// Where [`crate::StoreHandle`] runs the store's writes, one at a time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Writer {
+    /// A dedicated OS thread (production): writes never wait for a slot
+    /// of tokio's blocking pool.
+    #[default]
+    Thread,
+    /// A task that runs each write on tokio's blocking pool. Under tokio's
+    /// paused time (the node's deterministic tests) the runtime does not
+    /// move the clock while a blocking task runs, so a commit takes no
+    /// simulated time; with a thread of its own it could take seconds.
+    BlockingPool,
 }
 
 impl Default for StoreConfig {
@@ -70,6 +86,7 @@ impl Default for StoreConfig {
         StoreConfig {
             durable: true,
             cache_capacity: 256 * 1024 * 1024,
+            writer: Writer::Thread,
         }
     }
 }

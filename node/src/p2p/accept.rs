@@ -11,10 +11,10 @@
 //! is not counted here). Initiators therefore treat a stream that fails
 //! early as retryable.
 
-use super::handle::Counters;
-use super::{HostError, HostHandle};
+use super::HostError;
+use super::net::{Counters, Network, Stream};
 use futures::StreamExt;
-use libp2p::{PeerId, Stream};
+use libp2p::PeerId;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -24,10 +24,10 @@ use tokio::task::JoinHandle;
 /// its own task, at most `max_concurrent` (at least 1) at once, each within
 /// the host's stream deadline ([`super::HostConfig::stream_timeout`]).
 /// A handler error or a deadline overrun is counted and logged; the handler
-/// itself reports misbehaviour through [`HostHandle::report`] when it
+/// itself reports misbehaviour through [`Network::report`] when it
 /// applies. The loop ends when the host shuts down.
 pub fn spawn_accept_loop<F, Fut, E>(
-    handle: &HostHandle,
+    handle: &dyn Network,
     protocol: &'static str,
     max_concurrent: usize,
     handler: F,
@@ -46,7 +46,7 @@ where
     let per_peer = (max_concurrent / 4).max(2);
     let by_peer: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, usize>>> = Arc::default();
     let handler = Arc::new(handler);
-    let mut closed = handle.shared.closed.clone();
+    let mut closed = handle.closed();
     Ok(tokio::spawn(async move {
         loop {
             let next = tokio::select! {

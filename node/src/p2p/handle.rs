@@ -1,18 +1,15 @@
-//! The handle the rest of the node uses to talk to the swarm task, and the
-//! per-protocol stream counters.
+//! The handle the rest of the node uses to talk to the swarm task; it
+//! implements [`Network`] for the node's tasks.
 
+use super::net::{Counters, Network, ProtocolCounters, StreamStats};
 use super::{HostError, PeerInfo};
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
-use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// Most distinct protocols counted; more share the `"other"` counters.
-const MAX_COUNTED_PROTOCOLS: usize = 64;
 /// Longest `why` kept from a report.
 const MAX_REASON_LEN: usize = 200;
 /// Most peers taken from one `add_discovered` call.
@@ -104,37 +101,6 @@ pub struct OperatorOutcome {
     pub was_connected: bool,
 }
 
-/// Counters of one protocol.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub opened: AtomicU64,
-    pub open_failed: AtomicU64,
-    pub accepted: AtomicU64,
-    pub refused: AtomicU64,
-    pub handler_errors: AtomicU64,
-}
-
-impl Counters {
-    pub fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A snapshot of one protocol's stream counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StreamStats {
-    /// Outbound streams opened.
-    pub opened: u64,
-    /// Outbound streams that failed to open (timeout, refused, no connection).
-    pub open_failed: u64,
-    /// Inbound streams handed to a handler.
-    pub accepted: u64,
-    /// Inbound streams reset because the protocol's handlers were all busy.
-    pub refused: u64,
-    /// Inbound handlers that failed or ran past their deadline.
-    pub handler_errors: u64,
-}
-
 /// State shared by all clones of a handle.
 pub(crate) struct Shared {
     pub local_peer_id: PeerId,
@@ -142,7 +108,7 @@ pub(crate) struct Shared {
     pub closed: tokio::sync::watch::Receiver<bool>,
     pub open_timeout: Duration,
     pub stream_timeout: Duration,
-    pub counters: Mutex<HashMap<&'static str, Arc<Counters>>>,
+    pub counters: ProtocolCounters,
     pub dropped_events: AtomicU64,
     pub dropped_reports: AtomicU64,
 }
@@ -178,45 +144,17 @@ impl HostHandle {
     }
 
     pub(crate) fn counters(&self, protocol: &'static str) -> Arc<Counters> {
-        let mut map = self.shared.counters.lock();
-        let key = if map.len() >= MAX_COUNTED_PROTOCOLS && !map.contains_key(protocol) {
-            "other"
-        } else {
-            protocol
-        };
-        map.entry(key).or_default().clone()
+        self.shared.counters.get(protocol)
     }
 
     /// The stream counters of every protocol used so far.
     pub fn stream_stats(&self) -> Vec<(&'static str, StreamStats)> {
-        let map = self.shared.counters.lock();
-        let mut out: Vec<(&'static str, StreamStats)> = map
-            .iter()
-            .map(|(p, c)| {
-                let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-                (
-                    *p,
-                    StreamStats {
-                        opened: get(&c.opened),
-                        open_failed: get(&c.open_failed),
-                        accepted: get(&c.accepted),
-                        refused: get(&c.refused),
-                        handler_errors: get(&c.handler_errors),
-                    },
-                )
-            })
-            .collect();
-        out.sort_by_key(|(p, _)| *p);
-        out
+        self.shared.counters.stats()
     }
 
     /// The stream counters of one protocol.
     pub fn protocol_stats(&self, protocol: &'static str) -> StreamStats {
-        self.stream_stats()
-            .into_iter()
-            .find(|(p, _)| *p == protocol)
-            .map(|(_, s)| s)
-            .unwrap_or_default()
+        Network::protocol_stats(self, protocol)
     }
 
     /// Events dropped because the [`super::HostEvents`] receiver was slow.
@@ -386,5 +324,79 @@ impl HostHandle {
     /// ends the swarm task. Later calls return [`HostError::Closed`].
     pub async fn shutdown(&self) -> Result<(), HostError> {
         self.request(|reply| Command::Shutdown { reply }).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Network for HostHandle {
+    fn local_peer_id(&self) -> PeerId {
+        HostHandle::local_peer_id(self)
+    }
+    fn stream_timeout(&self) -> Duration {
+        HostHandle::stream_timeout(self)
+    }
+    fn closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.closed.clone()
+    }
+    fn counters(&self, protocol: &'static str) -> Arc<Counters> {
+        HostHandle::counters(self, protocol)
+    }
+    fn stream_stats(&self) -> Vec<(&'static str, StreamStats)> {
+        HostHandle::stream_stats(self)
+    }
+    async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: &'static str,
+    ) -> Result<super::net::Stream, HostError> {
+        let s = HostHandle::open_stream(self, peer, protocol).await?;
+        Ok(Box::new(s))
+    }
+    fn accept(&self, protocol: &'static str) -> Result<super::net::Incoming, HostError> {
+        use futures::StreamExt;
+        let incoming = HostHandle::accept(self, protocol)?;
+        Ok(incoming
+            .map(|(peer, s)| (peer, Box::new(s) as super::net::Stream))
+            .boxed())
+    }
+    async fn dial(&self, addr: Multiaddr) -> Result<(), HostError> {
+        HostHandle::dial(self, addr).await
+    }
+    async fn connected_peers(&self) -> Result<Vec<PeerId>, HostError> {
+        HostHandle::connected_peers(self).await
+    }
+    async fn peer_info(&self) -> Result<Vec<PeerInfo>, HostError> {
+        HostHandle::peer_info(self).await
+    }
+    async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, HostError> {
+        HostHandle::listen_addrs(self).await
+    }
+    async fn is_banned(&self, peer: PeerId) -> Result<bool, HostError> {
+        HostHandle::is_banned(self, peer).await
+    }
+    fn report(&self, peer: PeerId, penalty: u32, why: &str) {
+        HostHandle::report(self, peer, penalty, why);
+    }
+    async fn disconnect(&self, peer: PeerId) -> Result<(), HostError> {
+        HostHandle::disconnect(self, peer).await
+    }
+    async fn known_peers(
+        &self,
+        max: usize,
+        allow_private: bool,
+    ) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, HostError> {
+        HostHandle::known_peers(self, max, allow_private).await
+    }
+    async fn add_discovered(
+        &self,
+        peers: Vec<(PeerId, Vec<Multiaddr>)>,
+    ) -> Result<usize, HostError> {
+        HostHandle::add_discovered(self, peers).await
+    }
+    async fn operator(&self, op: OperatorOp) -> Result<OperatorOutcome, HostError> {
+        HostHandle::operator(self, op).await
+    }
+    async fn shutdown(&self) -> Result<(), HostError> {
+        HostHandle::shutdown(self).await
     }
 }

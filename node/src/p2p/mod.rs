@@ -30,12 +30,14 @@ mod gate;
 mod handle;
 mod host;
 pub mod keys;
+pub mod net;
 pub mod store;
 
 pub use accept::spawn_accept_loop;
-pub use handle::{HostHandle, OperatorOp, OperatorOutcome, StreamStats};
+pub use handle::{HostHandle, OperatorOp, OperatorOutcome};
 pub use host::Host;
-pub use libp2p::{Multiaddr, PeerId, Stream};
+pub use libp2p::{Multiaddr, PeerId};
+pub use net::{Counters, Incoming, NetStream, Network, ProtocolCounters, Stream, StreamStats};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use kite_blockstore::{BlockStore, StoreConfig};
 use kite_node::config::{Config, Role};
 use kite_node::node::{NodeOptions, RunningNode, start};
-use kite_node::p2p::{self, HostConfig, HostEvents, HostHandle, Multiaddr, PeerId};
+use kite_node::p2p::{self, HostConfig, HostEvents, HostHandle, Multiaddr, Network, PeerId};
 use kite_protocols::blk::{self, BlockQuery, BlockReply, BlockSource};
 use kite_protocols::status::{self, StatusInfo, StatusSource};
 use kite_types::genesis::{Allocation, Validator};
@@ -342,7 +342,7 @@ where
 }
 
 /// `addr/p2p/<id>` of a host's first listen address.
-pub async fn host_addr(host: &HostHandle) -> Multiaddr {
+pub async fn host_addr(host: &dyn Network) -> Multiaddr {
     let id = host.local_peer_id();
     wait_for("a listen address", Duration::from_secs(10), || async {
         let a = host.listen_addrs().await.ok()?.into_iter().next()?;
@@ -353,7 +353,7 @@ pub async fn host_addr(host: &HostHandle) -> Multiaddr {
 
 /// The dial address of a node.
 pub async fn node_addr(node: &RunningNode) -> Multiaddr {
-    host_addr(&node.shared().host).await
+    host_addr(node.shared().host.as_ref()).await
 }
 
 /// Stops a node and waits for it (bounded); panics if it stopped with an

@@ -15,11 +15,19 @@
 //! whole-chain comparison ([`TestNet::check_same_chain`]), a bare libp2p
 //! [`Probe`] to send raw streams to a node, and [`TestNet::stop`], which
 //! stops every node and waits for it. Every wait has a deadline.
+//!
+//! With [`NetSpec::memnet`] set, the nodes run on the in-memory network of
+//! [`memnet`] instead of libp2p, on tokio's clock: run such a test under
+//! paused time (`#[tokio::test(start_paused = true)]`) and it is
+//! deterministic for a seed, with the faults the seed draws.
+
+pub mod memnet;
 
 use crate::config::{Config, Role};
-use crate::context::Shared;
-use crate::node::{NodeError, NodeOptions, RunningNode, start as start_node};
-use crate::p2p::{self, HostConfig, HostEvents, HostHandle, Multiaddr, PeerId};
+use crate::context::{Clock, Shared};
+use crate::node::{NodeError, NodeOptions, RunningNode, Transport, start_on};
+use memnet::{Faults, MemNet};
+use crate::p2p::{self, HostConfig, HostEvents, HostHandle, Multiaddr, Network, PeerId};
 use crate::rpc::{BroadcastResult, RpcBackend, RpcError, WaitFor};
 use kite_types::genesis::{Allocation, Validator};
 use kite_types::{Genesis, Hash, NodeKey, PublicKey, Tx};
@@ -35,6 +43,9 @@ pub const FUNDED_BALANCE: u64 = 1_000_000_000_000;
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 /// How long [`TestNet::stop`] waits for one node to stop.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
+/// Unix milliseconds at the start of a run on the in-memory network
+/// (its nodes read tokio's clock from there).
+pub const SIM_EPOCH_MS: u64 = 1_000_000;
 /// How often [`wait_for`] polls.
 pub const POLL: Duration = Duration::from_millis(25);
 
@@ -113,6 +124,8 @@ pub struct NetSpec {
     pub start_leader: bool,
     /// Last changes to each node's config.
     pub edit: Option<ConfigEdit>,
+    /// Run on the in-memory network with these faults instead of libp2p.
+    pub memnet: Option<Faults>,
 }
 
 impl std::fmt::Debug for NetSpec {
@@ -127,6 +140,7 @@ impl std::fmt::Debug for NetSpec {
             .field("topology", &self.topology)
             .field("pex", &self.pex)
             .field("rpc", &self.rpc)
+            .field("memnet", &self.memnet)
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +164,7 @@ impl NetSpec {
             empty_block_timeout: Duration::from_millis(500),
             start_leader: true,
             edit: None,
+            memnet: None,
         }
     }
 
@@ -307,21 +322,18 @@ pub async fn dial_addr(node: &RunningNode) -> Result<Multiaddr, TestError> {
 
 /// Waits until `host` has an identified connection with `peer`.
 pub async fn wait_identified(
-    host: &HostHandle,
+    host: &dyn Network,
     peer: PeerId,
     deadline: Duration,
 ) -> Result<(), TestError> {
     wait_for(
         &format!("identified connection with {peer}"),
         deadline,
-        || {
-            let host = host.clone();
-            async move {
-                let info = host.peer_info().await.ok()?;
-                info.iter()
-                    .any(|p| p.peer == peer && p.protocol_version.is_some())
-                    .then_some(())
-            }
+        || async move {
+            let info = host.peer_info().await.ok()?;
+            info.iter()
+                .any(|p| p.peer == peer && p.protocol_version.is_some())
+                .then_some(())
         },
     )
     .await
@@ -342,6 +354,7 @@ pub struct TestNet {
     nodes: Vec<Option<RunningNode>>,
     addrs: Vec<Option<Multiaddr>>,
     homes: Vec<PathBuf>,
+    mem: Option<MemNet>,
 }
 
 impl TestNet {
@@ -349,7 +362,9 @@ impl TestNet {
     /// docs). On error the nodes already started are stopped.
     pub async fn start(spec: NetSpec) -> Result<TestNet, TestError> {
         let (genesis, keys, faucet, accounts) = spec.genesis();
+        let mem = spec.memnet.map(|f| MemNet::new(&spec.chain_id, f));
         let mut net = TestNet {
+            mem,
             genesis,
             keys,
             faucet,
@@ -363,6 +378,14 @@ impl TestNet {
             if i == 0 && !net.spec.start_leader {
                 net.nodes.push(None);
                 net.addrs.push(None);
+                // Its home, for a later start.
+                match temp_home("node0") {
+                    Ok(h) => net.homes.push(h),
+                    Err(e) => {
+                        net.stop().await;
+                        return Err(e);
+                    }
+                }
                 continue;
             }
             if let Err(e) = net.start_one(i).await {
@@ -395,14 +418,37 @@ impl TestNet {
         if let Some(edit) = &self.spec.edit {
             edit(i, &mut config);
         }
-        let home = temp_home(&format!("node{i}"))?;
-        self.homes.push(home.clone());
-        let node = start_node(NodeOptions {
-            home,
-            config,
-            genesis: self.genesis.clone(),
-            key: self.keys[i].clone(),
-        })
+        let home = match self.homes.get(i) {
+            Some(h) => h.clone(),
+            None => {
+                let h = temp_home(&format!("node{i}"))?;
+                self.homes.push(h.clone());
+                h
+            }
+        };
+        let transport = match &self.mem {
+            None => Transport::Libp2p,
+            Some(mem) => {
+                let me = self
+                    .peer_id(i)
+                    .ok_or_else(|| TestError::Check(format!("node {i} has no peer id")))?;
+                let (network, events) = mem.join(me);
+                Transport::Given {
+                    network,
+                    events,
+                    clock: Clock::tokio(SIM_EPOCH_MS),
+                }
+            }
+        };
+        let node = start_on(
+            NodeOptions {
+                home,
+                config,
+                genesis: self.genesis.clone(),
+                key: self.keys[i].clone(),
+            },
+            transport,
+        )
         .await
         .map_err(|source| TestError::Start {
             index: i,
@@ -410,12 +456,12 @@ impl TestNet {
         })?;
         let addr = dial_addr(&node).await;
         let me = node.peer_id();
-        self.nodes.push(Some(node));
-        self.addrs.push(addr.as_ref().ok().cloned());
+        put(&mut self.nodes, i, Some(node));
+        put(&mut self.addrs, i, addr.as_ref().ok().cloned());
         addr?;
         for j in boot {
             if let Some(other) = self.nodes.get(j).and_then(Option::as_ref) {
-                wait_identified(&other.shared().host, me, START_DEADLINE).await?;
+                wait_identified(other.shared().host.as_ref(), me, START_DEADLINE).await?;
             }
         }
         Ok(())
@@ -580,6 +626,19 @@ impl TestNet {
         Ok(hashes)
     }
 
+    /// The in-memory network, when the spec runs on one.
+    pub fn memnet(&self) -> Option<&MemNet> {
+        self.mem.as_ref()
+    }
+
+    /// Starts node `i` again on its home, after [`TestNet::stop_node`].
+    pub async fn restart_node(&mut self, i: usize) -> Result<(), TestError> {
+        if self.node(i).is_some() {
+            return Err(TestError::Check(format!("node {i} runs already")));
+        }
+        self.start_one(i).await
+    }
+
     /// Stops node `i` and waits for it (bounded); returns its exit.
     pub async fn stop_node(&mut self, i: usize) -> Option<Result<(), NodeError>> {
         let node = self.nodes.get_mut(i)?.take()?;
@@ -674,4 +733,12 @@ impl Probe {
 /// Elapsed time since `t` in milliseconds, for printing figures.
 pub fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Sets `v[i]`, growing `v` with `None` as needed.
+fn put<T>(v: &mut Vec<Option<T>>, i: usize, x: Option<T>) {
+    while v.len() <= i {
+        v.push(None);
+    }
+    v[i] = x;
 }

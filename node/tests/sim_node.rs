@@ -1,0 +1,158 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! The node's own tasks (driver, handlers, tx gossip, block sync, peers)
+//! with the real mempool, app and store, on the in-memory network of
+//! `kite_node::testkit::memnet` under tokio's paused time: seeded drops
+//! and delays, partitions, stops and restarts. Every wait is on an event
+//! (a height, a nonce) with a deadline in simulated time; nothing sleeps
+//! for a fixed time.
+
+use kite_node::rpc::WaitFor;
+use kite_node::testkit::memnet::Faults;
+use kite_node::testkit::{NetSpec, TestNet, wait_for};
+use kite_types::{NodeKey, Payload, Tx};
+use std::time::Duration;
+
+/// Deadline of each wait, in simulated time.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn spec(name: &str, seed: u64, faults: Faults) -> NetSpec {
+    let mut s = NetSpec::new(4);
+    s.chain_id = format!("kite-sim-{name}");
+    s.seed = seed;
+    s.funded = 4;
+    s.memnet = Some(faults);
+    s
+}
+
+fn lossy(seed: u64) -> Faults {
+    Faults {
+        seed,
+        drop: 0.05,
+        delay: (Duration::from_millis(1), Duration::from_millis(40)),
+    }
+}
+
+/// `per` transfers from each funded account, nonces `from..from + per`.
+fn transfers(net: &TestNet, from: u64, per: u64) -> Vec<Tx> {
+    let to = NodeKey::from_seed([0xee; 32]).public();
+    let mut txs = Vec::new();
+    for key in &net.accounts {
+        for nonce in from..from + per {
+            txs.push(Tx::sign(
+                key,
+                &net.genesis.chain_id,
+                nonce,
+                Payload::Transfer { to, amount: nonce },
+            ));
+        }
+    }
+    txs
+}
+
+/// Submits `txs` round-robin over the running nodes (each sender's txs in
+/// nonce order) and waits until every running node has committed every
+/// sender's nonce `last`.
+async fn submit_and_commit(net: &TestNet, txs: &[Tx], last: u64) {
+    let running = net.running();
+    for (k, tx) in txs.iter().enumerate() {
+        let at = running[k % running.len()];
+        // A node may refuse a tx whose earlier nonce it has not seen yet;
+        // gossip brings it, and the next try is taken.
+        wait_for(&format!("node {at} to take tx {k}"), DEADLINE, || async {
+            net.submit(at, tx, WaitFor::Accept).await.ok()
+        })
+        .await
+        .unwrap();
+    }
+    for i in running {
+        wait_for(&format!("node {i} to commit nonce {last}"), DEADLINE, || async {
+            for k in &net.accounts {
+                if net.nonce(i, &k.public()).await.ok()? < last {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn four_validators_commit_the_same_chain_with_drops_and_delays() {
+    kite_node::testkit::init_log();
+    for seed in [1, 2, 3] {
+        let net = TestNet::start(spec("lossy", seed, lossy(seed))).await.unwrap();
+        let txs = transfers(&net, 1, 5);
+        submit_and_commit(&net, &txs, 5).await;
+        let h = net.min_height();
+        let hashes = net.check_same_chain(h).await.unwrap();
+        assert!(hashes.len() as u64 >= h, "seed {seed}");
+        for r in net.stop().await {
+            assert!(matches!(r, Some(Ok(()))), "seed {seed}: {r:?}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cut_off_leader_is_replaced_and_rejoins_the_same_chain() {
+    kite_node::testkit::init_log();
+    let net = TestNet::start(spec("cut", 7, lossy(7))).await.unwrap();
+    let txs = transfers(&net, 1, 2);
+    submit_and_commit(&net, &txs, 2).await;
+    let mem = net.memnet().unwrap();
+    let ids: Vec<_> = (0..4).map(|i| net.peer_id(i).unwrap()).collect();
+    let cut_at = net.heights()[0];
+
+    // The leader alone on one side; the three others elect another leader
+    // and commit without it.
+    mem.partition(&[vec![ids[0]], ids[1..].to_vec()]);
+    let others = || (1..4).map(|i| net.heights()[i]).min().unwrap_or(0);
+    wait_for("the three others to commit past the cut", DEADLINE, || async {
+        (others() >= cut_at + 3).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(
+        net.node(1).unwrap().state().term > 0,
+        "a new term began: {:?}",
+        net.node(1).unwrap().state()
+    );
+    let stuck = net.heights()[0];
+    assert!(
+        stuck <= cut_at + 1,
+        "the cut-off leader committed alone: {stuck} from {cut_at}"
+    );
+
+    // Healed, the old leader follows the new one to the same chain, and
+    // txs sent to it commit.
+    mem.heal();
+    let txs = transfers(&net, 3, 2);
+    submit_and_commit(&net, &txs, 4).await;
+    net.check_same_chain(net.min_height()).await.unwrap();
+    net.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_validator_restarts_from_its_home_and_catches_up() {
+    kite_node::testkit::init_log();
+    let mut net = TestNet::start(spec("restart", 9, lossy(9))).await.unwrap();
+    let txs = transfers(&net, 1, 2);
+    submit_and_commit(&net, &txs, 2).await;
+    let before = net.heights()[3];
+    assert!(matches!(net.stop_node(3).await, Some(Ok(()))));
+
+    // Three of four still make a quorum.
+    let txs = transfers(&net, 3, 3);
+    submit_and_commit(&net, &txs, 5).await;
+    let moved = net.min_height();
+    assert!(moved > before);
+
+    net.restart_node(3).await.unwrap();
+    assert!(net.heights()[3] >= before, "the restart kept its blocks");
+    net.wait_height(moved, DEADLINE).await.unwrap();
+    net.check_same_chain(moved).await.unwrap();
+    let txs = transfers(&net, 6, 1);
+    submit_and_commit(&net, &txs, 6).await;
+    net.stop().await;
+}
