@@ -248,6 +248,9 @@ pub struct ConsensusConfig {
     /// commit.
     #[serde(with = "humantime_serde")]
     pub leader_timeout_max: Duration,
+    /// Leader: most txs in one block (besides the genesis byte bound), so
+    /// that a round stays short under saturation.
+    pub max_block_txs: u32,
 }
 
 impl Default for ConsensusConfig {
@@ -257,6 +260,7 @@ impl Default for ConsensusConfig {
             resend_interval: Duration::from_secs(1),
             leader_timeout: Duration::from_secs(3),
             leader_timeout_max: Duration::from_secs(30),
+            max_block_txs: 6_000,
         }
     }
 }
@@ -298,6 +302,8 @@ pub struct StoreConfig {
     /// fsync every commit (survives power loss). Turning it off only
     /// survives a process crash.
     pub durable: bool,
+    /// The store's page cache (sled), in memory.
+    pub cache: ByteSize,
 }
 
 impl Default for StoreConfig {
@@ -305,6 +311,7 @@ impl Default for StoreConfig {
         StoreConfig {
             dir: "data".into(),
             durable: true,
+            cache: ByteSize::mib(256),
         }
     }
 }
@@ -516,6 +523,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "The most the doubled leader timeout grows to.",
     ),
     (
+        "consensus",
+        "max_block_txs",
+        "Leader: most txs in one block (the genesis max_block_bytes bounds it too), so a round stays short under saturation; at least 1.",
+    ),
+    (
         "sync",
         "window",
         "Heights fetched ahead of the committed one during block sync (in requests of up to 32 consecutive heights, at most half of them from one peer).",
@@ -540,6 +552,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "store",
         "durable",
         "fsync every commit so a committed block survives power loss (false: survives a crash only).",
+    ),
+    (
+        "store",
+        "cache",
+        "The store's page cache in memory (sled); part of the node's resident memory under load.",
     ),
     (
         "log",

@@ -34,7 +34,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub const TICK: Duration = Duration::from_millis(25);
 /// Most executed-but-uncommitted blocks kept.
 pub const MAX_STAGED: usize = 16;
-/// Most txs in one block the leader builds.
+/// Most txs in one block the leader builds, whatever
+/// `consensus.max_block_txs` says.
 pub const MAX_BLOCK_TXS: usize = 100_000;
 /// Most inputs taken in one round (then the state is published).
 const ROUND_INPUTS: usize = 1024;
@@ -242,7 +243,9 @@ impl Driver {
                     return;
                 };
                 let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-                match tokio::task::spawn_blocking(move || m.build_block(max, MAX_BLOCK_TXS)).await {
+                let max_txs =
+                    (self.shared.config.consensus.max_block_txs as usize).clamp(1, MAX_BLOCK_TXS);
+                match tokio::task::spawn_blocking(move || m.build_block(max, max_txs)).await {
                     Ok(txs) => queue.push_back(Input::BlockBuilt { txs }),
                     // A bug, not an empty mempool: proposing an empty block
                     // would hide it.

@@ -219,17 +219,11 @@ impl RunningNode {
     }
 
     /// Waits until the node stops (by [`RunningNode::stop`] or by itself),
-    /// closes the host, then waits for every task to finish (the driver's
+    /// then for every task to finish (the host's close and the driver's
     /// last flush included). Returns the error that stopped it, if any.
     pub async fn wait(self) -> Result<(), NodeError> {
         let stop = &self.shared.stop;
         stop.cancelled().await;
-        if tokio::time::timeout(HOST_SHUTDOWN, self.shared.host.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the p2p host did not close within {HOST_SHUTDOWN:?}");
-        }
         let left = stop.wait_tasks(TASKS_SHUTDOWN).await;
         if left > 0 {
             tracing::error!(
@@ -349,6 +343,7 @@ pub async fn start_on(opts: NodeOptions, transport: Transport) -> Result<Running
         &opts.genesis,
         StoreConfig {
             durable: cfg.store.durable,
+            cache_capacity: cfg.store.cache.as_u64(),
             writer: match transport {
                 Transport::Libp2p => Writer::Thread,
                 Transport::Given { .. } => Writer::BlockingPool,
@@ -458,6 +453,19 @@ pub async fn start_on(opts: NodeOptions, transport: Transport) -> Result<Running
         stop: Stopper::new(),
     });
     let stop = &shared.stop;
+    // The host closes as soon as the node stops (a halted node must not
+    // keep connections that serve nothing), whoever waits for it.
+    let host = shared.host.clone();
+    let on_stop = stop.clone();
+    stop.spawn(async move {
+        on_stop.cancelled().await;
+        if tokio::time::timeout(HOST_SHUTDOWN, host.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the p2p host did not close within {HOST_SHUTDOWN:?}");
+        }
+    });
     shared
         .metrics
         .height

@@ -65,14 +65,18 @@ async fn submit_and_commit(net: &TestNet, txs: &[Tx], last: u64) {
         .unwrap();
     }
     for i in running {
-        wait_for(&format!("node {i} to commit nonce {last}"), DEADLINE, || async {
-            for k in &net.accounts {
-                if net.nonce(i, &k.public()).await.ok()? < last {
-                    return None;
+        wait_for(
+            &format!("node {i} to commit nonce {last}"),
+            DEADLINE,
+            || async {
+                for k in &net.accounts {
+                    if net.nonce(i, &k.public()).await.ok()? < last {
+                        return None;
+                    }
                 }
-            }
-            Some(())
-        })
+                Some(())
+            },
+        )
         .await
         .unwrap();
     }
@@ -82,11 +86,14 @@ async fn submit_and_commit(net: &TestNet, txs: &[Tx], last: u64) {
 async fn four_validators_commit_the_same_chain_with_drops_and_delays() {
     kite_node::testkit::init_log();
     for seed in [1, 2, 3] {
-        let net = TestNet::start(spec("lossy", seed, lossy(seed))).await.unwrap();
+        let net = TestNet::start(spec("lossy", seed, lossy(seed)))
+            .await
+            .unwrap();
         let txs = transfers(&net, 1, 5);
         submit_and_commit(&net, &txs, 5).await;
         let h = net.min_height();
         let hashes = net.check_same_chain(h).await.unwrap();
+        eprintln!("seed {seed}: height {h}, heights {:?}", net.heights());
         assert!(hashes.len() as u64 >= h, "seed {seed}");
         for r in net.stop().await {
             assert!(matches!(r, Some(Ok(()))), "seed {seed}: {r:?}");
@@ -108,9 +115,11 @@ async fn a_cut_off_leader_is_replaced_and_rejoins_the_same_chain() {
     // and commit without it.
     mem.partition(&[vec![ids[0]], ids[1..].to_vec()]);
     let others = || (1..4).map(|i| net.heights()[i]).min().unwrap_or(0);
-    wait_for("the three others to commit past the cut", DEADLINE, || async {
-        (others() >= cut_at + 3).then_some(())
-    })
+    wait_for(
+        "the three others to commit past the cut",
+        DEADLINE,
+        || async { (others() >= cut_at + 3).then_some(()) },
+    )
     .await
     .unwrap();
     assert!(
@@ -126,6 +135,11 @@ async fn a_cut_off_leader_is_replaced_and_rejoins_the_same_chain() {
 
     // Healed, the old leader follows the new one to the same chain, and
     // txs sent to it commit.
+    eprintln!(
+        "cut at {cut_at}: leader stuck at {stuck}, others {:?}, state {:?}",
+        net.heights(),
+        net.node(1).unwrap().state()
+    );
     mem.heal();
     let txs = transfers(&net, 3, 2);
     submit_and_commit(&net, &txs, 4).await;
@@ -154,5 +168,88 @@ async fn a_stopped_validator_restarts_from_its_home_and_catches_up() {
     net.check_same_chain(moved).await.unwrap();
     let txs = transfers(&net, 6, 1);
     submit_and_commit(&net, &txs, 6).await;
+    net.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_node_leaves_the_network_before_anyone_waits_for_it() {
+    kite_node::testkit::init_log();
+    let net = TestNet::start(spec("leave", 11, Faults::calm(11)))
+        .await
+        .unwrap();
+    let gone = net.peer_id(3).unwrap();
+    let watcher = net.node(1).unwrap();
+    wait_for("node 1 to know node 3", DEADLINE, || async {
+        watcher.peers().ids(None).contains(&gone).then_some(())
+    })
+    .await
+    .unwrap();
+    // A halt (or any stop) is not waited for here: the node must still
+    // close its connections at once, not when its owner calls `wait`.
+    net.node(3).unwrap().stop();
+    wait_for("node 1 to see node 3 leave", DEADLINE, || async {
+        (!watcher.peers().ids(None).contains(&gone)).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(!net.memnet().unwrap().linked(net.peer_id(1).unwrap(), gone));
+    net.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_announces_crosses_within_the_receivers_stream_share() {
+    kite_node::testkit::init_log();
+    // No leader: nothing commits, the mempools show what gossip carried.
+    let mut s = spec(
+        "burst",
+        13,
+        Faults {
+            seed: 13,
+            drop: 0.0,
+            delay: (Duration::from_millis(300), Duration::from_millis(400)),
+        },
+    );
+    s.start_leader = false;
+    // Nodes 1 and 2 only: node 2 hears of the txs from node 1 alone.
+    s.validators = 3;
+    // 4 announce handlers per peer (a quarter of 16) against 16 batches
+    // per peer, 8 of them in each announce round.
+    s.edit = Some(std::sync::Arc::new(|_, c| {
+        c.p2p.max_streams_per_protocol = 16
+    }));
+    let net = TestNet::start(s).await.unwrap();
+    let txs = transfers(&net, 1, 1000);
+    for chunk in txs.chunks(100) {
+        net.admit(1, chunk.to_vec(), None).await.unwrap();
+    }
+    let held = |i: usize| {
+        net.node(i)
+            .and_then(|n| n.shared().mempool.as_ref().map(|m| m.len()))
+            .unwrap_or(0)
+    };
+    assert_eq!(held(1), txs.len());
+    // Well before the re-announce (10 s): every tx crossed on its first
+    // announce, none waited for a stream the receiver reset.
+    let reannounce = net.node(2).unwrap().shared().config.p2p.reannounce_interval;
+    let within = reannounce / 2;
+    let r = wait_for("node 2 to hold the burst", within, || async {
+        (held(2) == txs.len()).then_some(())
+    })
+    .await;
+    for i in 2..3 {
+        let st = net
+            .node(i)
+            .unwrap()
+            .shared()
+            .host
+            .protocol_stats(kite_protocols::txann::PROTOCOL);
+        eprintln!("node {i} txann streams: {st:?}");
+    }
+    assert!(
+        r.is_ok(),
+        "after {within:?}: node 2 holds {} of {}",
+        held(2),
+        txs.len()
+    );
     net.stop().await;
 }

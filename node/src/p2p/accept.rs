@@ -20,6 +20,14 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+/// How many of a protocol's `max_concurrent` handlers one peer may hold: a
+/// quarter (at least 2), so a peer that opens idle streams cannot lock the
+/// protocol for others. Senders keep their streams to one peer within it
+/// too (tx announces), so the receiver never resets them for being over.
+pub fn per_peer_share(max_concurrent: usize) -> usize {
+    (max_concurrent.max(1) / 4).max(2)
+}
+
 /// Accepts the inbound streams of `protocol` and runs `handler` on each in
 /// its own task, at most `max_concurrent` (at least 1) at once, each within
 /// the host's stream deadline ([`super::HostConfig::stream_timeout`]).
@@ -41,9 +49,7 @@ where
     let counters = handle.counters(protocol);
     let deadline = handle.stream_timeout();
     let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
-    // One peer may hold at most a quarter of the slots (at least 2), so a
-    // peer that opens idle streams cannot lock the protocol for others.
-    let per_peer = (max_concurrent / 4).max(2);
+    let per_peer = per_peer_share(max_concurrent);
     let by_peer: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, usize>>> = Arc::default();
     let handler = Arc::new(handler);
     let mut closed = handle.closed();

@@ -33,7 +33,7 @@ pub mod keys;
 pub mod net;
 pub mod store;
 
-pub use accept::spawn_accept_loop;
+pub use accept::{per_peer_share, spawn_accept_loop};
 pub use handle::{HostHandle, OperatorOp, OperatorOutcome};
 pub use host::Host;
 pub use libp2p::{Multiaddr, PeerId};

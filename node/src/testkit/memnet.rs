@@ -3,8 +3,9 @@
 //! pipes, and faults come from a seeded generator.
 //!
 //! What it models, the way the consensus simulator does for the engine:
-//! - **delay**: each stream opens after a delay drawn from
-//!   [`Faults::delay`] (the first message's one-way latency);
+//! - **delay**: the first message to reach each end of a stream takes a
+//!   delay drawn from [`Faults::delay`] (its one-way latency; the end is
+//!   held meanwhile, as a handler slot is);
 //! - **drops**: an open fails with probability [`Faults::drop`] (the
 //!   opener sees a retryable error, as with a reset libp2p stream);
 //! - **partitions**: [`MemNet::partition`] splits the nodes into groups,
@@ -29,7 +30,10 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::compat::TokioAsyncReadCompatExt;
@@ -54,7 +58,8 @@ pub struct Faults {
     pub seed: u64,
     /// Probability that opening a stream fails.
     pub drop: f64,
-    /// Delay before a stream opens, drawn uniformly from this range.
+    /// One-way delay of the first message each way on a stream, drawn
+    /// uniformly from this range.
     pub delay: (Duration, Duration),
 }
 
@@ -303,7 +308,7 @@ impl MemHost {
     }
 
     async fn open(&self, peer: PeerId, protocol: &'static str) -> Result<Stream, HostError> {
-        let delay = {
+        let (there, back) = {
             let mut inner = self.net.inner.lock();
             if !inner.linked(&self.me, &peer) {
                 return Err(self.open_error(peer, protocol, "no connection"));
@@ -312,26 +317,26 @@ impl MemHost {
             if f.drop > 0.0 && inner.rng.random_bool(f.drop.min(1.0)) {
                 return Err(self.open_error(peer, protocol, "dropped (fault)"));
             }
-            let (lo, hi) = (f.delay.0.as_micros(), f.delay.1.as_micros().max(f.delay.0.as_micros()));
-            let us = if hi > lo { inner.rng.random_range(lo..=hi) } else { lo };
-            Duration::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+            (draw(&mut inner), draw(&mut inner))
         };
-        tokio::time::sleep(delay).await;
         let accept = {
             let inner = self.net.inner.lock();
             if !inner.linked(&self.me, &peer) {
                 return Err(self.open_error(peer, protocol, "connection lost"));
             }
-            inner.up.get(&peer).and_then(|m| m.accept.get(protocol).cloned())
+            inner
+                .up
+                .get(&peer)
+                .and_then(|m| m.accept.get(protocol).cloned())
         };
         let Some(accept) = accept else {
             return Err(HostError::UnsupportedProtocol { peer, protocol });
         };
         let (mine, theirs) = tokio::io::duplex(PIPE_BYTES);
         accept
-            .try_send((self.me, Box::new(theirs.compat())))
+            .try_send((self.me, Box::new(Delayed::new(theirs.compat(), there))))
             .map_err(|_| self.open_error(peer, protocol, "accept queue full"))?;
-        Ok(Box::new(mine.compat()))
+        Ok(Box::new(Delayed::new(mine.compat(), back)))
     }
 }
 
@@ -473,6 +478,67 @@ impl Network for MemHost {
     async fn shutdown(&self) -> Result<(), HostError> {
         self.net.leave(self.me);
         Ok(())
+    }
+}
+
+/// A delay drawn from the faults' range.
+fn draw(inner: &mut Inner) -> Duration {
+    let f = inner.faults;
+    let (lo, hi) = (f.delay.0.as_micros(), f.delay.1.as_micros());
+    let us = if hi > lo {
+        inner.rng.random_range(lo..=hi)
+    } else {
+        lo
+    };
+    Duration::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+}
+
+/// One end of a stream whose first read waits `delay`: the one-way
+/// latency of the first message that reaches this end (the end is held,
+/// as a peer's handler slot is, while it waits).
+struct Delayed<S> {
+    inner: S,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Delayed<S> {
+    fn new(inner: S, delay: Duration) -> Delayed<S> {
+        Delayed {
+            inner,
+            wait: Some(Box::pin(tokio::time::sleep(delay))),
+        }
+    }
+}
+
+impl<S: futures::AsyncRead + Unpin> futures::AsyncRead for Delayed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(w) = self.wait.as_mut() {
+            if w.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.wait = None;
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: futures::AsyncWrite + Unpin> futures::AsyncWrite for Delayed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 

@@ -8,7 +8,12 @@
 //! The inbound side ([`TxPeer`]) serves `/kite/tx` (a tx by hash) and
 //! `/kite/txann` (announces: it asks the owner which hashes it wants, then
 //! admits the delivered txs in one batch verification). Nothing here runs
-//! on a blocks-only node: it has no mempool.
+//! on a blocks-only node: it has no mempool. The announce streams
+//! themselves run in [`announce`], within each receiver's stream share.
+
+pub mod announce;
+
+pub use announce::MAX_ANNOUNCE_STREAMS;
 
 use crate::context::Shared;
 use crate::outbound::exchange;
@@ -19,7 +24,7 @@ use kite_mempool::Mempool;
 use kite_protocols::budget::ByteBudget;
 use kite_protocols::limits::MAX_ANNOUNCE_HASHES;
 use kite_protocols::tx::{self, TxSource};
-use kite_protocols::txann::{self, TxSink};
+use kite_protocols::txann::TxSink;
 use kite_types::{Hash, Tx};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,8 +33,6 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// How often new txs are announced.
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(20);
-/// Most outbound announce streams at once.
-pub const MAX_ANNOUNCE_STREAMS: usize = 64;
 /// Most tx fetches (one stream each) at once; a fetch beyond it waits for
 /// the next announce of that tx.
 pub const MAX_FETCHES: usize = 256;
@@ -192,6 +195,7 @@ impl TxGossip {
             mempool,
         };
         let (batch_tx, batch_rx) = mpsc::channel(BATCHES);
+        let table = peers.table();
         let owner = Owner {
             gossip: gossip.clone(),
             peers,
@@ -201,7 +205,9 @@ impl TxGossip {
             fetches: Arc::new(Semaphore::new(MAX_FETCHES)),
         };
         shared.stop.spawn(owner.run(rx));
-        shared.stop.spawn(announcer(gossip.clone(), batch_rx));
+        shared
+            .stop
+            .spawn(announce::run(gossip.clone(), table, batch_rx));
         gossip
     }
 
@@ -384,31 +390,6 @@ impl Owner {
                 let _ = self.batches.try_send((peer, chunk.to_vec()));
             }
         }
-    }
-}
-
-/// Runs announce streams, at most [`MAX_ANNOUNCE_STREAMS`] at once.
-async fn announcer(g: TxGossip, mut batches: mpsc::Receiver<(PeerId, Vec<Hash>)>) {
-    let streams = Arc::new(Semaphore::new(MAX_ANNOUNCE_STREAMS));
-    let stop = g.shared.stop.clone();
-    loop {
-        let (peer, hashes) = tokio::select! {
-            _ = stop.cancelled() => return,
-            b = batches.recv() => match b { Some(b) => b, None => return },
-        };
-        let permit = tokio::select! {
-            _ = stop.cancelled() => return,
-            p = streams.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let g = g.clone();
-        stop.spawn(async move {
-            let m = g.mempool.clone();
-            let _ = exchange(&g.shared, peer, txann::PROTOCOL, |s| {
-                txann::announce(s, &hashes, |h| m.get(h))
-            })
-            .await;
-            drop(permit);
-        });
     }
 }
 

@@ -1,0 +1,311 @@
+//! The announcer: runs the announce streams of tx gossip, fair to every
+//! peer and within what each receiver accepts.
+//!
+//! A receiver serves a peer at most [`crate::p2p::per_peer_share`] of its
+//! `/kite/txann` handlers at once and resets the streams beyond. Before
+//! this queue, a burst opened up to [`MAX_ANNOUNCE_STREAMS`] streams to one
+//! peer; most were reset and their txs waited for the re-announce
+//! (`p2p.reannounce_interval`, 10 s). Now [`AnnounceQueue`]:
+//! - keeps each peer's batches in its own queue, at most
+//!   [`MAX_WAITING_PER_PEER`]; a batch beyond is dropped (its txs are
+//!   re-announced later), so a slow peer never holds the others up;
+//! - serves the peers in turn, at most `share` streams to one peer and
+//!   [`MAX_ANNOUNCE_STREAMS`] in all;
+//! - tries a failed batch again, [`TRIES`] times in all, while its peer is
+//!   connected; the batches of a peer that left are dropped.
+
+use super::TxGossip;
+use crate::outbound::exchange;
+use crate::p2p::PeerId;
+use crate::peers::table::PeerTable;
+use kite_protocols::txann;
+use kite_types::Hash;
+use std::collections::{HashMap, VecDeque};
+use tokio::sync::{mpsc, watch};
+
+/// Most outbound announce streams at once.
+pub const MAX_ANNOUNCE_STREAMS: usize = 64;
+/// Most batches waiting for one peer; more are dropped.
+pub const MAX_WAITING_PER_PEER: usize = 256;
+/// Tries of one batch, the first included.
+pub const TRIES: u8 = 3;
+
+/// One batch of hashes for one peer, and how often it was tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The hashes.
+    pub hashes: Vec<Hash>,
+    /// Tries so far.
+    pub tries: u8,
+}
+
+/// Which announce batches wait for which peer, and how many streams each
+/// peer holds (see the module docs). Pure bookkeeping: the task in
+/// [`run`] opens the streams.
+#[derive(Debug)]
+pub struct AnnounceQueue {
+    share: usize,
+    total: usize,
+    waiting: HashMap<PeerId, VecDeque<Batch>>,
+    /// Peers with waiting batches, in the order they are served.
+    turn: VecDeque<PeerId>,
+    active: HashMap<PeerId, usize>,
+    running: usize,
+    dropped: u64,
+}
+
+impl AnnounceQueue {
+    /// A queue that holds at most `share` streams to one peer and `total`
+    /// in all.
+    pub fn new(share: usize, total: usize) -> AnnounceQueue {
+        AnnounceQueue {
+            share: share.max(1),
+            total: total.max(1),
+            waiting: HashMap::new(),
+            turn: VecDeque::new(),
+            active: HashMap::new(),
+            running: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Queues `hashes` for `peer`; false when its queue is full (the batch
+    /// is dropped and counted).
+    pub fn push(&mut self, peer: PeerId, hashes: Vec<Hash>) -> bool {
+        self.enqueue(peer, Batch { hashes, tries: 0 }, false)
+    }
+
+    fn enqueue(&mut self, peer: PeerId, batch: Batch, front: bool) -> bool {
+        let q = self.waiting.entry(peer).or_default();
+        if q.len() >= MAX_WAITING_PER_PEER {
+            self.dropped += 1;
+            return false;
+        }
+        if q.is_empty() {
+            self.turn.push_back(peer);
+        }
+        if front {
+            q.push_front(batch);
+        } else {
+            q.push_back(batch);
+        }
+        true
+    }
+
+    /// The next batch to send and its peer, if a stream is free: peers in
+    /// turn, skipping those at their share. `connected` says whether a
+    /// peer is still worth sending to; the batches of one that is not are
+    /// dropped.
+    pub fn next(&mut self, connected: impl Fn(&PeerId) -> bool) -> Option<(PeerId, Batch)> {
+        if self.running >= self.total {
+            return None;
+        }
+        for _ in 0..self.turn.len() {
+            let peer = self.turn.pop_front()?;
+            if !connected(&peer) {
+                if let Some(q) = self.waiting.remove(&peer) {
+                    self.dropped += q.len() as u64;
+                }
+                continue;
+            }
+            let active = self.active.get(&peer).copied().unwrap_or(0);
+            if active >= self.share {
+                self.turn.push_back(peer);
+                continue;
+            }
+            let Some(q) = self.waiting.get_mut(&peer) else {
+                continue;
+            };
+            let Some(mut batch) = q.pop_front() else {
+                self.waiting.remove(&peer);
+                continue;
+            };
+            if q.is_empty() {
+                self.waiting.remove(&peer);
+            } else {
+                self.turn.push_back(peer);
+            }
+            batch.tries += 1;
+            *self.active.entry(peer).or_insert(0) += 1;
+            self.running += 1;
+            return Some((peer, batch));
+        }
+        None
+    }
+
+    /// A stream to `peer` ended; a failed `batch` is queued again (first
+    /// in its peer's queue) while it has tries left and the peer is
+    /// `connected`.
+    pub fn done(&mut self, peer: PeerId, batch: Batch, ok: bool, connected: bool) {
+        self.running = self.running.saturating_sub(1);
+        if let Some(n) = self.active.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.active.remove(&peer);
+            }
+        }
+        if !ok {
+            if connected && batch.tries < TRIES {
+                self.enqueue(peer, batch, true);
+            } else {
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// Batches waiting, for every peer.
+    pub fn waiting(&self) -> usize {
+        self.waiting.values().map(VecDeque::len).sum()
+    }
+
+    /// Streams running.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Batches dropped so far (queue full, peer gone, tries spent).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+/// A stream's end, reported to the announcer.
+struct Ended {
+    peer: PeerId,
+    batch: Batch,
+    ok: bool,
+}
+
+/// Runs announce streams from `batches` through an [`AnnounceQueue`]
+/// until the node stops.
+pub(super) async fn run(
+    g: TxGossip,
+    table: watch::Receiver<PeerTable>,
+    mut batches: mpsc::Receiver<(PeerId, Vec<Hash>)>,
+) {
+    let stop = g.shared.stop.clone();
+    let max = g.shared.config.p2p.max_streams_per_protocol as usize;
+    let mut queue = AnnounceQueue::new(crate::p2p::per_peer_share(max), MAX_ANNOUNCE_STREAMS);
+    // Every running stream holds a slot of this channel's capacity, so
+    // an end is never lost.
+    let (ended_tx, mut ended) = mpsc::channel::<Ended>(MAX_ANNOUNCE_STREAMS);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            b = batches.recv() => match b {
+                Some((peer, hashes)) => {
+                    queue.push(peer, hashes);
+                }
+                None => return,
+            },
+            Some(e) = ended.recv() => {
+                let connected = table.borrow().contains_key(&e.peer);
+                queue.done(e.peer, e.batch, e.ok, connected);
+            }
+        }
+        while let Some((peer, batch)) = queue.next(|p| table.borrow().contains_key(p)) {
+            let (g, ended_tx) = (g.clone(), ended_tx.clone());
+            stop.spawn(async move {
+                let m = g.mempool.clone();
+                let hashes = &batch.hashes;
+                let ok = exchange(&g.shared, peer, txann::PROTOCOL, |s| {
+                    txann::announce(s, hashes, |h| m.get(h))
+                })
+                .await
+                .is_ok();
+                let _ = ended_tx.send(Ended { peer, batch, ok }).await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(n: u8) -> Vec<Hash> {
+        vec![Hash::digest(&[n])]
+    }
+
+    #[test]
+    fn one_peer_gets_at_most_its_share_and_others_are_served_in_turn() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut q = AnnounceQueue::new(2, 64);
+        for i in 0..10 {
+            assert!(q.push(a, batch(i)));
+        }
+        q.push(b, batch(100));
+        let all = |_: &PeerId| true;
+        let first: Vec<PeerId> = std::iter::from_fn(|| q.next(all).map(|(p, _)| p)).collect();
+        assert_eq!(first.iter().filter(|p| **p == a).count(), 2, "{first:?}");
+        assert_eq!(first.iter().filter(|p| **p == b).count(), 1);
+        assert_eq!(q.waiting(), 8);
+        // One of a's streams ends: one more of a's batches may go.
+        let (p, bt) = (
+            a,
+            Batch {
+                hashes: batch(0),
+                tries: 1,
+            },
+        );
+        q.done(p, bt, true, true);
+        assert_eq!(q.next(all).map(|(p, _)| p), Some(a));
+        assert!(q.next(all).is_none());
+    }
+
+    #[test]
+    fn the_total_bounds_the_streams_and_a_full_peer_queue_drops() {
+        let mut q = AnnounceQueue::new(100, 3);
+        let peers: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        for p in &peers {
+            q.push(*p, batch(1));
+        }
+        let all = |_: &PeerId| true;
+        let got = std::iter::from_fn(|| q.next(all)).count();
+        assert_eq!(got, 3);
+        assert_eq!(q.running(), 3);
+        let p = peers[0];
+        let mut q = AnnounceQueue::new(1, 1);
+        for i in 0..MAX_WAITING_PER_PEER {
+            assert!(q.push(p, batch(i as u8)));
+        }
+        assert!(!q.push(p, batch(0)));
+        assert_eq!(q.dropped(), 1);
+    }
+
+    #[test]
+    fn a_failed_batch_is_tried_again_first_until_its_tries_are_spent() {
+        let a = PeerId::random();
+        let mut q = AnnounceQueue::new(1, 8);
+        q.push(a, batch(1));
+        q.push(a, batch(2));
+        let all = |_: &PeerId| true;
+        for try_no in 1..=TRIES {
+            let (p, b) = q.next(all).unwrap();
+            assert_eq!((p, b.hashes.clone(), b.tries), (a, batch(1), try_no));
+            q.done(p, b, false, true);
+        }
+        // Spent: batch 2 is next, batch 1 is dropped.
+        assert_eq!(q.dropped(), 1);
+        assert_eq!(q.next(all).unwrap().1.hashes, batch(2));
+    }
+
+    #[test]
+    fn a_gone_peers_batches_are_dropped_and_free_the_queue() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut q = AnnounceQueue::new(1, 1);
+        for i in 0..5 {
+            q.push(a, batch(i));
+        }
+        q.push(b, batch(9));
+        // a left the table: its batches go, b is served.
+        let (p, bt) = q.next(|p| *p != a).unwrap();
+        assert_eq!(p, b);
+        assert_eq!(q.waiting(), 0);
+        assert_eq!(q.dropped(), 5);
+        // A failed batch of a peer that left is not tried again.
+        q.done(p, bt, false, false);
+        assert_eq!(q.waiting(), 0);
+        assert_eq!(q.dropped(), 6);
+    }
+}
