@@ -348,7 +348,6 @@ pub async fn start_on(opts: NodeOptions, transport: Transport) -> Result<Running
                 Transport::Libp2p => Writer::Thread,
                 Transport::Given { .. } => Writer::BlockingPool,
             },
-            ..StoreConfig::default()
         },
     )
     .await?;
