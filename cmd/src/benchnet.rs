@@ -47,6 +47,13 @@ pub struct NetBenchArgs {
     /// The genesis propose timeout.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub propose_timeout: Duration,
+    /// Txs per JSON-RPC batch request of the saturation run (1 to 100).
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// A node setting for every node, as `kite start` takes it
+    /// (`--set consensus.max_block_txs=3000`); repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Short limits (0.3 s each) and a short idle measure.
     #[arg(long)]
     pub quick: bool,
@@ -83,6 +90,10 @@ pub struct NetBench {
     pub validators: usize,
     /// The genesis propose timeout, ms.
     pub propose_timeout_ms: u64,
+    /// Txs per JSON-RPC request at saturation.
+    pub batch: usize,
+    /// Node settings given with `--set`.
+    pub settings: Vec<String>,
     /// Mean time between blocks while idle (empty blocks), ms.
     pub idle_block_ms: f64,
     /// The saturation run.
@@ -171,6 +182,7 @@ async fn start_net(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<(Nodes, Vec<S
         let child = Command::new("/proc/self/exe")
             .args(["start", "--home"])
             .arg(&home)
+            .args(a.set.iter().map(|kv| format!("--{kv}")))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -216,6 +228,9 @@ async fn idle_block_ms(rpc: &str, window: Duration) -> anyhow::Result<f64> {
 pub async fn bench_net(a: &NetBenchArgs) -> anyhow::Result<()> {
     if a.validators == 0 || a.senders == 0 || a.txs == 0 {
         bail!("--validators, --senders and --txs must be at least 1");
+    }
+    if let Some(bad) = a.set.iter().find(|kv| !kv.contains('=')) {
+        bail!("--set takes KEY=VALUE (consensus.max_block_txs=3000), got {bad:?}");
     }
     let (dir, temp) = match &a.dir {
         Some(d) => (d.clone(), false),
@@ -264,6 +279,7 @@ async fn run(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<NetBench> {
         senders: a.senders.min(txs),
         rate,
         drain_timeout: 60,
+        batch: a.batch,
         json: true,
     };
     let pids: Vec<u32> = nodes.children.iter().map(|(_, c)| c.id()).collect();
@@ -309,6 +325,8 @@ async fn run(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<NetBench> {
         limits,
         validators: a.validators,
         propose_timeout_ms: a.propose_timeout.as_millis() as u64,
+        batch: a.batch,
+        settings: a.set.clone(),
         idle_block_ms,
         saturation,
         rates,
@@ -323,8 +341,15 @@ fn print(b: &NetBench) {
     let bound = b.limits.verify_bound(b.validators);
     let verify_us = 1e6 / b.limits.verify.one.max(1.0);
     println!(
-        "Kite, {} validators on 127.0.0.1, propose timeout {} ms:",
-        b.validators, b.propose_timeout_ms
+        "Kite, {} validators on 127.0.0.1, propose timeout {} ms, {} txs per RPC request at saturation{}:",
+        b.validators,
+        b.propose_timeout_ms,
+        b.batch,
+        if b.settings.is_empty() {
+            String::new()
+        } else {
+            format!(", settings {}", b.settings.join(" "))
+        }
     );
     println!("| figure | Kite | limit | ratio |");
     println!("|---|---|---|---|");

@@ -65,4 +65,62 @@ impl Client {
         let result = v.get("result").cloned().unwrap_or(Value::Null);
         serde_json::from_value(result).with_context(|| format!("{method}: unexpected result"))
     }
+
+    /// Calls `method` once per item of `params` in one JSON-RPC batch
+    /// request; returns each call's outcome in the order of `params`.
+    pub async fn call_batch<P: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Vec<P>,
+    ) -> anyhow::Result<Vec<anyhow::Result<T>>> {
+        let first = self
+            .next_id
+            .fetch_add(params.len() as u64, Ordering::Relaxed);
+        let body: Vec<Value> = params
+            .iter()
+            .zip(first..)
+            .map(|(p, id)| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": p}))
+            .collect();
+        let resp = self
+            .http
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.url))?;
+        let status = resp.status();
+        let v: Value = resp
+            .json()
+            .await
+            .with_context(|| format!("{} answered {status} with no JSON-RPC body", self.url))?;
+        let Some(answers) = v.as_array() else {
+            let msg = v
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("not a JSON-RPC batch answer");
+            bail!("{method} batch: {msg}");
+        };
+        // Answers are matched by id, whatever their order.
+        let mut by_id: std::collections::HashMap<u64, &Value> = answers
+            .iter()
+            .filter_map(|a| Some((a.get("id")?.as_u64()?, a)))
+            .collect();
+        Ok((first..first + params.len() as u64)
+            .map(|id| {
+                let a = by_id
+                    .remove(&id)
+                    .with_context(|| format!("{method}: no answer for request {id}"))?;
+                if let Some(e) = a.get("error") {
+                    let msg = e
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown error");
+                    bail!("{method}: {msg}");
+                }
+                let result = a.get("result").cloned().unwrap_or(Value::Null);
+                serde_json::from_value(result)
+                    .with_context(|| format!("{method}: unexpected result"))
+            })
+            .collect())
+    }
 }

@@ -1,6 +1,7 @@
 //! The node side of the JSON-RPC: answers each method from the store, the
 //! mempool and the node state.
 
+use crate::admission::Admission;
 use crate::context::Shared;
 use crate::mailbox::CommitWaiters;
 use crate::peers::Peers;
@@ -22,6 +23,8 @@ pub struct Backend {
     pub peers: Peers,
     /// Commit waiters, answered by the driver.
     pub waiters: CommitWaiters,
+    /// Tx admission in groups (None on a blocks-only node).
+    pub admission: Option<Admission>,
 }
 
 fn store_err(e: kite_blockstore::StoreError) -> RpcError {
@@ -36,7 +39,8 @@ fn refused(e: &MempoolError) -> RpcError {
 impl RpcBackend for Backend {
     async fn broadcast_tx(&self, tx: Vec<u8>, wait: WaitFor) -> Result<BroadcastResult, RpcError> {
         let ctx = &self.shared;
-        let Some(mempool) = ctx.mempool.clone() else {
+        let (Some(mempool), Some(admission)) = (ctx.mempool.clone(), self.admission.as_ref())
+        else {
             return Err(RpcError::new(
                 UNSUPPORTED,
                 "blocks_only",
@@ -56,13 +60,7 @@ impl RpcBackend for Backend {
         } else {
             None
         };
-        let accounts = ctx.accounts();
-        let now = ctx.clock.now_ms();
-        let m = mempool.clone();
-        let admitted = tokio::task::spawn_blocking(move || m.admit(decoded, &accounts, now))
-            .await
-            .map_err(|e| RpcError::internal(e.to_string()))?;
-        match admitted {
+        match admission.admit(decoded).await {
             Ok(_) => {}
             // Already pending: wait for it like the first caller.
             Err(MempoolError::AlreadyKnown) if mempool.contains(&hash) => {}

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 pub mod admin;
+pub mod admission;
 pub mod backend;
 pub mod budget;
 pub mod chaincheck;

@@ -16,6 +16,7 @@
 //! ```
 
 use crate::admin::AdminListen;
+use crate::admission::Admission;
 use crate::backend::Backend;
 use crate::budget::{PeerBudgets, SigChecks};
 use crate::chaincheck::{self, ChainCheck, Judge};
@@ -534,7 +535,12 @@ pub async fn start_on(opts: NodeOptions, transport: Transport) -> Result<Running
         return Err(e.into());
     }
 
+    let admission = shared
+        .mempool
+        .clone()
+        .map(|m| Admission::start(shared.clone(), m));
     let backend = Backend {
+        admission,
         shared: shared.clone(),
         state: state.clone(),
         peers: peers.clone(),

@@ -253,3 +253,49 @@ async fn a_burst_of_announces_crosses_within_the_receivers_stream_share() {
     );
     net.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn rpc_txs_admitted_in_one_group_refuse_only_the_forgery() {
+    use kite_types::testing::{Forge, forged_tx};
+    kite_node::testkit::init_log();
+    let net = TestNet::start(spec("group", 15, Faults::calm(15)))
+        .await
+        .unwrap();
+    let to = NodeKey::from_seed([0xee; 32]).public();
+    // 4 senders x 50 txs, all submitted at once (as the items of a
+    // JSON-RPC batch are), and one forgery by sender 0 at nonce 51.
+    let mut txs = transfers(&net, 1, 50);
+    let forged = forged_tx(
+        &net.accounts[0],
+        Forge::MutatedR,
+        &net.genesis.chain_id,
+        51,
+        Payload::Transfer { to, amount: 1 },
+    );
+    txs.insert(77, forged.clone());
+    let answers = futures::future::join_all(
+        txs.iter()
+            .map(|t| net.submit(1, t, kite_node::rpc::WaitFor::Accept)),
+    )
+    .await;
+    for (t, a) in txs.iter().zip(&answers) {
+        if t.hash() == forged.hash() {
+            let e = a.as_ref().expect_err("the forgery was admitted");
+            assert!(e.to_string().contains("signature"), "{e}");
+        } else {
+            assert!(a.is_ok(), "{a:?}");
+        }
+    }
+    wait_for("every sender's nonce 50 committed", DEADLINE, || async {
+        for k in &net.accounts {
+            if net.nonce(2, &k.public()).await.ok()? < 50 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(net.nonce(2, &net.accounts[0].public()).await.unwrap(), 50);
+    net.stop().await;
+}

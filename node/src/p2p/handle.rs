@@ -111,6 +111,8 @@ pub(crate) struct Shared {
     pub counters: ProtocolCounters,
     pub dropped_events: AtomicU64,
     pub dropped_reports: AtomicU64,
+    /// Misbehaviour points reported so far, every peer together.
+    pub reported_points: AtomicU64,
 }
 
 /// A cloneable handle to the host.
@@ -270,6 +272,9 @@ impl HostHandle {
             }
             why.truncate(cut);
         }
+        self.shared
+            .reported_points
+            .fetch_add(u64::from(penalty), Ordering::Relaxed);
         let cmd = Command::Report { peer, penalty, why };
         if self.commands.try_send(cmd).is_err() {
             self.shared.dropped_reports.fetch_add(1, Ordering::Relaxed);
@@ -376,6 +381,9 @@ impl Network for HostHandle {
     }
     fn report(&self, peer: PeerId, penalty: u32, why: &str) {
         HostHandle::report(self, peer, penalty, why);
+    }
+    fn reported_points(&self) -> u64 {
+        self.shared.reported_points.load(Ordering::Relaxed)
     }
     async fn disconnect(&self, peer: PeerId) -> Result<(), HostError> {
         HostHandle::disconnect(self, peer).await

@@ -149,6 +149,7 @@ impl Host {
             counters: Default::default(),
             dropped_events: Default::default(),
             dropped_reports: Default::default(),
+            reported_points: Default::default(),
         });
         let handle = HostHandle {
             commands: cmd_tx,

@@ -73,6 +73,9 @@ pub trait Network: std::fmt::Debug + Send + Sync + 'static {
     /// Adds `penalty` to `peer`'s misbehaviour score (never waits; dropped
     /// and counted when the transport is busy).
     fn report(&self, peer: PeerId, penalty: u32, why: &str);
+    /// Misbehaviour points this node reported so far, every peer together
+    /// (still readable once the transport has closed).
+    fn reported_points(&self) -> u64;
     /// Closes every connection with `peer`.
     async fn disconnect(&self, peer: PeerId) -> Result<(), HostError>;
     /// Peers worth telling others about, at most `max`.

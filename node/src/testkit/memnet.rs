@@ -441,6 +441,16 @@ impl Network for MemHost {
         }
     }
 
+    fn reported_points(&self) -> u64 {
+        let inner = self.net.inner.lock();
+        inner
+            .reports
+            .iter()
+            .filter(|r| r.by == self.me)
+            .map(|r| u64::from(r.penalty))
+            .sum()
+    }
+
     async fn disconnect(&self, peer: PeerId) -> Result<(), HostError> {
         // The libp2p host redials a peer it was told to drop; here the
         // link stays, and the peers see it go and come back.
