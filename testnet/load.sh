@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Drive signed transfers at the testnet started by testnet/up.sh and print
 # submitted/committed tx/s and latency percentiles.
-#   testnet/load.sh [--txs N] [--senders K] [--rate R] [--json]
+#   testnet/load.sh [--txs N] [--senders K] [--rate R] [--batch B] [--json]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"

@@ -43,27 +43,23 @@ impl Client {
     ) -> anyhow::Result<T> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let v = self.post(&body).await?;
+        answer(method, &v)
+    }
+
+    /// Posts a JSON-RPC body; returns the JSON answer.
+    async fn post(&self, body: &Value) -> anyhow::Result<Value> {
         let resp = self
             .http
             .post(&self.url)
-            .json(&body)
+            .json(body)
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.url))?;
         let status = resp.status();
-        let v: Value = resp
-            .json()
+        resp.json()
             .await
-            .with_context(|| format!("{} answered {status} with no JSON-RPC body", self.url))?;
-        if let Some(e) = v.get("error") {
-            let msg = e
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown error");
-            bail!("{method}: {msg}");
-        }
-        let result = v.get("result").cloned().unwrap_or(Value::Null);
-        serde_json::from_value(result).with_context(|| format!("{method}: unexpected result"))
+            .with_context(|| format!("{} answered {status} with no JSON-RPC body", self.url))
     }
 
     /// Calls `method` once per item of `params` in one JSON-RPC batch
@@ -81,18 +77,7 @@ impl Client {
             .zip(first..)
             .map(|(p, id)| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": p}))
             .collect();
-        let resp = self
-            .http
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.url))?;
-        let status = resp.status();
-        let v: Value = resp
-            .json()
-            .await
-            .with_context(|| format!("{} answered {status} with no JSON-RPC body", self.url))?;
+        let v = self.post(&Value::Array(body)).await?;
         let Some(answers) = v.as_array() else {
             let msg = v
                 .pointer("/error/message")
@@ -110,17 +95,21 @@ impl Client {
                 let a = by_id
                     .remove(&id)
                     .with_context(|| format!("{method}: no answer for request {id}"))?;
-                if let Some(e) = a.get("error") {
-                    let msg = e
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("unknown error");
-                    bail!("{method}: {msg}");
-                }
-                let result = a.get("result").cloned().unwrap_or(Value::Null);
-                serde_json::from_value(result)
-                    .with_context(|| format!("{method}: unexpected result"))
+                answer(method, a)
             })
             .collect())
     }
+}
+
+/// The result of one JSON-RPC answer, or its error with the node's message.
+fn answer<T: DeserializeOwned>(method: &str, v: &Value) -> anyhow::Result<T> {
+    if let Some(e) = v.get("error") {
+        let msg = e
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error");
+        bail!("{method}: {msg}");
+    }
+    let result = v.get("result").cloned().unwrap_or(Value::Null);
+    serde_json::from_value(result).with_context(|| format!("{method}: unexpected result"))
 }
