@@ -43,8 +43,10 @@ pub struct LoadArgs {
     /// Longest wait for the last commits after submitting, seconds.
     #[arg(long, default_value_t = 60)]
     pub drain_timeout: u64,
-    /// Txs per JSON-RPC batch request when not rate-limited (1 to 100);
-    /// the node admits a batch with one signature verification.
+    /// Most txs per JSON-RPC batch request (1 to 100): as fast as
+    /// possible, every request; at a fixed rate, a sender that fell behind
+    /// sends what is due in one. The node admits a batch with one
+    /// signature verification.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Print JSON.
@@ -248,9 +250,7 @@ pub async fn run_load(a: &LoadArgs) -> anyhow::Result<LoadReport> {
     let cpu0 = cpu_secs("self").unwrap_or(0.0);
     let t0 = Instant::now();
     let interval = (a.rate > 0).then(|| Duration::from_secs_f64(a.senders as f64 / a.rate as f64));
-    // At a fixed rate each tx goes when its time comes; as fast as
-    // possible, a sender's txs go in batches.
-    let batch = if interval.is_some() { 1 } else { a.batch };
+    let batch = a.batch;
 
     let mut tasks = Vec::new();
     for (i, plan) in plans.into_iter().enumerate() {
@@ -258,20 +258,32 @@ pub async fn run_load(a: &LoadArgs) -> anyhow::Result<LoadReport> {
         let submitted = submitted.clone();
         let refused = refused.clone();
         tasks.push(tokio::spawn(async move {
-            let mut next = Instant::now();
-            for group in plan.chunks(batch) {
-                if let Some(iv) = interval {
-                    tokio::time::sleep_until(next.into()).await;
-                    next += iv;
-                }
+            // At a fixed rate, tx k is due at start + k * interval and the
+            // sender sends what is due (open loop: a slow answer does not
+            // lower the offered rate), its latency counted from when it
+            // was due. As fast as possible, the txs go `batch` at a time.
+            let start = Instant::now();
+            let mut k = 0;
+            while k < plan.len() {
+                let n = match interval {
+                    Some(iv) => {
+                        tokio::time::sleep_until((start + iv.mul_f64(k as f64)).into()).await;
+                        let due = (start.elapsed().as_secs_f64() / iv.as_secs_f64()) as usize + 1;
+                        due.saturating_sub(k).clamp(1, batch)
+                    }
+                    None => batch,
+                };
+                let group = &plan[k..(k + n).min(plan.len())];
                 let hashes: Vec<Hash> = group.iter().map(Tx::hash).collect();
                 {
                     let now = Instant::now();
                     let mut map = submitted.lock().await;
-                    for h in &hashes {
-                        map.insert(*h, now);
+                    for (j, h) in hashes.iter().enumerate() {
+                        let at = interval.map_or(now, |iv| start + iv.mul_f64((k + j) as f64));
+                        map.insert(*h, at);
                     }
                 }
+                k += group.len();
                 let params: Vec<Value> = group
                     .iter()
                     .map(|tx| json!({"tx": hex::encode(tx.encode())}))

@@ -159,6 +159,7 @@ fn mem_mib(pid: u32, field: &str) -> f64 {
 /// Lays out the testnet in `dir` and starts its nodes.
 async fn start_net(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<(Nodes, Vec<String>)> {
     crate::testnet::init(&crate::testnet::TestnetInitArgs {
+        quiet: a.json,
         out: dir.to_owned(),
         validators: a.validators,
         sentries: 0,
@@ -202,6 +203,7 @@ async fn start_net(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<(Nodes, Vec<S
         net: dir.to_owned(),
         height: 2,
         timeout: 90,
+        quiet: a.json,
     })
     .await
     .context("the benchmark network did not come up")?;

@@ -320,6 +320,7 @@ async fn lay_out(a: &ChaosArgs, lab: &Lab) -> anyhow::Result<()> {
         );
     }
     crate::testnet::init(&crate::testnet::TestnetInitArgs {
+        quiet: false,
         out: a.net.clone(),
         validators: a.validators,
         sentries: 0,
@@ -588,6 +589,7 @@ pub async fn chaos(a: &ChaosArgs) -> anyhow::Result<()> {
             net: a.net.clone(),
             height: 2,
             timeout: 90,
+            quiet: false,
         })
         .await
         .context("the testnet in the namespaces did not come up")?;

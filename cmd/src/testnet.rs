@@ -22,6 +22,9 @@ pub const FAUCET_BALANCE: u64 = 1_000_000_000_000_000;
 /// Arguments of `kite testnet init`.
 #[derive(clap::Args, Debug)]
 pub struct TestnetInitArgs {
+    /// Print nothing on success (callers that print JSON).
+    #[arg(skip)]
+    pub quiet: bool,
     /// Folder to write the node homes into.
     #[arg(long, env = "KITE_TESTNET_OUT")]
     pub out: PathBuf,
@@ -229,6 +232,9 @@ pub fn init(a: &TestnetInitArgs) -> anyhow::Result<()> {
     if let Some(w) = exposure_warning(&names, a.base_port, total) {
         eprintln!("{w}");
     }
+    if a.quiet {
+        return Ok(());
+    }
     println!(
         "testnet {} in {}: {} validators (node0 leads), {} sentries, {} archival; faucet key {}",
         a.chain_id,
@@ -295,6 +301,9 @@ pub struct NetArgs {
     /// `wait`: give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Print nothing on success (callers that print JSON).
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -374,6 +383,9 @@ pub async fn wait(a: &NetArgs) -> anyhow::Result<()> {
         }
         if behind.is_empty() {
             if hashes.windows(2).all(|w| w[0] == w[1]) {
+                if a.quiet {
+                    return Ok(());
+                }
                 println!(
                     "all {} nodes hold block {} at height {}",
                     net.nodes.len(),

@@ -28,7 +28,7 @@ fn bench_net_small_run_prints_sane_figures() {
         "--json",
     ]);
     let text = ok(&out);
-    let b: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let b: Value = serde_json::from_str(&text).expect("--json prints JSON alone");
     let f = |v: &Value| v.as_f64().unwrap_or(-1.0);
     // The limits.
     for k in ["verify", "verify_small_batch", "verify_batch", "sha256"] {
