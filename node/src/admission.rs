@@ -6,8 +6,9 @@
 //! while the previous group was admitted, so a lone request goes at once
 //! and a burst (the items of a JSON-RPC batch, many clients) shares the
 //! cost of one verification. A group holds at most [`GROUP`] txs; at most
-//! [`QUEUE`] requests wait, and a caller beyond waits for room (the RPC's
-//! `max_concurrent` bounds the callers).
+//! [`QUEUE`] requests wait, and a caller beyond waits for room (the callers
+//! are bounded by the RPC's `max_concurrent` requests of at most
+//! `MAX_BATCH` items each).
 //!
 //! A forged tx in a group costs the group a fallback to single
 //! verification (the mempool finds which signature failed); the forger's
@@ -93,6 +94,9 @@ async fn run(shared: Arc<Shared>, mempool: Arc<Mempool>, mut rx: mpsc::Receiver<
                 }
             }
             Err(e) => {
+                // A panic in the mempool: some txs of the group may have
+                // gone in before it; they are reported failed all the same
+                // (a retry finds them `AlreadyKnown`, which is accepted).
                 tracing::error!(error = %e, "tx admission failed");
                 for reply in replies {
                     let _ = reply.send(Err(MempoolError::StateUnavailable(format!(

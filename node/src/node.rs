@@ -338,6 +338,15 @@ pub async fn start_on(opts: NodeOptions, transport: Transport) -> Result<Running
             reason,
         })?;
 
+    let max_txs = cfg.consensus.max_block_txs as usize;
+    if !(1..=driver::MAX_BLOCK_TXS).contains(&max_txs) {
+        return Err(NodeError::Config {
+            key: "consensus.max_block_txs",
+            value: max_txs.to_string(),
+            reason: format!("a block holds 1 to {} txs", driver::MAX_BLOCK_TXS),
+        });
+    }
+
     let store_dir = opts.home.join(&cfg.store.dir);
     let store = StoreHandle::open(
         &store_dir,

@@ -126,7 +126,8 @@ pub struct StreamStats {
     pub open_failed: u64,
     /// Inbound streams handed to a handler.
     pub accepted: u64,
-    /// Inbound streams reset because the protocol's handlers were all busy.
+    /// Inbound streams reset because the protocol's handlers were all busy
+    /// or the peer held its share of them.
     pub refused: u64,
     /// Inbound handlers that failed or ran past their deadline.
     pub handler_errors: u64,

@@ -68,7 +68,7 @@ pub enum Note {
         /// The peer.
         peer: PeerId,
         /// Until when.
-        until: std::time::Instant,
+        until: tokio::time::Instant,
     },
     /// The peer served the block this node holds at some height.
     Linked(PeerId),

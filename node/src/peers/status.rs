@@ -16,7 +16,8 @@ use kite_protocols::status::{self, RoundInfo, StatusInfo};
 use kite_protocols::{blk, score};
 use kite_types::Hash;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// This node's status as the status protocol sends it.
 pub fn info(shared: &Shared, s: &NodeState) -> StatusInfo {

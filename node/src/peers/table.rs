@@ -31,7 +31,7 @@ pub struct PeerState {
     pub linked: bool,
     /// It claimed a height it did not prove: its claims above this node's
     /// height are ignored (not fetched) until then.
-    pub unproven_until: Option<std::time::Instant>,
+    pub unproven_until: Option<tokio::time::Instant>,
     /// The addresses it listens on, as it said in identify.
     pub listen_addrs: Vec<Multiaddr>,
     /// Outbound exchanges toward it ([`MAX_OUTBOUND_PER_PEER`]).

@@ -355,6 +355,8 @@ pub struct TestNet {
     addrs: Vec<Option<Multiaddr>>,
     homes: Vec<PathBuf>,
     mem: Option<MemNet>,
+    /// One clock for every node (on the in-memory network), restarts too.
+    clock: Clock,
 }
 
 impl TestNet {
@@ -365,6 +367,7 @@ impl TestNet {
         let mem = spec.memnet.map(|f| MemNet::new(&spec.chain_id, f));
         let mut net = TestNet {
             mem,
+            clock: Clock::tokio(SIM_EPOCH_MS),
             genesis,
             keys,
             faucet,
@@ -436,7 +439,7 @@ impl TestNet {
                 Transport::Given {
                     network,
                     events,
-                    clock: Clock::tokio(SIM_EPOCH_MS),
+                    clock: self.clock,
                 }
             }
         };

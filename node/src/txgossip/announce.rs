@@ -29,6 +29,9 @@ pub const MAX_ANNOUNCE_STREAMS: usize = 64;
 pub const MAX_WAITING_PER_PEER: usize = 256;
 /// Tries of one batch, the first included.
 pub const TRIES: u8 = 3;
+/// Most batches waiting in the queue, every peer together; beyond it the
+/// announcer stops taking batches from the gossip owner.
+pub const MAX_WAITING: usize = 1024;
 
 /// One batch of hashes for one peer, and how often it was tried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +179,22 @@ struct Ended {
     ok: bool,
 }
 
+/// Sends its [`Ended`] when dropped (the stream task finished, panicked
+/// or was cancelled).
+struct EndGuard {
+    tx: mpsc::Sender<Ended>,
+    end: Option<Ended>,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if let Some(e) = self.end.take() {
+            // The channel has room for every running stream.
+            let _ = self.tx.try_send(e);
+        }
+    }
+}
+
 /// Runs announce streams from `batches` through an [`AnnounceQueue`]
 /// until the node stops.
 pub(super) async fn run(
@@ -185,14 +204,19 @@ pub(super) async fn run(
 ) {
     let stop = g.shared.stop.clone();
     let max = g.shared.config.p2p.max_streams_per_protocol as usize;
-    let mut queue = AnnounceQueue::new(crate::p2p::per_peer_share(max), MAX_ANNOUNCE_STREAMS);
+    // One below the receiver's share: the receiver holds its slot until it
+    // has admitted the batch, a moment after this side sees the stream end.
+    let share = crate::p2p::per_peer_share(max).saturating_sub(1).max(1);
+    let mut queue = AnnounceQueue::new(share, MAX_ANNOUNCE_STREAMS);
     // Every running stream holds a slot of this channel's capacity, so
     // an end is never lost.
     let (ended_tx, mut ended) = mpsc::channel::<Ended>(MAX_ANNOUNCE_STREAMS);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            b = batches.recv() => match b {
+            // Batches stay in the channel while the queue is full, so the
+            // gossip owner sees it and leaves fresh txs in the mempool.
+            b = batches.recv(), if queue.waiting() < MAX_WAITING => match b {
                 Some((peer, hashes)) => {
                     queue.push(peer, hashes);
                 }
@@ -206,14 +230,30 @@ pub(super) async fn run(
         while let Some((peer, batch)) = queue.next(|p| table.borrow().contains_key(p)) {
             let (g, ended_tx) = (g.clone(), ended_tx.clone());
             stop.spawn(async move {
+                // Reports the end even if the exchange panics, so the
+                // stream's slot is never lost.
+                let mut end = EndGuard {
+                    tx: ended_tx,
+                    end: Some(Ended {
+                        peer,
+                        batch,
+                        ok: false,
+                    }),
+                };
                 let m = g.mempool.clone();
-                let hashes = &batch.hashes;
+                let hashes = end
+                    .end
+                    .as_ref()
+                    .map(|e| e.batch.hashes.clone())
+                    .unwrap_or_default();
                 let ok = exchange(&g.shared, peer, txann::PROTOCOL, |s| {
-                    txann::announce(s, hashes, |h| m.get(h))
+                    txann::announce(s, &hashes, |h| m.get(h))
                 })
                 .await
                 .is_ok();
-                let _ = ended_tx.send(Ended { peer, batch, ok }).await;
+                if let Some(e) = end.end.as_mut() {
+                    e.ok = ok;
+                }
             });
         }
     }

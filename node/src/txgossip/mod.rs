@@ -28,8 +28,9 @@ use kite_protocols::txann::TxSink;
 use kite_types::{Hash, Tx};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
 /// How often new txs are announced.
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(20);
@@ -369,7 +370,10 @@ impl Owner {
             return;
         }
         let fresh = mempool.take_announcements(MAX_ANNOUNCE_HASHES * 8);
-        let mut batches: HashMap<PeerId, Vec<Hash>> = HashMap::new();
+        // Ordered by peer: the same announces open streams in the same
+        // order (repeatable runs on the test network).
+        let mut batches: std::collections::BTreeMap<PeerId, Vec<Hash>> =
+            std::collections::BTreeMap::new();
         for h in fresh {
             let origin = self.origins.get(&h).copied();
             for p in &peers {
