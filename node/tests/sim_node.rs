@@ -65,21 +65,26 @@ async fn submit_and_commit(net: &TestNet, txs: &[Tx], last: u64) {
         .unwrap();
     }
     for i in running {
-        wait_for(
-            &format!("node {i} to commit nonce {last}"),
-            DEADLINE,
-            || async {
-                for k in &net.accounts {
-                    if net.nonce(i, &k.public()).await.ok()? < last {
-                        return None;
-                    }
-                }
-                Some(())
-            },
-        )
-        .await
-        .unwrap();
+        wait_nonces(net, i, last).await;
     }
+}
+
+/// Waits until node `i` has committed every funded sender's nonce `last`.
+async fn wait_nonces(net: &TestNet, i: usize, last: u64) {
+    wait_for(
+        &format!("node {i} to commit nonce {last}"),
+        DEADLINE,
+        || async {
+            for k in &net.accounts {
+                if net.nonce(i, &k.public()).await.ok()? < last {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -287,16 +292,7 @@ async fn rpc_txs_admitted_in_one_group_refuse_only_the_forgery() {
             assert!(a.is_ok(), "{a:?}");
         }
     }
-    wait_for("every sender's nonce 50 committed", DEADLINE, || async {
-        for k in &net.accounts {
-            if net.nonce(2, &k.public()).await.ok()? < 50 {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await
-    .unwrap();
+    wait_nonces(&net, 2, 50).await;
     assert_eq!(net.nonce(2, &net.accounts[0].public()).await.unwrap(), 50);
     net.stop().await;
 }
