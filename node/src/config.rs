@@ -525,7 +525,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "consensus",
         "max_block_txs",
-        "Leader: most txs in one block (the genesis max_block_bytes bounds it too), so a round stays short under saturation; at least 1.",
+        "Leader: most txs in one block (the genesis max_block_bytes bounds it too), so a round stays short under saturation; 1 to 100000.",
     ),
     (
         "sync",

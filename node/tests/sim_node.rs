@@ -217,8 +217,8 @@ async fn a_burst_of_announces_crosses_within_the_receivers_stream_share() {
     s.start_leader = false;
     // Nodes 1 and 2 only: node 2 hears of the txs from node 1 alone.
     s.validators = 3;
-    // 4 announce handlers per peer (a quarter of 16) against 16 batches
-    // per peer, 8 of them in each announce round.
+    // The receiver serves 4 announce streams per peer (a quarter of 16),
+    // the sender keeps to 3; 16 batches go to node 2, 8 in each round.
     s.edit = Some(std::sync::Arc::new(|_, c| {
         c.p2p.max_streams_per_protocol = 16
     }));

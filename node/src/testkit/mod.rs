@@ -485,8 +485,19 @@ impl TestNet {
             return Ok(());
         }
         for j in boot {
-            if let Some(other) = self.nodes.get(j).and_then(Option::as_ref) {
-                wait_identified(other.shared().host.as_ref(), me, START_DEADLINE).await?;
+            let Some(other) = self.nodes.get(j).and_then(Option::as_ref) else {
+                continue;
+            };
+            // A boot node that halted (or never listened) identifies
+            // nobody; nor is a node that halts right away identified.
+            if other.shared().stop.is_stopping() || self.addr(j).is_none() {
+                continue;
+            }
+            let new = self.shared(i)?.clone();
+            let identified = wait_identified(other.shared().host.as_ref(), me, START_DEADLINE);
+            tokio::select! {
+                r = identified => r?,
+                _ = new.stop.cancelled() => return Ok(()),
             }
         }
         Ok(())

@@ -7,8 +7,12 @@
 //! peer; most were reset and their txs waited for the re-announce
 //! (`p2p.reannounce_interval`, 10 s). Now [`AnnounceQueue`]:
 //! - keeps each peer's batches in its own queue, at most
-//!   [`MAX_WAITING_PER_PEER`]; a batch beyond is dropped (its txs are
-//!   re-announced later), so a slow peer never holds the others up;
+//!   [`MAX_WAITING_PER_PEER`]; a batch beyond is dropped (that peer gets
+//!   its txs from the re-announce or from another peer), so one slow peer
+//!   never holds the others up;
+//! - takes no more batches from the gossip owner while [`MAX_WAITING`]
+//!   wait in all (several peers behind at once): the owner then leaves
+//!   fresh txs in the mempool for a later round;
 //! - serves the peers in turn, at most `share` streams to one peer and
 //!   [`MAX_ANNOUNCE_STREAMS`] in all;
 //! - tries a failed batch again, [`TRIES`] times in all, while its peer is
