@@ -258,6 +258,20 @@ impl StoreHandle {
         .await
     }
 
+    /// One merge of the tx index's runs (see
+    /// [`BlockStore::compact_tx_index`]), on tokio's blocking pool rather
+    /// than the writer thread, so commits go on meanwhile. Returns whether
+    /// it merged.
+    pub async fn compact_tx_index(&self) -> Result<bool, StoreError> {
+        self.read(|s| s.compact_tx_index()).await
+    }
+
+    /// How many runs the tx index has (see
+    /// [`BlockStore::tx_index_runs`]); no I/O.
+    pub fn tx_index_runs(&self) -> usize {
+        self.store.tx_index_runs()
+    }
+
     /// Height up to which every committed tx is indexed (see
     /// [`BlockStore::tx_indexed`]); no I/O.
     pub fn tx_indexed(&self) -> u64 {

@@ -660,3 +660,164 @@ fn the_tx_index_lags_batch_applies_and_catches_up_in_steps() {
     }
     assert_eq!(store.state_entries().unwrap(), src.state_entries().unwrap());
 }
+
+/// Every committed tx and its location, by hash.
+fn locations(store: &BlockStore) -> Vec<(Hash, u64, u32)> {
+    let best = store.best().unwrap().height;
+    (1..=best)
+        .flat_map(|h| {
+            let b = store.block_by_height(h).unwrap().unwrap();
+            b.txs()
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.hash(), h, i as u32))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn assert_all_found(store: &BlockStore, want: &[(Hash, u64, u32)]) {
+    for (hash, height, index) in want {
+        let loc = store
+            .tx_location(hash)
+            .unwrap()
+            .unwrap_or_else(|| panic!("tx {hash} of block {height} not found"));
+        assert_eq!((loc.height, loc.index), (*height, *index));
+    }
+    assert!(
+        store
+            .tx_location(&Hash::digest(b"never"))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn the_tx_index_finds_every_tx_through_merges_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(40, 1_000_000);
+    let mut rng = Rng::new(21);
+    let want = {
+        let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+        // Blocks of 0 to 400 txs: runs of one chunk and of several.
+        for i in 0..36usize {
+            commit_next(&store, &mut rng, 40, (i * 97) % 401, false);
+        }
+        let want = locations(&store);
+        assert!(want.len() > 5_000, "{} txs", want.len());
+        // One run per block that had txs, none merged yet.
+        let blocks_with_txs = (1..=36)
+            .filter(|h| !store.block_by_height(*h).unwrap().unwrap().txs().is_empty())
+            .count();
+        assert_eq!(store.tx_index_runs(), blocks_with_txs);
+        assert_all_found(&store, &want);
+        let mut merges = 0;
+        while store.compact_tx_index().unwrap() {
+            merges += 1;
+            assert!(merges < 100, "merging does not end");
+            assert_all_found(&store, &want);
+        }
+        assert!(merges > 10, "{merges} merges");
+        let runs = store.tx_index_runs();
+        assert!(runs < blocks_with_txs / 3, "{runs} runs left");
+        // More blocks on top of merged runs.
+        for _ in 0..3 {
+            commit_next(&store, &mut rng, 40, 150, false);
+        }
+        assert_eq!(store.tx_index_runs(), runs + 3);
+        locations(&store)
+    };
+    // Reopened: the run list and the runs are as they were.
+    let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+    assert_all_found(&store, &want);
+    while store.compact_tx_index().unwrap() {}
+    assert_all_found(&store, &want);
+    let mut v = Verifier::new(store.app(), 1);
+    v.check(&store);
+}
+
+/// Lookups, commits and merges at the same time: a lookup never misses a
+/// tx that was committed before it started, though a merge deletes the
+/// runs it read.
+#[test]
+fn lookups_never_miss_while_runs_merge_and_blocks_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(30, 1_000_000);
+    let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+    let mut rng = Rng::new(22);
+    for _ in 0..24 {
+        commit_next(&store, &mut rng, 30, 60, false);
+    }
+    let want = locations(&store);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let merger = s.spawn(|| {
+            let mut merges = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if store.compact_tx_index().unwrap() {
+                    merges += 1;
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            merges
+        });
+        let reader = s.spawn(|| {
+            let mut rounds = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) || rounds < 3 {
+                assert_all_found(&store, &want);
+                rounds += 1;
+            }
+            rounds
+        });
+        for _ in 0..24 {
+            commit_next(&store, &mut rng, 30, 60, false);
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(merger.join().unwrap() > 0, "no merge ran");
+        assert!(reader.join().unwrap() >= 3);
+    });
+    while store.compact_tx_index().unwrap() {}
+    assert_all_found(&store, &locations(&store));
+}
+
+/// A format 2 store opens, is marked as format 3, and its per-tx index
+/// records are still read.
+#[test]
+fn a_format_2_store_is_upgraded_and_its_tx_records_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(5, 10_000);
+    let mut rng = Rng::new(23);
+    let want = {
+        let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+        for _ in 0..3 {
+            commit_next(&store, &mut rng, 5, 4, false);
+        }
+        store.flush().unwrap();
+        locations(&store)
+    };
+    // As a format 2 build wrote it: the format record, and a per-tx
+    // record (table 5) for a tx of block 2.
+    let legacy = Hash::digest(b"a format 2 tx");
+    {
+        let db = raw_sled(dir.path());
+        let t = db.open_tree("kite").unwrap();
+        t.insert(b"\x00format", &b"kite-blockstore/2"[..]).unwrap();
+        let mut key = vec![5u8];
+        key.extend_from_slice(legacy.as_bytes());
+        let mut loc = 2u64.to_be_bytes().to_vec();
+        loc.extend_from_slice(&1u32.to_be_bytes());
+        t.insert(key, loc).unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+        let loc = store.tx_location(&legacy).unwrap().unwrap();
+        assert_eq!((loc.height, loc.index), (2, 1));
+        assert_all_found(&store, &want);
+        store.flush().unwrap();
+    }
+    let db = raw_sled(dir.path());
+    let format = db.open_tree("kite").unwrap().get(b"\x00format").unwrap();
+    assert_eq!(format.as_deref(), Some(&b"kite-blockstore/3"[..]));
+}

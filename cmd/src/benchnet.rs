@@ -75,6 +75,8 @@ pub struct NodeFigures {
     pub cpu_s: f64,
     /// Microseconds of CPU per committed tx during the saturation run.
     pub cpu_us_per_tx: f64,
+    /// Resident memory before the load, idle, MiB.
+    pub rss_idle_mib: f64,
     /// Peak resident memory (VmHWM), MiB.
     pub rss_peak_mib: f64,
     /// Resident memory after the load, idle, MiB.
@@ -290,6 +292,7 @@ async fn run(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<NetBench> {
             .map(|p| cpu_secs(&p.to_string()).unwrap_or(0.0))
             .collect()
     };
+    let idle_rss: Vec<f64> = pids.iter().map(|p| mem_mib(*p, "VmRSS:")).collect();
     if !a.json {
         eprintln!("saturation: {} txs from {} senders...", a.txs, a.senders);
     }
@@ -315,6 +318,7 @@ async fn run(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<NetBench> {
                 name: name.clone(),
                 cpu_s,
                 cpu_us_per_tx: cpu_s * 1e6 / saturation.committed.max(1) as f64,
+                rss_idle_mib: idle_rss[i],
                 rss_peak_mib: peaks[i].max(mem_mib(c.id(), "VmHWM:")),
                 rss_after_mib: mem_mib(c.id(), "VmRSS:"),
             }
@@ -390,8 +394,8 @@ fn print(b: &NetBench) {
     }
     for n in &b.nodes {
         println!(
-            "| {}: RSS peak / after the load | {:.0} / {:.0} MiB | | |",
-            n.name, n.rss_peak_mib, n.rss_after_mib
+            "| {}: RSS idle before / peak / idle after the load | {:.0} / {:.0} / {:.0} MiB | | |",
+            n.name, n.rss_idle_mib, n.rss_peak_mib, n.rss_after_mib
         );
     }
     println!(

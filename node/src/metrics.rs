@@ -46,6 +46,8 @@ pub struct Metrics {
     pub synced_blocks: Counter,
     /// Height up to which every committed tx is in the tx index.
     pub tx_indexed: Gauge,
+    /// Runs of the tx index (a lookup reads one chunk per run).
+    pub tx_index_runs: Gauge,
     /// Streams by protocol, direction and outcome.
     pub streams: Family<StreamLabels, Counter>,
     /// Time of each durable write of the promise file (one before every
@@ -89,6 +91,7 @@ impl Metrics {
             sync_target: Gauge::default(),
             synced_blocks: Counter::default(),
             tx_indexed: Gauge::default(),
+            tx_index_runs: Gauge::default(),
             streams: Family::default(),
             promise_write_seconds: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -138,6 +141,11 @@ impl Metrics {
             "tx_indexed_height",
             "Height up to which every committed transaction is in the tx index",
             m.tx_indexed.clone(),
+        );
+        registry.register(
+            "tx_index_runs",
+            "Runs of the tx index; the background merge keeps them near the log of the committed tx count",
+            m.tx_index_runs.clone(),
         );
         registry.register(
             "streams",

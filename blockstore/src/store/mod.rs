@@ -14,6 +14,8 @@
 //!   [`BlockStore::execute_block`], [`BlockStore::apply_block`],
 //!   [`BlockStore::apply_blocks`] (block sync), [`BlockStore::index_txs`]
 //!   and [`BlockStore::flush`].
+//! - `txruns`: the tx index as sorted runs, its lookups and
+//!   [`BlockStore::compact_tx_index`].
 //! - `read`: [`BlockStore::best`], blocks by height or hash and in ranges,
 //!   commit infos, the tx index, accounts, state entries, the accessors,
 //!   and the [`StateReader`](kite_app::StateReader) impl over the
@@ -25,10 +27,9 @@
 //! ## The tx index may lag the chain
 //!
 //! The tx index is derived data: a commit of a single block writes its
-//! index records in the same batch when the index is caught up, but block
-//! sync's batch applies ([`BlockStore::apply_blocks`]) leave them out. The
-//! random-key inserts of the index were the largest cost of a replay, and
-//! a node should reach the chain's tip first. [`BlockStore::index_txs`]
+//! index run (see `txruns`) in the same batch when the index is caught
+//! up, but block sync's batch applies ([`BlockStore::apply_blocks`])
+//! leave it out, so that a node reaches the chain's tip first. [`BlockStore::index_txs`]
 //! then catches the index up, a bounded step at a time, each step one
 //! atomic batch with the `tx_indexed` record, so a crash at any point
 //! leaves a consistent index that the next step resumes.
@@ -38,17 +39,19 @@
 mod open;
 mod read;
 mod schema;
+mod txruns;
 mod write;
 
 pub use read::MAX_RANGE_BLOCKS;
 pub use schema::{Best, FORMAT, MAX_STORED_BLOCK, TxLocation};
+pub use txruns::{CHUNK_ENTRIES, ENTRY_BYTES, MAX_RUN_ENTRIES};
 pub use write::{ApplyOutcome, INDEX_STEP_BLOCKS, INDEX_STEP_TXS, IndexProgress};
 
 use crate::durable::Syncer;
 use crate::error::StoreError;
 use kite_app::App;
 use kite_types::Genesis;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use schema::Trees;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -110,6 +113,10 @@ pub struct BlockStore {
     syncer: Mutex<Option<Syncer>>,
     /// The `tx_indexed` record's height (written under `commits`).
     indexed: AtomicU64,
+    /// The tx index's live runs (see `txruns` for who locks it when).
+    runs: RwLock<txruns::Runs>,
+    /// One tx index merge at a time.
+    compacting: Mutex<()>,
 }
 
 impl std::fmt::Debug for BlockStore {

@@ -4,15 +4,16 @@
 //! info and its index entries).
 
 use super::schema::{
-    Best, FORMAT, META_BEST, META_CHAIN, META_FORMAT, META_GENESIS, META_TX_INDEXED, Table, Trees,
-    be64,
+    Best, FORMAT, FORMAT_2, META_BEST, META_CHAIN, META_FORMAT, META_GENESIS, META_TX_INDEXED,
+    META_TX_RUNS, Table, Trees, be64,
 };
+use super::txruns::Runs;
 use super::{BlockStore, StoreConfig};
 use crate::durable::Syncer;
 use crate::error::StoreError;
 use kite_app::App;
 use kite_types::{Genesis, Hash};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -65,6 +66,7 @@ impl BlockStore {
                 hash_height: table(4),
                 tx_index: table(5),
                 state: table(6),
+                tx_runs: table(7),
                 all,
             };
             Ok((db, t))
@@ -85,6 +87,8 @@ impl BlockStore {
             commits: Mutex::new(()),
             syncer: Mutex::new(syncer),
             indexed: AtomicU64::new(0),
+            runs: RwLock::new(Runs::default()),
+            compacting: Mutex::new(()),
         };
         store.init_or_check()?;
         Ok(store)
@@ -100,12 +104,23 @@ impl BlockStore {
         if legacy {
             return Err(self.corrupt(
                 "a store of an older Kite format (kite-blockstore/1); this build reads \
-                 kite-blockstore/2: re-sync the node into a fresh home",
+                 kite-blockstore/2 and /3: re-sync the node into a fresh home",
             ));
         }
         match self.t.meta.get(META_FORMAT)? {
             None => self.init(),
             Some(f) if f.as_ref() == FORMAT => self.check(),
+            Some(f) if f.as_ref() == FORMAT_2 => {
+                self.check()?;
+                // Format 3 only adds the tx index's runs; the per-tx
+                // records of format 2 are still read.
+                let mut b = sled::Batch::default();
+                self.t.meta.put(&mut b, META_FORMAT, FORMAT);
+                self.t.all.apply_batch(b)?;
+                self.make_durable()?;
+                tracing::info!(path = %self.path.display(), "store upgraded from format 2 to 3");
+                Ok(())
+            }
             Some(f) => Err(self.corrupt(format!(
                 "format {:?}, this build reads {:?}",
                 String::from_utf8_lossy(&f),
@@ -192,6 +207,10 @@ impl BlockStore {
             )));
         }
         self.indexed.store(indexed, Ordering::SeqCst);
+        if let Some(raw) = self.t.meta.get(META_TX_RUNS)? {
+            *self.runs.write() =
+                Runs::decode(&raw).ok_or_else(|| self.corrupt("tx_runs record is malformed"))?;
+        }
         let base = self.genesis.initial_height.saturating_sub(1);
         if best.height < base {
             return Err(self.corrupt(format!(

@@ -145,8 +145,9 @@ impl BlockStore {
     /// Where the committed tx with this hash is; `None` also for a tx of a
     /// block above [`BlockStore::tx_indexed`] (not indexed yet).
     pub fn tx_location(&self, hash: &Hash) -> Result<Option<TxLocation>, StoreError> {
+        // A format 2 store's per-tx records first (see `txruns`).
         match self.t.tx_index.get(hash.as_bytes())? {
-            None => Ok(None),
+            None => self.run_lookup(hash),
             Some(b) => decode_location(&b)
                 .map(Some)
                 .ok_or_else(|| self.corrupt(format!("tx index entry of {hash}"))),

@@ -5,31 +5,40 @@
 //! atomic `apply_batch` (sled's multi-tree transactions read every key
 //! before writing it, which cost more than the writes). Each table below
 //! is a key prefix of one byte (`meta` 0, `blocks` 1, `commits` 2,
-//! `height_hash` 3, `hash_height` 4, `tx_index` 5, `state` 6). Records
+//! `height_hash` 3, `hash_height` 4, `tx_index` 5, `state` 6, `tx_runs` 7). Records
 //! (integers big-endian, so byte order is height order):
 //!
 //! | table | key | value |
 //! |------|-----|-------|
-//! | `meta` | `format` | `kite-blockstore/2` |
+//! | `meta` | `format` | `kite-blockstore/3` |
 //! | `meta` | `chain_id` | the chain id |
 //! | `meta` | `genesis_hash` | 32 bytes ([`Genesis::hash`](kite_types::Genesis::hash)) |
 //! | `meta` | `best` | `be64(height) \|\| block hash \|\| app hash` (72 bytes) |
-//! | `meta` | `tx_indexed` | `be64(height)`: the txs of every block up to it are in `tx_index` |
+//! | `meta` | `tx_indexed` | `be64(height)`: the txs of every block up to it are in the tx index |
+//! | `meta` | `tx_runs` | the tx index's live runs (see `txruns`) |
 //! | `blocks` | `be64(height)` | encoded `Block` |
 //! | `commits` | `be64(height)` | encoded `CommitInfo` |
 //! | `height_hash` | `be64(height)` | block hash |
 //! | `hash_height` | block hash | `be64(height)` |
-//! | `tx_index` | tx hash | `be64(height) \|\| be32(index in block)` |
+//! | `tx_index` | tx hash | `be64(height) \|\| be32(index in block)`: format 2 only, read, never written |
 //! | `state` | [`StateKey`](kite_app::StateKey) bytes | value (see `kite_app::state`) |
+//! | `tx_runs` | `be64(run id) \|\| first tx hash` | a chunk of a tx index run (see `txruns`) |
 //!
 //! Before the first block, `best` is `(initial_height - 1, Hash::ZERO,
 //! genesis app hash)`.
+//!
+//! Format 3 differs from format 2 in the tx index only; a format 2 store
+//! is opened, marked as format 3, and its `tx_index` records are still
+//! read (an older build then refuses the store, whose newer txs it would
+//! not find).
 
 use kite_types::Hash;
 use sled::Tree;
 
 /// The format this build writes and reads.
-pub const FORMAT: &[u8] = b"kite-blockstore/2";
+pub const FORMAT: &[u8] = b"kite-blockstore/3";
+/// The previous format, which this build opens and marks as [`FORMAT`].
+pub const FORMAT_2: &[u8] = b"kite-blockstore/2";
 /// Largest block this store decodes (64 MiB protocol limit plus slack).
 pub const MAX_STORED_BLOCK: usize = 65 * 1024 * 1024;
 
@@ -38,6 +47,7 @@ pub(super) const META_CHAIN: &[u8] = b"chain_id";
 pub(super) const META_GENESIS: &[u8] = b"genesis_hash";
 pub(super) const META_BEST: &[u8] = b"best";
 pub(super) const META_TX_INDEXED: &[u8] = b"tx_indexed";
+pub(super) const META_TX_RUNS: &[u8] = b"tx_runs";
 
 /// The tip of the committed chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +135,29 @@ impl Table {
             .map(|r| r.map(|(k, v)| (sled::IVec::from(&k[1..]), v)))
     }
 
+    /// The last record with a key in `from..=to`, key without the prefix.
+    pub(super) fn last_in(
+        &self,
+        from: &[u8],
+        to: &[u8],
+    ) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
+        self.tree
+            .range(self.key(from)..=self.key(to))
+            .next_back()
+            .transpose()
+            .map(|r| r.map(|(k, v)| (sled::IVec::from(&k[1..]), v)))
+    }
+
+    /// The records whose keys start with `sub`, keys without the prefix.
+    pub(super) fn scan(
+        &self,
+        sub: &[u8],
+    ) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + use<> {
+        self.tree
+            .scan_prefix(self.key(sub))
+            .map(|r| r.map(|(k, v)| (sled::IVec::from(&k[1..]), v)))
+    }
+
     /// Every record, keys without the prefix.
     pub(super) fn iter(
         &self,
@@ -153,4 +186,5 @@ pub(super) struct Trees {
     pub(super) hash_height: Table,
     pub(super) tx_index: Table,
     pub(super) state: Table,
+    pub(super) tx_runs: Table,
 }

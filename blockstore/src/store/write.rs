@@ -4,6 +4,7 @@
 
 use super::BlockStore;
 use super::schema::{Best, META_BEST, META_TX_INDEXED};
+use super::txruns::block_entries;
 use crate::error::StoreError;
 use kite_app::{ChangeSet, Executed, StateError, StateKey, StateReader};
 use kite_types::{Block, CommitInfo, Hash};
@@ -13,8 +14,8 @@ use std::sync::atomic::Ordering;
 /// Most blocks one [`BlockStore::index_txs`] step reads.
 pub const INDEX_STEP_BLOCKS: u64 = 256;
 /// A [`BlockStore::index_txs`] step ends after the block that takes it to
-/// this many txs.
-pub const INDEX_STEP_TXS: usize = 2_048;
+/// this many txs (one run of the tx index, about 1.4 MiB).
+pub const INDEX_STEP_TXS: usize = 32_768;
 
 /// What [`BlockStore::apply_blocks`] did.
 #[derive(Debug)]
@@ -83,8 +84,15 @@ impl BlockStore {
         // The tx index takes this block's txs only when it holds every
         // earlier one; otherwise `index_txs` gets to them in order.
         let index = self.indexed.load(Ordering::SeqCst) == best.height;
+        // Held while the batch is applied when it changes the run list.
+        let mut runs = None;
         if index {
-            self.put_tx_index(&mut b, block);
+            let mut entries = Vec::with_capacity(block.txs().len());
+            block_entries(block, &mut entries);
+            let guard = self.runs.write();
+            if let Some(next) = self.put_run(&mut b, entries, &guard) {
+                runs = Some((guard, next));
+            }
             self.t
                 .meta
                 .put(&mut b, META_TX_INDEXED, &new_best.height.to_be_bytes());
@@ -94,6 +102,9 @@ impl BlockStore {
         // One atomic batch: the block, its indexes, its state and the new
         // best record land together or not at all.
         self.t.all.apply_batch(b)?;
+        if let Some((mut guard, next)) = runs {
+            *guard = next;
+        }
         if index {
             self.indexed.store(new_best.height, Ordering::SeqCst);
         }
@@ -169,17 +180,6 @@ impl BlockStore {
             .put(b, &hkey, commit_info.to_proto().encode_to_vec());
         t.height_hash.put(b, &hkey, hash.as_bytes());
         t.hash_height.put(b, hash.as_bytes(), &hkey);
-    }
-
-    /// Adds the tx index records of a block's txs to a batch.
-    fn put_tx_index(&self, b: &mut sled::Batch, block: &Block) {
-        let hkey = block.height().to_be_bytes();
-        for (i, tx) in block.txs().iter().enumerate() {
-            let mut loc = Vec::with_capacity(12);
-            loc.extend_from_slice(&hkey);
-            loc.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes());
-            self.t.tx_index.put(b, tx.hash().as_bytes(), loc);
-        }
     }
 
     /// Adds state changes to a batch.
@@ -360,11 +360,12 @@ impl BlockStore {
         }
         let to = from.saturating_add(max_blocks.max(1)).min(best);
         let mut batch = sled::Batch::default();
+        let mut entries = Vec::new();
         for h in from + 1..=to {
             let block = self.block_by_height(h)?.ok_or_else(|| {
                 self.corrupt(format!("block {h} is missing below the best block {best}"))
             })?;
-            self.put_tx_index(&mut batch, &block);
+            block_entries(&block, &mut entries);
             progress.indexed = h;
             progress.txs += block.txs().len();
             if progress.txs >= max_txs {
@@ -374,7 +375,14 @@ impl BlockStore {
         self.t
             .meta
             .put(&mut batch, META_TX_INDEXED, &progress.indexed.to_be_bytes());
+        // One run for all the blocks of the step.
+        let mut runs = self.runs.write();
+        let next = self.put_run(&mut batch, entries, &runs);
         self.t.all.apply_batch(batch)?;
+        if let Some(next) = next {
+            *runs = next;
+        }
+        drop(runs);
         self.indexed.store(progress.indexed, Ordering::SeqCst);
         Ok(progress)
     }

@@ -1,7 +1,9 @@
 //! The tx indexer: catches the store's tx index up with the chain after
-//! block sync left it behind (block sync's batch applies skip the index,
-//! its random-key inserts being the largest cost of a replay; see
-//! `kite_blockstore`'s "The tx index may lag the chain").
+//! block sync left it behind (block sync's batch applies skip the index;
+//! see `kite_blockstore`'s "The tx index may lag the chain"), and merges
+//! the index's runs (`BlockStore::compact_tx_index`) off the commit path,
+//! at most [`MERGES_PER_TICK`] per tick, on tokio's blocking pool while
+//! commits go on.
 //!
 //! It waits while the node syncs, so that sync keeps the CPU, then indexes
 //! in bounded steps on the store's writer thread, between commits. Commits
@@ -19,6 +21,10 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(250);
 /// How long it waits after a storage error before it tries again.
 const RETRY: Duration = Duration::from_secs(10);
+/// Most run merges per tick. A merge takes at most
+/// `kite_blockstore::MAX_RUN_ENTRIES` entries (12 MiB, tens of ms); a
+/// chain at 15,000 tx/s needs a few merges a second.
+pub const MERGES_PER_TICK: usize = 8;
 
 /// Runs until the node stops.
 pub async fn run(ctx: Arc<Shared>, state: StateRx) {
@@ -30,10 +36,13 @@ pub async fn run(ctx: Arc<Shared>, state: StateRx) {
             _ = ctx.stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if behind(&ctx, &state).is_none() {
-            continue;
-        }
-        match catch_up(&ctx, &state).await {
+        let work = async {
+            if behind(&ctx, &state).is_some() {
+                catch_up(&ctx, &state).await?;
+            }
+            compact(&ctx, &state).await
+        };
+        match work.await {
             Ok(()) => {}
             Err(StoreError::Closed) => return,
             Err(e) => {
@@ -45,6 +54,23 @@ pub async fn run(ctx: Arc<Shared>, state: StateRx) {
             }
         }
     }
+}
+
+/// Up to [`MERGES_PER_TICK`] merges of the index's runs, while the node
+/// does not sync.
+async fn compact(ctx: &Shared, state: &StateRx) -> Result<(), StoreError> {
+    for _ in 0..MERGES_PER_TICK {
+        if state.borrow().syncing || ctx.stop.is_stopping() {
+            break;
+        }
+        if !ctx.store.compact_tx_index().await? {
+            break;
+        }
+    }
+    ctx.metrics
+        .tx_index_runs
+        .set(to_i64(ctx.store.tx_index_runs() as u64));
+    Ok(())
 }
 
 /// The committed height, when the index lags it and the node is not
