@@ -7,7 +7,10 @@
 //! oneshot for its reply. Commits and block executions run there, one at
 //! a time, never on the async executor. Reads run on tokio's blocking pool
 //! (`spawn_blocking`); sled makes each single read atomic with respect to
-//! a commit, and blocks never change once written.
+//! a commit, and blocks never change once written. The tx index's merges
+//! ([`StoreHandle::compact_tx_index`]) also run there: they write only the
+//! index's runs, under their own locks (see `store/txruns.rs`), and would
+//! hold commits up on the writer thread.
 //!
 //! The writer thread ends when the last handle is dropped, after the
 //! requests already queued.

@@ -12,13 +12,15 @@
 //!   prefixes, meta keys, record encodings, format constants: the on-disk
 //!   layout is documented there), `store/open.rs` (open, create, the
 //!   format/chain/genesis/best checks), `store/write.rs` (commit, execute,
-//!   block sync's batch apply, tx index catch-up, flush) and
-//!   `store/read.rs` (blocks, commit infos, txs, accounts, state).
+//!   block sync's batch apply, tx index catch-up, flush),
+//!   `store/txruns.rs` (the tx index as sorted runs, its lookups and
+//!   merges) and `store/read.rs` (blocks, commit infos, txs, accounts,
+//!   state).
 //! - [`StoreHandle`] (async, in [`handle`]): what the node and the
 //!   consensus driver use. Writes (commit, execute, block sync's batch
 //!   apply) go to one dedicated writer thread through a bounded channel;
-//!   reads and group flushes run on tokio's blocking pool. sled never runs
-//!   on the async executor.
+//!   reads, group flushes and the tx index's merges run on tokio's
+//!   blocking pool. sled never runs on the async executor.
 //!
 //! # Guarantees
 //!

@@ -778,7 +778,14 @@ fn lookups_never_miss_while_runs_merge_and_blocks_commit() {
         assert!(reader.join().unwrap() >= 3);
     });
     while store.compact_tx_index().unwrap() {}
-    assert_all_found(&store, &locations(&store));
+    let want = locations(&store);
+    assert_all_found(&store, &want);
+    // The list on disk is the one in memory.
+    let runs = store.tx_index_runs();
+    drop(store);
+    let store = BlockStore::open_with(dir.path(), &g, fast()).unwrap();
+    assert_eq!(store.tx_index_runs(), runs);
+    assert_all_found(&store, &want);
 }
 
 /// A format 2 store opens, is marked as format 3, and its per-tx index

@@ -5,7 +5,9 @@
 //! 2. A fresh testnet of `--validators` (1 leader + validators, no
 //!    sentry) in a folder of its own on 127.0.0.1, free ports, the genesis
 //!    propose timeout set to `--propose-timeout`; the nodes run this very
-//!    binary, started here and stopped at the end.
+//!    binary, started here and stopped at the end. With `--delay`, each
+//!    node reaches the others through a delay line ([`crate::delay`])
+//!    that holds every byte that long each way.
 //! 3. The block interval while idle (empty blocks).
 //! 4. Saturation: `--txs` transfers, pre-signed, from `--senders` accounts
 //!    over every validator's RPC as fast as they are accepted: committed
@@ -18,6 +20,7 @@
 //! with `--json`. docs/PERFORMANCE.md holds the latest table.
 
 use crate::bench::{LoadArgs, LoadReport, cpu_secs, run_load};
+use crate::delay::DelayProxy;
 use crate::limits::{Limits, measure};
 use anyhow::{Context, bail};
 use kite_types::Genesis;
@@ -54,6 +57,11 @@ pub struct NetBenchArgs {
     /// (`--set consensus.max_block_txs=3000`); repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// One-way delay between the nodes (`50ms`): every node reaches the
+    /// others through a user-space delay line (see `delay.rs`); 0 for
+    /// none.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub delay: Duration,
     /// Short limits (0.3 s each) and a short idle measure.
     #[arg(long)]
     pub quick: bool,
@@ -96,6 +104,11 @@ pub struct NetBench {
     pub batch: usize,
     /// Node settings given with `--set`.
     pub settings: Vec<String>,
+    /// One-way delay between the nodes, ms (0: none).
+    pub delay_ms: u64,
+    /// Bytes the delay lines carried (0 without `--delay`): the nodes'
+    /// traffic crossed them.
+    pub delayed_bytes: u64,
     /// Mean time between blocks while idle (empty blocks), ms.
     pub idle_block_ms: f64,
     /// The saturation run.
@@ -158,8 +171,47 @@ fn mem_mib(pid: u32, field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Lays out the testnet in `dir` and starts its nodes.
-async fn start_net(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<(Nodes, Vec<String>)> {
+/// With `--delay`: a delay line in front of each node's p2p port, and
+/// every node's peers rewritten to reach the others through them, with
+/// peer exchange off so that no node learns a direct address.
+async fn delay_lines(dir: &Path, n: usize, delay: Duration) -> anyhow::Result<Vec<DelayProxy>> {
+    let text = std::fs::read_to_string(dir.join("testnet.json"))?;
+    let file: serde_json::Value = serde_json::from_str(&text)?;
+    let nodes = file["nodes"]
+        .as_array()
+        .context("testnet.json has no nodes")?;
+    // `/ip4/127.0.0.1/tcp/PORT/p2p/ID`
+    let mut lines = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    for node in nodes.iter().take(n) {
+        let addr = node["p2p"].as_str().context("a node without p2p")?;
+        let parts: Vec<&str> = addr.split('/').collect();
+        let (Some(port), Some(id)) = (parts.get(4), parts.get(6)) else {
+            bail!("unexpected p2p address {addr}");
+        };
+        let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        lines.push(DelayProxy::start(target, delay).await?);
+        ids.push((*id).to_owned());
+    }
+    for i in 0..n {
+        let path = dir.join(format!("node{i}")).join("config.toml");
+        let mut c = kite_node::config::Config::load(&path)?;
+        c.p2p.peers = (0..n)
+            .filter(|j| *j != i)
+            .map(|j| format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", lines[j].addr.port(), ids[j]))
+            .collect();
+        c.p2p.pex = false;
+        std::fs::write(&path, c.to_documented_toml())?;
+    }
+    Ok(lines)
+}
+
+/// Lays out the testnet in `dir` and starts its nodes (behind delay lines
+/// with `--delay`).
+async fn start_net(
+    a: &NetBenchArgs,
+    dir: &Path,
+) -> anyhow::Result<(Nodes, Vec<String>, Vec<DelayProxy>)> {
     crate::testnet::init(&crate::testnet::TestnetInitArgs {
         quiet: a.json,
         out: dir.to_owned(),
@@ -171,6 +223,11 @@ async fn start_net(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<(Nodes, Vec<S
         force: true,
         hosts: Vec::new(),
     })?;
+    let lines = if a.delay.is_zero() {
+        Vec::new()
+    } else {
+        delay_lines(dir, a.validators, a.delay).await?
+    };
     let mut nodes = Nodes {
         children: Vec::new(),
     };
@@ -209,7 +266,7 @@ async fn start_net(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<(Nodes, Vec<S
     })
     .await
     .context("the benchmark network did not come up")?;
-    Ok((nodes, rpc))
+    Ok((nodes, rpc, lines))
 }
 
 /// The mean time between blocks over `window`, ms.
@@ -269,7 +326,7 @@ async fn run(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<NetBench> {
             dir.display()
         );
     }
-    let (nodes, rpc) = start_net(a, dir).await?;
+    let (nodes, rpc, lines) = start_net(a, dir).await?;
     let idle = if a.quick {
         Duration::from_secs(1)
     } else {
@@ -333,6 +390,8 @@ async fn run(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<NetBench> {
         propose_timeout_ms: a.propose_timeout.as_millis() as u64,
         batch: a.batch,
         settings: a.set.clone(),
+        delay_ms: u64::try_from(a.delay.as_millis()).unwrap_or(u64::MAX),
+        delayed_bytes: lines.iter().map(DelayProxy::bytes).sum(),
         idle_block_ms,
         saturation,
         rates,
@@ -347,7 +406,7 @@ fn print(b: &NetBench) {
     let bound = b.limits.verify_bound(b.validators);
     let verify_us = 1e6 / b.limits.verify.one.max(1.0);
     println!(
-        "Kite, {} validators on 127.0.0.1, propose timeout {} ms, {} txs per RPC request at saturation{}:",
+        "Kite, {} validators on 127.0.0.1, propose timeout {} ms, {} txs per RPC request at saturation{}{}:",
         b.validators,
         b.propose_timeout_ms,
         b.batch,
@@ -355,6 +414,15 @@ fn print(b: &NetBench) {
             String::new()
         } else {
             format!(", settings {}", b.settings.join(" "))
+        },
+        if b.delay_ms == 0 {
+            String::new()
+        } else {
+            format!(
+                ", {} ms one-way delay between nodes ({} MiB through the delay lines)",
+                b.delay_ms,
+                b.delayed_bytes / (1024 * 1024)
+            )
         }
     );
     println!("| figure | Kite | limit | ratio |");

@@ -13,6 +13,7 @@ mod bench;
 mod benchnet;
 mod chaos;
 mod client;
+mod delay;
 mod home;
 mod limits;
 mod netns;

@@ -44,7 +44,7 @@ mod write;
 
 pub use read::MAX_RANGE_BLOCKS;
 pub use schema::{Best, FORMAT, MAX_STORED_BLOCK, TxLocation};
-pub use txruns::{CHUNK_ENTRIES, ENTRY_BYTES, MAX_RUN_ENTRIES};
+pub use txruns::{CHUNK_ENTRIES, ENTRY_BYTES, MERGE_BATCH_CHUNKS};
 pub use write::{ApplyOutcome, INDEX_STEP_BLOCKS, INDEX_STEP_TXS, IndexProgress};
 
 use crate::durable::Syncer;
@@ -114,7 +114,9 @@ pub struct BlockStore {
     /// The `tx_indexed` record's height (written under `commits`).
     indexed: AtomicU64,
     /// The tx index's live runs (see `txruns` for who locks it when).
-    runs: RwLock<txruns::Runs>,
+    runs: RwLock<std::sync::Arc<txruns::Runs>>,
+    /// Moves on each time a merge publishes (see `txruns`).
+    runs_generation: AtomicU64,
     /// One tx index merge at a time.
     compacting: Mutex<()>,
 }

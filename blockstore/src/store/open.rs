@@ -87,7 +87,8 @@ impl BlockStore {
             commits: Mutex::new(()),
             syncer: Mutex::new(syncer),
             indexed: AtomicU64::new(0),
-            runs: RwLock::new(Runs::default()),
+            runs: RwLock::new(std::sync::Arc::new(Runs::default())),
+            runs_generation: AtomicU64::new(0),
             compacting: Mutex::new(()),
         };
         store.init_or_check()?;
@@ -207,10 +208,13 @@ impl BlockStore {
             )));
         }
         self.indexed.store(indexed, Ordering::SeqCst);
-        if let Some(raw) = self.t.meta.get(META_TX_RUNS)? {
-            *self.runs.write() =
-                Runs::decode(&raw).ok_or_else(|| self.corrupt("tx_runs record is malformed"))?;
+        let list = self.t.meta.get(META_TX_RUNS)?;
+        if let Some(raw) = &list {
+            *self.runs.write() = std::sync::Arc::new(
+                Runs::decode(raw).ok_or_else(|| self.corrupt("tx_runs record is malformed"))?,
+            );
         }
+        self.remove_orphan_runs(list.is_some())?;
         let base = self.genesis.initial_height.saturating_sub(1);
         if best.height < base {
             return Err(self.corrupt(format!(

@@ -113,7 +113,7 @@ pub(super) struct Table {
 }
 
 impl Table {
-    fn key(&self, k: &[u8]) -> Vec<u8> {
+    pub(super) fn key(&self, k: &[u8]) -> Vec<u8> {
         let mut v = Vec::with_capacity(1 + k.len());
         v.push(self.prefix);
         v.extend_from_slice(k);
@@ -144,6 +144,20 @@ impl Table {
         self.tree
             .range(self.key(from)..=self.key(to))
             .next_back()
+            .transpose()
+            .map(|r| r.map(|(k, v)| (sled::IVec::from(&k[1..]), v)))
+    }
+
+    /// The first record with a key at or after `from`, key without the
+    /// prefix; `None` past the table's last record.
+    pub(super) fn first_from(&self, from: &[u8]) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
+        let end = [self.prefix.saturating_add(1)];
+        if self.prefix == u8::MAX {
+            return Ok(None);
+        }
+        self.tree
+            .range(self.key(from)..end.to_vec())
+            .next()
             .transpose()
             .map(|r| r.map(|(k, v)| (sled::IVec::from(&k[1..]), v)))
     }

@@ -4,18 +4,19 @@
 
 use super::BlockStore;
 use super::schema::{Best, META_BEST, META_TX_INDEXED};
-use super::txruns::block_entries;
+use super::txruns::{block_entries, new_run};
 use crate::error::StoreError;
 use kite_app::{ChangeSet, Executed, StateError, StateKey, StateReader};
 use kite_types::{Block, CommitInfo, Hash};
 use prost::Message;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Most blocks one [`BlockStore::index_txs`] step reads.
 pub const INDEX_STEP_BLOCKS: u64 = 256;
 /// A [`BlockStore::index_txs`] step ends after the block that takes it to
-/// this many txs (one run of the tx index, about 1.4 MiB).
-pub const INDEX_STEP_TXS: usize = 32_768;
+/// this many txs (one run of the tx index, about 350 KiB).
+pub const INDEX_STEP_TXS: usize = 8_192;
 
 /// What [`BlockStore::apply_blocks`] did.
 #[derive(Debug)]
@@ -89,8 +90,9 @@ impl BlockStore {
         if index {
             let mut entries = Vec::with_capacity(block.txs().len());
             block_entries(block, &mut entries);
-            let guard = self.runs.write();
-            if let Some(next) = self.put_run(&mut b, entries, &guard) {
+            if let Some(run) = new_run(entries) {
+                let guard = self.runs.write();
+                let next = self.put_new_run(&mut b, run, &guard);
                 runs = Some((guard, next));
             }
             self.t
@@ -103,7 +105,7 @@ impl BlockStore {
         // best record land together or not at all.
         self.t.all.apply_batch(b)?;
         if let Some((mut guard, next)) = runs {
-            *guard = next;
+            *guard = Arc::new(next);
         }
         if index {
             self.indexed.store(new_best.height, Ordering::SeqCst);
@@ -170,7 +172,7 @@ impl BlockStore {
     }
 
     /// Adds a block's records (block, commit info, both height/hash
-    /// indexes) to a batch; the tx index is [`BlockStore::put_tx_index`].
+    /// indexes) to a batch; the tx index is a run (see `txruns`).
     fn put_block(&self, b: &mut sled::Batch, block: &Block, commit_info: &CommitInfo) {
         let t = &self.t;
         let hkey = block.height().to_be_bytes();
@@ -376,11 +378,12 @@ impl BlockStore {
             .meta
             .put(&mut batch, META_TX_INDEXED, &progress.indexed.to_be_bytes());
         // One run for all the blocks of the step.
+        let run = new_run(entries);
         let mut runs = self.runs.write();
-        let next = self.put_run(&mut batch, entries, &runs);
+        let next = run.map(|run| self.put_new_run(&mut batch, run, &runs));
         self.t.all.apply_batch(batch)?;
         if let Some(next) = next {
-            *runs = next;
+            *runs = Arc::new(next);
         }
         drop(runs);
         self.indexed.store(progress.indexed, Ordering::SeqCst);

@@ -6,10 +6,11 @@
 //! commits go on.
 //!
 //! It waits while the node syncs, so that sync keeps the CPU, then indexes
-//! in bounded steps on the store's writer thread, between commits. Commits
-//! index their own txs once the index has caught up, so after that it has
-//! nothing to do until the next sync. Progress goes to the log, the
-//! `kite_tx_indexed_height` metric and the `status` RPC (`tx_indexed`).
+//! in bounded steps on the store's writer thread, between commits, with a
+//! merge after each step. Commits index their own txs once the index has
+//! caught up; after that it only merges the runs they add. Progress goes
+//! to the log, the `kite_tx_indexed_height` and `kite_tx_index_runs`
+//! metrics and the `status` RPC (`tx_indexed`).
 
 use crate::context::{Shared, to_i64};
 use crate::state::StateRx;
@@ -21,9 +22,10 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(250);
 /// How long it waits after a storage error before it tries again.
 const RETRY: Duration = Duration::from_secs(10);
-/// Most run merges per tick. A merge takes at most
-/// `kite_blockstore::MAX_RUN_ENTRIES` entries (12 MiB, tens of ms); a
-/// chain at 15,000 tx/s needs a few merges a second.
+/// Most run merges per tick. A merge streams (its memory is a few batches
+/// of `kite_blockstore::MERGE_BATCH_CHUNKS` chunks, whatever the runs'
+/// sizes) and takes about a microsecond per entry; a chain at 15,000 tx/s
+/// needs a few merges a second.
 pub const MERGES_PER_TICK: usize = 8;
 
 /// Runs until the node stops.
@@ -100,6 +102,9 @@ async fn catch_up(ctx: &Shared, state: &StateRx) -> Result<(), StoreError> {
             .await?;
         txs += p.txs;
         ctx.metrics.tx_indexed.set(to_i64(p.indexed));
+        // Each step adds a run: merge as it goes, so that a long catch-up
+        // does not pile runs up for lookups to read.
+        ctx.store.compact_tx_index().await?;
         if p.caught_up() {
             let secs = start.elapsed().as_secs_f64();
             tracing::info!(
