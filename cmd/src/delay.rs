@@ -10,9 +10,10 @@
 //! the other side, an answer `delay` to come back) is the same.
 //!
 //! Bounds: at most [`MAX_CONNS`] connections at once (more are closed at
-//! once), and at most [`IN_FLIGHT`] chunks of up to [`CHUNK`] bytes held
-//! per direction of a connection; a full line stops reading from that
-//! side, as a full socket buffer would.
+//! once), and at most [`IN_FLIGHT_BYTES`] held per direction of a
+//! connection; a full line stops reading from that side, as a full socket
+//! buffer would. The bound is in bytes, not chunks: a peer that writes
+//! many small frames must not be held to a few of them per delay.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -28,8 +29,11 @@ use tokio::time::Instant;
 pub const MAX_CONNS: usize = 64;
 /// Largest chunk read at once.
 const CHUNK: usize = 64 * 1024;
-/// Chunks held per direction of a connection.
-const IN_FLIGHT: usize = 64;
+/// Bytes held per direction of a connection (a bandwidth-delay product
+/// of 640 Mbit/s at 50 ms).
+const IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
+/// Chunks held per direction of a connection, whatever their size.
+const IN_FLIGHT_CHUNKS: usize = 16 * 1024;
 
 /// A running proxy; it stops, with every connection it carries, when
 /// dropped.
@@ -110,15 +114,24 @@ async fn line(
     delay: Duration,
     bytes: &AtomicU64,
 ) {
-    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(IN_FLIGHT);
+    let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES));
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>, OwnedSemaphorePermit)>(IN_FLIGHT_CHUNKS);
     let reader = async move {
+        let mut buf = vec![0u8; CHUNK];
         loop {
-            let mut buf = vec![0u8; CHUNK];
+            // Room for a whole chunk before reading one.
+            let Ok(mut permit) = Arc::clone(&budget).acquire_many_owned(CHUNK as u32).await else {
+                break;
+            };
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    buf.truncate(n);
-                    if tx.send((Instant::now() + delay, buf)).await.is_err() {
+                    // Give back what the chunk does not use.
+                    if let Some(rest) = permit.split(CHUNK - n) {
+                        drop(rest);
+                    }
+                    let due = Instant::now() + delay;
+                    if tx.send((due, buf[..n].to_vec(), permit)).await.is_err() {
                         break;
                     }
                 }
@@ -126,11 +139,12 @@ async fn line(
         }
     };
     let writer = async move {
-        while let Some((due, chunk)) = rx.recv().await {
+        while let Some((due, chunk, permit)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
             if to.write_all(&chunk).await.is_err() {
                 return;
             }
+            drop(permit);
             bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
         let _ = to.shutdown().await;
