@@ -22,6 +22,37 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+/// How long the senders' funding may take to reach every endpoint.
+const FUNDED_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until every endpoint holds the funding of every sender.
+async fn wait_all_funded(
+    clients: &[Client],
+    senders: &[NodeKey],
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    for c in clients {
+        for s in senders {
+            loop {
+                let acct: AccountView = c.call("account", json!({"id": s.public()})).await?;
+                if acct.balance > 0 {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let at = c.call::<_, StatusView>("status", json!({})).await?.height;
+                    bail!(
+                        "sender {} is not funded on an endpoint at height {at} after {within:?}",
+                        s.public()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Arguments of `kite bench load`.
 #[derive(clap::Args, Debug)]
 pub struct LoadArgs {
@@ -120,6 +151,8 @@ pub struct LoadReport {
     pub submitted: u64,
     /// Txs the nodes refused.
     pub refused: u64,
+    /// Why the first refused tx was refused (the node's error).
+    pub first_refusal: Option<String>,
     /// Accepted txs seen committed.
     pub committed: u64,
     /// Accepted tx/s while submitting.
@@ -211,6 +244,11 @@ pub async fn run_load(a: &LoadArgs) -> anyhow::Result<LoadReport> {
         .call::<_, StatusView>("status", json!({}))
         .await?
         .height;
+    // Every endpoint must hold the funding before its senders submit: a
+    // node a block behind the first would refuse their first txs as
+    // unfunded, and every later tx of those senders would wait on a nonce
+    // gap for good (seen with the nodes behind delay lines).
+    wait_all_funded(&clients, &senders, FUNDED_WAIT).await?;
 
     // 2. Sign everything up front so signing does not limit the load.
     let sink = NodeKey::generate().public();
@@ -247,6 +285,7 @@ pub async fn run_load(a: &LoadArgs) -> anyhow::Result<LoadReport> {
     );
     let submitted: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::default();
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let first_refusal: Arc<Mutex<Option<String>>> = Arc::default();
     let cpu0 = cpu_secs("self").unwrap_or(0.0);
     let t0 = Instant::now();
     let interval = (a.rate > 0).then(|| Duration::from_secs_f64(a.senders as f64 / a.rate as f64));
@@ -257,6 +296,7 @@ pub async fn run_load(a: &LoadArgs) -> anyhow::Result<LoadReport> {
         let client = clients[i % clients.len()].clone();
         let submitted = submitted.clone();
         let refused = refused.clone();
+        let first_refusal = first_refusal.clone();
         tasks.push(tokio::spawn(async move {
             // At a fixed rate, tx k is due at start + k * interval and the
             // sender sends what is due (open loop: a slow answer does not
@@ -296,7 +336,11 @@ pub async fn run_load(a: &LoadArgs) -> anyhow::Result<LoadReport> {
                         Err(e) => hashes.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect(),
                     };
                 for (h, r) in hashes.iter().zip(answers) {
-                    if r.is_err() {
+                    if let Err(e) = &r {
+                        first_refusal
+                            .lock()
+                            .await
+                            .get_or_insert_with(|| format!("{e:#}"));
                         refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         submitted.lock().await.remove(h);
                     }
@@ -363,6 +407,7 @@ pub async fn run_load(a: &LoadArgs) -> anyhow::Result<LoadReport> {
         endpoints: clients.len(),
         submitted: sent,
         refused: a.txs - sent,
+        first_refusal: first_refusal.lock().await.clone(),
         committed,
         submitted_tps: sent as f64 / submit_secs,
         committed_tps: committed as f64 / commit_secs,

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-//! Issue 17: `kite bench net` completes on a small run and prints sane
-//! figures (no timing goal is asserted: figures are for the benchmark's
-//! table, docs/PERFORMANCE.md), and stops every node it started.
+//! Issue 17: `kite bench net` completes on a small run, with its nodes
+//! behind delay lines, and prints sane figures (no timing goal is
+//! asserted: figures are for the benchmark's table, docs/PERFORMANCE.md),
+//! and stops every node it started.
 
 mod procs;
 
@@ -23,6 +24,10 @@ fn bench_net_small_run_prints_sane_figures() {
         "200",
         "--rate-secs",
         "2",
+        // The nodes talk through the delay lines (a superset of the
+        // direct path: the same network, its peers rewritten).
+        "--delay",
+        "10ms",
         "--dir",
         dir.path().to_str().unwrap(),
         "--json",
@@ -36,6 +41,9 @@ fn bench_net_small_run_prints_sane_figures() {
         assert!(f(&b["limits"][k]["two"]) > 0.0, "{k}: {b}");
     }
     assert!(f(&b["limits"]["durable_writes"]) > 0.0, "{b}");
+    // The nodes' traffic crossed the delay lines.
+    assert_eq!(b["delay_ms"], 10, "{b}");
+    assert!(b["delayed_bytes"].as_u64().unwrap() > 0, "{b}");
     // Every tx accepted was committed, at some positive rate.
     let s = &b["saturation"];
     assert_eq!(s["submitted"], s["committed"], "{b}");
@@ -54,6 +62,7 @@ fn bench_net_small_run_prints_sane_figures() {
         assert!(f(&n["cpu_s"]) > 0.0, "{n}");
         assert!(f(&n["cpu_us_per_tx"]).is_finite(), "{n}");
         assert!(f(&n["rss_peak_mib"]) > 1.0, "{n}");
+        assert!(f(&n["rss_idle_mib"]) > 1.0, "{n}");
     }
     assert_no_node_under(dir.path());
 }

@@ -31,14 +31,17 @@
 //! size) times, in bulk. A lookup reads one chunk per run (one sled range
 //! read each: about 20 for a chain of a million txs, 30 for a billion).
 //!
-//! A merge streams: it reads both runs a chunk at a time and writes the
-//! merged run under a fresh id in batches of [`MERGE_BATCH_CHUNKS`]
-//! chunks, invisible until one last atomic batch puts its last chunks and
-//! the new run list; only then are the old runs' chunks deleted, in
-//! batches. Its memory is a few batches whatever the runs' sizes. A crash
-//! leaves at most the chunks of a run the list does not name (a merge not
-//! published, or old runs not yet deleted); [`BlockStore::open`] deletes
-//! them. The node runs merges in the background, off the commit path;
+//! A merge streams: it reads both runs a chunk at a time (checking their
+//! order and counts) and writes the merged run under a fresh id in
+//! batches of [`MERGE_BATCH_CHUNKS`] chunks, invisible until a last batch
+//! holding only the new run list publishes it; only then are the old
+//! runs' chunks deleted, in batches. Its memory is a few batches whatever
+//! the runs' sizes. The fresh id is taken in memory (the list on disk
+//! records the new `next id` with its next change). A crash, or a failed
+//! delete, leaves at most the chunks of runs the list does not name (an
+//! unpublished merge, or the two old runs); [`BlockStore::open`] deletes
+//! them before anything else is written, so an id is never reused while
+//! its old chunks remain. The node runs merges in the background, off the commit path;
 //! until they run, lookups read more runs but find the same entries.
 //!
 //! ## Concurrency
@@ -46,10 +49,12 @@
 //! is written to sled with every change. A lookup clones the `Arc` and
 //! reads without a lock. A commit, an index step or a merge's last batch
 //! holds the write lock while it applies its batch and swaps the list, so
-//! no change is lost. Only a merge deletes chunks, after it published the
-//! list without them and moved the generation counter on: a lookup that
-//! found nothing reads the counter again and, if a merge was published
-//! meanwhile, looks again in the new list. Merges are one at a time.
+//! no change is lost. Chunks of a listed run are deleted only by a merge,
+//! after it published the list without them and moved the generation
+//! counter on: a lookup that found nothing reads the counter again and,
+//! if a merge was published meanwhile, looks again in the new list.
+//! (Open and a failed merge delete only runs no list names.) Merges are
+//! one at a time.
 //!
 //! ## Older stores
 //! Stores of format `kite-blockstore/2` hold one record per tx in the
@@ -63,7 +68,7 @@ use kite_types::{Block, Hash};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// Most entries in one stored chunk of a run (45 KiB).
+/// Most entries in one stored chunk of a run (44 KiB).
 pub const CHUNK_ENTRIES: usize = 1024;
 /// Bytes of one stored entry.
 pub const ENTRY_BYTES: usize = 44;
@@ -227,6 +232,8 @@ struct RunReader {
     chunk: sled::IVec,
     at: usize,
     read: u64,
+    /// The last hash read: a run is in hash order.
+    last: Option<[u8; 32]>,
 }
 
 impl RunReader {
@@ -247,6 +254,10 @@ impl RunReader {
         }
         let e = decode_entry(&self.chunk[self.at..self.at + ENTRY_BYTES])
             .ok_or_else(|| "a malformed entry".to_owned())?;
+        if self.last.is_some_and(|last| last > e.0) {
+            return Err("entries out of hash order".into());
+        }
+        self.last = Some(e.0);
         self.at += ENTRY_BYTES;
         self.read += 1;
         Ok(Some(e))
@@ -276,6 +287,7 @@ impl BlockStore {
             chunk: sled::IVec::default(),
             at: 0,
             read: 0,
+            last: None,
         }
     }
 
@@ -473,6 +485,9 @@ impl BlockStore {
             );
             written += chunk.len() as u64;
         }
+        // Every chunk is written before the list names the run: the last
+        // batch is the list alone, one insert.
+        self.t.all.apply_batch(std::mem::take(&mut batch))?;
         let mut runs = self.runs.write();
         // Commits only append runs, and merges are one at a time, so both
         // are still listed, side by side.

@@ -85,22 +85,23 @@ impl BlockStore {
         // The tx index takes this block's txs only when it holds every
         // earlier one; otherwise `index_txs` gets to them in order.
         let index = self.indexed.load(Ordering::SeqCst) == best.height;
-        // Held while the batch is applied when it changes the run list.
+        self.put_changes(&mut b, changes);
+        self.t.meta.put(&mut b, META_BEST, new_best.encode());
+        // Held while the batch is applied when it changes the run list:
+        // taken last, so lookups and merges wait only for the apply.
         let mut runs = None;
         if index {
             let mut entries = Vec::with_capacity(block.txs().len());
             block_entries(block, &mut entries);
+            self.t
+                .meta
+                .put(&mut b, META_TX_INDEXED, &new_best.height.to_be_bytes());
             if let Some(run) = new_run(entries) {
                 let guard = self.runs.write();
                 let next = self.put_new_run(&mut b, run, &guard);
                 runs = Some((guard, next));
             }
-            self.t
-                .meta
-                .put(&mut b, META_TX_INDEXED, &new_best.height.to_be_bytes());
         }
-        self.put_changes(&mut b, changes);
-        self.t.meta.put(&mut b, META_BEST, new_best.encode());
         // One atomic batch: the block, its indexes, its state and the new
         // best record land together or not at all.
         self.t.all.apply_batch(b)?;

@@ -103,8 +103,11 @@ async fn catch_up(ctx: &Shared, state: &StateRx) -> Result<(), StoreError> {
         txs += p.txs;
         ctx.metrics.tx_indexed.set(to_i64(p.indexed));
         // Each step adds a run: merge as it goes, so that a long catch-up
-        // does not pile runs up for lookups to read.
-        ctx.store.compact_tx_index().await?;
+        // does not pile runs up for lookups to read. A merge that fails
+        // leaves the runs as they were; catching up goes on.
+        if let Err(e) = ctx.store.compact_tx_index().await {
+            tracing::warn!(error = %e, "cannot merge tx index runs");
+        }
         if p.caught_up() {
             let secs = start.elapsed().as_secs_f64();
             tracing::info!(
