@@ -42,7 +42,7 @@ fn main() {
         );
         let scale = if quick { 16 } else { 1 };
         tcp_limit(512 * 1024 * 1024 / scale).await;
-        libp2p_stream(256 * 1024 * 1024 / scale).await;
+        one_libp2p_stream(256 * 1024 * 1024 / scale).await;
         block_get(if quick { 2 } else { 10 }).await;
         tx_gossip(if quick { 1_000 } else { 20_000 }).await;
     });
@@ -86,7 +86,7 @@ async fn tcp_limit(total: usize) {
 
 /// One libp2p stream between two bare hosts: the writer pushes `total`
 /// bytes, the sink counts them and answers with one byte at the end.
-async fn libp2p_stream(total: usize) {
+async fn one_libp2p_stream(total: usize) {
     let chain = "kite-bench-p2p";
     let a = Probe::spawn(chain, 0xb1).unwrap();
     let b = Probe::spawn(chain, 0xb2).unwrap();

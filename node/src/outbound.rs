@@ -2,11 +2,12 @@
 //! exchange on it, with one quick retry on a transport failure;
 //! [`Outbox`] runs exchanges in the background within a per-peer budget.
 //!
-//! libp2p-stream resets an inbound stream when its accept channel is busy
-//! at that instant (it has no buffer), so under load a healthy peer may
-//! drop a stream now and then. Such failures carry no misbehaviour score
-//! and are retried once after [`RETRY_AFTER`]; failures that do (garbage,
-//! forged data, timeouts) are not retried and are reported to the host.
+//! A healthy peer may still reset a stream: its accept buffer for the
+//! protocol can be full (see [`crate::p2p::streams`]), or a connection can
+//! close under the stream. Such transport failures carry no misbehaviour
+//! score and are retried once after [`RETRY_AFTER`]; failures that do
+//! (garbage, forged data, timeouts) are not retried and are reported to
+//! the host.
 
 use crate::context::Shared;
 use crate::p2p::{PeerId, Stream};

@@ -218,13 +218,23 @@ async fn three_hosts_connect_and_echo_both_ways() {
     assert!(ib.agent.as_deref().unwrap().starts_with("kite/"));
     assert_eq!(ib.score, 0);
 
-    // An unknown protocol is refused as unsupported, not retryable.
-    let err = a
-        .handle
-        .open_stream(b.id, "/kite/nope/1.0.0")
-        .await
-        .unwrap_err();
-    assert!(!err.is_retryable(), "{err}");
+    // An unknown protocol: the opener is lazy (the protocol is proposed
+    // with the first bytes, no round trip before them), so the refusal shows
+    // when the stream is read, as an error rather than as an answer.
+    let refused = async {
+        let mut s = a
+            .handle
+            .open_stream(b.id, "/kite/nope/1.0.0")
+            .await
+            .map_err(std::io::Error::other)?;
+        s.write_all(b"anyone?").await?;
+        s.close().await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let res = tokio::time::timeout(WAIT, refused).await.unwrap();
+    assert!(res.is_err(), "{res:?}");
     // A bad protocol id is an error, not a panic.
     assert!(a.handle.open_stream(b.id, "no-slash").await.is_err());
 
@@ -414,8 +424,7 @@ async fn stream_bound_refuses_excess_without_stalling() {
     .unwrap();
 
     // Streams are opened one at a time, each once the previous one reached
-    // the loop: libp2p-stream itself drops a stream that arrives while the
-    // loop is still taking the previous one (initiators retry such streams).
+    // the loop, so which ones the loop takes is known.
     let mut open = Vec::new();
     for i in 0..2u8 {
         let mut s = a.handle.open_stream(b.id, ECHO).await.unwrap();
@@ -465,6 +474,48 @@ async fn stream_bound_refuses_excess_without_stalling() {
     assert_eq!(out, vec![9]);
     let st = b.handle.protocol_stats(ECHO);
     assert_eq!((st.accepted, st.refused), (3, 2));
+}
+
+/// A burst of streams opened at the same instant is served whole: inbound
+/// streams wait in their protocol's buffer for the accept loop. With the
+/// first wave's stream layer (one stream held, the rest of a burst
+/// dropped) and the lazy opener, most of such a burst failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_streams_opened_at_once_is_served_whole() {
+    const BURST: usize = 48;
+    let a = start(42, config(CHAIN)).await;
+    let b = start(43, config(CHAIN)).await;
+    // Room for the whole burst in the loop: per peer a quarter of it.
+    spawn_accept_loop(
+        &b.handle,
+        ECHO,
+        4 * BURST,
+        |_peer, mut s: Stream| async move {
+            let mut buf = Vec::new();
+            (&mut s).take(16).read_to_end(&mut buf).await?;
+            s.write_all(&buf).await?;
+            s.close().await?;
+            Ok::<(), std::io::Error>(())
+        },
+    )
+    .unwrap();
+    a.handle.dial(b.addr.clone()).await.unwrap();
+    wait_connected(&a.handle, b.id).await;
+    let h = &a.handle;
+    let burst = (0..BURST).map(|i| async move { echo(h, b.id, &[i as u8]).await });
+    let answers = futures::future::join_all(burst).await;
+    let failed: Vec<_> = answers
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r.as_ref().ok() != Some(&vec![*i as u8]))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {BURST} failed: {failed:?}",
+        failed.len()
+    );
+    let st = b.handle.protocol_stats(ECHO);
+    assert_eq!((st.accepted, st.refused), (BURST as u64, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

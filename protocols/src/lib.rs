@@ -3,7 +3,7 @@
 //!
 //! Every exchange is a plain `async fn` over a generic byte stream
 //! (`futures::io::{AsyncRead, AsyncWrite}`), so it knows nothing of libp2p:
-//! the node opens or accepts a `libp2p_stream::Stream` for a protocol id and
+//! the node opens or accepts a libp2p stream for a protocol id and
 //! hands it to the matching function here. Tests run the same functions over
 //! an in-memory `tokio::io::duplex` pipe.
 //!

@@ -1,15 +1,12 @@
 //! The accept loop of one protocol: drain the inbound streams, run a handler
 //! task per stream, at most `max_concurrent` at once.
 //!
-//! libp2p-stream hands inbound streams over a channel without buffer and
-//! drops them when nobody is waiting, so the loop never awaits anything but
-//! the next stream: when every permit is taken the new stream is dropped at
-//! once (the peer sees a reset) and counted as refused.
-//!
-//! Even a prompt loop cannot take two streams that arrive within the same
-//! instant: libp2p-stream drops the second before the loop sees it (and it
-//! is not counted here). Initiators therefore treat a stream that fails
-//! early as retryable.
+//! Inbound streams wait in the protocol's buffer
+//! ([`super::handle::ACCEPT_BUFFER`]); a stream arriving when it is full is
+//! reset by the host and counted as refused. The loop never awaits anything
+//! but the next stream: when every permit is taken the new stream is
+//! dropped at once (the peer sees a reset) and counted as refused too.
+//! Initiators therefore treat a stream that fails early as retryable.
 
 use super::HostError;
 use super::net::{Counters, Network, Stream};

@@ -2,9 +2,9 @@
 //! implements [`Network`] for the node's tasks.
 
 use super::net::{Counters, Network, ProtocolCounters, StreamStats};
+use super::streams::{Control, IncomingStreams, OpenError};
 use super::{HostError, PeerInfo};
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
-use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,6 +12,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Longest `why` kept from a report.
 const MAX_REASON_LEN: usize = 200;
+/// Inbound streams of one protocol waiting for its accept loop; more are
+/// reset. The loop takes them at once (and resets those beyond its own
+/// bounds), so this only absorbs a burst that arrives between two of its
+/// turns.
+pub const ACCEPT_BUFFER: usize = 256;
 /// Most peers taken from one `add_discovered` call.
 pub const MAX_DISCOVERED_PER_CALL: usize = 256;
 
@@ -172,6 +177,11 @@ impl HostHandle {
     /// Opens a stream of `protocol` with `peer`, dialing it if needed (from
     /// the stored addresses), within the configured open deadline. Failures
     /// other than [`HostError::UnsupportedProtocol`] are retryable.
+    ///
+    /// The protocol is negotiated lazily: the stream is returned before the
+    /// peer confirmed the protocol, and the first bytes written carry the
+    /// proposal. A peer that does not speak the protocol therefore shows as
+    /// an I/O error on the first read of the stream, not here.
     pub async fn open_stream(
         &self,
         peer: PeerId,
@@ -182,25 +192,26 @@ impl HostHandle {
             return Err(HostError::Closed);
         }
         let counters = self.counters(protocol);
-        let mut control = self.control.clone();
-        let result =
-            match tokio::time::timeout(self.shared.open_timeout, control.open_stream(peer, proto))
-                .await
-            {
-                Err(_) => Err(HostError::Timeout(format!(
-                    "opening {protocol} with {peer} after {:?}",
-                    self.shared.open_timeout
-                ))),
-                Ok(Ok(stream)) => Ok(stream),
-                Ok(Err(OpenStreamError::UnsupportedProtocol(_))) => {
-                    Err(HostError::UnsupportedProtocol { peer, protocol })
-                }
-                Ok(Err(e)) => Err(HostError::OpenStream {
-                    peer,
-                    protocol,
-                    reason: e.to_string(),
-                }),
-            };
+        let result = match tokio::time::timeout(
+            self.shared.open_timeout,
+            self.control.open_stream(peer, proto),
+        )
+        .await
+        {
+            Err(_) => Err(HostError::Timeout(format!(
+                "opening {protocol} with {peer} after {:?}",
+                self.shared.open_timeout
+            ))),
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(OpenError::UnsupportedProtocol)) => {
+                Err(HostError::UnsupportedProtocol { peer, protocol })
+            }
+            Ok(Err(e)) => Err(HostError::OpenStream {
+                peer,
+                protocol,
+                reason: e.to_string(),
+            }),
+        };
         match &result {
             Ok(_) => Counters::inc(&counters.opened),
             Err(_) => Counters::inc(&counters.open_failed),
@@ -209,14 +220,14 @@ impl HostHandle {
     }
 
     /// The inbound streams of `protocol`. Only one receiver per protocol may
-    /// exist; it must be drained promptly (use [`super::spawn_accept_loop`]),
-    /// or libp2p-stream drops the streams that arrive meanwhile.
+    /// exist; it must be drained promptly (use [`super::spawn_accept_loop`]):
+    /// at most [`ACCEPT_BUFFER`] streams wait, more are reset and counted
+    /// as refused.
     pub fn accept(&self, protocol: &'static str) -> Result<IncomingStreams, HostError> {
         let proto = protocol_id(protocol)?;
-        let mut control = self.control.clone();
-        control
-            .accept(proto)
-            .map_err(|_| HostError::AlreadyAccepting(protocol))
+        self.control
+            .accept(proto, ACCEPT_BUFFER, self.counters(protocol))
+            .ok_or(HostError::AlreadyAccepting(protocol))
     }
 
     async fn request<T>(

@@ -44,7 +44,7 @@ struct Behaviour {
     gate: Gate,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    stream: libp2p_stream::Behaviour,
+    stream: super::streams::Behaviour,
 }
 
 /// The libp2p host. See [`Host::spawn`].
@@ -124,7 +124,7 @@ impl Host {
                 .with_inbound_per_subnet(config.max_inbound_per_subnet),
             identify,
             ping: ping::Behaviour::new(ping::Config::new()),
-            stream: libp2p_stream::Behaviour::new(),
+            stream: super::streams::Behaviour::new(),
         };
         let mut swarm = build_swarm(keypair, behaviour, &config)?;
 
@@ -137,7 +137,7 @@ impl Host {
                 })?;
         }
 
-        let control = swarm.behaviour().stream.new_control();
+        let control = swarm.behaviour().stream.control();
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_buffer.max(1));
         let (ev_tx, ev_rx) = mpsc::channel(config.event_buffer.max(1));
         let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
@@ -253,7 +253,12 @@ fn build_swarm(
         ($b:expr) => {
             $b.with_behaviour(|_| behaviour)
                 .map_err(|e: std::convert::Infallible| match e {})?
-                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .with_swarm_config(|c| {
+                    c.with_idle_connection_timeout(idle)
+                        .with_substream_upgrade_protocol_override(
+                            libp2p::core::upgrade::Version::V1Lazy,
+                        )
+                })
                 .build()
         };
     }

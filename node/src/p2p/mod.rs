@@ -5,16 +5,16 @@
 //!   DNS) whose identity is the node's ed25519 key, with identify (protocol
 //!   version `/kite/<chain_id>`: peers of another chain are dropped and
 //!   banned), ping, connection limits, a gate for bans and private mode, and
-//!   `libp2p-stream` for Kite's own protocols. The swarm runs in its own task.
+//!   [`streams`] for Kite's own protocols. The swarm runs in its own task.
 //! - The rest of the node talks to it through a cloneable [`HostHandle`]
 //!   (bounded command channel; streams are opened directly through the
-//!   `libp2p-stream` control, with a deadline) and receives [`HostEvent`]s
+//!   [`streams::Control`], with a deadline) and receives [`HostEvent`]s
 //!   on a bounded channel that drops (and counts) events rather than block
 //!   the swarm.
 //! - [`spawn_accept_loop`] drains the inbound streams of one protocol and
 //!   runs a handler task per stream, at most `max_concurrent` at once: a
-//!   stream beyond that is reset at once and counted (libp2p-stream drops
-//!   inbound streams silently when its channel is not drained).
+//!   stream beyond that is reset at once and counted, as is a stream beyond
+//!   the protocol's inbound buffer ([`streams`]).
 //! - Misbehaviour: [`HostHandle::report`] adds a penalty to the peer's
 //!   score; past [`HostConfig::ban_threshold`] the peer is disconnected and
 //!   banned for [`HostConfig::ban_duration`]: the gate refuses it.
@@ -32,6 +32,7 @@ mod host;
 pub mod keys;
 pub mod net;
 pub mod store;
+pub mod streams;
 
 pub use accept::{per_peer_share, spawn_accept_loop};
 pub use handle::{HostHandle, OperatorOp, OperatorOutcome};

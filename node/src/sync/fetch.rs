@@ -3,8 +3,8 @@
 //! heights), proofs checked on a blocking thread, good blocks fed to the
 //! engine, which verifies and commits strictly in height order.
 //!
-//! A transport failure (stream refused or reset, which libp2p-stream does
-//! to inbound streams under load) is retried once and then reported with
+//! A transport failure (stream refused or reset, which a host does to
+//! inbound streams beyond its accept buffer) is retried once and then reported with
 //! no peer, so it never counts against the peer; a peer that times out,
 //! sends bad data or does not have the heights it claimed is named in
 //! `FetchFailed` and penalised by the planner.

@@ -44,7 +44,8 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 /// Bytes buffered in each direction of a stream.
 const PIPE_BYTES: usize = 64 * 1024;
 /// Inbound streams waiting for a protocol's accept loop; more are dropped
-/// (the opener sees its stream fail), as libp2p-stream does.
+/// (the opener sees its stream fail), as the real host does at its
+/// accept buffer.
 const ACCEPT_QUEUE: usize = 64;
 /// Peer events waiting for a node; more are dropped.
 const EVENT_QUEUE: usize = 1024;
