@@ -23,7 +23,7 @@
 //! | [`txann`] | `/kite/txann/1.0.0` | [`txann::announce`] | [`txann::TxSink`] |
 //! | [`blk`] | `/kite/blk/1.0.0` | [`blk::request`] | [`blk::BlockSource`] |
 //! | [`blkann`] | `/kite/blkann/1.0.0` | [`blkann::announce`] | [`blkann::AnnounceSink`] |
-//! | [`blkprop`] | `/kite/blkprop/2.0.0` | [`blkprop::propose`], [`blkprop::reset`] | [`blkprop::ProposalSink`] |
+//! | [`blkprop`] | `/kite/blkprop/3.0.0` | [`blkprop::propose`], [`blkprop::reset`] | [`blkprop::ProposalSink`] |
 //! | [`ack`] | `/kite/ack/3.0.0` | [`ack::send_vote`] | [`ack::VoteSink`] |
 //! | [`term`] | `/kite/term/1.0.0` | [`term::send`] | [`term::TermSink`] |
 //! | [`discover`] | `/kite/discover/1.0.0` | [`discover::request`] | [`discover::PeerSource`] |
@@ -101,7 +101,7 @@ mod tests {
                 "/kite/txann/1.0.0",
                 "/kite/blk/1.0.0",
                 "/kite/blkann/1.0.0",
-                "/kite/blkprop/2.0.0",
+                "/kite/blkprop/3.0.0",
                 "/kite/ack/3.0.0",
                 "/kite/term/1.0.0",
                 "/kite/discover/1.0.0",
