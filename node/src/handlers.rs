@@ -352,11 +352,21 @@ impl ProposalSink for PeerSink {
         let checks = 1 + cred.map_or(0, |c| c.changes.len());
         if !((p.height == height + 1 || p.height == height + 2)
             && p.term >= term
-            && self.may_check(checks)
-            && shared
-                .schedule
-                .signed_by_leader(&p.header, &p.hash, &p.leader_sig))
+            && self.may_check(checks))
         {
+            return false;
+        }
+        if !shared
+            .schedule
+            .signed_by_leader(&p.header, &p.hash, &p.leader_sig)
+        {
+            // The leader of a term signs its proposals: anything else is
+            // forged, and its sender pays for it.
+            shared.host.report(
+                self.peer,
+                kite_protocols::score::INVALID,
+                "blkprop: proposal not signed by its term's leader",
+            );
             return false;
         }
         let Some(cred) = cred.cloned() else {

@@ -217,22 +217,45 @@ async fn forged_messages_leave_the_network_committing() {
         ..top.header().clone()
     };
 
-    // Proposals to a validator: signed by the wrong key, claiming the leader.
-    for proposer in [net.genesis.leader, evil.public()] {
-        let b = Block::new_signed(next_header(h + 1, proposer), Vec::new(), &evil);
-        let s = attacker
+    // Proposals not signed by the leader, from a forger of their own (each
+    // costs it the invalid-data score at the node that got it; bans are
+    // off in this network): claiming the leader, to a validator and to the
+    // leader itself; naming the forger, to a validator. Each names that node's next height, so it passes the
+    // cheap filters and reaches the signature check.
+    let forger = Probe::spawn(&chain, 0x73).unwrap();
+    let fkey = forger.key.clone();
+    for (i, id) in ids.iter().enumerate() {
+        forger.connect(net.addr(i).unwrap(), *id).await.unwrap();
+    }
+    for (target, proposer) in [
+        (1, net.genesis.leader),
+        (0, net.genesis.leader),
+        (2, fkey.public()),
+    ] {
+        let height = net.node(target).unwrap().height() + 1;
+        let b = Block::new_signed(next_header(height, proposer), Vec::new(), &fkey);
+        let s = forger
             .host
-            .open_stream(ids[1], blkprop::PROTOCOL)
+            .open_stream(ids[target], blkprop::PROTOCOL)
             .await
             .unwrap();
         let out = blkprop::propose(s, &b, 0, None).await.unwrap();
-        assert_eq!(out, blkann::AnnounceOutcome::NotWanted);
+        assert_eq!(out, blkann::AnnounceOutcome::NotWanted, "node {target}");
+        let host = net.shared(target).unwrap().host.clone();
+        let who = forger.peer_id();
+        wait_for("the score of the proposal forger", DEADLINE, || {
+            let host = host.clone();
+            async move {
+                let info = host.peer_info().await.ok()?;
+                let score = info.into_iter().find(|p| p.peer == who)?.score;
+                (score >= kite_protocols::score::INVALID).then_some(())
+            }
+        })
+        .await
+        .unwrap();
     }
-    // A proposal to the leader itself, and a forged reset to a validator.
+    // A forged reset to each validator.
     let b = Block::new_signed(next_header(h + 1, net.genesis.leader), Vec::new(), &evil);
-    if let Ok(s) = attacker.host.open_stream(ids[0], blkprop::PROTOCOL).await {
-        let _ = blkprop::propose(s, &b, 0, None).await;
-    }
     for target in [1, 2] {
         let r = ResetInfo::new_signed(&evil, &chain, 0, h + 1, b.hash(), "forged");
         let s = attacker

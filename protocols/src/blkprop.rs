@@ -11,9 +11,9 @@
 //! - `Proposal{height, hash, header, leader_sig, term, credential}`,
 //!   followed at once by the encoded `Block`. The validator checks the
 //!   proposal; if it wants it, it reads and checks the block, takes it and
-//!   answers `Want{true}`; if not, it reads the block's frame without
-//!   decoding it (within `max_block_bytes` and the transfer deadline) and
-//!   answers `Want{false}`. Both sides then close. The validator executes
+//!   answers `Want{true}`; if not, it answers `Want{false}` at once and
+//!   reads past the block's frame without decoding or keeping it (within
+//!   `max_block_bytes` and the transfer deadline). Both sides then close. The validator executes
 //!   the block and votes over `/kite/ack` (a separate stream).
 //! - `Reset{height, block_hash, reason, leader_sig}`: the leader abandons
 //!   that block (NACK quorum or timeout). The validator answers a
@@ -32,7 +32,7 @@
 use crate::ack::VoteReceipt;
 use crate::blk::read_announced_block;
 use crate::blkann::{AnnounceOutcome, checked_header};
-use crate::framing::{close, read_frame, read_msg, write_msg};
+use crate::framing::{close, read_msg, skip_frame, write_msg};
 use crate::limits::{
     CONTROL_DEADLINE, CONTROL_MAX, CREDENTIAL_MAX, MAX_REASON_LEN, transfer_deadline, truncate,
 };
@@ -253,7 +253,10 @@ where
     let p = block.to_proto();
     let size = prost::Message::encoded_len(&p);
     write_msg(&mut stream, &p, transfer_deadline(size)).await?;
-    let want: proto::Want = read_msg(&mut stream, CONTROL_MAX, CONTROL_DEADLINE).await?;
+    drop(p);
+    // The block may still be on its way when the write returns (muxer
+    // window, socket buffers): the answer gets the block's own allowance.
+    let want: proto::Want = read_msg(&mut stream, CONTROL_MAX, transfer_deadline(size)).await?;
     let _ = close(&mut stream, CONTROL_DEADLINE).await;
     Ok(if want.want {
         ProposeOutcome::Sent
@@ -294,15 +297,13 @@ where
             let info = ProposalInfo::from_proto(&p)?;
             let want = sink.check(&info).await;
             if !want {
-                // The block follows anyway: read past it, undecoded.
-                let deadline = transfer_deadline(max_block_bytes);
-                tokio::time::timeout(deadline, read_frame(&mut stream, max_block_bytes, "Block"))
-                    .await
-                    .map_err(|_| ProtocolError::Timeout {
-                        what: "Block",
-                        deadline,
-                    })??;
+                // The block follows anyway: say no at once, then read past
+                // it undecoded and unkept, so that a stream of forged
+                // proposals costs no memory. (A proposal not signed by its
+                // term's leader is reported by the node's `check`.)
                 write_msg(&mut stream, &proto::Want { want }, CONTROL_DEADLINE).await?;
+                let deadline = transfer_deadline(max_block_bytes);
+                skip_frame(&mut stream, max_block_bytes, "Block", deadline).await?;
                 return close(&mut stream, CONTROL_DEADLINE).await;
             }
             let block =

@@ -131,15 +131,53 @@ async fn read_body<S>(
 where
     S: AsyncRead + Unpin + ?Sized,
 {
+    // Grows as bytes arrive, doubling but never past `len` (reading to
+    // the end would double a full buffer once more to probe for the end).
     let mut body = Vec::with_capacity(len.min(INITIAL_CAPACITY));
-    (&mut *stream)
-        .take(len as u64)
-        .read_to_end(&mut body)
-        .await?;
-    if body.len() < len {
-        return Err(ProtocolError::Truncated { what });
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            let to = body.capacity().saturating_mul(2).clamp(1, len);
+            body.reserve_exact(to - body.len());
+        }
+        let start = body.len();
+        let room = body.capacity().min(len) - start;
+        body.resize(start + room, 0);
+        let n = stream.read(&mut body[start..]).await?;
+        body.truncate(start + n);
+        if n == 0 {
+            return Err(ProtocolError::Truncated { what });
+        }
     }
     Ok(body)
+}
+
+/// Reads past one frame of at most `max_bytes` without keeping it (a few
+/// KiB of memory whatever its size), within `deadline`.
+pub async fn skip_frame<S>(
+    stream: &mut S,
+    max_bytes: usize,
+    what: &'static str,
+    deadline: Duration,
+) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + Unpin + ?Sized,
+{
+    let skip = async {
+        let len = checked_prefix(stream, max_bytes, what).await?;
+        let skipped = futures::io::copy(
+            &mut (&mut *stream).take(len as u64),
+            &mut futures::io::sink(),
+        )
+        .await?;
+        if skipped < len as u64 {
+            return Err(ProtocolError::Truncated { what });
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(deadline, skip).await {
+        Ok(r) => r,
+        Err(_) => Err(ProtocolError::Timeout { what, deadline }),
+    }
 }
 
 /// Reads a length prefix.
@@ -365,6 +403,67 @@ mod tests {
         };
         let r = write_msg(&mut a, &big, D).await;
         assert!(matches!(r, Err(ProtocolError::Timeout { .. })), "{r:?}");
+    }
+
+    /// A large body takes exactly its own length: reading to the end used
+    /// to double a full buffer once more to find the end (8 MiB for a
+    /// 4 MiB block).
+    #[tokio::test]
+    async fn a_body_takes_its_length_not_twice_it() {
+        for len in [
+            1usize,
+            INITIAL_CAPACITY,
+            INITIAL_CAPACITY + 1,
+            1 << 20,
+            3 << 19,
+        ] {
+            let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut bytes = Vec::new();
+            prost::encoding::encode_varint(len as u64, &mut bytes);
+            bytes.extend_from_slice(&body);
+            let got = read_frame(&mut Cursor::new(bytes), len, "Block")
+                .await
+                .unwrap();
+            assert_eq!(got, body);
+            assert_eq!(got.capacity(), len, "len {len}");
+        }
+    }
+
+    #[tokio::test]
+    async fn skip_frame_reads_past_a_frame_and_keeps_in_step() {
+        let big = vec![7u8; 300_000];
+        let mut bytes = Vec::new();
+        prost::encoding::encode_varint(big.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&big);
+        bytes.extend_from_slice(&encode_frame(&status()));
+        let mut c = Cursor::new(bytes.clone());
+        skip_frame(&mut c, big.len(), "Block", D).await.unwrap();
+        let s: proto::Status = read_msg(&mut c, 4096, D).await.unwrap();
+        assert_eq!(s, status());
+        // Over the cap: refused from the prefix; cut short: truncated.
+        let r = skip_frame(&mut Cursor::new(bytes.clone()), 1000, "Block", D).await;
+        assert!(matches!(r, Err(ProtocolError::TooLarge { .. })), "{r:?}");
+        let r = skip_frame(
+            &mut Cursor::new(bytes[..1000].to_vec()),
+            big.len(),
+            "Block",
+            D,
+        )
+        .await;
+        assert!(matches!(r, Err(ProtocolError::Truncated { .. })), "{r:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn skip_frame_has_a_deadline() {
+        let (a, b) = pipe();
+        let mut bytes = Vec::new();
+        prost::encoding::encode_varint(100, &mut bytes);
+        bytes.extend_from_slice(&[1; 100]);
+        let dripping = tokio::spawn(drip(b, bytes, Duration::from_secs(1)));
+        let mut a = a;
+        let r = skip_frame(&mut a, 1000, "Block", D).await;
+        assert!(matches!(r, Err(ProtocolError::Timeout { .. })), "{r:?}");
+        dripping.abort();
     }
 
     #[test]
