@@ -374,26 +374,38 @@ fn leader_killed_for_good_at_every_step_of_a_height() {
 /// with message loss and reordering.
 #[test]
 fn flapping_leaders_with_loss_and_reordering() {
-    let outs = scenario(|seed| {
-        let mut cfg = base(seed);
-        cfg.heights = 15;
-        cfg.drop_rate = 0.1;
-        cfg.jitter_ms = 60;
-        let mut rng = Rng::new(seed);
-        let mut at = 300;
-        cfg.faults = (0..4)
-            .map(|_| {
-                at += 400 + rng.below(1_500);
-                Fault::CrashLeader {
-                    at_ms: at,
-                    down_ms: Some(200 + rng.below(1_500)),
-                }
-            })
-            .collect();
-        cfg
-    });
+    let outs = scenario(flapping_leaders);
     let restarts: u64 = outs.iter().map(|o| o.stats.crashes).sum();
     assert!(restarts >= SEEDS * 3, "only {restarts} leader crashes");
+}
+
+fn flapping_leaders(seed: u64) -> SimConfig {
+    let mut cfg = base(seed);
+    cfg.heights = 15;
+    cfg.drop_rate = 0.1;
+    cfg.jitter_ms = 60;
+    let mut rng = Rng::new(seed);
+    let mut at = 300;
+    cfg.faults = (0..4)
+        .map(|_| {
+            at += 400 + rng.below(1_500);
+            Fault::CrashLeader {
+                at_ms: at,
+                down_ms: Some(200 + rng.below(1_500)),
+            }
+        })
+        .collect();
+    cfg
+}
+
+/// Seed 388 of the scenario above (found in a run of 1,000 seeds past the
+/// usual 200): a restarted validator learned its open height's commit from
+/// an announce, then got the committed block itself inside a term change.
+/// Nothing executed it, and block sync skips a height whose committed
+/// block is held: the validator sat in `Syncing` at that height for good.
+#[test]
+fn a_committed_block_that_arrives_in_a_term_change_is_committed() {
+    run_checked(flapping_leaders(388));
 }
 
 /// Five validators; the leader and one validator are cut off from the

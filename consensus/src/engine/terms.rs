@@ -417,6 +417,11 @@ impl Engine {
             && self.h.blocks.len() < MAX_BLOCKS_PER_HEIGHT
         {
             self.h.blocks.insert(a.block_hash, b);
+            // It may be the block of this height's commit, known from an
+            // announce that left the block to sync: block sync skips a
+            // height whose committed block is held, so commit it here or
+            // nothing ever will.
+            self.try_commit(out);
         }
         self.maybe_join(out);
     }
