@@ -130,22 +130,50 @@ impl Shared {
         }
     }
 
-    /// Sends `open` to one of `peer`'s connections, or gives it back.
-    fn route(&mut self, peer: PeerId, open: Open) -> Result<(), Open> {
-        let Some(conns) = self.connections.get(&peer).filter(|c| !c.is_empty()) else {
+    /// Sends `open` to one of `peer`'s connections, or gives it back when
+    /// the peer has none. Connections whose handler is gone (closing, not
+    /// yet reported closed) are dropped here and the next one is tried;
+    /// when every queue is full the open fails as busy.
+    fn route(&mut self, peer: PeerId, mut open: Open) -> Result<(), Open> {
+        let Some(conns) = self.connections.get_mut(&peer) else {
             return Err(open);
         };
+        conns.retain(|(_, queue)| !queue.is_closed());
+        if conns.is_empty() {
+            self.connections.remove(&peer);
+            return Err(open);
+        }
         self.next = self.next.wrapping_add(1);
-        let (_, queue) = &conns[self.next % conns.len()];
-        match queue.try_send(open) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(open)) => {
-                let _ = open
-                    .reply
-                    .send(Err(OpenError::Busy("the connection's open queue")));
-                Ok(())
+        let n = conns.len();
+        for i in 0..n {
+            let (_, queue) = &conns[self.next.wrapping_add(i) % n];
+            match queue.try_send(open) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o)) => {
+                    open = o;
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(open)) => Err(open),
+        }
+        let _ = open
+            .reply
+            .send(Err(OpenError::Busy("the connections' open queues")));
+        Ok(())
+    }
+
+    /// Hands the opens waiting for `peer` to its connections, if it has
+    /// one.
+    fn route_pending(&mut self, peer: PeerId) {
+        let Some(waiting) = self.pending.remove(&peer) else {
+            return;
+        };
+        let mut left = Vec::new();
+        for open in waiting.into_iter().filter(|o| !o.reply.is_closed()) {
+            if let Err(open) = self.route(peer, open) {
+                left.push(open);
+            }
+        }
+        if !left.is_empty() {
+            self.pending.insert(peer, left);
         }
     }
 }
@@ -172,6 +200,13 @@ impl Control {
             match shared.route(peer, open) {
                 Ok(()) => false,
                 Err(open) => {
+                    if shared.pending.len() >= MAX_PENDING_PEERS {
+                        // Opens whose callers gave up leave first.
+                        shared.pending.retain(|_, q| {
+                            q.retain(|o| !o.reply.is_closed());
+                            !q.is_empty()
+                        });
+                    }
                     let waiting = shared.pending.len();
                     let queue = shared.pending.entry(peer).or_default();
                     // Opens whose callers gave up leave.
@@ -261,14 +296,8 @@ impl Behaviour {
             .entry(peer)
             .or_default()
             .push((connection, queue));
-        // Opens that waited for this peer go to its first connection.
-        for open in shared.pending.remove(&peer).unwrap_or_default() {
-            if let Err(open) = shared.route(peer, open) {
-                let _ = open
-                    .reply
-                    .send(Err(OpenError::Io("the connection closed".into())));
-            }
-        }
+        // Opens that waited for this peer go to its connections.
+        shared.route_pending(peer);
         Handler {
             peer,
             shared: self.shared.clone(),
@@ -322,6 +351,9 @@ impl NetworkBehaviour for Behaviour {
                         shared.connections.remove(&peer_id);
                     }
                 }
+                // Opens that found only this (closing) connection and
+                // waited: the peer's other connections take them.
+                shared.route_pending(peer_id);
             }
             FromSwarm::DialFailure(DialFailure {
                 peer_id: Some(peer),
@@ -387,13 +419,20 @@ impl ConnectionHandler for Handler {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ConnectionHandlerEvent<Protocols, Self::OutboundOpenInfo, Infallible>> {
-        match self.opens.poll_recv(cx) {
-            Poll::Ready(Some(open)) => {
-                Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                    protocol: SubstreamProtocol::new(Protocols(vec![open.protocol]), open.reply),
-                })
+        loop {
+            match self.opens.poll_recv(cx) {
+                // Its caller gave up (the open deadline): no stream for it.
+                Poll::Ready(Some(open)) if open.reply.is_closed() => {}
+                Poll::Ready(Some(open)) => {
+                    return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                        protocol: SubstreamProtocol::new(
+                            Protocols(vec![open.protocol]),
+                            open.reply,
+                        ),
+                    });
+                }
+                _ => return Poll::Pending,
             }
-            _ => Poll::Pending,
         }
     }
 
@@ -461,5 +500,69 @@ impl OutboundUpgrade<Stream> for Protocols {
 
     fn upgrade_outbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
         ready(Ok((stream, protocol)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (Open, oneshot::Receiver<Result<Stream, OpenError>>) {
+        let (reply, answer) = oneshot::channel();
+        let protocol = StreamProtocol::new("/kite/test/1.0.0");
+        (Open { protocol, reply }, answer)
+    }
+
+    /// A connection whose handler is gone (closing, not yet reported
+    /// closed) is passed over: the open goes to the peer's other
+    /// connection instead of waiting for a dial that never comes.
+    #[test]
+    fn an_open_skips_a_closing_connection() {
+        let peer = PeerId::random();
+        let mut shared = Shared::default();
+        let (gone, gone_rx) = mpsc::channel(4);
+        drop(gone_rx);
+        let (live, mut live_rx) = mpsc::channel(4);
+        shared.connections.insert(
+            peer,
+            vec![
+                (ConnectionId::new_unchecked(1), gone),
+                (ConnectionId::new_unchecked(2), live),
+            ],
+        );
+        for _ in 0..3 {
+            let (o, _answer) = open();
+            assert!(shared.route(peer, o).is_ok());
+            assert!(live_rx.try_recv().is_ok());
+        }
+        assert_eq!(shared.connections[&peer].len(), 1);
+        // With no live connection left, the open comes back to wait.
+        drop(live_rx);
+        let (o, _answer) = open();
+        assert!(shared.route(peer, o).is_err());
+        assert!(!shared.connections.contains_key(&peer));
+    }
+
+    /// Opens waiting for a peer go to a connection when one is there;
+    /// those whose callers gave up are dropped, not sent.
+    #[test]
+    fn waiting_opens_go_to_a_connection_and_abandoned_ones_leave() {
+        let peer = PeerId::random();
+        let mut shared = Shared::default();
+        let (kept, _kept_answer) = open();
+        let (abandoned, abandoned_answer) = open();
+        drop(abandoned_answer);
+        shared.pending.insert(peer, vec![kept, abandoned]);
+        // No connection yet: they stay.
+        shared.route_pending(peer);
+        assert_eq!(shared.pending[&peer].len(), 1);
+        let (queue, mut rx) = mpsc::channel(4);
+        shared
+            .connections
+            .insert(peer, vec![(ConnectionId::new_unchecked(1), queue)]);
+        shared.route_pending(peer);
+        assert!(!shared.pending.contains_key(&peer));
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err());
     }
 }
