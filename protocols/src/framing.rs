@@ -23,6 +23,9 @@ pub const MAX_PREFIX_LEN: usize = 10;
 /// costs little memory.
 const INITIAL_CAPACITY: usize = 64 * 1024;
 
+/// Most bytes asked of the stream in one read of a body.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// The short name of a message type ("TxResponse"), for errors.
 pub fn msg_name<M>() -> &'static str {
     let full = std::any::type_name::<M>();
@@ -139,8 +142,10 @@ where
             let to = body.capacity().saturating_mul(2).clamp(1, len);
             body.reserve_exact(to - body.len());
         }
+        // At most a chunk is zeroed per read: zeroing all the spare room
+        // on every read made a large body cost its size squared.
         let start = body.len();
-        let room = body.capacity().min(len) - start;
+        let room = (body.capacity().min(len) - start).min(READ_CHUNK);
         body.resize(start + room, 0);
         let n = stream.read(&mut body[start..]).await?;
         body.truncate(start + n);
