@@ -34,7 +34,10 @@ pub struct EngineConfig {
     /// Largest encoded block.
     pub max_block_bytes: u64,
     /// Leader: how long txs may wait before a block that is not full is
-    /// proposed.
+    /// proposed, counted from when the first tx arrived in an idle mempool
+    /// or from the last proposal while txs kept coming (so under steady load
+    /// a block goes out at the previous one's commit if that one was
+    /// proposed at least this long before).
     pub propose_timeout_ms: u64,
     /// Leader: how long to wait with no tx before proposing an empty block;
     /// 0 means never.

@@ -248,7 +248,10 @@ pub struct Genesis {
     #[serde(default)]
     pub quorum: Quorum,
     /// How long the leader waits with txs pending before proposing a
-    /// block that is not full.
+    /// block that is not full (counted from the previous proposal while
+    /// txs keep coming: a block is never proposed more often than this
+    /// unless full, and under steady load it goes out at the previous
+    /// block's commit once this has passed since its proposal).
     #[serde(with = "human_duration", default = "default_propose_timeout")]
     pub propose_timeout: Duration,
     /// How long the leader waits with no tx before proposing an empty

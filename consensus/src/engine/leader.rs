@@ -113,6 +113,12 @@ impl Engine {
             return;
         };
         let hash = block.hash();
+        if !block.txs().is_empty() {
+            // What arrives from now on waits for the next block; the
+            // mempool's count still holds this block's txs until it
+            // commits, so `on_mempool` would not restart the wait.
+            self.ld.txs_since = Some(self.now);
+        }
         self.ld.round = self.ld.round.saturating_add(1);
         if self.h.proposed.len() >= MAX_PROPOSED {
             // The record keeps the newest proposals: a validator still
