@@ -14,7 +14,7 @@ use kite_protocols::status::{StatusInfo, StatusSource};
 use kite_protocols::term::TermSink;
 use kite_protocols::tx::TxSource;
 use kite_protocols::txann::TxSink;
-use kite_protocols::{ack, blk, blkann, blkprop, discover, status, term, txann};
+use kite_protocols::{ack, blk, blkann, blkprop, discover, status, term, txann, txpush};
 use kite_types::{
     Acked, BLOCK_VERSION, Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, TermChange, Tx,
     Vote,
@@ -286,7 +286,7 @@ impl StatusSource for Everything {
 }
 
 /// Number of requests [`ask`] knows.
-pub const ASKS: u8 = 12;
+pub const ASKS: u8 = 13;
 
 /// Sends request number `which % ASKS` (each protocol's asking side) over
 /// `s` and checks that an accepted answer is the one asked for.
@@ -362,6 +362,12 @@ where
             let c = TermChange::new(&key(2), CHAIN, 1, 2, Some(acked));
             let _ = term::send(s, &c, Some(&b)).await;
         }
+        11 => {
+            let txs: Vec<_> = (1..=3).map(tx).collect();
+            if let Ok(sent) = txpush::push(s, &txs).await {
+                assert_eq!(sent, txs.len());
+            }
+        }
         9 => {
             if let Ok(peers) = discover::request(s, 5).await {
                 assert!(peers.len() <= 5);
@@ -374,7 +380,7 @@ where
 }
 
 /// Number of protocols [`serve`] knows.
-pub const SERVES: u8 = 9;
+pub const SERVES: u8 = 10;
 
 /// Serves protocol number `which % SERVES` over `s` into `sink`.
 pub async fn serve<S>(which: u8, s: S, sink: &Everything)
@@ -390,6 +396,7 @@ where
         5 => ack::serve(s, sink).await,
         6 => discover::serve(s, sink).await,
         7 => term::serve(s, sink, MAX_BLOCK).await,
+        8 => txpush::serve(s, sink).await,
         _ => status::serve(s, sink).await,
     };
 }

@@ -29,7 +29,7 @@ use kite_protocols::budget::ByteBudget;
 use kite_protocols::discover::{self, PeerEntry, PeerSource};
 use kite_protocols::status::{self, StatusInfo, StatusSource};
 use kite_protocols::term::{self, TermSink};
-use kite_protocols::{tx, txann};
+use kite_protocols::{tx, txann, txpush};
 use kite_types::{Block, BlockHeader, TermChange, Vote};
 use std::sync::Arc;
 
@@ -102,6 +102,12 @@ pub fn spawn_accept_loops(h: &Arc<Handlers>) -> Result<(), p2p::HostError> {
             None => txann::serve(st, &NoTxs).await,
         }
     });
+    serve!(txpush::PROTOCOL, |s, st| async move {
+        match &s.h.gossip {
+            Some(g) => txpush::serve(st, &g.peer(s.peer)).await,
+            None => txpush::serve(st, &NoTxs).await,
+        }
+    });
     serve!(blk::PROTOCOL, |s, st| blk::serve(st, &s));
     let mbb = shared.max_block_bytes();
     serve!(blkann::PROTOCOL, |s, st| blkann::serve(st, &s, mbb));
@@ -113,7 +119,8 @@ pub fn spawn_accept_loops(h: &Arc<Handlers>) -> Result<(), p2p::HostError> {
     Ok(())
 }
 
-/// The tx protocols of a blocks-only node: no mempool, no tx gossip.
+/// The tx protocols of a blocks-only node: no mempool, no tx gossip (it
+/// wants no announced tx and drops pushed ones).
 struct NoTxs;
 
 #[async_trait]

@@ -511,7 +511,7 @@ pub async fn start_on(opts: NodeOptions, transport: Transport) -> Result<Running
     let gossip = shared
         .mempool
         .clone()
-        .map(|m| TxGossip::start(shared.clone(), m, peers.clone()));
+        .map(|m| TxGossip::start(shared.clone(), m, peers.clone(), state.clone()));
     let fetcher = Fetcher::new(
         shared.clone(),
         engine_inbox.clone(),

@@ -14,7 +14,9 @@ use kite_node::testkit::{NetSpec, Probe, TestNet, wait_for};
 use kite_protocols::blkprop::ResetInfo;
 use kite_protocols::framing::encode_frame;
 use kite_protocols::status::{self, StatusInfo, StatusSource};
-use kite_protocols::{ALL_PROTOCOLS, ack, blk, blkann, blkprop, discover, proto, tx, txann};
+use kite_protocols::{
+    ALL_PROTOCOLS, ack, blk, blkann, blkprop, discover, proto, tx, txann, txpush,
+};
 use kite_types::{Block, BlockHeader, CommitInfo, Hash, Payload, Tx, Vote};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -450,6 +452,102 @@ async fn forged_messages_leave_the_network_committing() {
         );
     }
     attacker.stop().await;
+    for exit in net.stop().await {
+        assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
+    }
+}
+
+/// `/kite/txpush`: a pushed tx is admitted without blame; a push carrying
+/// a tx whose signature does not verify is the pusher's forgery (honest
+/// nodes push only txs they admitted): the pusher is reported and nothing
+/// of it is admitted. The same holds for a forged tx delivered after an
+/// announce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_pushed_or_announced_tx_gets_its_sender_reported() {
+    let _serial = SERIAL.lock().await;
+    kite_node::testkit::init_log();
+    let net = start_net(75).await;
+    net.wait_height(1, DEADLINE).await.unwrap();
+    let chain = net.genesis.chain_id.clone();
+    let pusher = Probe::spawn(&chain, 0x75).unwrap();
+    let id0 = net.peer_id(0).unwrap();
+    pusher.connect(net.addr(0).unwrap(), id0).await.unwrap();
+    let host0 = net.shared(0).unwrap().host.clone();
+    let m = net.shared(0).unwrap().mempool.clone().unwrap();
+    let put = |nonce: u64| {
+        Tx::sign(
+            &net.faucet,
+            &chain,
+            nonce,
+            Payload::Put {
+                key: format!("k{nonce}").into_bytes(),
+                value: b"v".to_vec(),
+            },
+        )
+    };
+    let forge = |t: &Tx| {
+        let mut p = proto_tx(t);
+        p.signature[0] ^= 1;
+        Tx::from_proto(p).unwrap()
+    };
+    let before = host0.reported_points();
+    let good = put(1);
+    let s = pusher
+        .host
+        .open_stream(id0, txpush::PROTOCOL)
+        .await
+        .unwrap();
+    assert_eq!(
+        txpush::push(s, std::slice::from_ref(&good)).await.unwrap(),
+        1
+    );
+    wait_for("the pushed tx admitted", DEADLINE, || async {
+        m.contains(&good.hash()).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        host0.reported_points(),
+        before,
+        "an honest push is not blamed"
+    );
+
+    let forged = forge(&put(2));
+    let s = pusher
+        .host
+        .open_stream(id0, txpush::PROTOCOL)
+        .await
+        .unwrap();
+    assert_eq!(
+        txpush::push(s, std::slice::from_ref(&forged))
+            .await
+            .unwrap(),
+        1
+    );
+    wait_for("the pusher reported", DEADLINE, || async {
+        (host0.reported_points() >= before + u64::from(kite_protocols::score::INVALID))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(!m.contains(&forged.hash()), "a forged tx was admitted");
+
+    let before = host0.reported_points();
+    let forged = forge(&put(3));
+    let s = pusher.host.open_stream(id0, txann::PROTOCOL).await.unwrap();
+    let out = txann::announce(s, &[forged.hash()], |_| Some(forged.clone()))
+        .await
+        .unwrap();
+    assert_eq!(out.sent, 1);
+    wait_for("the announcer reported", DEADLINE, || async {
+        (host0.reported_points() >= before + u64::from(kite_protocols::score::INVALID))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(!m.contains(&forged.hash()), "a forged tx was admitted");
+    assert_healthy(&net, 3, 0x76).await;
+    pusher.stop().await;
     for exit in net.stop().await {
         assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
     }

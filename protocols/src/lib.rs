@@ -21,6 +21,7 @@
 //! |---|---|---|---|
 //! | [`tx`] | `/kite/tx/1.0.0` | [`tx::request`] | [`tx::TxSource`] |
 //! | [`txann`] | `/kite/txann/1.0.0` | [`txann::announce`] | [`txann::TxSink`] |
+//! | [`txpush`] | `/kite/txpush/1.0.0` | [`txpush::push`] | [`txann::TxSink`] |
 //! | [`blk`] | `/kite/blk/1.0.0` | [`blk::request`] | [`blk::BlockSource`] |
 //! | [`blkann`] | `/kite/blkann/1.0.0` | [`blkann::announce`] | [`blkann::AnnounceSink`] |
 //! | [`blkprop`] | `/kite/blkprop/3.0.0` | [`blkprop::propose`], [`blkprop::reset`] | [`blkprop::ProposalSink`] |
@@ -55,6 +56,7 @@ pub mod status;
 pub mod term;
 pub mod tx;
 pub mod txann;
+pub mod txpush;
 
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -76,9 +78,10 @@ pub fn identify_version(chain_id: &str) -> String {
 }
 
 /// Every stream protocol id this crate implements.
-pub const ALL_PROTOCOLS: [&str; 9] = [
+pub const ALL_PROTOCOLS: [&str; 10] = [
     tx::PROTOCOL,
     txann::PROTOCOL,
+    txpush::PROTOCOL,
     blk::PROTOCOL,
     blkann::PROTOCOL,
     blkprop::PROTOCOL,
@@ -99,6 +102,7 @@ mod tests {
             [
                 "/kite/tx/1.0.0",
                 "/kite/txann/1.0.0",
+                "/kite/txpush/1.0.0",
                 "/kite/blk/1.0.0",
                 "/kite/blkann/1.0.0",
                 "/kite/blkprop/3.0.0",

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use futures::io::{AsyncRead, AsyncWrite, Cursor};
 use kite_protocols::framing::{read_msg, write_msg};
-use kite_protocols::{ack, blk, blkann, blkprop, discover, proto, status, tx, txann};
+use kite_protocols::{ack, blk, blkann, blkprop, discover, proto, status, tx, txann, txpush};
 use kite_types::{Block, BlockHeader, CommitInfo, Hash, NodeKey, Payload, Tx, Vote};
 use proptest::prelude::*;
 use std::io;
@@ -181,6 +181,8 @@ async fn run_all(input: &[u8]) -> usize {
             .await
             .is_ok(),
         txann::serve(s(), &n).await.is_ok(),
+        txpush::push(s(), std::slice::from_ref(&n.tx)).await.is_ok(),
+        txpush::serve(s(), &n).await.is_ok(),
         blk::request(s(), blk::BlockQuery::Height(3), max_block)
             .await
             .is_ok(),

@@ -1,5 +1,5 @@
-//! The announcer: runs the announce streams of tx gossip, fair to every
-//! peer and within what each receiver accepts.
+//! The announcer: runs the announce and push streams of tx gossip, fair
+//! to every peer and within what each receiver accepts.
 //!
 //! A receiver serves a peer at most [`crate::p2p::per_peer_share`] of its
 //! `/kite/txann` handlers at once and resets the streams beyond. Before
@@ -16,13 +16,15 @@
 //! - serves the peers in turn, at most `share` streams to one peer and
 //!   [`MAX_ANNOUNCE_STREAMS`] in all;
 //! - tries a failed batch again, [`TRIES`] times in all, while its peer is
-//!   connected; the batches of a peer that left are dropped.
+//!   connected; the batches of a peer that left are dropped;
+//! - announces at once, to the same peer, what a push did not deliver (the
+//!   push failed, or its txs did not fit one push).
 
 use super::TxGossip;
 use crate::outbound::exchange;
 use crate::p2p::PeerId;
 use crate::peers::table::PeerTable;
-use kite_protocols::txann;
+use kite_protocols::{txann, txpush};
 use kite_types::Hash;
 use std::collections::{HashMap, VecDeque};
 use tokio::sync::{mpsc, watch};
@@ -44,6 +46,28 @@ pub struct Batch {
     pub hashes: Vec<Hash>,
     /// Tries so far.
     pub tries: u8,
+    /// Push the txs whole (`/kite/txpush`) rather than announce them.
+    pub push: bool,
+}
+
+impl Batch {
+    /// Txs to announce.
+    pub fn announce(hashes: Vec<Hash>) -> Batch {
+        Batch {
+            hashes,
+            tries: 0,
+            push: false,
+        }
+    }
+
+    /// Txs to push.
+    pub fn push(hashes: Vec<Hash>) -> Batch {
+        Batch {
+            hashes,
+            tries: 0,
+            push: true,
+        }
+    }
 }
 
 /// Which announce batches wait for which peer, and how many streams each
@@ -76,10 +100,10 @@ impl AnnounceQueue {
         }
     }
 
-    /// Queues `hashes` for `peer`; false when its queue is full (the batch
+    /// Queues `batch` for `peer`; false when its queue is full (the batch
     /// is dropped and counted).
-    pub fn push(&mut self, peer: PeerId, hashes: Vec<Hash>) -> bool {
-        self.enqueue(peer, Batch { hashes, tries: 0 }, false)
+    pub fn push(&mut self, peer: PeerId, batch: Batch) -> bool {
+        self.enqueue(peer, batch, false)
     }
 
     fn enqueue(&mut self, peer: PeerId, batch: Batch, front: bool) -> bool {
@@ -142,7 +166,9 @@ impl AnnounceQueue {
 
     /// A stream to `peer` ended; a failed `batch` is queued again (first
     /// in its peer's queue) while it has tries left and the peer is
-    /// `connected`.
+    /// `connected`. A failed push is queued as an announce of the same
+    /// hashes (for a push that delivered part of its txs, `batch` holds
+    /// the rest).
     pub fn done(&mut self, peer: PeerId, batch: Batch, ok: bool, connected: bool) {
         self.running = self.running.saturating_sub(1);
         if let Some(n) = self.active.get_mut(&peer) {
@@ -152,7 +178,9 @@ impl AnnounceQueue {
             }
         }
         if !ok {
-            if connected && batch.tries < TRIES {
+            if connected && batch.push {
+                self.enqueue(peer, Batch::announce(batch.hashes), true);
+            } else if connected && batch.tries < TRIES {
                 self.enqueue(peer, batch, true);
             } else {
                 self.dropped += 1;
@@ -204,7 +232,7 @@ impl Drop for EndGuard {
 pub(super) async fn run(
     g: TxGossip,
     table: watch::Receiver<PeerTable>,
-    mut batches: mpsc::Receiver<(PeerId, Vec<Hash>)>,
+    mut batches: mpsc::Receiver<(PeerId, Batch)>,
 ) {
     let stop = g.shared.stop.clone();
     let max = g.shared.config.p2p.max_streams_per_protocol as usize;
@@ -221,8 +249,8 @@ pub(super) async fn run(
             // Batches stay in the channel while the queue is full, so the
             // gossip owner sees it and leaves fresh txs in the mempool.
             b = batches.recv(), if queue.waiting() < MAX_WAITING => match b {
-                Some((peer, hashes)) => {
-                    queue.push(peer, hashes);
+                Some((peer, batch)) => {
+                    queue.push(peer, batch);
                 }
                 None => return,
             },
@@ -244,23 +272,51 @@ pub(super) async fn run(
                         ok: false,
                     }),
                 };
-                let m = g.mempool.clone();
-                let hashes = end
-                    .end
-                    .as_ref()
-                    .map(|e| e.batch.hashes.clone())
-                    .unwrap_or_default();
-                let ok = exchange(&g.shared, peer, txann::PROTOCOL, |s| {
-                    txann::announce(s, &hashes, |h| m.get(h))
-                })
-                .await
-                .is_ok();
-                if let Some(e) = end.end.as_mut() {
-                    e.ok = ok;
-                }
+                let Some(e) = end.end.as_mut() else {
+                    return;
+                };
+                e.ok = if e.batch.push {
+                    push(&g, peer, &mut e.batch).await
+                } else {
+                    let (m, hashes) = (g.mempool.clone(), e.batch.hashes.clone());
+                    exchange(&g.shared, peer, txann::PROTOCOL, |s| {
+                        txann::announce(s, &hashes, |h| m.get(h))
+                    })
+                    .await
+                    .is_ok()
+                };
             });
         }
     }
+}
+
+/// Pushes the txs of `batch` that are still pending to `peer`; true when
+/// they all went. Otherwise `batch` keeps the hashes that did not go (the
+/// push failed, or they did not fit one push) and false is returned: they
+/// are announced instead.
+async fn push(g: &TxGossip, peer: PeerId, batch: &mut Batch) -> bool {
+    let txs: Vec<kite_types::Tx> = batch
+        .hashes
+        .iter()
+        .filter_map(|h| g.mempool.get(h))
+        .collect();
+    if txs.is_empty() {
+        // All committed or evicted since: nothing to hand on.
+        return true;
+    }
+    let sent = exchange(&g.shared, peer, txpush::PROTOCOL, |s| txpush::push(s, &txs))
+        .await
+        .unwrap_or(0);
+    if sent == txs.len() {
+        return true;
+    }
+    batch.hashes = txs
+        .get(sent..)
+        .unwrap_or_default()
+        .iter()
+        .map(kite_types::Tx::hash)
+        .collect();
+    false
 }
 
 #[cfg(test)]
@@ -276,9 +332,9 @@ mod tests {
         let (a, b) = (PeerId::random(), PeerId::random());
         let mut q = AnnounceQueue::new(2, 64);
         for i in 0..10 {
-            assert!(q.push(a, batch(i)));
+            assert!(q.push(a, Batch::announce(batch(i))));
         }
-        q.push(b, batch(100));
+        q.push(b, Batch::announce(batch(100)));
         let all = |_: &PeerId| true;
         let first: Vec<PeerId> = std::iter::from_fn(|| q.next(all).map(|(p, _)| p)).collect();
         assert_eq!(first.iter().filter(|p| **p == a).count(), 2, "{first:?}");
@@ -290,6 +346,7 @@ mod tests {
             Batch {
                 hashes: batch(0),
                 tries: 1,
+                push: false,
             },
         );
         q.done(p, bt, true, true);
@@ -302,7 +359,7 @@ mod tests {
         let mut q = AnnounceQueue::new(100, 3);
         let peers: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
         for p in &peers {
-            q.push(*p, batch(1));
+            q.push(*p, Batch::announce(batch(1)));
         }
         let all = |_: &PeerId| true;
         let got = std::iter::from_fn(|| q.next(all)).count();
@@ -311,9 +368,9 @@ mod tests {
         let p = peers[0];
         let mut q = AnnounceQueue::new(1, 1);
         for i in 0..MAX_WAITING_PER_PEER {
-            assert!(q.push(p, batch(i as u8)));
+            assert!(q.push(p, Batch::announce(batch(i as u8))));
         }
-        assert!(!q.push(p, batch(0)));
+        assert!(!q.push(p, Batch::announce(batch(0))));
         assert_eq!(q.dropped(), 1);
     }
 
@@ -321,8 +378,8 @@ mod tests {
     fn a_failed_batch_is_tried_again_first_until_its_tries_are_spent() {
         let a = PeerId::random();
         let mut q = AnnounceQueue::new(1, 8);
-        q.push(a, batch(1));
-        q.push(a, batch(2));
+        q.push(a, Batch::announce(batch(1)));
+        q.push(a, Batch::announce(batch(2)));
         let all = |_: &PeerId| true;
         for try_no in 1..=TRIES {
             let (p, b) = q.next(all).unwrap();
@@ -335,13 +392,36 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_push_becomes_an_announce_first_in_line() {
+        let a = PeerId::random();
+        let mut q = AnnounceQueue::new(1, 8);
+        q.push(a, Batch::push(batch(1)));
+        q.push(a, Batch::announce(batch(2)));
+        let all = |_: &PeerId| true;
+        let (p, b) = q.next(all).unwrap();
+        assert!(b.push);
+        q.done(p, b, false, true);
+        let (p, b) = q.next(all).unwrap();
+        assert_eq!((&b.hashes, b.push, b.tries), (&batch(1), false, 1));
+        q.done(p, b, true, true);
+        // A push to a peer that left is dropped like any batch.
+        q.push(a, Batch::push(batch(3)));
+        let (p, b) = q.next(all).unwrap();
+        assert_eq!(b.hashes, batch(2), "the older announce first");
+        q.done(p, b, true, true);
+        let (p, b) = q.next(all).unwrap();
+        q.done(p, b, false, false);
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[test]
     fn a_gone_peers_batches_are_dropped_and_free_the_queue() {
         let (a, b) = (PeerId::random(), PeerId::random());
         let mut q = AnnounceQueue::new(1, 1);
         for i in 0..5 {
-            q.push(a, batch(i));
+            q.push(a, Batch::announce(batch(i)));
         }
-        q.push(b, batch(9));
+        q.push(b, Batch::announce(batch(9)));
         // a left the table: its batches go, b is served.
         let (p, bt) = q.next(|p| *p != a).unwrap();
         assert_eq!(p, b);

@@ -1,30 +1,42 @@
 //! Tx gossip's one home. One task owns the gossip state: which txs are
 //! being fetched from whom (with other announcers as fallbacks), and which
 //! peer first sent each tx (a tx is never announced back to its sender).
-//! It announces newly admitted txs every [`ANNOUNCE_INTERVAL`] and
-//! re-announces the oldest unconfirmed ones every
-//! `p2p.reannounce_interval`.
+//! Every [`ANNOUNCE_INTERVAL`] it hands on newly admitted txs: the txs
+//! this node's own clients submitted are pushed whole to the leader of the
+//! node's term (`/kite/txpush`, one flight: only the leader needs a tx
+//! before its block) and announced to every other peer; txs that came
+//! from a peer are announced to every peer but that one. Every
+//! `p2p.reannounce_interval` it re-announces the oldest unconfirmed txs to
+//! every peer, the leader included (a push that failed is announced at
+//! once).
 //!
-//! The inbound side ([`TxPeer`]) serves `/kite/tx` (a tx by hash) and
+//! The inbound side ([`TxPeer`]) serves `/kite/tx` (a tx by hash),
 //! `/kite/txann` (announces: it asks the owner which hashes it wants, then
-//! admits the delivered txs in one batch verification). Nothing here runs
-//! on a blocks-only node: it has no mempool. The announce streams
-//! themselves run in [`announce`], within each receiver's stream share.
+//! admits the delivered txs in one batch verification) and `/kite/txpush`
+//! (pushed txs, admitted the same way). A tx from a peer whose signature
+//! does not verify is that peer's forgery (honest nodes hand on only txs
+//! they admitted) and is reported. Nothing here runs on a blocks-only
+//! node: it has no mempool. The announce and push streams themselves run
+//! in [`announce`], within each receiver's stream share.
 
 pub mod announce;
 
 pub use announce::MAX_ANNOUNCE_STREAMS;
 
+use announce::Batch;
+
 use crate::context::Shared;
 use crate::outbound::exchange;
 use crate::p2p::PeerId;
 use crate::peers::Peers;
+use crate::state::StateRx;
 use async_trait::async_trait;
-use kite_mempool::Mempool;
+use kite_mempool::{Mempool, MempoolError};
 use kite_protocols::budget::ByteBudget;
 use kite_protocols::limits::MAX_ANNOUNCE_HASHES;
 use kite_protocols::tx::{self, TxSource};
 use kite_protocols::txann::TxSink;
+use kite_protocols::txpush::MAX_PUSH_TXS;
 use kite_types::{Hash, Tx};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -187,8 +199,14 @@ pub struct TxGossip {
 }
 
 impl TxGossip {
-    /// Starts the gossip task (a node with a mempool only).
-    pub fn start(shared: Arc<Shared>, mempool: Arc<Mempool>, peers: Peers) -> TxGossip {
+    /// Starts the gossip task (a node with a mempool only); `state` tells
+    /// it the leader to push to.
+    pub fn start(
+        shared: Arc<Shared>,
+        mempool: Arc<Mempool>,
+        peers: Peers,
+        state: StateRx,
+    ) -> TxGossip {
         let (tx, rx) = mpsc::channel(MAILBOX);
         let gossip = TxGossip {
             tx,
@@ -200,6 +218,7 @@ impl TxGossip {
         let owner = Owner {
             gossip: gossip.clone(),
             peers,
+            state,
             fetching: Fetches::default(),
             origins: HashMap::new(),
             batches: batch_tx,
@@ -214,7 +233,8 @@ impl TxGossip {
 
     /// Admits txs received from `from` (None: local) off the executor, in
     /// one batch verification; the admitted ones are announced, never back
-    /// to `from`.
+    /// to `from`. A tx from a peer whose signature does not verify gets
+    /// that peer reported.
     pub async fn admit(&self, txs: Vec<Tx>, from: Option<PeerId>) {
         let hashes: Vec<Hash> = txs.iter().map(Tx::hash).collect();
         if let Some(peer) = from {
@@ -228,8 +248,28 @@ impl TxGossip {
         }
         let (m, accounts) = (self.mempool.clone(), self.shared.accounts());
         let now = self.shared.clock.now_ms();
-        let _ = tokio::task::spawn_blocking(move || m.admit_batch(txs, &accounts, now)).await;
-        if from.is_some() {
+        let results = tokio::task::spawn_blocking(move || m.admit_batch(txs, &accounts, now))
+            .await
+            .unwrap_or_default();
+        if let Some(peer) = from {
+            let forged = results
+                .iter()
+                .zip(&hashes)
+                .filter(|(r, _)| matches!(r, Err(MempoolError::BadSignature)))
+                .map(|(_, h)| *h)
+                .collect::<Vec<Hash>>();
+            if let Some(first) = forged.first() {
+                tracing::debug!(%peer, forged = forged.len(), "tx gossip: txs with bad signatures");
+                self.shared.host.report(
+                    peer,
+                    kite_protocols::score::INVALID,
+                    &format!(
+                        "tx gossip: {} txs whose signature does not verify (first {})",
+                        forged.len(),
+                        first.short()
+                    ),
+                );
+            }
             let _ = self.tx.send(Msg::Done { hashes }).await;
         }
     }
@@ -255,9 +295,10 @@ impl TxGossip {
 struct Owner {
     gossip: TxGossip,
     peers: Peers,
+    state: StateRx,
     fetching: Fetches,
     origins: HashMap<Hash, PeerId>,
-    batches: mpsc::Sender<(PeerId, Vec<Hash>)>,
+    batches: mpsc::Sender<(PeerId, Batch)>,
     fetches: Arc<Semaphore>,
 }
 
@@ -351,9 +392,22 @@ impl Owner {
         }
     }
 
-    /// Hands this round's announce batches to the announcer: fresh txs to
-    /// every peer but their origin, and, when `reannounce` is set, the
-    /// oldest unconfirmed txs to every peer.
+    /// The leader of this node's term, when it is another peer that takes
+    /// txs (connected, not blocks-only): the one fresh local txs are
+    /// pushed to.
+    fn push_target(&self, peers: &[PeerId]) -> Option<PeerId> {
+        let leader = self.state.borrow().leader;
+        if leader == self.gossip.shared.public {
+            return None;
+        }
+        crate::p2p::keys::peer_id_of(&leader).filter(|p| peers.contains(p))
+    }
+
+    /// Hands this round's batches to the announcer: fresh txs of this
+    /// node's clients pushed to the leader and announced to the other
+    /// peers, fresh txs from a peer announced to every peer but that one,
+    /// and, when `reannounce` is set, the oldest unconfirmed txs announced
+    /// to every peer.
     fn announce(&mut self, now: u64, reannounce: Option<u64>) {
         let peers: Vec<PeerId> = self
             .peers
@@ -370,16 +424,28 @@ impl Owner {
             return;
         }
         let fresh = mempool.take_announcements(MAX_ANNOUNCE_HASHES * 8);
+        let leader = self.push_target(&peers);
+        let mut pushes = Vec::new();
         // Ordered by peer: the same announces open streams in the same
         // order (repeatable runs on the test network).
         let mut batches: std::collections::BTreeMap<PeerId, Vec<Hash>> =
             std::collections::BTreeMap::new();
         for h in fresh {
             let origin = self.origins.get(&h).copied();
+            let push_to = leader.filter(|_| origin.is_none());
+            if push_to.is_some() {
+                pushes.push(h);
+            }
             for p in &peers {
-                if Some(*p) != origin {
+                if Some(*p) != origin && Some(*p) != push_to {
                     batches.entry(*p).or_default().push(h);
                 }
+            }
+        }
+        if let Some(leader) = leader {
+            for chunk in pushes.chunks(MAX_PUSH_TXS) {
+                // A full queue drops the batch: the txs are re-announced.
+                let _ = self.batches.try_send((leader, Batch::push(chunk.to_vec())));
             }
         }
         if let Some(older_than) = reannounce {
@@ -391,7 +457,9 @@ impl Owner {
         for (peer, hashes) in batches {
             for chunk in hashes.chunks(MAX_ANNOUNCE_HASHES) {
                 // A full queue drops the batch: the txs are re-announced.
-                let _ = self.batches.try_send((peer, chunk.to_vec()));
+                let _ = self
+                    .batches
+                    .try_send((peer, Batch::announce(chunk.to_vec())));
             }
         }
     }
