@@ -14,7 +14,9 @@
 //!    tx/s and latency; CPU seconds each node used per committed tx
 //!    (from /proc); each node's RSS.
 //! 5. Fixed offered rates (`--rates`), `--rate-secs` each: latency.
-//! 6. Each node's RSS after the load, once idle.
+//! 6. Each node's RSS after the load, once it stops falling (the
+//!    allocator gives freed memory back within seconds; see
+//!    [`settled_rss`]).
 //!
 //! It prints a table of figures beside their limits and ratios, and JSON
 //! with `--json`. docs/PERFORMANCE.md holds the latest table.
@@ -87,7 +89,7 @@ pub struct NodeFigures {
     pub rss_idle_mib: f64,
     /// Peak resident memory (VmHWM), MiB.
     pub rss_peak_mib: f64,
-    /// Resident memory after the load, idle, MiB.
+    /// Resident memory after the load, once it stopped falling, MiB.
     pub rss_after_mib: f64,
 }
 
@@ -159,6 +161,36 @@ fn free_base_port(nodes: usize) -> anyhow::Result<u16> {
 }
 
 /// Resident memory of `pid` (`VmRSS`, or `VmHWM` for the peak), MiB.
+/// Longest wait for the nodes' memory to settle after the load.
+const SETTLE_MAX_SECS: u64 = 60;
+/// The memory has settled once the nodes' RSS together fell by less than
+/// this over [`SETTLE_WINDOW`] seconds.
+const SETTLE_MIB: f64 = 2.0;
+const SETTLE_WINDOW: usize = 5;
+
+/// Each node's RSS once it stops falling: sampled every second until the
+/// sum fell by less than [`SETTLE_MIB`] over the last [`SETTLE_WINDOW`]
+/// seconds, at most `max_secs`.
+async fn settled_rss(pids: &[u32], max_secs: u64) -> Vec<f64> {
+    let sample = || -> Vec<f64> { pids.iter().map(|p| mem_mib(*p, "VmRSS:")).collect() };
+    let mut sums = vec![sample().iter().sum::<f64>()];
+    let mut last = sample();
+    for _ in 0..max_secs {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        last = sample();
+        sums.push(last.iter().sum());
+        if let Some(then) = sums
+            .len()
+            .checked_sub(SETTLE_WINDOW + 1)
+            .and_then(|i| sums.get(i))
+            && then - sums.last().copied().unwrap_or(0.0) < SETTLE_MIB
+        {
+            break;
+        }
+    }
+    last
+}
+
 fn mem_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -364,7 +396,7 @@ async fn run(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<NetBench> {
         }
         rates.push(run_load(&load(r.saturating_mul(a.rate_secs).max(1), *r)).await?);
     }
-    tokio::time::sleep(idle).await;
+    let after_rss = settled_rss(&pids, if a.quick { 1 } else { SETTLE_MAX_SECS }).await;
     let nodes_figures = nodes
         .children
         .iter()
@@ -377,7 +409,7 @@ async fn run(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<NetBench> {
                 cpu_us_per_tx: cpu_s * 1e6 / saturation.committed.max(1) as f64,
                 rss_idle_mib: idle_rss[i],
                 rss_peak_mib: peaks[i].max(mem_mib(c.id(), "VmHWM:")),
-                rss_after_mib: mem_mib(c.id(), "VmRSS:"),
+                rss_after_mib: after_rss[i],
             }
         })
         .collect();
