@@ -105,7 +105,14 @@ pub fn spawn_accept_loops(h: &Arc<Handlers>) -> Result<(), p2p::HostError> {
     serve!(txpush::PROTOCOL, |s, st| async move {
         match &s.h.gossip {
             Some(g) => txpush::serve(st, &g.peer(s.peer)).await,
-            None => txpush::serve(st, &NoTxs).await,
+            // Refused unread: the push may be megabytes this node would
+            // only drop (honest nodes push to the leader only).
+            None => {
+                drop(st);
+                Err(ProtocolError::Refused(
+                    "a blocks-only node takes no pushed txs".into(),
+                ))
+            }
         }
     });
     serve!(blk::PROTOCOL, |s, st| blk::serve(st, &s));
@@ -120,7 +127,7 @@ pub fn spawn_accept_loops(h: &Arc<Handlers>) -> Result<(), p2p::HostError> {
 }
 
 /// The tx protocols of a blocks-only node: no mempool, no tx gossip (it
-/// wants no announced tx and drops pushed ones).
+/// wants no announced tx; pushes are refused unread).
 struct NoTxs;
 
 #[async_trait]

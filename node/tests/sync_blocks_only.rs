@@ -9,7 +9,7 @@ mod sync_support;
 use kite_node::config::Role;
 use kite_node::p2p::{self, HostConfig, HostHandle, Multiaddr, PeerId};
 use kite_node::rpc::{RpcBackend, UNSUPPORTED, WaitFor};
-use kite_protocols::{blk, blkann, blkprop, status, txann};
+use kite_protocols::{blk, blkann, blkprop, status, txann, txpush};
 use kite_types::{BLOCK_VERSION, Block, BlockHeader, Hash, Payload, Tx};
 use std::time::Duration;
 use sync_support::*;
@@ -135,6 +135,15 @@ async fn blocks_only_node_syncs_follows_serves_and_never_takes_a_tx() {
     assert_eq!(ann.announced, hashes.len());
     assert_eq!(ann.wanted, 0, "a blocks-only node wanted an announced tx");
     assert_eq!(ann.sent, 0);
+    // A push is refused before it is read.
+    let s = probe
+        .open_stream(archive.peer_id(), txpush::PROTOCOL)
+        .await
+        .unwrap();
+    assert!(
+        txpush::push(s, &txs).await.is_err(),
+        "a blocks-only node took a push"
+    );
 
     let best = archive.shared().store.store().best().unwrap();
     let proposal = Block::new_signed(

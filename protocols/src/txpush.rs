@@ -8,24 +8,27 @@
 //!
 //! 1. Pusher sends one `TxBatch{txs}`: 1 to [`MAX_PUSH_TXS`] distinct txs,
 //!    at most [`TX_BATCH_MAX`] bytes ([`push`] sends the longest prefix of
-//!    its input that fits and says how many it sent).
-//! 2. Receiver checks the count, that every tx decodes and that no tx is
-//!    there twice ([`ProtocolError::Invalid`] otherwise), answers
-//!    `TxPushReceipt{received}` (the number of txs it took in, all of
-//!    them) and hands the txs to the node. Both close.
+//!    its input that fits, a repeated tx once, and says how much of its
+//!    input it consumed).
+//! 2. Receiver checks the count and that every tx decodes
+//!    ([`ProtocolError::Invalid`] / `Decode` otherwise), answers
+//!    `TxPushReceipt{received}` (the number of txs in the batch) and hands
+//!    the txs to the node, a repeated one once (no blame: a mempool may
+//!    hand the same tx out twice). Both close.
 //!
-//! Checked here: counts, decoding, duplicates, the receipt's count.
-//! Checked by the node: signatures and admission. Honest nodes push only
-//! txs they admitted, so a tx whose signature does not verify is the
-//! pusher's forgery (the node reports it). A receiver with no room for the
-//! batch in its byte budget declines it before reading it (no penalty);
-//! the pusher then announces those txs instead. A blocks-only node takes
-//! nothing (it answers with a receipt and drops the txs).
+//! Checked here: counts, decoding, the receipt's count. Checked by the
+//! node: signatures and admission. Honest nodes push only txs they
+//! admitted, so a tx whose signature does not verify is the pusher's
+//! forgery (the node reports it). The batch is read against the protocol
+//! cap, not this node's `max_tx_bytes` (which a node may set below the
+//! genesis's: an honest pusher cannot know it); larger txs are refused at
+//! admission, without blame. A receiver with no room for the batch in its
+//! byte budget declines it before reading it (no penalty); the pusher then
+//! announces those txs instead. A blocks-only node takes no push (the
+//! stream is refused before anything is read).
 
 use crate::framing::{close, read_msg, read_msg_reserved, write_msg};
-use crate::limits::{
-    CONTROL_DEADLINE, CONTROL_MAX, TX_BATCH_MAX, TX_RESPONSE_OVERHEAD, transfer_deadline,
-};
+use crate::limits::{CONTROL_DEADLINE, CONTROL_MAX, TX_BATCH_MAX, transfer_deadline};
 use crate::txann::TxSink;
 use crate::{ProtocolError, proto};
 use futures::io::{AsyncRead, AsyncWrite};
@@ -42,24 +45,30 @@ pub const MAX_PUSH_TXS: usize = crate::limits::MAX_ANNOUNCE_HASHES;
 const ENTRY_OVERHEAD: usize = 6;
 
 /// Pushes the longest prefix of `txs` that fits one push (at most
-/// [`MAX_PUSH_TXS`] txs and [`TX_BATCH_MAX`] bytes) and returns its
-/// length once the receiver's receipt confirms it took them all. The
-/// caller announces the rest. Nothing is sent for an empty `txs`
-/// (`Ok(0)`). The caller passes distinct txs (the receiver refuses a
-/// repeated one).
+/// [`MAX_PUSH_TXS`] distinct txs and [`TX_BATCH_MAX`] bytes; a tx repeated
+/// in the prefix goes once) and returns the prefix's length once the
+/// receiver's receipt confirms it took the batch. The caller announces
+/// the rest. Nothing is sent for an empty `txs` (`Ok(0)`).
 pub async fn push<S>(mut stream: S, txs: &[Tx]) -> Result<usize, ProtocolError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut room = TX_BATCH_MAX;
     let mut batch = Vec::new();
-    for tx in txs.iter().take(MAX_PUSH_TXS) {
+    let mut seen = HashSet::new();
+    let mut consumed = 0;
+    for tx in txs {
+        if !seen.insert(tx.hash()) {
+            consumed += 1;
+            continue;
+        }
         let cost = tx.size() + ENTRY_OVERHEAD;
-        if cost > room {
+        if batch.len() >= MAX_PUSH_TXS || cost > room {
             break;
         }
         room -= cost;
         batch.push(tx.to_proto());
+        consumed += 1;
     }
     if batch.is_empty() {
         return Ok(0);
@@ -81,7 +90,7 @@ where
             format!("{} txs received, {sent} sent", receipt.received),
         ));
     }
-    Ok(sent)
+    Ok(consumed)
 }
 
 /// Receives one push and hands its txs to `sink` (after the receipt is
@@ -91,9 +100,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     const W: &str = "TxBatch";
-    // At most MAX_PUSH_TXS txs at their largest, each with its framing.
-    let per_tx = sink.max_tx_bytes().saturating_add(TX_RESPONSE_OVERHEAD);
-    let max = TX_BATCH_MAX.min(MAX_PUSH_TXS.saturating_mul(per_tx));
+    let max = TX_BATCH_MAX;
     let deadline = transfer_deadline(max);
     let (batch, _held): (proto::TxBatch, _) = match sink.budget() {
         Some(b) => {
@@ -108,20 +115,15 @@ where
             format!("{} txs, 1 to {MAX_PUSH_TXS} allowed", batch.txs.len()),
         ));
     }
+    let received = u32::try_from(batch.txs.len()).unwrap_or(u32::MAX);
     let mut seen: HashSet<Hash> = HashSet::with_capacity(batch.txs.len());
     let mut txs = Vec::with_capacity(batch.txs.len());
     for p in batch.txs {
         let tx = Tx::from_proto(p)?;
-        let h = tx.hash();
-        if !seen.insert(h) {
-            return Err(ProtocolError::invalid(
-                W,
-                format!("tx {} pushed twice", h.short()),
-            ));
+        if seen.insert(tx.hash()) {
+            txs.push(tx);
         }
-        txs.push(tx);
     }
-    let received = u32::try_from(txs.len()).unwrap_or(u32::MAX);
     write_msg(
         &mut stream,
         &proto::TxPushReceipt { received },
@@ -190,6 +192,14 @@ mod tests {
         // Nothing to push: no stream traffic, nothing received.
         let (a, _b) = pipe();
         assert_eq!(push(a, &[]).await.unwrap(), 0);
+        // A repeated tx goes once, and counts as consumed.
+        let twice = vec![all[0].clone(), all[1].clone(), all[0].clone()];
+        let sink = Sink::default();
+        let (a, b) = pipe();
+        let (sent, served) = tokio::join!(push(a, &twice), serve(b, &sink));
+        served.unwrap();
+        assert_eq!(sent.unwrap(), 3);
+        assert_eq!(*sink.got.lock().unwrap(), all[..2].to_vec());
     }
 
     #[tokio::test]
@@ -225,9 +235,9 @@ mod tests {
     async fn forged_and_malformed_pushes_are_refused_and_nothing_is_taken() {
         let all = txs(3);
         assert_eq!(serve_script(batch(&all), true).await.unwrap(), all);
-        // A tx twice.
+        // A tx twice: taken once, without blame.
         let r = serve_script(batch(&[all[0].clone(), all[0].clone()]), true).await;
-        assert_err!(r, ProtocolError::Invalid { .. });
+        assert_eq!(r.unwrap(), vec![all[0].clone()]);
         // No tx at all.
         let r = serve_script(batch(&[]), true).await;
         assert_err!(r, ProtocolError::Invalid { .. });
