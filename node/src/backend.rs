@@ -282,6 +282,8 @@ impl RpcBackend for Backend {
         m.peer_buffer_refused.set(sum(|b| b.refused()));
         m.sig_checks_limited
             .set(crate::context::to_i64(ctx.sig_checks.limited()));
+        m.tx_checks_limited
+            .set(crate::context::to_i64(ctx.tx_checks.limited()));
         ctx.metrics.encode()
     }
 }

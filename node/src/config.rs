@@ -93,6 +93,9 @@ pub struct P2pConfig {
     pub peer_buffer: ByteSize,
     /// Signature checks per second one peer may cost the node.
     pub max_sig_checks_per_peer: u32,
+    /// Tx signature checks per second one peer may cost the node (txs
+    /// it pushes, delivers after an announce or serves on a fetch).
+    pub max_tx_checks_per_peer: u32,
     /// Connections the node tries to keep by dialing known peers.
     pub target_peers: u32,
     /// Most concurrent inbound streams per protocol.
@@ -126,6 +129,7 @@ impl Default for P2pConfig {
             max_memory: ByteSize::b(0),
             peer_buffer: ByteSize::mib(64),
             max_sig_checks_per_peer: 5000,
+            max_tx_checks_per_peer: 20_000,
             target_peers: 16,
             max_streams_per_protocol: 64,
             ban_threshold: 100,
@@ -415,6 +419,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "p2p",
         "max_sig_checks_per_peer",
         "Signature checks per second (and at once) one peer may cost the node: a commit announce costs one per signature, a proposal, reset or vote one. Beyond it they are dropped unchecked, without penalty (honest peers re-send).",
+    ),
+    (
+        "p2p",
+        "max_tx_checks_per_peer",
+        "Tx signature checks per second one peer may cost the node: each tx it pushes, delivers after an announce or serves on a fetch that is not already in the mempool costs one (a batch larger than this takes the whole allowance). Beyond it the txs are dropped unchecked, without penalty: they come back with the next announce of another peer or the re-announce.",
     ),
     (
         "p2p",

@@ -47,6 +47,8 @@ pub struct Shared {
     pub tx_budgets: PeerBudgets,
     /// Signature checks run for peers (`p2p.max_sig_checks_per_peer`).
     pub sig_checks: SigChecks,
+    /// Tx signature checks run for peers (`p2p.max_tx_checks_per_peer`).
+    pub tx_checks: SigChecks,
     /// Where the engine's promise record is written before every vote or
     /// proposal (see [`crate::promise_file`]).
     pub promise_file: PathBuf,

@@ -66,6 +66,9 @@ pub struct Metrics {
     /// Inputs dropped unchecked: their sender was over its rate of
     /// signature checks.
     pub sig_checks_limited: Gauge,
+    /// Tx batches from peers dropped unchecked: their sender was over its
+    /// rate of tx signature checks.
+    pub tx_checks_limited: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,6 +105,7 @@ impl Metrics {
             peer_buffer_peak_bytes: Gauge::default(),
             peer_buffer_refused: Gauge::default(),
             sig_checks_limited: Gauge::default(),
+            tx_checks_limited: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("height", "Last committed height", m.height.clone());
@@ -186,6 +190,11 @@ impl Metrics {
             "sig_checks_limited",
             "Announces, proposals, resets and votes dropped unchecked because their sender was over p2p.max_sig_checks_per_peer",
             m.sig_checks_limited.clone(),
+        );
+        registry.register(
+            "tx_checks_limited",
+            "Tx batches from peers dropped unchecked because their sender was over p2p.max_tx_checks_per_peer",
+            m.tx_checks_limited.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -458,6 +458,7 @@ pub async fn start_on(opts: NodeOptions, transport: Transport) -> Result<Running
         ),
         tx_budgets: PeerBudgets::new(peer_buffer / 2, 2 * kite_protocols::limits::TX_BATCH_MAX),
         sig_checks: SigChecks::new(cfg.p2p.max_sig_checks_per_peer),
+        tx_checks: SigChecks::new(cfg.p2p.max_tx_checks_per_peer),
         promise_file: promise_path,
         stop: Stopper::new(),
     });

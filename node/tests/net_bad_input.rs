@@ -553,6 +553,72 @@ async fn a_forged_pushed_or_announced_tx_gets_its_sender_reported() {
     }
 }
 
+/// A peer over its rate of tx signature checks
+/// (`p2p.max_tx_checks_per_peer`, here 1 a second) has its txs dropped
+/// unchecked and without blame: pushes of valid txs follow each other
+/// until one is dropped, which is then not admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_tx_check_rate_has_its_txs_dropped_unblamed() {
+    let _serial = SERIAL.lock().await;
+    kite_node::testkit::init_log();
+    let mut spec = NetSpec::new(3);
+    spec.chain_id = "kite-bad-77".into();
+    spec.seed = 77;
+    spec.topology = kite_node::testkit::Topology::Mesh;
+    spec.edit = Some(Arc::new(|_, c: &mut Config| {
+        c.p2p.ban_threshold = u32::MAX;
+        c.p2p.max_tx_checks_per_peer = 1;
+    }));
+    let net = TestNet::start(spec).await.unwrap();
+    net.wait_height(1, DEADLINE).await.unwrap();
+    let chain = net.genesis.chain_id.clone();
+    let pusher = Probe::spawn(&chain, 0x77).unwrap();
+    let id0 = net.peer_id(0).unwrap();
+    pusher.connect(net.addr(0).unwrap(), id0).await.unwrap();
+    let shared0 = net.shared(0).unwrap();
+    let m = shared0.mempool.clone().unwrap();
+    let (points, limited) = (shared0.host.reported_points(), shared0.tx_checks.limited());
+    let mut dropped = None;
+    for i in 0..50u8 {
+        // A Put from a fresh account: valid and admissible (no fee).
+        let t = Tx::sign(
+            &kite_types::NodeKey::from_seed([i.wrapping_add(100); 32]),
+            &chain,
+            1,
+            Payload::Put {
+                key: vec![i],
+                value: b"v".to_vec(),
+            },
+        );
+        let s = pusher
+            .host
+            .open_stream(id0, txpush::PROTOCOL)
+            .await
+            .unwrap();
+        txpush::push(s, std::slice::from_ref(&t)).await.unwrap();
+        let over = wait_for("the push admitted or dropped", DEADLINE, || async {
+            if shared0.tx_checks.limited() > limited {
+                Some(true)
+            } else {
+                m.contains(&t.hash()).then_some(false)
+            }
+        })
+        .await
+        .unwrap();
+        if over {
+            dropped = Some(t);
+            break;
+        }
+    }
+    let t = dropped.expect("50 pushes in a row stayed within 1 check a second");
+    assert!(!m.contains(&t.hash()), "a tx over the rate was admitted");
+    assert_eq!(shared0.host.reported_points(), points, "no blame");
+    pusher.stop().await;
+    for exit in net.stop().await {
+        assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
+    }
+}
+
 fn proto_tx(t: &Tx) -> kite_types::proto::Transaction {
     t.to_proto()
 }

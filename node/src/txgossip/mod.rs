@@ -234,9 +234,19 @@ impl TxGossip {
     /// Admits txs received from `from` (None: local) off the executor, in
     /// one batch verification; the admitted ones are announced, never back
     /// to `from`. A tx from a peer whose signature does not verify gets
-    /// that peer reported.
+    /// that peer reported. The txs of a peer over its rate of tx signature
+    /// checks (`p2p.max_tx_checks_per_peer`, counting the txs not yet in
+    /// the mempool) are dropped unchecked, without blame.
     pub async fn admit(&self, txs: Vec<Tx>, from: Option<PeerId>) {
         let hashes: Vec<Hash> = txs.iter().map(Tx::hash).collect();
+        if let Some(peer) = from {
+            let fresh = hashes.iter().filter(|h| !self.mempool.contains(h)).count();
+            if fresh > 0 && !self.shared.tx_checks.allow(peer, fresh) {
+                tracing::debug!(%peer, txs = fresh, "over its rate of tx signature checks: txs dropped");
+                let _ = self.tx.send(Msg::Done { hashes }).await;
+                return;
+            }
+        }
         if let Some(peer) = from {
             // Before admission, so the announce that follows knows the
             // origin.
