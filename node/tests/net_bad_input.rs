@@ -162,9 +162,7 @@ async fn malformed_streams_of_every_protocol_leave_the_network_committing() {
     assert!(errors >= (sent / 2) as u64, "{errors} of {sent}");
     assert_healthy(&net, 3, 0x71).await;
     attacker.stop().await;
-    for exit in net.stop().await {
-        assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
-    }
+    stop_clean(net).await;
 }
 
 /// Status answers of a peer that lies about its height.
@@ -452,9 +450,7 @@ async fn forged_messages_leave_the_network_committing() {
         );
     }
     attacker.stop().await;
-    for exit in net.stop().await {
-        assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
-    }
+    stop_clean(net).await;
 }
 
 /// `/kite/txpush`: a pushed tx is admitted without blame; a push carrying
@@ -548,9 +544,7 @@ async fn a_forged_pushed_or_announced_tx_gets_its_sender_reported() {
     assert!(!m.contains(&forged.hash()), "a forged tx was admitted");
     assert_healthy(&net, 3, 0x76).await;
     pusher.stop().await;
-    for exit in net.stop().await {
-        assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
-    }
+    stop_clean(net).await;
 }
 
 /// A peer over its rate of tx signature checks
@@ -614,6 +608,11 @@ async fn a_peer_over_its_tx_check_rate_has_its_txs_dropped_unblamed() {
     assert!(!m.contains(&t.hash()), "a tx over the rate was admitted");
     assert_eq!(shared0.host.reported_points(), points, "no blame");
     pusher.stop().await;
+    stop_clean(net).await;
+}
+
+/// Stops the network; every node must exit cleanly.
+async fn stop_clean(net: TestNet) {
     for exit in net.stop().await {
         assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
     }
@@ -698,9 +697,7 @@ async fn a_peer_lying_about_its_height_does_not_stall_the_network() {
         assert!(node.state().sync_target < 1_000_000, "node {i}");
     }
     liar.stop().await;
-    for exit in net.stop().await {
-        assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
-    }
+    stop_clean(net).await;
 }
 
 /// Idle streams that never send a byte: a few leave the protocol usable;
@@ -758,7 +755,5 @@ async fn idle_streams_do_not_lock_a_protocol_for_good() {
     assert_healthy(&net, 2, 0x78).await;
     attacker.stop().await;
     clean.stop().await;
-    for exit in net.stop().await {
-        assert!(matches!(exit, Some(Ok(()))), "{exit:?}");
-    }
+    stop_clean(net).await;
 }

@@ -190,3 +190,30 @@ pub fn padded_frame<M: prost::Message>(m: &M, pad: u8) -> Vec<u8> {
     f.extend(body);
     f
 }
+
+/// A tx sink for the tx exchanges' tests: wants the hashes it does not
+/// hold, records what it receives, with an optional byte budget and
+/// largest tx.
+#[derive(Default)]
+pub struct Sink {
+    pub have: std::collections::HashSet<Hash>,
+    pub got: std::sync::Mutex<Vec<Tx>>,
+    pub budget: Option<crate::budget::ByteBudget>,
+    pub max_tx: Option<usize>,
+}
+
+#[async_trait::async_trait]
+impl crate::txann::TxSink for Sink {
+    async fn want(&self, hashes: &[Hash]) -> Vec<bool> {
+        hashes.iter().map(|h| !self.have.contains(h)).collect()
+    }
+    async fn receive(&self, txs: Vec<Tx>) {
+        self.got.lock().unwrap().extend(txs);
+    }
+    fn budget(&self) -> Option<crate::budget::ByteBudget> {
+        self.budget.clone()
+    }
+    fn max_tx_bytes(&self) -> usize {
+        self.max_tx.unwrap_or(crate::limits::TX_BATCH_MAX)
+    }
+}

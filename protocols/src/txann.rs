@@ -17,7 +17,7 @@
 //! wanted txs in order. Checked by the node: tx signatures and admission.
 //! A blocks-only node does not serve this protocol (or wants nothing).
 
-use crate::budget::ByteBudget;
+use crate::budget::{ByteBudget, Reservation};
 use crate::framing::{close, read_msg, read_msg_reserved, write_msg};
 use crate::limits::{
     CONTROL_DEADLINE, CONTROL_MAX, MAX_ANNOUNCE_HASHES, TX_ANNOUNCE_MAX, TX_BATCH_MAX,
@@ -127,6 +127,27 @@ where
     Ok(outcome)
 }
 
+/// Reads one `TxBatch` of at most `max` bytes within its transfer
+/// deadline, reserved from the sink's byte budget when it has one (the
+/// reservation is returned, to be held while the txs are handed on).
+pub(crate) async fn read_batch<S>(
+    stream: &mut S,
+    sink: &impl TxSink,
+    max: usize,
+) -> Result<(proto::TxBatch, Option<Reservation>), ProtocolError>
+where
+    S: AsyncRead + Unpin + Send,
+{
+    let deadline = transfer_deadline(max);
+    Ok(match sink.budget() {
+        Some(b) => {
+            let (m, r) = read_msg_reserved(stream, max, deadline, &b).await?;
+            (m, Some(r))
+        }
+        None => (read_msg(stream, max, deadline).await?, None),
+    })
+}
+
 /// Receives one announcement.
 pub async fn serve<S>(mut stream: S, sink: &impl TxSink) -> Result<(), ProtocolError>
 where
@@ -172,14 +193,7 @@ where
     // At most the wanted txs at their largest, each with its framing.
     let per_tx = sink.max_tx_bytes().saturating_add(TX_RESPONSE_OVERHEAD);
     let max = TX_BATCH_MAX.min(wanted.len().saturating_mul(per_tx));
-    let deadline = transfer_deadline(max);
-    let (batch, _held): (proto::TxBatch, _) = match sink.budget() {
-        Some(b) => {
-            let (m, r) = read_msg_reserved(&mut stream, max, deadline, &b).await?;
-            (m, Some(r))
-        }
-        None => (read_msg(&mut stream, max, deadline).await?, None),
-    };
+    let (batch, _held) = read_batch(&mut stream, sink, max).await?;
     let _ = close(&mut stream, CONTROL_DEADLINE).await;
     if batch.txs.len() > wanted.len() {
         return Err(ProtocolError::invalid(
@@ -214,32 +228,6 @@ mod tests {
     use super::*;
     use crate::testutil::*;
     use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    /// Wants the hashes it does not hold; records what it receives.
-    #[derive(Default)]
-    struct Sink {
-        have: HashSet<Hash>,
-        got: Mutex<Vec<Tx>>,
-        budget: Option<ByteBudget>,
-        max_tx: Option<usize>,
-    }
-
-    #[async_trait]
-    impl TxSink for Sink {
-        async fn want(&self, hashes: &[Hash]) -> Vec<bool> {
-            hashes.iter().map(|h| !self.have.contains(h)).collect()
-        }
-        async fn receive(&self, txs: Vec<Tx>) {
-            self.got.lock().unwrap().extend(txs);
-        }
-        fn budget(&self) -> Option<ByteBudget> {
-            self.budget.clone()
-        }
-        fn max_tx_bytes(&self) -> usize {
-            self.max_tx.unwrap_or(TX_BATCH_MAX)
-        }
-    }
 
     fn txs(n: u64) -> Vec<Tx> {
         (1..=n).map(tx).collect()

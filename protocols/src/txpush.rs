@@ -27,9 +27,9 @@
 //! announces those txs instead. A blocks-only node takes no push (the
 //! stream is refused before anything is read).
 
-use crate::framing::{close, read_msg, read_msg_reserved, write_msg};
+use crate::framing::{close, read_msg, write_msg};
 use crate::limits::{CONTROL_DEADLINE, CONTROL_MAX, TX_BATCH_MAX, transfer_deadline};
-use crate::txann::TxSink;
+use crate::txann::{TxSink, read_batch};
 use crate::{ProtocolError, proto};
 use futures::io::{AsyncRead, AsyncWrite};
 use kite_types::{Hash, Tx};
@@ -100,15 +100,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     const W: &str = "TxBatch";
-    let max = TX_BATCH_MAX;
-    let deadline = transfer_deadline(max);
-    let (batch, _held): (proto::TxBatch, _) = match sink.budget() {
-        Some(b) => {
-            let (m, r) = read_msg_reserved(&mut stream, max, deadline, &b).await?;
-            (m, Some(r))
-        }
-        None => (read_msg(&mut stream, max, deadline).await?, None),
-    };
+    let (batch, _held) = read_batch(&mut stream, sink, TX_BATCH_MAX).await?;
     if batch.txs.is_empty() || batch.txs.len() > MAX_PUSH_TXS {
         return Err(ProtocolError::invalid(
             W,
@@ -141,28 +133,6 @@ mod tests {
     use crate::budget::ByteBudget;
     use crate::limits::MAX_ANNOUNCE_HASHES;
     use crate::testutil::*;
-    use async_trait::async_trait;
-    use std::sync::Mutex;
-
-    /// Records what it receives.
-    #[derive(Default)]
-    struct Sink {
-        got: Mutex<Vec<Tx>>,
-        budget: Option<ByteBudget>,
-    }
-
-    #[async_trait]
-    impl TxSink for Sink {
-        async fn want(&self, hashes: &[Hash]) -> Vec<bool> {
-            vec![true; hashes.len()]
-        }
-        async fn receive(&self, txs: Vec<Tx>) {
-            self.got.lock().unwrap().extend(txs);
-        }
-        fn budget(&self) -> Option<ByteBudget> {
-            self.budget.clone()
-        }
-    }
 
     fn txs(n: u64) -> Vec<Tx> {
         (1..=n).map(tx).collect()
