@@ -173,8 +173,8 @@ const SETTLE_WINDOW: usize = 5;
 /// seconds, at most `max_secs`.
 async fn settled_rss(pids: &[u32], max_secs: u64) -> Vec<f64> {
     let sample = || -> Vec<f64> { pids.iter().map(|p| mem_mib(*p, "VmRSS:")).collect() };
-    let mut sums = vec![sample().iter().sum::<f64>()];
     let mut last = sample();
+    let mut sums = vec![last.iter().sum::<f64>()];
     for _ in 0..max_secs {
         tokio::time::sleep(Duration::from_secs(1)).await;
         last = sample();
