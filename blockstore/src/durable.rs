@@ -73,8 +73,10 @@ impl Syncer {
 
     /// `db.flush()` then the fsyncs of the module docs.
     pub fn sync(&mut self, db: &sled::Db) -> Result<(), StoreError> {
-        db.flush()
-            .map_err(|e| StoreError::Durability(format!("sled flush: {e}")))?;
+        let flushed = db.flush();
+        // The flush seals write buffers on this thread.
+        crate::store::release_retired();
+        flushed.map_err(|e| StoreError::Durability(format!("sled flush: {e}")))?;
         self.sync_files()
     }
 

@@ -137,9 +137,14 @@ impl StoreHandle {
         f: impl FnOnce(&BlockStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let read = f(&store);
+            // A read can split or merge sled nodes, which writes.
+            crate::store::release_retired();
+            read
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
     }
 
     /// Commits a block with its commit info and state changes (see

@@ -117,7 +117,7 @@ impl BlockStore {
                 // records of format 2 are still read.
                 let mut b = sled::Batch::default();
                 self.t.meta.put(&mut b, META_FORMAT, FORMAT);
-                self.t.all.apply_batch(b)?;
+                self.t.apply(b)?;
                 self.make_durable()?;
                 tracing::info!(path = %self.path.display(), "store upgraded from format 2 to 3");
                 Ok(())
@@ -157,7 +157,7 @@ impl BlockStore {
             .put(&mut b, META_TX_INDEXED, &best.height.to_be_bytes());
         self.t.meta.put(&mut b, META_FORMAT, FORMAT);
         // One atomic batch: all of it or nothing.
-        self.t.all.apply_batch(b)?;
+        self.t.apply(b)?;
         self.make_durable()?;
         self.indexed.store(best.height, Ordering::SeqCst);
         tracing::info!(path = %self.path.display(), chain = %self.genesis.chain_id, "created block store");

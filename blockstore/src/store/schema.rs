@@ -190,6 +190,17 @@ impl Table {
     }
 }
 
+impl Trees {
+    /// Applies `batch` atomically (all of it or nothing), then frees what
+    /// sled retired on this thread while applying it
+    /// ([`release_retired`](super::release_retired)).
+    pub(super) fn apply(&self, batch: sled::Batch) -> sled::Result<()> {
+        let applied = self.all.apply_batch(batch);
+        super::release_retired();
+        applied
+    }
+}
+
 pub(super) struct Trees {
     /// The one tree every table lives in.
     pub(super) all: Tree,

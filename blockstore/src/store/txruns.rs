@@ -373,7 +373,7 @@ impl BlockStore {
             for k in &keys {
                 self.t.tx_runs.del(&mut batch, k);
             }
-            self.t.all.apply_batch(batch)?;
+            self.t.apply(batch)?;
             removed += keys.len();
         }
     }
@@ -461,7 +461,7 @@ impl BlockStore {
                 in_batch += 1;
                 if in_batch == MERGE_BATCH_CHUNKS {
                     // Not in any list yet: invisible to lookups.
-                    self.t.all.apply_batch(std::mem::take(&mut batch))?;
+                    self.t.apply(std::mem::take(&mut batch))?;
                     in_batch = 0;
                 }
             }
@@ -487,7 +487,7 @@ impl BlockStore {
         }
         // Every chunk is written before the list names the run: the last
         // batch is the list alone, one insert.
-        self.t.all.apply_batch(std::mem::take(&mut batch))?;
+        self.t.apply(std::mem::take(&mut batch))?;
         let mut runs = self.runs.write();
         // Commits only append runs, and merges are one at a time, so both
         // are still listed, side by side.
@@ -501,7 +501,7 @@ impl BlockStore {
             entries: written,
         };
         self.t.meta.put(&mut batch, META_TX_RUNS, next.encode());
-        self.t.all.apply_batch(batch)?;
+        self.t.apply(batch)?;
         *runs = Arc::new(next);
         self.runs_generation.fetch_add(1, Ordering::SeqCst);
         Ok(())

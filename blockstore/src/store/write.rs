@@ -104,7 +104,7 @@ impl BlockStore {
         }
         // One atomic batch: the block, its indexes, its state and the new
         // best record land together or not at all.
-        self.t.all.apply_batch(b)?;
+        self.t.apply(b)?;
         if let Some((mut guard, next)) = runs {
             *guard = Arc::new(next);
         }
@@ -319,8 +319,7 @@ impl BlockStore {
         self.t.meta.put(&mut batch, META_BEST, tip.encode());
         let written = self
             .t
-            .all
-            .apply_batch(batch)
+            .apply(batch)
             .map_err(StoreError::from)
             .and_then(|()| match (sync_now, self.syncer.lock().as_mut()) {
                 (true, Some(s)) => s.sync(&self.db),
@@ -382,7 +381,7 @@ impl BlockStore {
         let run = new_run(entries);
         let mut runs = self.runs.write();
         let next = run.map(|run| self.put_new_run(&mut batch, run, &runs));
-        self.t.all.apply_batch(batch)?;
+        self.t.apply(batch)?;
         if let Some(next) = next {
             *runs = Arc::new(next);
         }
