@@ -260,6 +260,7 @@ impl Mempool {
                     g.resync(&pk, base, balance, &self.config, &mut dropped);
                 }
             }
+            g.shrink();
             (g.epoch, g.senders.keys().copied().collect::<Vec<_>>())
         };
         for chunk in senders.chunks(RECHECK_CHUNK) {
@@ -454,6 +455,44 @@ pub(crate) mod tests {
         assert_eq!(mp.take_announcements(10), vec![h3]);
         assert!(mp.take_announcements(10).is_empty());
         assert_eq!(mp.pending_of(&a.public()).len(), 2);
+        mp.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn tables_give_back_their_peak_capacity_after_a_commit() {
+        let keys: Vec<NodeKey> = (0..50u8).map(key).collect();
+        let mut src = funded(&keys.iter().collect::<Vec<_>>(), 1_000_000);
+        let mp = pool();
+        let mut txs = Vec::new();
+        for k in &keys {
+            for n in 1..=100 {
+                txs.push(transfer(k, n, 1));
+            }
+        }
+        for tx in &txs {
+            mp.admit(tx.clone(), &src, 0).unwrap();
+        }
+        let peak = mp.inner.lock().index.capacity();
+        assert!(peak >= 5000, "{peak}");
+        // As the gossip task does every 20 ms.
+        assert_eq!(mp.take_announcements(10_000).len(), 5000);
+        for k in &keys {
+            src.get_mut(&k.public()).unwrap().nonce = 100;
+        }
+        mp.on_commit(&txs, &src);
+        assert_eq!(mp.len(), 0);
+        let g = mp.inner.lock();
+        assert!(
+            g.index.capacity() <= 4 * 1024,
+            "index kept {} of its peak {peak}",
+            g.index.capacity()
+        );
+        assert!(
+            g.announce.capacity() <= 4 * 1024,
+            "{}",
+            g.announce.capacity()
+        );
+        drop(g);
         mp.check_invariants().unwrap();
     }
 

@@ -220,7 +220,7 @@ impl TxGossip {
             peers,
             state,
             fetching: Fetches::default(),
-            origins: HashMap::new(),
+            origins: Origins::default(),
             batches: batch_tx,
             fetches: Arc::new(Semaphore::new(MAX_FETCHES)),
         };
@@ -307,9 +307,58 @@ struct Owner {
     peers: Peers,
     state: StateRx,
     fetching: Fetches,
-    origins: HashMap<Hash, PeerId>,
+    origins: Origins,
     batches: mpsc::Sender<(PeerId, Batch)>,
     fetches: Arc<Semaphore>,
+}
+
+/// Who sent each tx received from a peer, until the tx is handed out for
+/// announcement (never announced back to its sender, pushed to the leader
+/// only when local). At most [`MAX_ORIGINS`] entries.
+#[derive(Default)]
+struct Origins(HashMap<Hash, PeerId>);
+
+impl Origins {
+    /// Notes `peer` as the sender of `hashes` (before their admission, so
+    /// the announce that carries them finds it). At the bound the entries
+    /// of txs the pool no longer holds go first, then all: forgetting an
+    /// origin costs an announce back to the sender, never a tx.
+    fn note(&mut self, peer: PeerId, hashes: Vec<Hash>, mempool: &Mempool) {
+        if self.0.len() + hashes.len() > MAX_ORIGINS {
+            self.prune(mempool);
+        }
+        if self.0.len() + hashes.len() > MAX_ORIGINS {
+            self.0.clear();
+        }
+        for h in hashes {
+            self.0.insert(h, peer);
+        }
+    }
+
+    /// The sender of `h`, forgotten: a tx is handed out for announcement
+    /// once.
+    fn take(&mut self, h: &Hash) -> Option<PeerId> {
+        self.0.remove(h)
+    }
+
+    /// Forgets the origins of txs the pool no longer holds (refused at
+    /// admission, or committed before their announce) and gives back the
+    /// table's capacity once it is mostly empty: a table that held
+    /// [`MAX_ORIGINS`] entries kept their memory (15 MiB seen after a
+    /// load) for good. Runs at each re-announce.
+    fn prune(&mut self, mempool: &Mempool) {
+        let hashes: Vec<Hash> = self.0.keys().copied().collect();
+        let held = mempool.contains_each(hashes.iter().copied());
+        for (h, held) in hashes.iter().zip(held) {
+            if !held {
+                self.0.remove(h);
+            }
+        }
+        let len = self.0.len();
+        if self.0.capacity() > 4 * len.max(1024) {
+            self.0.shrink_to(2 * len);
+        }
+    }
 }
 
 impl Owner {
@@ -344,6 +393,7 @@ impl Owner {
                     let re = now >= next_re;
                     if re {
                         next_re = now + re_ms;
+                        self.origins.prune(&self.gossip.mempool);
                     }
                     self.announce(now, re.then_some(re_ms));
                 }
@@ -365,12 +415,7 @@ impl Owner {
                 let _ = reply.send(want);
             }
             Msg::Received { peer, hashes } => {
-                if self.origins.len() + hashes.len() > MAX_ORIGINS {
-                    self.origins.clear();
-                }
-                for h in hashes {
-                    self.origins.insert(h, peer);
-                }
+                self.origins.note(peer, hashes, &self.gossip.mempool);
             }
             Msg::Done { hashes } => self.fetching.done(&hashes),
             Msg::StreamEnded { peer } => self.retry_from_others(peer),
@@ -441,7 +486,8 @@ impl Owner {
         let mut batches: std::collections::BTreeMap<PeerId, Vec<Hash>> =
             std::collections::BTreeMap::new();
         for h in fresh {
-            let origin = self.origins.get(&h).copied();
+            // Handed out for announcement once: the origin is done with.
+            let origin = self.origins.take(&h);
             let push_to = leader.filter(|_| origin.is_none());
             if push_to.is_some() {
                 pushes.push(h);
@@ -575,6 +621,39 @@ mod tests {
         assert_eq!(f.want(b, &hs[..1], now, known), [false]);
         assert_eq!(f.reassign(c, now, 0, known), []);
         assert_eq!(f.want(a, &hs[..1], now, known), [true]);
+    }
+
+    #[test]
+    fn origins_are_taken_once_pruned_to_the_pool_and_give_back_memory() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mempool = Mempool::new("kite-test", kite_mempool::MempoolConfig::default());
+        let mut o = Origins::default();
+        let many: Vec<Hash> = (0..20_000u32)
+            .map(|i| Hash::digest(&i.to_le_bytes()))
+            .collect();
+        o.note(a, many.clone(), &mempool);
+        o.note(b, hashes(2), &mempool);
+        assert_eq!(o.take(&many[7]), Some(a));
+        assert_eq!(o.take(&many[7]), None, "handed out once");
+        assert_eq!(o.take(&hashes(1)[0]), Some(b));
+        assert_eq!(o.0.len(), 20_000);
+        let peak = o.0.capacity();
+        // None of them is in the pool (refused, or committed).
+        o.prune(&mempool);
+        assert_eq!(o.0.len(), 0);
+        assert!(
+            o.0.capacity() <= 4 * 1024,
+            "kept {} of {peak}",
+            o.0.capacity()
+        );
+        // At the bound the table is pruned rather than grown.
+        let full: Vec<Hash> = (0..MAX_ORIGINS as u32)
+            .map(|i| Hash::digest(&i.to_be_bytes()))
+            .collect();
+        o.note(a, full, &mempool);
+        o.note(b, hashes(3), &mempool);
+        assert_eq!(o.0.len(), 3);
+        assert_eq!(o.take(&hashes(3)[2]), Some(b));
     }
 
     #[test]
