@@ -23,24 +23,48 @@ const MIN_VERIFY_CHUNK: usize = 64;
 /// `threads` scoped threads (the caller's thread takes one share). One
 /// verdict per tx, in order; `kite_types::sign::verify_batch` semantics.
 fn verify_parallel(txs: &[&Tx], threads: usize, cache: &KeyCache) -> Vec<bool> {
+    verify_shared(txs, threads, &|part| Tx::verify_batch_cached(part, cache))
+}
+
+/// [`verify_parallel`] over any batch verifier `verify`. A share whose
+/// thread cannot be started, or panics, is verified again on the calling
+/// thread: a verdict of `false` means a bad signature, and a tx from a
+/// peer with one gets the peer reported, so our own failure must never
+/// read as one. A panic on the calling thread propagates (the caller
+/// gets no verdicts at all).
+fn verify_shared(
+    txs: &[&Tx],
+    threads: usize,
+    verify: &(dyn Fn(&[&Tx]) -> Vec<bool> + Sync),
+) -> Vec<bool> {
     let shares = threads.min(txs.len() / MIN_VERIFY_CHUNK).max(1);
     if shares == 1 {
-        return Tx::verify_batch_cached(txs, cache);
+        return verify(txs);
     }
     let chunk = txs.len().div_ceil(shares);
     let mut parts = txs.chunks(chunk);
     let first = parts.next().unwrap_or_default();
     std::thread::scope(|s| {
         let handles: Vec<_> = parts
-            .map(|p| s.spawn(move || Tx::verify_batch_cached(p, cache)))
+            .map(|p| {
+                let spawned = std::thread::Builder::new()
+                    .name("kite-verify".into())
+                    .spawn_scoped(s, move || verify(p));
+                (p, spawned)
+            })
             .collect();
-        let mut out = Tx::verify_batch_cached(first, cache);
-        for (h, len) in handles
-            .into_iter()
-            .zip(txs.chunks(chunk).skip(1).map(<[_]>::len))
-        {
-            // A panicking verifier thread counts as "not verified".
-            out.extend(h.join().unwrap_or_else(|_| vec![false; len]));
+        let mut out = verify(first);
+        for (p, spawned) in handles {
+            match spawned.map(|h| h.join()) {
+                Ok(Ok(verdicts)) => out.extend(verdicts),
+                Ok(Err(_)) | Err(_) => {
+                    tracing::error!(
+                        txs = p.len(),
+                        "a signature verifier thread failed; verifying its share again"
+                    );
+                    out.extend(verify(p));
+                }
+            }
         }
         out
     })
@@ -314,6 +338,30 @@ mod tests {
     use super::*;
     use crate::pool::tests::{forged, key, transfer};
     use kite_types::NodeKey;
+
+    #[test]
+    fn a_failed_verifier_thread_is_no_bad_signature() {
+        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
+        let mut txs: Vec<Tx> = (0..256)
+            .map(|i| transfer(&keys[i % 3], 1 + i as u64 / 3, 1))
+            .collect();
+        txs[200] = forged(&txs[200]);
+        let refs: Vec<&Tx> = txs.iter().collect();
+        let main = std::thread::current().id();
+        let panicked = std::sync::atomic::AtomicUsize::new(0);
+        // Every verifier thread but the caller's panics once.
+        let flaky = |part: &[&Tx]| {
+            if std::thread::current().id() != main {
+                panicked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                panic!("verifier thread fails");
+            }
+            Tx::verify_batch(part)
+        };
+        let got = verify_shared(&refs, 4, &flaky);
+        assert_eq!(panicked.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let want: Vec<bool> = (0..256).map(|i| i != 200).collect();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn parallel_verification_keeps_order() {
