@@ -71,7 +71,8 @@ pub(crate) struct Inner {
 /// Tables whose capacity exceeds this many times their length (and
 /// [`SHRINK_FLOOR`]) are shrunk after a commit.
 const SHRINK_RATIO: usize = 4;
-/// Capacity a table keeps however empty it gets.
+/// A table whose length is below this is shrunk only once its capacity
+/// exceeds [`SHRINK_RATIO`] times this.
 const SHRINK_FLOOR: usize = 1024;
 
 impl Inner {

@@ -130,6 +130,23 @@ pub fn spawn_accept_loops(h: &Arc<Handlers>) -> Result<(), p2p::HostError> {
 /// wants no announced tx; pushes are refused unread).
 struct NoTxs;
 
+/// Runs a check on the blocking pool. `None` when the task failed (a
+/// panic of ours, or the runtime shutting down): the verdict is unknown,
+/// so the caller drops the message without blaming its sender; a peer is
+/// reported only for a check that ran and failed.
+pub(crate) async fn blocking_check<T: Send + 'static>(
+    what: &'static str,
+    check: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(check).await {
+        Ok(verdict) => Some(verdict),
+        Err(e) => {
+            tracing::error!(error = %e, what, "a check task failed: message dropped, nobody blamed");
+            None
+        }
+    }
+}
+
 #[async_trait]
 impl tx::TxSource for NoTxs {
     async fn get_tx(&self, _hash: &kite_types::Hash) -> Option<kite_types::Tx> {
@@ -189,13 +206,10 @@ impl PeerSink {
             return Err(None);
         }
         let chain = shared.genesis.chain_id.clone();
-        let valid = tokio::task::spawn_blocking(move || verify(&chain))
-            .await
-            .unwrap_or(false);
-        if valid {
-            Ok(())
-        } else {
-            Err(Some("its signature does not verify"))
+        match blocking_check("signature check", move || verify(&chain)).await {
+            Some(true) => Ok(()),
+            Some(false) => Err(Some("its signature does not verify")),
+            None => Err(None),
         }
     }
 
@@ -213,12 +227,13 @@ impl PeerSink {
 
     /// Whether an announce carries the signature of the leader of its
     /// term over its hash and a commit info of that term or later that
-    /// reaches the quorum for it (checked on a blocking thread).
-    async fn verify_announce(&self, info: &AnnounceInfo) -> bool {
+    /// reaches the quorum for it (checked on a blocking thread; `None`
+    /// when the check could not run).
+    async fn verify_announce(&self, info: &AnnounceInfo) -> Option<bool> {
         let g = self.h.shared.genesis.clone();
         let schedule = self.h.shared.schedule.clone();
         let info = info.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking_check("announce check", move || {
             schedule.signed_by_leader(&info.header, &info.hash, &info.leader_sig)
                 && info.commit_info.term() >= info.header.term
                 && info
@@ -233,7 +248,6 @@ impl PeerSink {
                     .is_ok()
         })
         .await
-        .unwrap_or(false)
     }
 }
 
@@ -300,7 +314,10 @@ impl AnnounceSink for PeerSink {
         if !self.may_check(1 + info.commit_info.votes.len()) {
             return false;
         }
-        if !self.verify_announce(info).await {
+        let Some(valid) = self.verify_announce(info).await else {
+            return false;
+        };
+        if !valid {
             self.h.shared.host.report(
                 self.peer,
                 kite_protocols::score::INVALID,
@@ -387,12 +404,14 @@ impl ProposalSink for PeerSink {
             return true;
         };
         let g = shared.genesis.clone();
-        let valid = tokio::task::spawn_blocking(move || {
+        let Some(valid) = blocking_check("credential check", move || {
             cred.verify(&g.chain_id, &g.validator_set(), g.quorum)
                 .is_ok()
         })
         .await
-        .unwrap_or(false);
+        else {
+            return false;
+        };
         if !valid {
             shared.host.report(
                 self.peer,
@@ -432,9 +451,10 @@ impl ProposalSink for PeerSink {
             shared.genesis.chain_id.clone(),
             shared.schedule.leader(r.term),
         );
-        let valid = tokio::task::spawn_blocking(move || info.verify(&chain, &leader))
-            .await
-            .unwrap_or(false);
+        let Some(valid) = blocking_check("reset check", move || info.verify(&chain, &leader)).await
+        else {
+            return VoteReceipt::refused("busy: the signature check could not run");
+        };
         if !valid {
             shared.host.report(
                 self.peer,
@@ -573,5 +593,19 @@ impl StatusSource for PeerSink {
     async fn status(&self) -> StatusInfo {
         let s = self.h.state.borrow().clone();
         crate::peers::status::info(&self.h.shared, &s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blocking_check;
+
+    #[tokio::test]
+    async fn a_check_that_cannot_run_has_no_verdict() {
+        assert_eq!(blocking_check("test", || false).await, Some(false));
+        assert_eq!(blocking_check("test", || true).await, Some(true));
+        // A panic of ours is no "forged": no verdict, nobody blamed.
+        let failed: Option<bool> = blocking_check("test", || panic!("a bug of ours")).await;
+        assert_eq!(failed, None);
     }
 }

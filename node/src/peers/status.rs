@@ -252,7 +252,7 @@ async fn fetch_proof(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> Result<Option
     };
     let g = shared.genesis.clone();
     let schedule = shared.schedule.clone();
-    let checked = tokio::task::spawn_blocking(move || {
+    let checked = crate::handlers::blocking_check("status block check", move || {
         let hash = block.hash();
         let valid = block.height() == height
             && block.verify_leader(&schedule.leader(block.header().term))
@@ -262,9 +262,10 @@ async fn fetch_proof(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> Result<Option
                 .is_ok();
         valid.then_some(hash)
     })
-    .await
-    .ok()
-    .flatten();
+    .await;
+    let Some(checked) = checked else {
+        return Err(());
+    };
     let Some(hash) = checked else {
         shared.host.report(
             peer,

@@ -312,51 +312,71 @@ struct Owner {
     fetches: Arc<Semaphore>,
 }
 
-/// Who sent each tx received from a peer, until the tx is handed out for
-/// announcement (never announced back to its sender, pushed to the leader
-/// only when local). At most [`MAX_ORIGINS`] entries.
+/// Who sent each tx received from a peer: such a tx is never announced
+/// back to its sender, and only a node's own txs are pushed to the leader.
+/// At most [`MAX_ORIGINS`] entries; an entry lives while its tx is in the
+/// pool (or being admitted).
 #[derive(Default)]
-struct Origins(HashMap<Hash, PeerId>);
+struct Origins {
+    map: HashMap<Hash, (PeerId, u64)>,
+    /// Bumped by each prune; an entry carries the generation it was
+    /// noted in.
+    generation: u64,
+}
+
+/// Hashes checked against the pool under one lock while pruning.
+const PRUNE_CHUNK: usize = 4096;
 
 impl Origins {
-    /// Notes `peer` as the sender of `hashes` (before their admission, so
-    /// the announce that carries them finds it). At the bound the entries
-    /// of txs the pool no longer holds go first, then all: forgetting an
-    /// origin costs an announce back to the sender, never a tx.
+    /// Notes `peer` as the sender of `hashes`, before their admission (so
+    /// the announce that carries them finds it). At the bound the table is
+    /// pruned, and cleared unless that freed half of it: forgetting an
+    /// origin costs an announce back to the sender, never a tx, and the
+    /// work stays linear in the entries noted.
     fn note(&mut self, peer: PeerId, hashes: Vec<Hash>, mempool: &Mempool) {
-        if self.0.len() + hashes.len() > MAX_ORIGINS {
+        if self.map.len() + hashes.len() > MAX_ORIGINS {
             self.prune(mempool);
-        }
-        if self.0.len() + hashes.len() > MAX_ORIGINS {
-            self.0.clear();
-        }
-        for h in hashes {
-            self.0.insert(h, peer);
-        }
-    }
-
-    /// The sender of `h`, forgotten: a tx is handed out for announcement
-    /// once.
-    fn take(&mut self, h: &Hash) -> Option<PeerId> {
-        self.0.remove(h)
-    }
-
-    /// Forgets the origins of txs the pool no longer holds (refused at
-    /// admission, or committed before their announce) and gives back the
-    /// table's capacity once it is mostly empty: a table that held
-    /// [`MAX_ORIGINS`] entries kept their memory (15 MiB seen after a
-    /// load) for good. Runs at each re-announce.
-    fn prune(&mut self, mempool: &Mempool) {
-        let hashes: Vec<Hash> = self.0.keys().copied().collect();
-        let held = mempool.contains_each(hashes.iter().copied());
-        for (h, held) in hashes.iter().zip(held) {
-            if !held {
-                self.0.remove(h);
+            if self.map.len() + hashes.len() > MAX_ORIGINS / 2 {
+                self.map.clear();
             }
         }
-        let len = self.0.len();
-        if self.0.capacity() > 4 * len.max(1024) {
-            self.0.shrink_to(2 * len);
+        for h in hashes {
+            self.map.insert(h, (peer, self.generation));
+        }
+    }
+
+    /// The sender of `h`, when a peer sent it. Kept after the tx's
+    /// announce: the pool can hand a hash out again (after a gap in its
+    /// sender's nonces is filled).
+    fn get(&self, h: &Hash) -> Option<PeerId> {
+        self.map.get(h).map(|(peer, _)| *peer)
+    }
+
+    /// Forgets the origins of txs the pool does not hold (refused at
+    /// admission, committed, evicted) and noted before the previous prune,
+    /// so that a tx still being admitted keeps its origin; then gives back
+    /// the table's capacity once it is mostly empty (a table that once
+    /// held [`MAX_ORIGINS`] entries kept their memory, 15 MiB seen after a
+    /// load). Runs at each re-announce; checks the pool a chunk at a time.
+    fn prune(&mut self, mempool: &Mempool) {
+        let old: Vec<Hash> = self
+            .map
+            .iter()
+            .filter(|(_, (_, g))| *g < self.generation)
+            .map(|(h, _)| *h)
+            .collect();
+        for chunk in old.chunks(PRUNE_CHUNK) {
+            let held = mempool.contains_each(chunk.iter().copied());
+            for (h, held) in chunk.iter().zip(held) {
+                if !held {
+                    self.map.remove(h);
+                }
+            }
+        }
+        self.generation += 1;
+        let len = self.map.len();
+        if self.map.capacity() > 4 * len.max(1024) {
+            self.map.shrink_to(2 * len);
         }
     }
 }
@@ -486,8 +506,7 @@ impl Owner {
         let mut batches: std::collections::BTreeMap<PeerId, Vec<Hash>> =
             std::collections::BTreeMap::new();
         for h in fresh {
-            // Handed out for announcement once: the origin is done with.
-            let origin = self.origins.take(&h);
+            let origin = self.origins.get(&h);
             let push_to = leader.filter(|_| origin.is_none());
             if push_to.is_some() {
                 pushes.push(h);
@@ -624,36 +643,55 @@ mod tests {
     }
 
     #[test]
-    fn origins_are_taken_once_pruned_to_the_pool_and_give_back_memory() {
+    fn origins_live_while_their_tx_may_be_in_the_pool_and_give_back_memory() {
         let (a, b) = (PeerId::random(), PeerId::random());
+        let key = kite_types::NodeKey::from_seed([3; 32]);
+        let tx = Tx::sign(
+            &key,
+            "kite-test",
+            1,
+            kite_types::Payload::Delete { key: b"k".to_vec() },
+        );
         let mempool = Mempool::new("kite-test", kite_mempool::MempoolConfig::default());
+        let funded: HashMap<kite_types::PublicKey, kite_types::Account> = [(
+            key.public(),
+            kite_types::Account {
+                balance: 1,
+                nonce: 0,
+            },
+        )]
+        .into();
         let mut o = Origins::default();
         let many: Vec<Hash> = (0..20_000u32)
             .map(|i| Hash::digest(&i.to_le_bytes()))
             .collect();
         o.note(a, many.clone(), &mempool);
-        o.note(b, hashes(2), &mempool);
-        assert_eq!(o.take(&many[7]), Some(a));
-        assert_eq!(o.take(&many[7]), None, "handed out once");
-        assert_eq!(o.take(&hashes(1)[0]), Some(b));
-        assert_eq!(o.0.len(), 20_000);
-        let peak = o.0.capacity();
-        // None of them is in the pool (refused, or committed).
+        o.note(b, vec![tx.hash()], &mempool);
+        assert_eq!(o.get(&many[7]), Some(a));
+        assert_eq!(o.get(&many[7]), Some(a), "kept after an announce");
+        let peak = o.map.capacity();
+        // Noted since the last prune: still being admitted, all kept.
         o.prune(&mempool);
-        assert_eq!(o.0.len(), 0);
+        assert_eq!(o.map.len(), 20_001);
+        mempool.admit(tx.clone(), &funded, 0).unwrap();
+        // A prune later, only the origin of the tx the pool holds is left.
+        o.prune(&mempool);
+        assert_eq!(o.map.len(), 1);
+        assert_eq!(o.get(&tx.hash()), Some(b));
         assert!(
-            o.0.capacity() <= 4 * 1024,
+            o.map.capacity() <= 4 * 1024,
             "kept {} of {peak}",
-            o.0.capacity()
+            o.map.capacity()
         );
-        // At the bound the table is pruned rather than grown.
+        // At the bound: pruned, then cleared unless half of it is free.
         let full: Vec<Hash> = (0..MAX_ORIGINS as u32)
             .map(|i| Hash::digest(&i.to_be_bytes()))
             .collect();
         o.note(a, full, &mempool);
+        assert_eq!(o.map.len(), MAX_ORIGINS);
         o.note(b, hashes(3), &mempool);
-        assert_eq!(o.0.len(), 3);
-        assert_eq!(o.take(&hashes(3)[2]), Some(b));
+        assert_eq!(o.map.len(), 3);
+        assert_eq!(o.get(&hashes(3)[2]), Some(b));
     }
 
     #[test]
