@@ -130,23 +130,6 @@ pub fn spawn_accept_loops(h: &Arc<Handlers>) -> Result<(), p2p::HostError> {
 /// wants no announced tx; pushes are refused unread).
 struct NoTxs;
 
-/// Runs a check on the blocking pool. `None` when the task failed (a
-/// panic of ours, or the runtime shutting down): the verdict is unknown,
-/// so the caller drops the message without blaming its sender; a peer is
-/// reported only for a check that ran and failed.
-pub(crate) async fn blocking_check<T: Send + 'static>(
-    what: &'static str,
-    check: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    match tokio::task::spawn_blocking(check).await {
-        Ok(verdict) => Some(verdict),
-        Err(e) => {
-            tracing::error!(error = %e, what, "a check task failed: message dropped, nobody blamed");
-            None
-        }
-    }
-}
-
 #[async_trait]
 impl tx::TxSource for NoTxs {
     async fn get_tx(&self, _hash: &kite_types::Hash) -> Option<kite_types::Tx> {
@@ -206,7 +189,7 @@ impl PeerSink {
             return Err(None);
         }
         let chain = shared.genesis.chain_id.clone();
-        match blocking_check("signature check", move || verify(&chain)).await {
+        match crate::blocking::blocking_check("signature check", move || verify(&chain)).await {
             Some(true) => Ok(()),
             Some(false) => Err(Some("its signature does not verify")),
             None => Err(None),
@@ -233,7 +216,7 @@ impl PeerSink {
         let g = self.h.shared.genesis.clone();
         let schedule = self.h.shared.schedule.clone();
         let info = info.clone();
-        blocking_check("announce check", move || {
+        crate::blocking::blocking_check("announce check", move || {
             schedule.signed_by_leader(&info.header, &info.hash, &info.leader_sig)
                 && info.commit_info.term() >= info.header.term
                 && info
@@ -404,7 +387,7 @@ impl ProposalSink for PeerSink {
             return true;
         };
         let g = shared.genesis.clone();
-        let Some(valid) = blocking_check("credential check", move || {
+        let Some(valid) = crate::blocking::blocking_check("credential check", move || {
             cred.verify(&g.chain_id, &g.validator_set(), g.quorum)
                 .is_ok()
         })
@@ -451,7 +434,9 @@ impl ProposalSink for PeerSink {
             shared.genesis.chain_id.clone(),
             shared.schedule.leader(r.term),
         );
-        let Some(valid) = blocking_check("reset check", move || info.verify(&chain, &leader)).await
+        let Some(valid) =
+            crate::blocking::blocking_check("reset check", move || info.verify(&chain, &leader))
+                .await
         else {
             return VoteReceipt::refused("busy: the signature check could not run");
         };
@@ -593,19 +578,5 @@ impl StatusSource for PeerSink {
     async fn status(&self) -> StatusInfo {
         let s = self.h.state.borrow().clone();
         crate::peers::status::info(&self.h.shared, &s)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::blocking_check;
-
-    #[tokio::test]
-    async fn a_check_that_cannot_run_has_no_verdict() {
-        assert_eq!(blocking_check("test", || false).await, Some(false));
-        assert_eq!(blocking_check("test", || true).await, Some(true));
-        // A panic of ours is no "forged": no verdict, nobody blamed.
-        let failed: Option<bool> = blocking_check("test", || panic!("a bug of ours")).await;
-        assert_eq!(failed, None);
     }
 }

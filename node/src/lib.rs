@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admission;
 pub mod backend;
+pub mod blocking;
 pub mod budget;
 pub mod chaincheck;
 pub mod config;

@@ -252,7 +252,7 @@ async fn fetch_proof(ctx: &Arc<Ctx>, peer: PeerId, height: u64) -> Result<Option
     };
     let g = shared.genesis.clone();
     let schedule = shared.schedule.clone();
-    let checked = crate::handlers::blocking_check("status block check", move || {
+    let checked = crate::blocking::blocking_check("status block check", move || {
         let hash = block.hash();
         let valid = block.height() == height
             && block.verify_leader(&schedule.leader(block.header().term))
