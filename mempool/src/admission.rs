@@ -339,13 +339,22 @@ mod tests {
     use crate::pool::tests::{forged, key, transfer};
     use kite_types::NodeKey;
 
+    /// `n` transfers from `senders` keys in turn, those at `forge` forged.
+    fn batch(senders: u8, n: usize, forge: &[usize]) -> Vec<Tx> {
+        let keys: Vec<NodeKey> = (1..=senders).map(key).collect();
+        let k = usize::from(senders);
+        let mut txs: Vec<Tx> = (0..n)
+            .map(|i| transfer(&keys[i % k], 1 + (i / k) as u64, 1))
+            .collect();
+        for &i in forge {
+            txs[i] = forged(&txs[i]);
+        }
+        txs
+    }
+
     #[test]
     fn a_failed_verifier_thread_is_no_bad_signature() {
-        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
-        let mut txs: Vec<Tx> = (0..256)
-            .map(|i| transfer(&keys[i % 3], 1 + i as u64 / 3, 1))
-            .collect();
-        txs[200] = forged(&txs[200]);
+        let txs = batch(3, 256, &[200]);
         let refs: Vec<&Tx> = txs.iter().collect();
         let main = std::thread::current().id();
         let panicked = std::sync::atomic::AtomicUsize::new(0);
@@ -365,13 +374,7 @@ mod tests {
 
     #[test]
     fn parallel_verification_keeps_order() {
-        let keys: Vec<NodeKey> = (1..=5).map(key).collect();
-        let mut txs: Vec<Tx> = (0..300)
-            .map(|i| transfer(&keys[i % 5], 1 + i as u64 / 5, 1))
-            .collect();
-        for i in [0, 77, 150, 299] {
-            txs[i] = forged(&txs[i]);
-        }
+        let txs = batch(5, 300, &[0, 77, 150, 299]);
         let refs: Vec<&Tx> = txs.iter().collect();
         let want: Vec<bool> = (0..300).map(|i| ![0, 77, 150, 299].contains(&i)).collect();
         for threads in [1, 2, 3, 8] {

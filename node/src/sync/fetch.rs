@@ -184,16 +184,13 @@ impl Fetcher {
             return (Vec::new(), None);
         };
         let checker = self.checker.clone();
-        let checked = tokio::task::spawn_blocking(move || {
+        crate::blocking::blocking_check("block sync proof check", move || {
             let c = checker.check_range(first, &blocks);
             blocks.truncate(c.good);
             (blocks, c.bad)
         })
-        .await;
-        checked.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "block sync: the proof check task failed");
-            (Vec::new(), None)
-        })
+        .await
+        .unwrap_or_default()
     }
 
     async fn fail(&self, from: Option<PublicKey>, first: u64, last: u64) {
