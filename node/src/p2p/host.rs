@@ -296,6 +296,10 @@ struct PeerState {
     agent: Option<String>,
     protocol_version: Option<String>,
     rtt: Option<Duration>,
+    /// The operator banned or removed it and its connections are closing:
+    /// nothing that still arrives on them (a late identify) puts the peer
+    /// back in the store.
+    dropped: bool,
 }
 
 /// Longest identify string kept.
@@ -453,14 +457,7 @@ impl Task {
         let was_connected = self.peers.contains_key(&peer);
         let changed = match op {
             OperatorOp::Ban { duration, .. } => {
-                let until = Instant::now() + duration;
-                let until_ms = now_ms()
-                    .saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
-                tracing::warn!(%peer, ?duration, "peer banned by the operator");
-                self.gate().ban(peer, until, until_ms);
-                self.scores.remove(&peer);
-                self.dialing.remove(&peer);
-                let _ = self.swarm.disconnect_peer_id(peer);
+                self.ban_for(peer, duration, "by the operator");
                 true
             }
             OperatorOp::Unban { .. } => {
@@ -488,7 +485,7 @@ impl Task {
                 self.bootstrap_ids.retain(|p| *p != peer);
                 let known = self.gate().store.forget(&peer);
                 self.dialing.remove(&peer);
-                let _ = self.swarm.disconnect_peer_id(peer);
+                self.drop_connections(peer);
                 tracing::info!(%peer, "peer removed by the operator");
                 known || kept != self.bootstrap_ids.len() || was_connected
             }
@@ -497,6 +494,15 @@ impl Task {
             changed,
             was_connected,
         })
+    }
+
+    /// Closes every connection to `peer` for good: what still arrives on
+    /// them until they are closed is not learnt from.
+    fn drop_connections(&mut self, peer: PeerId) {
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.dropped = true;
+        }
+        let _ = self.swarm.disconnect_peer_id(peer);
     }
 
     fn dial(&mut self, addr: Multiaddr) -> Result<(), HostError> {
@@ -583,14 +589,18 @@ impl Task {
     }
 
     fn ban(&mut self, peer: PeerId, why: &str) {
-        let d = self.config.ban_duration;
+        self.ban_for(peer, self.config.ban_duration, why);
+    }
+
+    /// Bans `peer` for `d` and closes its connections.
+    fn ban_for(&mut self, peer: PeerId, d: Duration, why: &str) {
         let until = Instant::now() + d;
         let until_ms = now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         tracing::warn!(%peer, ?d, why, "peer banned");
         self.gate().ban(peer, until, until_ms);
         self.scores.remove(&peer);
         self.dialing.remove(&peer);
-        let _ = self.swarm.disconnect_peer_id(peer);
+        self.drop_connections(peer);
     }
 
     fn add_discovered(&mut self, peers: Vec<(PeerId, Vec<Multiaddr>)>) -> usize {
@@ -761,13 +771,15 @@ impl Task {
             agent: None,
             protocol_version: None,
             rtt: None,
+            dropped: false,
         });
         state.dialed |= direction == Direction::Outbound;
         state.conns.push((conn, addr.clone(), direction));
+        let dropped = state.dropped;
         let allow_private = self.config.allow_private_addrs;
         let now = now_ms();
         let gate = self.gate();
-        if direction == Direction::Outbound {
+        if direction == Direction::Outbound && !dropped {
             // An address we dialed successfully is worth keeping, and the
             // peer counts as seen. An inbound connection proves nothing
             // about the addresses a peer claims: it does not make the peer
@@ -814,7 +826,7 @@ impl Task {
             .filter(|a| is_acceptable(a, allow_private))
             .take(super::store::MAX_ADDRS_PER_PEER)
             .collect();
-        let Some(state) = self.peers.get_mut(&peer) else {
+        let Some(state) = self.peers.get_mut(&peer).filter(|s| !s.dropped) else {
             return;
         };
         let dialed = state.dialed;
