@@ -91,6 +91,12 @@ pub struct NodeFigures {
     pub rss_peak_mib: f64,
     /// Resident memory after the load, once it stopped falling, MiB.
     pub rss_after_mib: f64,
+    /// Heap the node held before the load, as its allocator counts it
+    /// (`kite_allocator_allocated_bytes`), MiB; part of it may never have
+    /// been touched, so it can exceed the RSS.
+    pub heap_idle_mib: f64,
+    /// Heap the node held after the load, when its RSS was read, MiB.
+    pub heap_after_mib: f64,
 }
 
 /// Everything a run measured.
@@ -158,6 +164,22 @@ fn free_base_port(nodes: usize) -> anyhow::Result<u16> {
         }
     }
     bail!("found no {} free consecutive ports on 127.0.0.1", 2 * nodes)
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Each node's heap as its allocator counts it, MiB (NaN where the
+/// metric cannot be read).
+async fn heaps(rpc: &[String]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for url in rpc {
+        let heap = match crate::client::Client::new(url, Duration::from_secs(5)) {
+            Ok(c) => c.metric("kite_allocator_allocated_bytes").await,
+            Err(e) => Err(e),
+        };
+        out.push(heap.map_or(f64::NAN, |b| b / MIB));
+    }
+    out
 }
 
 /// Resident memory of `pid` (`VmRSS`, or `VmHWM` for the peak), MiB.
@@ -382,6 +404,7 @@ async fn run(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<NetBench> {
             .collect()
     };
     let idle_rss: Vec<f64> = pids.iter().map(|p| mem_mib(*p, "VmRSS:")).collect();
+    let idle_heap = heaps(&rpc).await;
     if !a.json {
         eprintln!("saturation: {} txs from {} senders...", a.txs, a.senders);
     }
@@ -397,6 +420,7 @@ async fn run(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<NetBench> {
         rates.push(run_load(&load(r.saturating_mul(a.rate_secs).max(1), *r)).await?);
     }
     let after_rss = settled_rss(&pids, if a.quick { 1 } else { SETTLE_MAX_SECS }).await;
+    let after_heap = heaps(&rpc).await;
     let nodes_figures = nodes
         .children
         .iter()
@@ -410,6 +434,8 @@ async fn run(a: &NetBenchArgs, dir: &Path) -> anyhow::Result<NetBench> {
                 rss_idle_mib: idle_rss[i],
                 rss_peak_mib: peaks[i].max(mem_mib(c.id(), "VmHWM:")),
                 rss_after_mib: after_rss[i],
+                heap_idle_mib: idle_heap[i],
+                heap_after_mib: after_heap[i],
             }
         })
         .collect();
@@ -496,6 +522,12 @@ fn print(b: &NetBench) {
         println!(
             "| {}: RSS idle before / peak / idle after the load | {:.0} / {:.0} / {:.0} MiB | | |",
             n.name, n.rss_idle_mib, n.rss_peak_mib, n.rss_after_mib
+        );
+    }
+    for n in &b.nodes {
+        println!(
+            "| {}: heap held (allocator) idle before / after the load | {:.0} / {:.0} MiB | | |",
+            n.name, n.heap_idle_mib, n.heap_after_mib
         );
     }
     println!(

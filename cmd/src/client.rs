@@ -10,6 +10,7 @@ use std::time::Duration;
 /// A node's JSON-RPC endpoint.
 #[derive(Clone)]
 pub struct Client {
+    base: String,
     url: String,
     http: reqwest::Client,
     next_id: std::sync::Arc<AtomicU64>,
@@ -28,6 +29,7 @@ impl Client {
             .build()
             .context("building the HTTP client")?;
         Ok(Client {
+            base: base.to_owned(),
             url: format!("{base}/rpc/v1"),
             http,
             next_id: std::sync::Arc::new(AtomicU64::new(1)),
@@ -45,6 +47,28 @@ impl Client {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let v = self.post(&body).await?;
         answer(method, &v)
+    }
+
+    /// The value of the metric `name` (a gauge or counter without labels)
+    /// from the node's `GET /metrics`.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let url = format!("{}/metrics", self.base);
+        let text = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .with_context(|| format!("cannot read {url}"))?
+            .text()
+            .await
+            .with_context(|| format!("reading {url}"))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .with_context(|| format!("{url} has no {name}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{url}: {name} is not a number"))
     }
 
     /// Posts a JSON-RPC body; returns the JSON answer.

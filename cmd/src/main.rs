@@ -30,6 +30,18 @@ use kite_types::Payload;
 /// background thread returns freed pages to the system within seconds.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's figures for the node's metrics (`kite_allocator_*`).
+fn jemalloc_stats() -> Option<kite_node::metrics::AllocatorStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // The statistics are a snapshot taken when the epoch advances.
+    epoch::advance().ok()?;
+    let bytes = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+    Some(kite_node::metrics::AllocatorStats {
+        allocated: bytes(stats::allocated::read().ok()?),
+        resident: bytes(stats::resident::read().ok()?),
+    })
+}
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -181,7 +193,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Testnet(TestnetCommand::Status(a)) => block_on(testnet::status(&a)),
         Command::Testnet(TestnetCommand::Wait(a)) => block_on(testnet::wait(&a)),
         Command::Testnet(TestnetCommand::Chaos(a)) => block_on(chaos::chaos(&a)),
-        Command::Start(a) => start::run(&a),
+        Command::Start(a) => {
+            kite_node::metrics::set_allocator_probe(jemalloc_stats);
+            start::run(&a)
+        }
         Command::Status(a) => block_on(query::status(&a)),
         Command::Block(a) => block_on(query::block(&a)),
         Command::Peers(PeersArgs { op: None, list }) => block_on(query::peers(&list)),

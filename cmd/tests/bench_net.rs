@@ -63,6 +63,9 @@ fn bench_net_small_run_prints_sane_figures() {
         assert!(f(&n["cpu_us_per_tx"]).is_finite(), "{n}");
         assert!(f(&n["rss_peak_mib"]) > 1.0, "{n}");
         assert!(f(&n["rss_idle_mib"]) > 1.0, "{n}");
+        // The nodes' allocator figures reach the metrics.
+        assert!(f(&n["heap_idle_mib"]) > 0.1, "{n}");
+        assert!(f(&n["heap_after_mib"]) > 0.1, "{n}");
     }
     assert_no_node_under(dir.path());
 }

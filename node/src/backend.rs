@@ -284,6 +284,7 @@ impl RpcBackend for Backend {
             .set(crate::context::to_i64(ctx.sig_checks.limited()));
         m.tx_checks_limited
             .set(crate::context::to_i64(ctx.tx_checks.limited()));
+        m.sample_memory();
         ctx.metrics.encode()
     }
 }

@@ -11,6 +11,27 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+
+/// What the process's memory allocator reports, bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocatorStats {
+    /// Bytes the program holds (allocated and not freed).
+    pub allocated: u64,
+    /// Bytes of the allocator's pages that are resident: what it holds plus
+    /// freed memory it has not yet given back to the system.
+    pub resident: u64,
+}
+
+/// The allocator's probe, set once by the binary that chose the allocator.
+static ALLOCATOR_PROBE: OnceLock<fn() -> Option<AllocatorStats>> = OnceLock::new();
+
+/// Sets the function that reads the allocator's figures (the `kite` binary
+/// sets one for jemalloc); without it the allocator gauges stay 0. Only the
+/// first call counts: the allocator is the process's.
+pub fn set_allocator_probe(probe: fn() -> Option<AllocatorStats>) {
+    let _ = ALLOCATOR_PROBE.set(probe);
+}
 
 /// Labels of a stream counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +90,12 @@ pub struct Metrics {
     /// Tx batches from peers dropped unchecked: their sender was over its
     /// rate of tx signature checks.
     pub tx_checks_limited: Gauge,
+    /// The process's resident memory (RSS), bytes.
+    pub process_resident_bytes: Gauge,
+    /// Bytes the node holds on the heap, as its allocator counts them.
+    pub allocator_allocated_bytes: Gauge,
+    /// The allocator's resident pages, bytes.
+    pub allocator_resident_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -106,6 +133,9 @@ impl Metrics {
             peer_buffer_refused: Gauge::default(),
             sig_checks_limited: Gauge::default(),
             tx_checks_limited: Gauge::default(),
+            process_resident_bytes: Gauge::default(),
+            allocator_allocated_bytes: Gauge::default(),
+            allocator_resident_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("height", "Last committed height", m.height.clone());
@@ -196,7 +226,35 @@ impl Metrics {
             "Tx batches from peers dropped unchecked because their sender was over p2p.max_tx_checks_per_peer",
             m.tx_checks_limited.clone(),
         );
+        registry.register(
+            "process_resident_bytes",
+            "Resident memory of the node's process (RSS)",
+            m.process_resident_bytes.clone(),
+        );
+        registry.register(
+            "allocator_allocated_bytes",
+            "Heap bytes the node holds, as its allocator counts them (0 without an allocator probe)",
+            m.allocator_allocated_bytes.clone(),
+        );
+        registry.register(
+            "allocator_resident_bytes",
+            "The allocator's resident pages: the heap the node holds plus freed pages not yet given back (0 without an allocator probe)",
+            m.allocator_resident_bytes.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Reads the process's memory figures into their gauges (at each scrape).
+    pub fn sample_memory(&self) {
+        if let Some(rss) = memory_stats::memory_stats() {
+            self.process_resident_bytes
+                .set(i64::try_from(rss.physical_mem).unwrap_or(i64::MAX));
+        }
+        if let Some(stats) = ALLOCATOR_PROBE.get().and_then(|probe| probe()) {
+            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.allocator_allocated_bytes.set(gauge(stats.allocated));
+            self.allocator_resident_bytes.set(gauge(stats.resident));
+        }
     }
 
     /// Counts one stream.
@@ -231,6 +289,8 @@ mod tests {
         m.stream("/kite/tx/1.0.0", true, "ok");
         m.commit_round_seconds.observe(0.2);
         m.promise_write_seconds.observe(0.0003);
+        m.sample_memory();
+        assert!(m.process_resident_bytes.get() > 0, "the test's own RSS");
         let text = m.encode();
         assert!(
             text.contains("kite_promise_write_seconds_count 1"),
