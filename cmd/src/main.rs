@@ -23,6 +23,8 @@ mod testnet;
 
 use clap::{Parser, Subcommand};
 use kite_types::Payload;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// jemalloc instead of the system allocator: under load glibc's malloc kept
 /// 60-110 MiB per node that the node had freed (fragmented arenas), so the
@@ -42,8 +44,6 @@ fn jemalloc_stats() -> Option<kite_node::metrics::AllocatorStats> {
         resident: bytes(stats::resident::read().ok()?),
     })
 }
-use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Kite: a leader-based blockchain node.
 #[derive(Parser, Debug)]

@@ -296,7 +296,8 @@ struct PeerState {
     agent: Option<String>,
     protocol_version: Option<String>,
     rtt: Option<Duration>,
-    /// The operator banned or removed it and its connections are closing:
+    /// It was banned (by its score or the operator) or removed by the
+    /// operator, and its connections are closing:
     /// nothing that still arrives on them (a late identify) puts the peer
     /// back in the store.
     dropped: bool,
