@@ -7,6 +7,24 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Longest JSON-RPC answer read (a batch of blocks in JSON stays far below).
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// Longest `/metrics` page read.
+const MAX_METRICS_BYTES: usize = 4 << 20;
+
+/// The body of `resp`, refused past `cap` bytes (the client's deadline
+/// bounds the time).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            bail!("the answer is over {cap} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// A node's JSON-RPC endpoint.
 #[derive(Clone)]
 pub struct Client {
@@ -53,17 +71,18 @@ impl Client {
     /// from the node's `GET /metrics`.
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let url = format!("{}/metrics", self.base);
-        let text = self
+        let resp = self
             .http
             .get(&url)
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .with_context(|| format!("cannot read {url}"))?
-            .text()
+            .with_context(|| format!("cannot read {url}"))?;
+        let body = read_capped(resp, MAX_METRICS_BYTES)
             .await
             .with_context(|| format!("reading {url}"))?;
-        text.lines()
+        String::from_utf8_lossy(&body)
+            .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .with_context(|| format!("{url} has no {name}"))?
             .trim()
@@ -81,8 +100,10 @@ impl Client {
             .await
             .with_context(|| format!("cannot reach {}", self.url))?;
         let status = resp.status();
-        resp.json()
+        let body = read_capped(resp, MAX_ANSWER_BYTES)
             .await
+            .with_context(|| format!("reading the answer of {}", self.url))?;
+        serde_json::from_slice(&body)
             .with_context(|| format!("{} answered {status} with no JSON-RPC body", self.url))
     }
 
